@@ -1,0 +1,112 @@
+"""Small typed configs: frozen dataclasses, loaded from YAML and overridden by flags.
+
+Each stage defines its own dataclass; this module only loads, merges and saves them, so
+the resolved settings can be written beside every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from hpa.io import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(names)}")
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            v = data[f.name]
+            # YAML and JSON give lists where the dataclass holds tuples.
+            values[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**values)
+
+
+def resolve(cls: type[T], yaml_path: str | Path | None = None, **overrides: Any) -> T:
+    """Defaults of ``cls``, then the YAML file, then the non-None ``overrides``."""
+    data: dict[str, Any] = {}
+    if yaml_path:
+        data.update(load_yaml(yaml_path))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(cls, data, source=str(yaml_path or "settings"))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass as plain YAML/JSON-safe types (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def save_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    """Write a mapping as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def save_json(path: str | Path, data: Any) -> None:
+    """Write JSON (indented), atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def log_settings(title: str, settings: dict[str, Any]) -> None:
+    """Log every resolved setting, one per line, so runs are reproducible from the log."""
+    log.info("%s:", title)
+    for k, v in settings.items():
+        log.info("  %s: %s", k, v)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"cuda"`` if asked for (or ``"auto"`` and a GPU is present), else ``"cpu"``.
+
+    Raises:
+        RuntimeError: ``"cuda"`` was asked for and no CUDA device is visible.
+    """
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def default_workers() -> int:
+    """Worker processes to use by default: the CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

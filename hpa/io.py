@@ -1,0 +1,435 @@
+"""Reading and writing HPA data: 4-channel samples, label CSVs, label images.
+
+Samples are stored one grey file per channel, ``<Id>_<color>.<ext>``, as in the Kaggle
+2018 (512 px, 8-bit PNG) and 2021 (1728-3072 px, 8- or 16-bit PNG) competitions, the
+HPAv18 external downloads (JPEG) and TIFF exports. :func:`read_sample` returns an
+``(H, W, 4)`` array in :data:`hpa.constants.CHANNELS` order with the file's dtype.
+
+Every problem with an input raises :class:`HPADataError` whose message names the file.
+Every writer here writes to a temporary file in the target folder and renames it into
+place, so a killed run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hpa.constants import CHANNELS, IMAGE_EXTENSIONS, LABEL_SETS
+
+
+class HPADataError(ValueError):
+    """An input file is missing, unreadable or not what HPA data looks like."""
+
+
+# --------------------------------------------------------------------------- ids ---
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def check_image_id(image_id: str) -> str:
+    """Return ``image_id`` if it is a plain file-name stem, else raise.
+
+    An Id comes from a CSV and is joined to a folder: it must not contain a path
+    separator, ``..`` or anything else that would escape that folder.
+
+    >>> check_image_id("000a6c98-bb9b-11e8-b2b9-ac1f6b6435d0")
+    '000a6c98-bb9b-11e8-b2b9-ac1f6b6435d0'
+    """
+    if not isinstance(image_id, str) or not _SAFE_ID.match(image_id) or ".." in image_id:
+        raise HPADataError(
+            f"invalid image Id {image_id!r}: an Id must be a plain name (letters, digits, "
+            "'-', '_', '.'), without path separators or '..'"
+        )
+    return image_id
+
+
+def channel_path(images_dir: str | Path, image_id: str, color: str) -> Path:
+    """Path of one channel file of a sample, trying every supported extension.
+
+    Raises:
+        HPADataError: no file for this channel exists.
+    """
+    check_image_id(image_id)
+    images_dir = Path(images_dir)
+    for ext in IMAGE_EXTENSIONS:
+        path = images_dir / f"{image_id}_{color}{ext}"
+        if path.is_file():
+            return path
+    tried = ", ".join(f"{image_id}_{color}{ext}" for ext in IMAGE_EXTENSIONS)
+    raise HPADataError(f"{images_dir}: missing {color} channel for Id {image_id} (tried {tried})")
+
+
+def list_image_ids(images_dir: str | Path) -> list[str]:
+    """Sorted Ids of the samples in a folder (every Id with at least one channel file)."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise HPADataError(f"{images_dir}: not a folder")
+    pattern = re.compile(
+        r"^(.+)_(" + "|".join(CHANNELS) + r")(" + "|".join(re.escape(e) for e in IMAGE_EXTENSIONS) + r")$",
+        re.IGNORECASE,
+    )
+    ids = set()
+    for entry in os.scandir(images_dir):
+        m = pattern.match(entry.name)
+        if m:
+            ids.add(m.group(1))
+    return sorted(ids)
+
+
+# ----------------------------------------------------------------------- images ---
+
+
+def read_grey(path: str | Path) -> np.ndarray:
+    """Read one grey channel image, keeping its dtype (uint8 or uint16).
+
+    A colour file is accepted only where its non-blank colour planes are identical
+    (a grey image saved as RGB, or an HPAv18 download where e.g. the red channel is
+    stored in the red plane alone); anything else is an error.
+
+    Returns:
+        ``(H, W)`` array, uint8 or uint16.
+
+    Raises:
+        HPADataError: the file is missing, truncated, corrupt, or not grey.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HPADataError(f"{path}: file not found")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        try:
+            img = tifffile.imread(path)
+        except Exception as exc:  # tifffile raises many types for broken files
+            raise HPADataError(f"{path}: cannot read TIFF ({exc})") from exc
+    else:
+        data = np.fromfile(path, dtype=np.uint8)
+        if path.suffix.lower() == ".png" and not _png_complete(data):
+            raise HPADataError(f"{path}: truncated or corrupt PNG (no IEND chunk)")
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if img is None:
+            raise HPADataError(f"{path}: cannot decode image (corrupt or not an image)")
+    img = np.asarray(img)
+    if img.ndim == 3:
+        img = _colour_to_grey(img, path)
+    if img.ndim != 2:
+        raise HPADataError(f"{path}: expected a 2-D grey image, got shape {img.shape}")
+    if img.dtype not in (np.uint8, np.uint16):
+        if img.dtype == np.float32 or img.dtype == np.float64:
+            raise HPADataError(f"{path}: floating-point images are not supported (got {img.dtype})")
+        raise HPADataError(f"{path}: unsupported pixel type {img.dtype} (expected 8 or 16 bit)")
+    return img
+
+
+def _png_complete(data: np.ndarray) -> bool:
+    # libpng decodes a truncated file into a partly black image with a warning only.
+    return data.size >= 12 and bytes(data[-12:]).find(b"IEND") >= 0
+
+
+def _colour_to_grey(img: np.ndarray, path: Path) -> np.ndarray:
+    if img.shape[-1] not in (3, 4):
+        raise HPADataError(f"{path}: expected a grey image, got shape {img.shape}")
+    planes = [img[..., i] for i in range(3)]  # alpha ignored
+    used = [p for p in planes if p.any()]
+    if not used:
+        return planes[0]
+    if all(np.array_equal(used[0], p) for p in used[1:]):
+        return used[0]
+    raise HPADataError(
+        f"{path}: expected a single-channel grey image, got a colour image whose colour "
+        "planes differ; save each channel as its own grey file"
+    )
+
+
+def read_sample(images_dir: str | Path, image_id: str) -> np.ndarray:
+    """Read the four channels of one sample.
+
+    Args:
+        images_dir: folder holding ``<Id>_{red,green,blue,yellow}.<ext>`` files.
+        image_id: the sample's Id.
+
+    Returns:
+        ``(H, W, 4)`` array in red, green, blue, yellow order; uint8 or uint16 as stored.
+
+    Raises:
+        HPADataError: a channel is missing or unreadable, or the channels differ in
+            size or bit depth.
+    """
+    paths = [channel_path(images_dir, image_id, c) for c in CHANNELS]
+    planes = [read_grey(p) for p in paths]
+    shapes = {p.shape for p in planes}
+    if len(shapes) != 1:
+        detail = ", ".join(f"{p.name} {a.shape[1]}x{a.shape[0]}" for p, a in zip(paths, planes, strict=True))
+        raise HPADataError(f"Id {image_id}: channels differ in size ({detail})")
+    dtypes = {p.dtype for p in planes}
+    if len(dtypes) != 1:
+        detail = ", ".join(f"{p.name} {a.dtype}" for p, a in zip(paths, planes, strict=True))
+        raise HPADataError(f"Id {image_id}: channels differ in bit depth ({detail})")
+    return np.stack(planes, axis=-1)
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """Scale an integer image to float32 in [0, 1] by its dtype's range.
+
+    uint8 is divided by 255 and uint16 by 65535; float input is clipped to [0, 1].
+
+    >>> to_float(np.array([[0, 255]], dtype=np.uint8)).tolist()
+    [[0.0, 1.0]]
+    """
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    if np.issubdtype(image.dtype, np.floating):
+        return np.clip(image, 0.0, 1.0).astype(np.float32)
+    raise TypeError(f"unsupported dtype {image.dtype}")
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Convert a uint8/uint16/float image to uint8 by its dtype's range."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    return np.round(to_float(image) * 255.0).astype(np.uint8)
+
+
+def percentile_stretch(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:
+    """Contrast-stretch each channel of an image to float32 [0, 1] by percentiles.
+
+    Works alike for 8- and 16-bit input (a 16-bit image that uses only 12 bits is
+    stretched to the full range). ``image`` is ``(H, W)`` or ``(H, W, C)``.
+    """
+    img = image.astype(np.float32)
+    if img.ndim == 2:
+        img = img[..., None]
+    out = np.empty_like(img)
+    for c in range(img.shape[-1]):
+        lo, hi = np.percentile(img[..., c], (low, high))
+        out[..., c] = np.clip((img[..., c] - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return out[..., 0] if image.ndim == 2 else out
+
+
+# ------------------------------------------------------------------ atomic output ---
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """Write a uint8/uint16 ``(H, W)`` or ``(H, W, 3)`` (RGB) image as PNG, atomically."""
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"write_png takes uint8 or uint16, got {image.dtype}")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def write_label_image(path: str | Path, labels: np.ndarray) -> None:
+    """Write an instance label image as a uint16 PNG (0 = background), atomically."""
+    if labels.size and int(labels.max()) > np.iinfo(np.uint16).max:
+        raise ValueError(f"{path}: {int(labels.max())} labels do not fit in a uint16 PNG")
+    write_png(path, labels.astype(np.uint16))
+
+
+def read_label_image(path: str | Path) -> np.ndarray:
+    """Read an instance label image written by :func:`write_label_image` (int32 array)."""
+    return read_grey(path).astype(np.int32)
+
+
+# ----------------------------------------------------------------------- labels ---
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Image-level labels of a dataset.
+
+    Attributes:
+        ids: image Ids, in file order.
+        y: ``(N, C)`` uint8 multi-hot matrix, ``C = len(class_names)``.
+        label_set: ``"2018"`` or ``"2021"``.
+    """
+
+    ids: tuple[str, ...]
+    y: np.ndarray
+    label_set: str
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return LABEL_SETS[self.label_set]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, ids: Sequence[str]) -> Labels:
+        """The rows of ``ids``, in that order (KeyError names a missing Id)."""
+        index = {i: k for k, i in enumerate(self.ids)}
+        rows = [index[i] for i in ids]
+        return Labels(tuple(ids), self.y[rows], self.label_set)
+
+
+# header (lower-cased) -> (label set, separator)
+_LABEL_FORMATS = {("id", "target"): ("2018", " "), ("id", "label"): ("2021", "|")}
+
+
+def read_labels(path: str | Path, label_set: str | None = None) -> Labels:
+    """Read a label CSV into a multi-hot matrix.
+
+    Formats, told apart by the header: 2018 and HPAv18 (``Id,Target``, class numbers
+    separated by spaces, 28 classes) and 2021 (``ID,Label``, separated by ``|``,
+    19 classes). Extra columns are ignored. An empty target means no label.
+
+    Args:
+        path: the CSV file.
+        label_set: force ``"2018"`` or ``"2021"`` instead of guessing from the header.
+
+    Raises:
+        HPADataError: unknown header, unknown class number (with its row), malformed
+            target, duplicate or unsafe Id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HPADataError(f"{path}: label file not found")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise HPADataError(f"{path}: empty label file") from None
+        key = tuple(h.strip().lower() for h in header[:2])
+        if key not in _LABEL_FORMATS:
+            raise HPADataError(
+                f"{path}: unknown label format, header {header!r}; expected 'Id,Target' "
+                "(2018, space-separated) or 'ID,Label' (2021, '|'-separated)"
+            )
+        guessed, sep = _LABEL_FORMATS[key]
+        label_set = label_set or guessed
+        if label_set not in LABEL_SETS:
+            raise HPADataError(f"unknown label set {label_set!r}; choose from {sorted(LABEL_SETS)}")
+        n_classes = len(LABEL_SETS[label_set])
+        ids: list[str] = []
+        rows: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for line_no, row in enumerate(reader, start=2):
+            if not row or not row[0].strip():
+                continue
+            image_id = row[0].strip()
+            try:
+                check_image_id(image_id)
+            except HPADataError as exc:
+                raise HPADataError(f"{path}, line {line_no}: {exc}") from None
+            if image_id in seen:
+                raise HPADataError(
+                    f"{path}, line {line_no}: duplicate Id {image_id} (first on line {seen[image_id]})"
+                )
+            seen[image_id] = line_no
+            target = row[1].strip() if len(row) > 1 else ""
+            classes = []
+            for token in target.replace(sep, " ").split():
+                try:
+                    k = int(token)
+                except ValueError:
+                    raise HPADataError(
+                        f"{path}, line {line_no}: {token!r} in {target!r} is not a class number"
+                    ) from None
+                if not 0 <= k < n_classes:
+                    raise HPADataError(
+                        f"{path}, line {line_no}: unknown class {k} for Id {image_id} "
+                        f"(the {label_set} label set has classes 0-{n_classes - 1})"
+                    )
+                classes.append(k)
+            ids.append(image_id)
+            rows.append(classes)
+    y = np.zeros((len(ids), n_classes), dtype=np.uint8)
+    for i, classes in enumerate(rows):
+        y[i, classes] = 1
+    return Labels(tuple(ids), y, label_set)
+
+
+def format_target(row: np.ndarray, sep: str = " ") -> str:
+    """Class numbers of a multi-hot row, ascending, joined by ``sep``.
+
+    >>> format_target(np.array([0, 1, 0, 1]))
+    '1 3'
+    """
+    return sep.join(str(k) for k in np.flatnonzero(row))
+
+
+def write_labels(path: str | Path, labels: Labels) -> None:
+    """Write labels in their own set's format (2018: ``Id,Target``; 2021: ``ID,Label``)."""
+    if labels.label_set == "2021":
+        header, sep = "ID,Label", "|"
+    else:
+        header, sep = "Id,Target", " "
+    lines = [header] + [f"{i},{format_target(r, sep)}" for i, r in zip(labels.ids, labels.y, strict=True)]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def read_id_list(path: str | Path) -> list[str]:
+    """Ids from the first column of a CSV with a header (a sample submission, a label file).
+
+    Order is kept; a duplicate or unsafe Id is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HPADataError(f"{path}: Id list not found")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise HPADataError(f"{path}: empty file")
+        ids: list[str] = []
+        seen: set[str] = set()
+        for line_no, row in enumerate(reader, start=2):
+            if not row or not row[0].strip():
+                continue
+            image_id = row[0].strip()
+            try:
+                check_image_id(image_id)
+            except HPADataError as exc:
+                raise HPADataError(f"{path}, line {line_no}: {exc}") from None
+            if image_id in seen:
+                raise HPADataError(f"{path}, line {line_no}: duplicate Id {image_id}")
+            seen.add(image_id)
+            ids.append(image_id)
+    return ids
