@@ -121,8 +121,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--workers", type=int, default=None, help="CPU worker processes")
-    p.add_argument("--backend", choices=("watershed", "cellpose"), default="watershed",
-                   help="segmentation backend when --masks is not given")
+    p.add_argument(
+        "--backend",
+        choices=("watershed", "cellpose"),
+        default="watershed",
+        help="segmentation backend when --masks is not given",
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -143,8 +147,9 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write a browsable HTML report of a prediction run",
-                       formatter_class=_FMT)
+    p = sub.add_parser(
+        "report", help="write a browsable HTML report of a prediction run", formatter_class=_FMT
+    )
     p.add_argument("pred", help="PRED_DIR written by 'hpa predict'")
     p.add_argument("--images", default=None, help="folder of channel files (default: from PRED_DIR)")
     p.add_argument("--labels", default=None, help="label CSV: add F1 charts and the truth")
@@ -173,8 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_synth, _add_segment, _add_train, _add_predict, _add_evaluate, _add_show,
-                _add_report, _add_demo):
+    for add in (
+        _add_synth,
+        _add_segment,
+        _add_train,
+        _add_predict,
+        _add_evaluate,
+        _add_show,
+        _add_report,
+        _add_demo,
+    ):
         add(sub)
     return parser
 
@@ -182,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """Log to stderr: INFO by default, DEBUG with -v, WARNING with -q."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     logging.getLogger("hpa").setLevel(level)
 
 

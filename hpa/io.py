@@ -25,11 +25,7 @@ import cv2
 import numpy as np
 
 from hpa.constants import CHANNELS, IMAGE_EXTENSIONS, LABEL_SETS
-
-
-class HPADataError(ValueError):
-    """An input file is missing, unreadable or not what HPA data looks like."""
-
+from hpa.errors import HPADataError
 
 # --------------------------------------------------------------------------- ids ---
 
@@ -116,9 +112,10 @@ def read_grey(path: str | Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
         if path.suffix.lower() == ".png" and not _png_complete(data):
             raise HPADataError(f"{path}: truncated or corrupt PNG (no IEND chunk)")
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-        if img is None:
+        decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if decoded is None:
             raise HPADataError(f"{path}: cannot decode image (corrupt or not an image)")
+        img = decoded
     img = np.asarray(img)
     if img.ndim == 3:
         img = _colour_to_grey(img, path)

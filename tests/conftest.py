@@ -27,3 +27,7 @@ def shared_data() -> Path:
 def repo_data() -> Path:
     """The small real samples shipped in the repository's data/ folder."""
     return REPO / "data"
+
+
+# A tiny drawn dataset (images, masks, labels) for classification and pipeline tests.
+from tiny_data import tiny_dataset  # noqa: E402, F401
