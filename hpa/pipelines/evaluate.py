@@ -1,0 +1,85 @@
+"""``hpa evaluate``: the macro F1 of a submission against a label file.
+
+Works with 2018 (``Id,Target``) and 2021 (``ID,Label``) label files; the submission is
+``Id,Predicted`` with class numbers of that label set. Every labelled Id must be in the
+submission exactly once and the submission must hold no other Id; otherwise the
+command fails (exit status 1) with a message that counts and names the offending Ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hpa.aggregation.metrics import format_report, macro_f1, per_class_report
+from hpa.aggregation.submission import align_submission, read_submission
+from hpa.io import read_labels
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(submission_path: str | Path, labels_path: str | Path) -> dict[str, Any]:
+    """Score a submission file against a label file.
+
+    Args:
+        submission_path: ``Id,Predicted`` CSV.
+        labels_path: label CSV (2018 ``Id,Target`` or 2021 ``ID,Label``).
+
+    Returns:
+        ``{"macro_f1": float, "n_images": int, "label_set": str, "submission": str,
+        "labels": str, "per_class": [{"class", "name", "precision", "recall", "f1",
+        "support", "predicted"}, ...]}`` with plain Python types (JSON-ready).
+
+    Raises:
+        HPADataError: an unreadable file, or Ids missing, duplicated or unknown.
+    """
+    truth = read_labels(labels_path)
+    sub_ids, sub_y = read_submission(submission_path, truth.label_set)
+    y_true, y_pred = align_submission(sub_ids, sub_y, truth)
+    score = macro_f1(y_true, y_pred)
+    report = per_class_report(y_true, y_pred, truth.class_names)
+    log.debug("evaluated %d images of %s against %s", len(truth), submission_path, labels_path)
+    per_class = [
+        {
+            "class": int(r["class"]),
+            "name": str(r["name"]),
+            "precision": float(r["precision"]),
+            "recall": float(r["recall"]),
+            "f1": float(r["f1"]),
+            "support": int(r["support"]),
+            "predicted": int(r["predicted"]),
+        }
+        for r in report.to_dict("records")
+    ]
+    return {
+        "macro_f1": score,
+        "n_images": len(truth),
+        "label_set": truth.label_set,
+        "submission": str(submission_path),
+        "labels": str(labels_path),
+        "per_class": per_class,
+    }
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """The result of :func:`evaluate` as a readable per-class table."""
+    import pandas as pd
+
+    head = (
+        f"{result['submission']} vs {result['labels']} "
+        f"({result['n_images']} images, {result['label_set']} classes)"
+    )
+    return head + "\n" + format_report(pd.DataFrame(result["per_class"]), result["macro_f1"])
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``hpa evaluate SUBMISSION --labels LABELS [--json]``."""
+    result = evaluate(args.submission, args.labels)
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_result(result))
+    return 0
