@@ -1,0 +1,278 @@
+"""An on-disk cache of cell crops and tiles, so a training epoch reads no PNG.
+
+The views of every image are cut once, in worker processes, and appended to one raw
+array file that is then memory-mapped: ``views.bin`` holds ``(N, S, S, 4)`` uint8 or
+uint16 views, ``index.parquet`` says which image, cell or tile each row is, and
+``meta.json`` records shape, dtype and the key the cache was built for. The key hashes
+the crop settings and, per image, the sizes and modification times of its channel and
+mask files: change any of them and a new cache is built beside the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from hpa.classification.crops import CropSettings, cell_boxes, crop_cells, image_tiles
+from hpa.constants import CHANNELS
+from hpa.io import HPADataError, channel_path, read_label_image, read_sample
+
+log = logging.getLogger(__name__)
+
+CELL, TILE = "cell", "tile"
+
+
+@dataclass(frozen=True)
+class ImageViews:
+    """The views of one image.
+
+    Attributes:
+        image_id: the sample's Id.
+        cell_ids: ``(N,)`` cell ids, ascending.
+        boxes: ``(N, 4)`` cell boxes ``(y0, x0, y1, x1)``.
+        crops: ``(N, S, S, 4)`` cell crops.
+        tiles: ``(T, S, S, 4)`` tiles.
+    """
+
+    image_id: str
+    cell_ids: np.ndarray
+    boxes: np.ndarray
+    crops: np.ndarray
+    tiles: np.ndarray
+
+
+def image_views(image: np.ndarray, cells: np.ndarray, image_id: str, settings: CropSettings) -> ImageViews:
+    """Cut the cell crops and tiles of one ``(H, W, 4)`` image with its ``(H, W)`` cell labels."""
+    if cells.shape != image.shape[:2]:
+        raise HPADataError(
+            f"Id {image_id}: mask is {cells.shape[1]}x{cells.shape[0]} but the image is "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    ids, boxes = cell_boxes(cells)
+    crops = crop_cells(image, cells, ids, boxes, settings)
+    tiles = image_tiles(image, settings)
+    return ImageViews(image_id, ids, boxes, crops, tiles)
+
+
+def mask_path(seg_dir: str | Path, image_id: str) -> Path:
+    """The cell mask file that ``hpa segment`` wrote for an Id."""
+    return Path(seg_dir) / "cells" / f"{image_id}.png"
+
+
+def load_views(
+    images_dir: str | Path, seg_dir: str | Path, image_id: str, settings: CropSettings
+) -> ImageViews:
+    """Read an image and its cell mask and cut its views."""
+    image = read_sample(images_dir, image_id)
+    path = mask_path(seg_dir, image_id)
+    if not path.is_file():
+        raise HPADataError(f"{path}: no cell mask for Id {image_id}; run hpa segment first")
+    return image_views(image, read_label_image(path), image_id, settings)
+
+
+def _files_signature(images_dir: Path, seg_dir: Path, image_id: str) -> list[int]:
+    sig = []
+    paths = [channel_path(images_dir, image_id, c) for c in CHANNELS] + [mask_path(seg_dir, image_id)]
+    for p in paths:
+        st = p.stat()
+        sig += [st.st_size, st.st_mtime_ns]
+    return sig
+
+
+def cache_key(images_dir: str | Path, seg_dir: str | Path, ids: Sequence[str], settings: CropSettings) -> str:
+    """A hash of the settings and of every input file's size and modification time."""
+    h = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
+    for image_id in ids:
+        h.update(image_id.encode())
+        try:
+            h.update(repr(_files_signature(Path(images_dir), Path(seg_dir), image_id)).encode())
+        except (HPADataError, OSError):
+            h.update(b"missing")
+    return h.hexdigest()[:16]
+
+
+class CropCache:
+    """A built cache: a memory-mapped view array and its index table.
+
+    Attributes:
+        views: ``(N, S, S, 4)`` memory-mapped uint8/uint16 array.
+        index: one row per view: ``image_id, kind ('cell'|'tile'), cell_id`` (the tile
+            number for tiles) and the cell box ``bbox_y0, bbox_x0, bbox_y1, bbox_x1``.
+        failures: ``image_id -> error`` for images that could not be cut.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        meta = json.loads((self.folder / "meta.json").read_text())
+        self.meta = meta
+        self.index = pd.read_parquet(self.folder / "index.parquet")
+        shape = tuple(meta["shape"])
+        self.views: np.ndarray
+        if shape[0]:
+            self.views = np.memmap(self.folder / "views.bin", dtype=meta["dtype"], mode="r", shape=shape)
+        else:
+            self.views = np.zeros(shape, dtype=meta["dtype"])
+        self.failures: dict[str, str] = meta.get("failures", {})
+
+    @property
+    def scale(self) -> float:
+        """The maximum of the cached dtype (255 or 65535)."""
+        return float(np.iinfo(self.views.dtype).max)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _work(task: tuple[str, str, str, CropSettings]) -> ImageViews | tuple[str, str]:
+    images_dir, seg_dir, image_id, settings = task
+    try:
+        return load_views(images_dir, seg_dir, image_id, settings)
+    except (HPADataError, OSError, ValueError) as exc:
+        return image_id, str(exc)
+
+
+def iter_views(
+    images_dir: str | Path,
+    seg_dir: str | Path,
+    ids: Sequence[str],
+    settings: CropSettings,
+    workers: int = 1,
+) -> Iterator[ImageViews | tuple[str, str]]:
+    """Views of each Id, in order, cut in ``workers`` processes; ``(Id, error)`` on failure."""
+    tasks = [(str(images_dir), str(seg_dir), i, settings) for i in ids]
+    if workers <= 1:
+        yield from map(_work, tasks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_work, tasks, chunksize=4)
+
+
+def _convert(views: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if views.dtype == dtype:
+        return views
+    if dtype == np.uint16:
+        return views.astype(np.uint16) * 257
+    return (views >> 8).astype(np.uint8)
+
+
+def build_cache(
+    images_dir: str | Path,
+    seg_dir: str | Path,
+    ids: Sequence[str],
+    settings: CropSettings,
+    cache_root: str | Path,
+    workers: int = 1,
+    progress: bool = True,
+) -> CropCache:
+    """Build (or reuse) the crop cache of ``ids``.
+
+    Args:
+        images_dir: folder of channel files.
+        seg_dir: the SEG_DIR of ``hpa segment`` (``cells/<Id>.png``).
+        ids: image Ids to cut.
+        settings: crop settings.
+        cache_root: folder holding caches, one subfolder per key.
+        workers: processes cutting views.
+        progress: show a progress bar.
+
+    Returns:
+        The cache. Images that cannot be read are logged and listed in ``failures``.
+    """
+    key = cache_key(images_dir, seg_dir, ids, settings)
+    folder = Path(cache_root) / key
+    if (folder / "meta.json").is_file():
+        log.info("reusing crop cache %s", folder)
+        return CropCache(folder)
+    tmp = Path(cache_root) / f".{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows: list[pd.DataFrame] = []
+    failures: dict[str, str] = {}
+    dtype: np.dtype | None = None
+    n = 0
+    size = settings.crop_size
+    with (tmp / "views.bin").open("wb") as fh:
+        bar = tqdm(
+            iter_views(images_dir, seg_dir, ids, settings, workers),
+            total=len(ids),
+            desc="cutting crops",
+            unit="img",
+            disable=not progress,
+        )
+        for item in bar:
+            if isinstance(item, tuple):
+                image_id, error = item
+                log.warning("skipping %s: %s", image_id, error)
+                failures[image_id] = error
+                continue
+            dtype = dtype or item.crops.dtype
+            block = np.concatenate([item.crops, item.tiles]) if len(item.crops) else item.tiles
+            fh.write(np.ascontiguousarray(_convert(block, dtype)).tobytes())
+            n_cells, n_tiles = len(item.cell_ids), len(item.tiles)
+            boxes = (
+                np.concatenate([item.boxes, np.full((n_tiles, 4), -1)])
+                if n_cells
+                else np.full((n_tiles, 4), -1)
+            )
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "image_id": item.image_id,
+                        "kind": [CELL] * n_cells + [TILE] * n_tiles,
+                        "cell_id": np.concatenate([item.cell_ids, np.arange(n_tiles)]).astype(np.int64),
+                        "bbox_y0": boxes[:, 0],
+                        "bbox_x0": boxes[:, 1],
+                        "bbox_y1": boxes[:, 2],
+                        "bbox_x1": boxes[:, 3],
+                    }
+                )
+            )
+            n += len(block)
+    index = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["image_id", "kind", "cell_id", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"])
+    )
+    index.to_parquet(tmp / "index.parquet", index=False)
+    meta = {
+        "key": key,
+        "shape": [n, size, size, len(CHANNELS)],
+        "dtype": str(np.dtype(dtype or np.uint8)),
+        "settings": asdict(settings),
+        "n_images": len(ids) - len(failures),
+        "failures": failures,
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process built the same cache meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("crop cache %s: %d views of %d images (%d failed)", folder, n, meta["n_images"], len(failures))
+    return CropCache(folder)
+
+
+def channel_stats(
+    cache: CropCache, rows: np.ndarray, max_views: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the [0, 1]-scaled views in ``rows`` (a random subset).
+
+    Returns:
+        ``(mean, std)``, each ``(4,)`` float64.
+    """
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(rows, size=min(max_views, len(rows)), replace=False))
+    x = np.asarray(cache.views[pick], dtype=np.float64) / cache.scale
+    mean = x.mean(axis=(0, 1, 2))
+    std = x.std(axis=(0, 1, 2))
+    return mean, np.maximum(std, 1e-3)

@@ -1,0 +1,142 @@
+"""Batches from the crop cache: read, normalise and augment whole batches at once.
+
+An epoch is a permutation of cache rows; a batch is one sorted fancy-index read of the
+memory map (a memcpy, no PNG decoding), so one background thread keeps the network fed
+without worker processes. Augmentation works on the whole batch tensor: the eight
+dihedral transforms (applied group-wise) and per-sample, per-channel intensity jitter.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from hpa.classification.model import normalise
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th of the 8 dihedral transforms of a ``(..., H, W)`` tensor.
+
+    ``k`` in 0-3 rotates by ``k * 90`` degrees; 4-7 also flip left-right.
+
+    >>> dihedral(torch.arange(4).view(2, 2), 4).tolist()
+    [[1, 0], [3, 2]]
+    """
+    out = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
+    return torch.flip(out, dims=(-1,)) if k >= 4 else out
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, jitter: float = 0.2) -> torch.Tensor:
+    """Random dihedral transform and intensity jitter of a ``(B, C, S, S)`` batch.
+
+    Each sample gets one of the 8 dihedral transforms, and each of its channels is
+    scaled by ``1 + u`` and shifted by ``u / 4`` (``u`` uniform in ``[-jitter, jitter]``).
+    """
+    b, c = x.shape[:2]
+    ks = torch.randint(0, 8, (b,), generator=generator)
+    out = torch.empty_like(x)
+    for k in range(8):
+        sel = (ks == k).nonzero().flatten().to(x.device)
+        if len(sel):
+            out[sel] = dihedral(x[sel], k)
+    if jitter > 0:
+        gain = 1 + (torch.rand((b, c, 1, 1), generator=generator) * 2 - 1) * jitter
+        bias = (torch.rand((b, c, 1, 1), generator=generator) * 2 - 1) * jitter / 4
+        out = out * gain.to(x.device) + bias.to(x.device)
+    return out
+
+
+def read_batch(views: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """Rows of the view array as a ``(B, S, S, C)`` integer tensor (uint16 widened to int32)."""
+    order = np.argsort(rows)
+    batch = np.empty((len(rows), *views.shape[1:]), dtype=views.dtype)
+    batch[order] = views[rows[order]]  # sorted reads are sequential on disk
+    if batch.dtype == np.uint16:
+        batch = batch.astype(np.int32)
+    return torch.from_numpy(batch)
+
+
+class BatchLoader:
+    """Iterate normalised (optionally augmented) batches over rows of a cache.
+
+    Args:
+        views: ``(N, S, S, C)`` view array (usually a memmap).
+        rows: rows of ``views`` to use.
+        targets: ``(len(rows), K)`` float32 targets, aligned with ``rows``, or None.
+        batch_size: samples per batch.
+        mean, std: ``(C,)`` normalisation statistics of [0, 1]-scaled inputs.
+        scale: dtype maximum of ``views``.
+        device: where batches go.
+        shuffle: a new permutation each epoch, from ``seed`` and the epoch number.
+        augment: apply :func:`augment`.
+        drop_last: drop a last incomplete batch (training).
+    """
+
+    def __init__(
+        self,
+        views: np.ndarray,
+        rows: np.ndarray,
+        targets: np.ndarray | None,
+        batch_size: int,
+        mean: np.ndarray,
+        std: np.ndarray,
+        scale: float,
+        device: str = "cpu",
+        shuffle: bool = False,
+        augment: bool = False,
+        jitter: float = 0.2,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        self.views, self.rows, self.targets = views, np.asarray(rows), targets
+        self.batch_size, self.scale, self.device = batch_size, scale, device
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=device)
+        self.shuffle, self.augment, self.jitter, self.seed = shuffle, augment, jitter, seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.rows)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.rows))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return rng.permutation(len(self.rows))
+
+    def _produce(self, order: np.ndarray, out: queue.Queue) -> None:
+        pin = self.device.startswith("cuda")
+        try:
+            for b in range(len(self)):
+                sel = order[b * self.batch_size : (b + 1) * self.batch_size]
+                x = read_batch(self.views, self.rows[sel])
+                if pin:
+                    x = x.pin_memory()
+                y = None if self.targets is None else torch.from_numpy(self.targets[sel])
+                out.put((x, y))
+        except Exception as exc:  # surface errors in the consumer
+            out.put(exc)
+        out.put(None)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        order = self._order()
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        q: queue.Queue = queue.Queue(maxsize=3)
+        thread = threading.Thread(target=self._produce, args=(order, q), daemon=True)
+        thread.start()
+        while (item := q.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            x, y = item
+            x = normalise(x.to(self.device, non_blocking=True), self.mean, self.std, self.scale)
+            if self.augment:
+                x = augment(x, gen, self.jitter)
+            yield x, (None if y is None else y.to(self.device, non_blocking=True))
+        thread.join()
+        self.epoch += 1

@@ -1,0 +1,108 @@
+"""Scoring views with a trained network, and pooling view scores into image scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from hpa.aggregation import combine_with_tiles, pool_cells
+from hpa.classification.data import BatchLoader, dihedral
+
+#: Dihedral transforms in the order TTA uses them: identity, flip, rot180, ...
+TTA_ORDER = (0, 4, 2, 6, 1, 5, 3, 7)
+
+
+def autocast(device: str) -> torch.autocast:
+    """bf16 autocast on CUDA; a disabled context on CPU."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda")
+
+
+@torch.inference_mode()
+def score_views(
+    model: nn.Module,
+    views: np.ndarray,
+    mean: Sequence[float] | np.ndarray,
+    std: Sequence[float] | np.ndarray,
+    scale: float,
+    rows: np.ndarray | None = None,
+    device: str = "cpu",
+    batch_size: int = 256,
+    tta: int = 1,
+) -> np.ndarray:
+    """Class probabilities of views.
+
+    Args:
+        model: the network, in eval mode, on ``device``.
+        views: ``(N, S, S, C)`` uint8/uint16 views (an array or the cache's memmap).
+        mean, std: normalisation of [0, 1]-scaled inputs.
+        scale: dtype maximum of ``views``.
+        rows: which rows to score (default: all).
+        device: ``"cpu"`` or ``"cuda"``.
+        batch_size: views per forward pass.
+        tta: number of dihedral transforms averaged (1, 2, 4 or 8).
+
+    Returns:
+        ``(len(rows), K)`` float32 probabilities.
+    """
+    if tta not in (1, 2, 4, 8):
+        raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
+    rows = np.arange(len(views)) if rows is None else np.asarray(rows)
+    loader = BatchLoader(
+        views, rows, None, batch_size, np.asarray(mean), np.asarray(std), scale, device=device
+    )
+    out = []
+    channels_last = device.startswith("cuda")
+    for x, _ in loader:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        p = None
+        for k in TTA_ORDER[:tta]:
+            with autocast(device):
+                q = torch.sigmoid(model(dihedral(x, k)).float())
+            p = q if p is None else p + q
+        assert p is not None
+        out.append((p / tta).cpu().numpy())
+    n_classes = getattr(model, "num_classes", 0)
+    return np.concatenate(out) if out else np.zeros((0, n_classes), dtype=np.float32)
+
+
+def pool_views(
+    index: pd.DataFrame,
+    probs: np.ndarray,
+    image_ids: Sequence[str],
+    pooling: str = "max",
+    tile_weight: float = 0.5,
+    use_cells: bool = True,
+    use_tiles: bool = True,
+) -> np.ndarray:
+    """Image scores from cell and tile scores.
+
+    Cell scores are pooled per image with ``pooling``; tile scores are max-pooled (a
+    label seen in one quadrant tile is in the image); the two are combined by a
+    weighted mean. An image without cells falls back to its tile scores.
+
+    Args:
+        index: one row per view with ``image_id`` and ``kind`` (``"cell"``/``"tile"``).
+        probs: ``(len(index), K)`` view probabilities.
+        image_ids: the images, in output order.
+
+    Returns:
+        ``(len(image_ids), K)`` float32 scores.
+    """
+    kind = index["kind"].to_numpy()
+    view_ids = index["image_id"].to_numpy()
+    cells, tiles = kind == "cell", kind == "tile"
+    n_classes = probs.shape[1]
+    if use_cells and cells.any():
+        cell_scores = pool_cells(view_ids[cells], probs[cells], image_ids, method=pooling)
+    else:
+        cell_scores = np.full((len(image_ids), n_classes), np.nan, dtype=np.float32)
+    tile_scores = None
+    if use_tiles and tiles.any():
+        tile_scores = pool_cells(view_ids[tiles], probs[tiles], image_ids, method="max")
+    return combine_with_tiles(cell_scores, tile_scores, method="mean", tile_weight=tile_weight)

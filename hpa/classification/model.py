@@ -1,0 +1,189 @@
+"""The classifier and its self-describing model folder.
+
+A model folder holds everything ``hpa predict --model DIR`` needs:
+
+* ``config.json``: :class:`ModelConfig` (backbone, ``in_chans``, channel order,
+  normalisation, crop settings, class names, label set, pooling);
+* ``weights.safetensors``: the state dict (never a pickled module);
+* ``thresholds.json``: per-class thresholds tuned on validation images.
+
+The network is any timm backbone created with ``in_chans=4``. Cell crops and
+whole-image tiles go through the same network and head: they are the same kind of
+input (4-channel squares of one size) seen at different scales, so sharing the
+weights doubles the data each feature is learnt from and costs one forward pass per
+view at prediction time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpa.classification.crops import CropSettings
+from hpa.config import from_dict
+from hpa.constants import CHANNELS
+from hpa.io import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+THRESHOLDS_FILE = "thresholds.json"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a trained classifier is and how its inputs are made.
+
+    Attributes:
+        backbone: timm model name.
+        class_names: output classes, in order.
+        label_set: ``"2018"`` or ``"2021"``.
+        in_chans: input channels (4: red, green, blue, yellow).
+        channels: channel order of the input.
+        mean, std: per-channel normalisation of inputs scaled to [0, 1].
+        crop: how cell crops and tiles are cut.
+        pooling: cell-to-image pooling used when tuning the thresholds.
+        tile_weight: weight of the tile scores when combined with pooled cell scores.
+        use_cells, use_tiles: which views the model was trained on (and predicts with).
+    """
+
+    backbone: str
+    class_names: tuple[str, ...]
+    label_set: str
+    in_chans: int = 4
+    channels: tuple[str, ...] = CHANNELS
+    mean: tuple[float, ...] = (0.08, 0.05, 0.05, 0.08)
+    std: tuple[float, ...] = (0.12, 0.1, 0.12, 0.12)
+    crop: CropSettings = field(default_factory=CropSettings)
+    pooling: str = "max"
+    tile_weight: float = 0.5
+    use_cells: bool = True
+    use_tiles: bool = True
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["crop"]["tile_grids"] = list(self.crop.tile_grids)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = CONFIG_FILE) -> ModelConfig:
+        data = dict(data)
+        data["crop"] = from_dict(CropSettings, dict(data.get("crop", {})), source=f"{source}: crop")
+        return from_dict(cls, data, source=source)
+
+
+def create_model(
+    backbone: str,
+    num_classes: int,
+    in_chans: int = 4,
+    pretrained: str | None = None,
+    drop_rate: float = 0.0,
+) -> nn.Module:
+    """A timm classifier with ``in_chans`` inputs.
+
+    Args:
+        backbone: timm model name, e.g. ``"resnet18"`` or ``"efficientnet_b0"``.
+        num_classes: outputs of the new head.
+        in_chans: input channels; timm adapts a 3-channel first layer itself.
+        pretrained: ``None`` for random initialisation; a local checkpoint file
+            (``.safetensors``, ``.pth``, ``.bin``) for ImageNet-style weights, loaded
+            and adapted offline by timm (head dropped when the class count differs);
+            ``"hub"`` for timm's default pretrained weights, downloaded by timm.
+
+    Raises:
+        ValueError: unknown backbone.
+        FileNotFoundError: the local checkpoint does not exist.
+        RuntimeError: hub weights asked for but not reachable, with what to do instead.
+    """
+    import timm
+
+    if not timm.is_model(backbone):
+        raise ValueError(f"unknown timm backbone {backbone!r}; see timm.list_models()")
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    if pretrained is None:
+        return timm.create_model(backbone, pretrained=False, **kwargs)
+    if pretrained == "hub":
+        try:
+            return timm.create_model(backbone, pretrained=True, **kwargs)
+        except Exception as exc:  # network, hub or cache errors come in many types
+            cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+            raise RuntimeError(
+                f"could not download pretrained weights for {backbone!r} ({type(exc).__name__}: {exc}). "
+                f"Without a network, download the checkpoint elsewhere (timm's pretrained_cfg for "
+                f"{backbone} names its Hugging Face repository) and pass the file with "
+                f"--pretrained PATH, or copy the Hugging Face cache to {cache}."
+            ) from exc
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained checkpoint not found (give a file, or 'hub')")
+    log.info(
+        "loading %s weights from %s and adapting the first layer to %d channels", backbone, path, in_chans
+    )
+    return timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+
+
+def save_model_folder(folder: str | Path, config: ModelConfig, model: nn.Module) -> None:
+    """Write ``config.json`` and ``weights.safetensors`` into ``folder`` (atomically)."""
+    from safetensors.torch import save_file
+
+    from hpa.io import atomic_path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"backbone": config.backbone})
+    write_text_atomic(folder / CONFIG_FILE, json.dumps(config.to_json(), indent=2) + "\n")
+
+
+def load_model_config(folder: str | Path) -> ModelConfig:
+    """Read a model folder's ``config.json``."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: not a model folder (no {CONFIG_FILE}); train one with hpa train-cells"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return ModelConfig.from_json(data, source=str(path))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: malformed model config ({exc})") from exc
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelConfig]:
+    """Build the network of a model folder and load its weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = load_model_config(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: model weights missing")
+    model = create_model(config.backbone, config.num_classes, config.in_chans)
+    model.load_state_dict(load_file(str(weights), device="cpu"))
+    return model.to(device).eval(), config
+
+
+def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(B, H, W, C)`` integer views to normalised ``(B, C, H, W)`` float32.
+
+    Args:
+        batch: raw views (uint8 or int32 holding uint16 values).
+        mean, std: ``(C,)`` statistics of the [0, 1]-scaled inputs.
+        scale: the dtype's maximum (255 or 65535).
+    """
+    x = batch.permute(0, 3, 1, 2).float().div_(scale)
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

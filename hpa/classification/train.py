@@ -1,0 +1,392 @@
+"""Training the cell-crop + tile classifier from image-level labels.
+
+Cell crops inherit their image's labels (weak supervision: a label carried by one cell
+is also given to its unlabelled neighbours), tiles carry the image's labels too. The
+model is selected and its thresholds tuned by the image-level macro F1 it yields after
+pooling the validation views per image, which is what the competition scores.
+
+Recipe: AdamW, linear warm-up then cosine decay (timm's scheduler, stepped per
+update); with pretrained weights the head is first trained with the backbone frozen,
+then everything; bf16 autocast and channels-last on CUDA; an optional progressive
+schedule of input sizes; a checkpoint after every epoch for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from hpa.aggregation import apply_thresholds, macro_f1, tune_thresholds
+from hpa.classification.data import BatchLoader
+from hpa.classification.inference import autocast, pool_views, score_views
+from hpa.classification.losses import get_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (``hpa train-cells``; saved as ``train_config.yaml``).
+
+    Attributes:
+        backbone: timm model name.
+        pretrained: local checkpoint, ``"hub"``, or None for random initialisation.
+        crop_size: side of crops and tiles.
+        margin: crop margin, fraction of the cell's longer side.
+        mask_outside: blank pixels outside the cell's own mask.
+        tile_grids: tile grids of the whole image, e.g. ``(1, 2)``.
+        use_cells, use_tiles: which views to train on.
+        epochs: passes over the training views.
+        batch_size: views per update.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length, in epochs (may be fractional).
+        freeze_epochs: epochs with the backbone frozen; -1 = 1 with pretrained weights,
+            0 without (a random backbone gains nothing from it).
+        loss: ``bce``, ``focal``, ``softf1`` or ``focal+softf1``.
+        folds, fold: the image split (fold ``fold`` of ``folds`` is validation).
+        seed: the run's seed (split, initialisation, shuffling, augmentation).
+        jitter: intensity jitter amplitude.
+        progressive_sizes: input sizes for equal parts of the run, e.g. ``(48, 64)``;
+            empty = always ``crop_size``.
+        pooling: cell-to-image pooling for validation and thresholds.
+        tile_weight: weight of tile scores in the image score.
+        max_steps: stop after this many updates (smoke tests); None = no limit.
+        device: ``cpu`` or ``cuda`` (resolved).
+        workers: processes cutting crops when the cache is built.
+    """
+
+    backbone: str = "resnet10t"
+    pretrained: str | None = None
+    crop_size: int = 64
+    margin: float = 0.1
+    mask_outside: bool = False
+    tile_grids: tuple[int, ...] = (1, 2)
+    use_cells: bool = True
+    use_tiles: bool = True
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_epochs: float = 0.5
+    freeze_epochs: int = -1
+    loss: str = "bce"
+    folds: int = 5
+    fold: int = 0
+    seed: int = 0
+    jitter: float = 0.2
+    progressive_sizes: tuple[int, ...] = ()
+    pooling: str = "max"
+    tile_weight: float = 0.5
+    max_steps: int | None = None
+    device: str = "cpu"
+    workers: int = 2
+
+
+#: Defaults by device: CPU runs finish a few hundred images in minutes; GPU runs the
+#: full configuration.
+DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cpu": dict(backbone="resnet10t", crop_size=64, batch_size=64, epochs=12, lr=2e-3),
+    "cuda": dict(backbone="efficientnet_b0", crop_size=128, batch_size=256, epochs=20, lr=1e-3),
+}
+
+
+@dataclass
+class TrainData:
+    """Cache rows and targets of the two sides of the split.
+
+    Attributes:
+        views: ``(N, S, S, 4)`` view array.
+        scale: its dtype maximum.
+        index: the cache index (``image_id``, ``kind``, ``cell_id``, boxes).
+        train_rows, val_rows: cache rows of each side.
+        train_targets: ``(len(train_rows), K)`` float32 labels inherited from the images.
+        val_ids: validation image Ids; ``val_y``: their ``(M, K)`` labels.
+        mean, std: normalisation statistics.
+    """
+
+    views: np.ndarray
+    scale: float
+    index: pd.DataFrame
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    train_targets: np.ndarray
+    val_ids: list[str]
+    val_y: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch and Python's ``random`` (numpy draws use explicit Generators)."""
+    import random
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    head = {id(p) for p in model.get_classifier().parameters()}  # type: ignore[operator]
+    for p in model.parameters():
+        if id(p) not in head:
+            p.requires_grad_(trainable)
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Any:
+    from timm.scheduler import CosineLRScheduler
+
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=max(total_steps, 1),
+        lr_min=1e-6,
+        warmup_t=warmup_steps,
+        warmup_lr_init=1e-6,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+
+
+def evaluate_views(
+    model: nn.Module, data: TrainData, cfg: TrainConfig
+) -> tuple[dict[str, float], np.ndarray, np.ndarray, Any]:
+    """Score the validation views, pool per image, tune thresholds.
+
+    Returns:
+        ``(metrics, view_probs, image_scores, thresholds)``.
+    """
+    model.eval()
+    probs = score_views(
+        model,
+        data.views,
+        data.mean,
+        data.std,
+        data.scale,
+        rows=data.val_rows,
+        device=cfg.device,
+        batch_size=max(cfg.batch_size, 128),
+    )
+    index = data.index.iloc[data.val_rows]
+    scores = pool_views(
+        index, probs, data.val_ids, cfg.pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles
+    )
+    tuned = tune_thresholds(data.val_y, scores)
+    metrics = {
+        "val_macro_f1": macro_f1(data.val_y, apply_thresholds(scores, tuned.thresholds)),
+        "val_macro_f1_at_0.5": macro_f1(data.val_y, apply_thresholds(scores, np.full(scores.shape[1], 0.5))),
+    }
+    return metrics, probs, scores, tuned
+
+
+def fit(
+    model: nn.Module,
+    data: TrainData,
+    cfg: TrainConfig,
+    checkpoint: Path,
+    resume: bool = False,
+    on_best: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train ``model`` and return the best epoch's model and the per-epoch history.
+
+    Args:
+        model: the network (on CPU); moved to ``cfg.device``.
+        data: views, rows, targets and normalisation.
+        cfg: the run's settings.
+        checkpoint: where the last epoch's state is saved (and read with ``resume``).
+        resume: continue from ``checkpoint``.
+        on_best: called with the model and the epoch's record whenever validation improves.
+    """
+    device = cfg.device
+    model = model.to(device)
+    if device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = get_loss(cfg.loss)
+    loader = BatchLoader(
+        data.views,
+        data.train_rows,
+        data.train_targets,
+        cfg.batch_size,
+        data.mean,
+        data.std,
+        data.scale,
+        device=device,
+        shuffle=True,
+        augment=True,
+        jitter=cfg.jitter,
+        seed=cfg.seed,
+        drop_last=len(data.train_rows) > cfg.batch_size,
+    )
+    steps_per_epoch = max(len(loader), 1)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    scheduler = _make_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch))
+    freeze = cfg.freeze_epochs if cfg.freeze_epochs >= 0 else (1 if cfg.pretrained else 0)
+    history: list[dict[str, Any]] = []
+    start_epoch, step, best_f1 = 0, 0, -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step, best_f1 = state["epoch"] + 1, state["step"], state["best_f1"]
+        history = list(state["history"])
+        best_state = state["best_model"]
+        log.info("resumed from %s at epoch %d (best val macro F1 %.4f)", checkpoint, start_epoch + 1, best_f1)
+    elif resume:
+        log.warning("--resume: no checkpoint at %s, starting from scratch", checkpoint)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+        _set_backbone_trainable(model, epoch >= freeze)
+        size = _epoch_size(cfg, epoch)
+        model.train()
+        loader.epoch = epoch
+        t0, seen, run_loss = time.perf_counter(), 0, 0.0
+        bar = tqdm(
+            loader,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for x, y in bar:
+            if size != x.shape[-1]:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            if device.startswith("cuda"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            assert y is not None
+            with autocast(device):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            scheduler.step_update(step)
+            seen += len(x)
+            value = float(loss.detach())
+            run_loss = 0.9 * run_loss + 0.1 * value if seen > len(x) else value
+            bar.set_postfix(loss=f"{run_loss:.4f}", crops_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+        train_time = time.perf_counter() - t0
+        metrics, *_ = evaluate_views(model, data, cfg)
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "loss": run_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "input_size": size,
+            "crops_per_s": seen / max(train_time, 1e-9),
+            **metrics,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        improved = metrics["val_macro_f1"] > best_f1
+        log.info(
+            "epoch %d/%d: loss %.4f, val macro F1 %.4f (at 0.5: %.4f), %.0f crops/s%s",
+            epoch + 1,
+            cfg.epochs,
+            run_loss,
+            metrics["val_macro_f1"],
+            metrics["val_macro_f1_at_0.5"],
+            record["crops_per_s"],
+            " (best)" if improved else "",
+        )
+        if improved:
+            best_f1 = metrics["val_macro_f1"]
+            best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+            if on_best is not None:
+                on_best(model, record)
+        _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, step, best_f1, history, best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model, history
+
+
+def _epoch_size(cfg: TrainConfig, epoch: int) -> int:
+    if not cfg.progressive_sizes:
+        return cfg.crop_size
+    part = min(int(epoch * len(cfg.progressive_sizes) / max(cfg.epochs, 1)), len(cfg.progressive_sizes) - 1)
+    return int(cfg.progressive_sizes[part])
+
+
+def _save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epoch: int,
+    step: int,
+    best_f1: float,
+    history: list[dict[str, Any]],
+    best_state: dict[str, torch.Tensor] | None,
+) -> None:
+    from hpa.io import atomic_path
+
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "best_f1": best_f1,
+        "history": history,
+        "best_model": best_state if best_state is not None else copy.deepcopy(model.state_dict()),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def throughput(
+    model: nn.Module, batch_size: int, size: int, steps: int = 5, device: str = "cpu", num_classes: int = 28
+) -> float:
+    """Bare forward+backward+step crops/s of ``model`` on random tensors (benchmarks)."""
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch_size, 4, size, size, device=device)
+    y = (torch.rand(batch_size, num_classes, device=device) > 0.9).float()
+    if device.startswith("cuda"):
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def one() -> None:
+        with autocast(device):
+            out = model(x)
+        loss = F.binary_cross_entropy_with_logits(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    one()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return batch_size * steps / (time.perf_counter() - t0)

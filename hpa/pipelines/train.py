@@ -1,0 +1,275 @@
+"""``hpa train-cells``: from images, image labels and masks to a model folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpa.config import default_workers, load_yaml, log_settings, resolve_device, save_json, save_yaml, to_dict
+from hpa.io import HPADataError, Labels, read_labels, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified multi-label split of images (iterative stratification).
+
+    Args:
+        y: ``(N, K)`` multi-hot labels of the images.
+        folds: number of folds (>= 2).
+        fold: the validation fold, ``0 <= fold < folds``.
+        seed: shuffling seed.
+
+    Returns:
+        ``(train, val)`` row indices into ``y``; every image is on exactly one side.
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise ValueError(f"--fold must be in 0..{folds - 1}, got {fold}")
+    if len(y) < folds:
+        raise ValueError(f"{len(y)} labelled images cannot be split into {folds} folds")
+    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (train, val) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        if k == fold:
+            return np.sort(train), np.sort(val)
+    raise AssertionError("unreachable")
+
+
+def resolve_train_config(args: argparse.Namespace) -> Any:
+    """Defaults for the device, then ``--config`` YAML, then explicit flags."""
+    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
+
+    device = resolve_device(args.device)
+    data: dict[str, Any] = dict(DEVICE_DEFAULTS[device])
+    data["workers"] = default_workers()
+    if args.config:
+        data.update(load_yaml(args.config))
+    flags = {
+        "backbone": args.backbone,
+        "pretrained": args.pretrained,
+        "crop_size": args.crop_size,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "loss": args.loss,
+        "folds": args.folds,
+        "fold": args.fold,
+        "seed": args.seed,
+        "max_steps": args.max_steps,
+        "workers": args.workers,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.no_tiles:
+        data["use_tiles"] = False
+    if args.no_cells:
+        data["use_cells"] = False
+    data["device"] = device
+    from hpa.config import from_dict
+
+    cfg = from_dict(TrainConfig, data, source=args.config or "train-cells flags")
+    if not (cfg.use_cells or cfg.use_tiles):
+        raise ValueError("--no-cells and --no-tiles together leave nothing to train on")
+    return cfg
+
+
+def train_model(
+    images: str | Path,
+    labels: Labels,
+    masks: str | Path,
+    out: str | Path,
+    cfg: Any,
+    cache_root: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a classifier and write its model folder.
+
+    Args:
+        images: folder of channel files.
+        labels: image labels (2018 or 2021 set).
+        masks: SEG_DIR of ``hpa segment``.
+        out: the model folder to write.
+        cfg: a :class:`hpa.classification.train.TrainConfig`.
+        cache_root: crop cache folder (default ``$HPA_CACHE_DIR`` or ``MASKS/crop-cache``).
+        resume: continue from ``OUT/last.ckpt``.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    import torch
+
+    from hpa.aggregation import apply_thresholds, per_class_report, save_thresholds
+    from hpa.classification.cache import CELL, build_cache, channel_stats, mask_path
+    from hpa.classification.crops import CropSettings
+    from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, create_model, save_model_folder
+    from hpa.classification.train import TrainData, evaluate_views, fit, set_seed
+
+    t_start = time.perf_counter()
+    out, masks = Path(out), Path(masks)
+    if not (masks / "cells").is_dir():
+        raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    if cfg.device == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    have_mask = [i for i in labels.ids if mask_path(masks, i).is_file()]
+    if len(have_mask) < len(labels):
+        log.warning(
+            "%d of %d labelled images have no mask in %s and are left out",
+            len(labels) - len(have_mask),
+            len(labels),
+            masks,
+        )
+    if not have_mask:
+        raise HPADataError(f"{masks}: none of the labelled images has a cell mask")
+    labels = labels.subset(have_mask)
+    train_idx, val_idx = split_images(labels.y, cfg.folds, cfg.fold, cfg.seed)
+    log.info(
+        "split: %d training images, %d validation images (fold %d of %d)",
+        len(train_idx),
+        len(val_idx),
+        cfg.fold,
+        cfg.folds,
+    )
+
+    crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids))
+    cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or masks / "crop-cache")
+    cache = build_cache(
+        images, masks, list(labels.ids), crop, cache_root, workers=cfg.workers, progress=progress
+    )
+
+    ok = [i for i in labels.ids if i not in cache.failures]
+    labels = labels.subset(ok)
+    train_ids = {labels.ids[k] for k in train_idx if labels.ids[k] in set(ok)}
+    val_ids = [labels.ids[k] for k in range(len(labels)) if labels.ids[k] not in train_ids]
+    row_of = {i: k for k, i in enumerate(labels.ids)}
+    kinds = {"cell"} if not cfg.use_tiles else {"tile"} if not cfg.use_cells else {"cell", "tile"}
+    index = cache.index
+    usable = index["kind"].isin(kinds).to_numpy()
+    in_train = index["image_id"].isin(train_ids).to_numpy()
+    train_rows = np.flatnonzero(usable & in_train)
+    val_rows = np.flatnonzero(usable & ~in_train & index["image_id"].isin(set(val_ids)).to_numpy())
+    if not len(train_rows) or not len(val_rows):
+        raise HPADataError("no training or no validation views: check the masks and the label file")
+    targets = labels.y[[row_of[i] for i in index["image_id"].to_numpy()[train_rows]]].astype(np.float32)
+    mean, std = channel_stats(cache, train_rows, seed=cfg.seed)
+    log.info(
+        "%d training views (%d cells), %d validation views; channel mean %s std %s",
+        len(train_rows),
+        int((index["kind"].to_numpy()[train_rows] == CELL).sum()),
+        len(val_rows),
+        np.round(mean, 4).tolist(),
+        np.round(std, 4).tolist(),
+    )
+    data = TrainData(
+        cache.views,
+        cache.scale,
+        index,
+        train_rows,
+        val_rows,
+        targets,
+        val_ids,
+        labels.subset(val_ids).y,
+        mean,
+        std,
+    )
+
+    model_cfg = ModelConfig(
+        backbone=cfg.backbone,
+        class_names=tuple(labels.class_names),
+        label_set=labels.label_set,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        crop=crop,
+        pooling=cfg.pooling,
+        tile_weight=cfg.tile_weight,
+        use_cells=cfg.use_cells,
+        use_tiles=cfg.use_tiles,
+    )
+    save_yaml(out / "train_config.yaml", to_dict(cfg))
+    pd.DataFrame(
+        {"image_id": labels.ids, "side": ["train" if i in train_ids else "val" for i in labels.ids]}
+    ).to_csv(out / "split.csv", index=False)
+    model = create_model(cfg.backbone, model_cfg.num_classes, 4, cfg.pretrained)
+    model, history = fit(
+        model,
+        data,
+        cfg,
+        out / "last.ckpt",
+        resume=resume,
+        on_best=lambda m, rec: save_model_folder(out, model_cfg, m),
+    )
+    save_model_folder(out, model_cfg, model)
+
+    metrics_now, probs, scores, tuned = evaluate_views(model.to(cfg.device), data, cfg)
+    save_thresholds(out / THRESHOLDS_FILE, tuned, model_cfg.class_names)
+    y_pred = apply_thresholds(scores, tuned.thresholds)
+    report = per_class_report(data.val_y, y_pred, model_cfg.class_names)
+    metrics = {
+        **metrics_now,
+        "n_train_images": len(train_ids),
+        "n_val_images": len(val_ids),
+        "n_train_views": len(train_rows),
+        "best_epoch": _best_epoch(history),
+        "train_seconds": time.perf_counter() - t_start,
+        "per_class": report.to_dict(orient="records"),
+    }
+    save_json(out / "metrics.json", metrics)
+    write_text_atomic(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    cols = list(model_cfg.class_names)
+    write_text_atomic(
+        out / "val_image_scores.csv",
+        pd.concat([pd.DataFrame({"Id": val_ids}), pd.DataFrame(scores, columns=cols)], axis=1).to_csv(
+            index=False
+        ),
+    )
+    val_index = index.iloc[val_rows].reset_index(drop=True)
+    pd.concat([val_index, pd.DataFrame(probs, columns=cols)], axis=1).to_parquet(
+        out / "val_cell_scores.parquet", index=False
+    )
+    log.info(
+        "model folder %s: val macro F1 %.4f (tuned thresholds), %.4f at 0.5; %.0f s",
+        out,
+        metrics["val_macro_f1"],
+        metrics["val_macro_f1_at_0.5"],
+        metrics["train_seconds"],
+    )
+    return metrics
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> int:
+    if not history:
+        return 0
+    return int(max(history, key=lambda r: r["val_macro_f1"])["epoch"])
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``hpa train-cells``."""
+    cfg = resolve_train_config(args)
+    labels = read_labels(args.labels)
+    log_settings(
+        "train-cells settings",
+        {
+            **to_dict(cfg),
+            "label_set": labels.label_set,
+            "images": args.images,
+            "masks": args.masks,
+            "out": args.out,
+        },
+    )
+    metrics = train_model(
+        args.images, labels, args.masks, args.out, cfg, cache_root=args.cache, resume=args.resume
+    )
+    print(f"model written to {args.out}: validation macro F1 {metrics['val_macro_f1']:.4f}")
+    return 0

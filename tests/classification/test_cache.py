@@ -1,0 +1,78 @@
+import os
+
+import numpy as np
+
+from hpa.classification.cache import build_cache, channel_stats, load_views
+from hpa.classification.crops import CropSettings
+from hpa.io import list_image_ids
+
+
+def test_cache_holds_every_view_and_is_reused(tiny_dataset, tmp_path):
+    ids = list_image_ids(tiny_dataset["images"])
+    settings = CropSettings(crop_size=24)
+    cache = build_cache(
+        tiny_dataset["images"], tiny_dataset["masks"], ids, settings, tmp_path, progress=False
+    )
+    assert len(cache) == len(ids) * (4 + settings.tiles_per_image)
+    assert cache.views.shape == (len(cache), 24, 24, 4) and cache.views.dtype == np.uint8
+    assert set(cache.index["kind"]) == {"cell", "tile"}
+    # rows equal what load_views cuts directly
+    first = load_views(tiny_dataset["images"], tiny_dataset["masks"], ids[0], settings)
+    assert np.array_equal(cache.views[:4], first.crops)
+    assert np.array_equal(cache.views[4:9], first.tiles)
+    again = build_cache(
+        tiny_dataset["images"], tiny_dataset["masks"], ids, settings, tmp_path, progress=False
+    )
+    assert again.folder == cache.folder
+    mean, std = channel_stats(cache, np.arange(len(cache)))
+    assert mean.shape == (4,) and (std > 0).all()
+
+
+def test_cache_rebuilt_when_settings_or_masks_change(tiny_dataset, tmp_path):
+    ids = list_image_ids(tiny_dataset["images"])[:3]
+    a = build_cache(
+        tiny_dataset["images"],
+        tiny_dataset["masks"],
+        ids,
+        CropSettings(crop_size=16),
+        tmp_path,
+        progress=False,
+    )
+    b = build_cache(
+        tiny_dataset["images"],
+        tiny_dataset["masks"],
+        ids,
+        CropSettings(crop_size=20),
+        tmp_path,
+        progress=False,
+    )
+    assert a.folder != b.folder
+    mask = tiny_dataset["masks"] / "cells" / f"{ids[0]}.png"
+    st = mask.stat()
+    os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    try:
+        c = build_cache(
+            tiny_dataset["images"],
+            tiny_dataset["masks"],
+            ids,
+            CropSettings(crop_size=16),
+            tmp_path,
+            progress=False,
+        )
+        assert c.folder != a.folder
+    finally:
+        os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_unreadable_image_is_reported_not_fatal(tiny_dataset, tmp_path):
+    ids = [*list_image_ids(tiny_dataset["images"])[:2], "absent"]
+    cache = build_cache(
+        tiny_dataset["images"],
+        tiny_dataset["masks"],
+        ids,
+        CropSettings(crop_size=16),
+        tmp_path,
+        progress=False,
+    )
+    assert list(cache.failures) == ["absent"] and "missing" in cache.failures["absent"]
+    assert set(cache.index["image_id"]) == set(ids[:2])

@@ -1,0 +1,157 @@
+"""train-cells: a tiny backbone trained for real for a few steps on a drawn dataset."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpa.classification.train import TrainConfig
+from hpa.io import read_labels
+from hpa.pipelines.train import split_images, train_model
+
+TINY = TrainConfig(
+    backbone="test_resnet",
+    crop_size=32,
+    epochs=2,
+    batch_size=16,
+    folds=3,
+    fold=0,
+    workers=1,
+    lr=3e-3,
+    warmup_epochs=0.2,
+)
+
+
+def test_split_is_stratified_and_disjoint():
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 5)) < [0.5, 0.3, 0.2, 0.1, 0.1]).astype(np.uint8)
+    seen = np.zeros(60, int)
+    for fold in range(3):
+        train, val = split_images(y, 3, fold, seed=1)
+        assert not set(train) & set(val) and len(train) + len(val) == 60
+        seen[val] += 1
+        # every class with >= 3 positives has one on the validation side
+        assert (y[val].sum(0) >= 1)[y.sum(0) >= 3].all()
+    assert (seen == 1).all()
+    with pytest.raises(ValueError, match="fold"):
+        split_images(y, 3, 3, seed=1)
+
+
+def test_train_writes_a_complete_model_folder(tiny_dataset, tmp_path):
+    labels = read_labels(tiny_dataset["labels"])
+    out = tmp_path / "model"
+    metrics = train_model(
+        tiny_dataset["images"],
+        labels,
+        tiny_dataset["masks"],
+        out,
+        TINY,
+        cache_root=tmp_path / "cache",
+        progress=False,
+    )
+    for name in (
+        "config.json",
+        "weights.safetensors",
+        "thresholds.json",
+        "metrics.json",
+        "history.csv",
+        "val_image_scores.csv",
+        "val_cell_scores.parquet",
+        "train_config.yaml",
+        "split.csv",
+        "last.ckpt",
+    ):
+        assert (out / name).is_file(), name
+    split = pd.read_csv(out / "split.csv")
+    assert split["image_id"].is_unique and set(split["side"]) == {"train", "val"}
+    val_ids = set(split.loc[split.side == "val", "image_id"])
+    scores = pd.read_csv(out / "val_image_scores.csv")
+    assert sorted(scores["Id"]) == sorted(val_ids)  # every validation image exactly once
+    cells = pd.read_parquet(out / "val_cell_scores.parquet")
+    assert set(cells["image_id"]) == val_ids
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and np.isfinite(history["loss"]).all()
+    assert 0.0 <= metrics["val_macro_f1"] <= 1.0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["in_chans"] == 4 and cfg["channels"] == ["red", "green", "blue", "yellow"]
+    assert len(cfg["class_names"]) == 28 and len(cfg["mean"]) == 4
+    thr = json.loads((out / "thresholds.json").read_text())
+    assert len(thr["thresholds"]) == 28
+
+
+def test_resume_continues_an_interrupted_run(tiny_dataset, tmp_path, monkeypatch):
+    import hpa.classification.train as trainer
+
+    labels = read_labels(tiny_dataset["labels"])
+    args = (tiny_dataset["images"], labels, tiny_dataset["masks"])
+    full = tmp_path / "full"
+    train_model(*args, full, TINY, cache_root=tmp_path / "cache", progress=False)
+
+    real_evaluate = trainer.evaluate_views
+    calls = []
+
+    def interrupt_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(trainer, "evaluate_views", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(*args, part, TINY, cache_root=tmp_path / "cache", progress=False)
+    monkeypatch.setattr(trainer, "evaluate_views", real_evaluate)
+    assert (part / "last.ckpt").is_file() and not (part / "history.csv").exists()
+    train_model(*args, part, TINY, cache_root=tmp_path / "cache", resume=True, progress=False)
+    h_full = pd.read_csv(full / "history.csv")
+    h_part = pd.read_csv(part / "history.csv")
+    assert h_part["epoch"].tolist() == [1, 2]
+    # the resumed run repeats the uninterrupted one: same shuffles, schedule and weights
+    assert np.allclose(h_full["loss"], h_part["loss"], rtol=1e-4)
+    assert np.allclose(h_full["val_macro_f1"], h_part["val_macro_f1"])
+
+
+def test_cli_train_cells_smoke(tiny_dataset, tmp_path):
+    out = tmp_path / "cli-model"
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpa",
+        "train-cells",
+        "--images",
+        str(tiny_dataset["images"]),
+        "--labels",
+        str(tiny_dataset["labels"]),
+        "--masks",
+        str(tiny_dataset["masks"]),
+        "--out",
+        str(out),
+        "--backbone",
+        "test_resnet",
+        "--crop-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--folds",
+        "3",
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--loss",
+        "focal+softf1",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "validation macro F1" in res.stdout
+    assert "backbone: test_resnet" in res.stderr  # every choice is logged
+    assert (out / "weights.safetensors").is_file()
