@@ -1,0 +1,130 @@
+"""``hpa synth``: write a Kaggle-2018-style synthetic dataset with its ground truth.
+
+Layout of ``OUT``::
+
+    train/<Id>_{red,green,blue,yellow}.png   test/<Id>_{...}.png
+    train.csv            Id,Target (space-separated ascending 2018 class numbers)
+    test_labels.csv      Id,Target of the test images
+    sample_submission.csv  Id,Predicted ("0"), test Ids in shuffled order
+    truth/cells/<Id>.png   truth/nuclei/<Id>.png  (uint16 instance labels, train and test)
+    truth/cell_labels.csv  image_id,cell_id,Target
+
+Every image has its own seed, spawned from ``np.random.SeedSequence(seed)``, so the files
+are the same whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hpa.constants import CHANNELS
+from hpa.io import Labels, write_label_image, write_labels, write_png, write_text_atomic
+from hpa.synthetic.sample import N_CLASSES, generate_sample
+
+log = logging.getLogger(__name__)
+
+# (split, Id, seed sequence, size, bit depth, output folder)
+_Job = tuple[str, str, np.random.SeedSequence, int, int, str]
+
+
+def image_id(split: str, index: int) -> str:
+    """The Id of the ``index``-th synthetic image of a split.
+
+    >>> image_id("train", 7)
+    'synth-train-00007'
+    """
+    return f"synth-{split}-{index:05d}"
+
+
+def _write_one(job: _Job) -> tuple[str, tuple[int, ...], dict[int, tuple[int, ...]]]:
+    split, iid, seq, size, bit_depth, out = job
+    sample = generate_sample(np.random.default_rng(seq), size=size, bit_depth=bit_depth)
+    root = Path(out)
+    for c, colour in enumerate(CHANNELS):
+        write_png(root / split / f"{iid}_{colour}.png", np.ascontiguousarray(sample.image[..., c]))
+    write_label_image(root / "truth" / "cells" / f"{iid}.png", sample.cells)
+    write_label_image(root / "truth" / "nuclei" / f"{iid}.png", sample.nuclei)
+    return iid, sample.labels, sample.cell_labels
+
+
+def _multi_hot(rows: list[tuple[int, ...]]) -> np.ndarray:
+    y = np.zeros((len(rows), N_CLASSES), np.uint8)
+    for i, labels in enumerate(rows):
+        y[i, list(labels)] = 1
+    return y
+
+
+def write_dataset(
+    out: str | Path,
+    n_train: int,
+    n_test: int,
+    seed: int = 0,
+    size: int = 512,
+    bit_depth: int = 8,
+    workers: int = 1,
+) -> None:
+    """Write a synthetic dataset (see the module docstring for the files).
+
+    Args:
+        out: output folder (created).
+        n_train: training images.
+        n_test: test images.
+        seed: random seed; the same seed writes the same files.
+        size: image side in pixels.
+        bit_depth: 8 or 16 bits per pixel.
+        workers: processes drawing images (1 = in this process).
+    """
+    if n_train < 0 or n_test < 0:
+        raise ValueError("n_train and n_test must be >= 0")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = np.random.SeedSequence(seed)
+    seqs = root.spawn(n_train + n_test + 1)
+    jobs: list[_Job] = [
+        ("train", image_id("train", i), seqs[i], size, bit_depth, str(out)) for i in range(n_train)
+    ] + [("test", image_id("test", i), seqs[n_train + i], size, bit_depth, str(out)) for i in range(n_test)]
+    log.info(
+        "drawing %d train + %d test images of %d px, %d-bit, seed %d", n_train, n_test, size, bit_depth, seed
+    )
+    bar = dict(total=len(jobs), desc="synth", unit="img")
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(tqdm(pool.map(_write_one, jobs, chunksize=4), **bar))
+    else:
+        results = [_write_one(j) for j in tqdm(jobs, **bar)]
+    train, test = results[:n_train], results[n_train:]
+    write_labels(
+        out / "train.csv", Labels(tuple(r[0] for r in train), _multi_hot([r[1] for r in train]), "2018")
+    )
+    write_labels(
+        out / "test_labels.csv", Labels(tuple(r[0] for r in test), _multi_hot([r[1] for r in test]), "2018")
+    )
+    order = np.random.default_rng(seqs[-1]).permutation(len(test))
+    write_text_atomic(
+        out / "sample_submission.csv", "Id,Predicted\n" + "".join(f"{test[i][0]},0\n" for i in order)
+    )
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image_id", "cell_id", "Target"])
+    for iid, _, cell_labels in results:
+        for cell_id in sorted(cell_labels):
+            writer.writerow([iid, cell_id, " ".join(map(str, cell_labels[cell_id]))])
+    write_text_atomic(out / "truth" / "cell_labels.csv", buf.getvalue())
+    log.info("wrote %d images and their truth to %s", len(results), out)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``hpa synth`` entry point."""
+    write_dataset(args.out, args.n_train, args.n_test, seed=args.seed, size=args.size,
+                  bit_depth=args.bit_depth, workers=args.workers)  # fmt: skip
+    return 0
