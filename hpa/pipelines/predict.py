@@ -1,0 +1,303 @@
+"""``hpa predict``: score every cell, pool to image labels, write the submission.
+
+Worker processes read each image, segment it (or load its masks) and cut its crops and
+tiles while the main process runs the classifier on the views the workers have
+already prepared, so both stay busy. Views of several images are scored together to
+fill batches. Every requested Id gets a row in the submission, in the requested order:
+an image that fails to read gets an empty prediction and a line in ``failures.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from hpa.config import default_workers, log_settings, save_yaml
+from hpa.io import HPADataError, list_image_ids, read_id_list, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What a prediction run did."""
+
+    n_images: int
+    n_failed: int
+    n_cells: int
+    seconds: float
+    out: Path
+
+    @property
+    def images_per_s(self) -> float:
+        return self.n_images / max(self.seconds, 1e-9)
+
+
+# ------------------------------------------------------------------ worker side ---
+
+
+def _prepare(task: tuple[str, str, str, Any, Any]) -> Any:
+    """Read, segment (or load masks) and cut the views of one image, in a worker."""
+    from hpa.classification.cache import image_views, mask_path
+    from hpa.io import read_label_image, read_sample, write_label_image
+
+    images_dir, masks_dir, image_id, crop, seg_config = task
+    try:
+        image = read_sample(images_dir, image_id)
+        if seg_config is None:
+            path = mask_path(masks_dir, image_id)
+            if not path.is_file():
+                raise HPADataError(f"{path}: no cell mask for Id {image_id}")
+            cells = read_label_image(path)
+            table = None
+        else:
+            from hpa.segmentation import cell_table, segment
+
+            cells, nuclei = segment(image, seg_config)
+            write_label_image(Path(masks_dir) / "cells" / f"{image_id}.png", cells)
+            write_label_image(Path(masks_dir) / "nuclei" / f"{image_id}.png", nuclei)
+            table = cell_table(image_id, image, cells, nuclei)
+        return image_views(image, cells, image_id, crop), table
+    except (HPADataError, OSError, ValueError, TypeError) as exc:
+        return image_id, f"{type(exc).__name__}: {exc}"
+
+
+def _prepared(tasks: list[tuple[str, str, str, Any, Any]], workers: int) -> Iterator[Any]:
+    if workers <= 1:
+        yield from map(_prepare, tasks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        # map() submits everything up front: workers run ahead of the classifier.
+        yield from pool.map(_prepare, tasks, chunksize=1)
+
+
+# -------------------------------------------------------------------- main side ---
+
+
+def predict_folder(
+    images: str | Path,
+    model_dir: str | Path,
+    out: str | Path,
+    masks: str | Path | None = None,
+    ids: Sequence[str] | None = None,
+    tta: int = 1,
+    pooling: str | None = None,
+    fill_top: bool = True,
+    batch_size: int | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    backend: str = "watershed",
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict image labels and per-cell scores for a folder of images.
+
+    Args:
+        images: folder of channel files.
+        model_dir: model folder of ``hpa train-cells``.
+        out: PRED_DIR to write.
+        masks: SEG_DIR of ``hpa segment``; None = segment on the fly into ``OUT/masks``.
+        ids: Ids in submission order (default: every Id in ``images``, sorted).
+        tta: dihedral test-time augmentation views (1, 2, 4, 8).
+        pooling: cell-to-image pooling (default: the model's).
+        fill_top: predict the top class where no class passes its threshold.
+        batch_size: views per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        workers: processes reading, segmenting and cropping.
+        backend: segmentation backend when ``masks`` is None.
+
+    Returns:
+        A :class:`PredictSummary`.
+    """
+    import torch
+
+    from hpa.aggregation import apply_thresholds, load_thresholds, write_submission
+    from hpa.classification.inference import pool_views, score_views
+    from hpa.classification.model import THRESHOLDS_FILE, load_model
+    from hpa.config import resolve_device, to_dict
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    model, cfg = load_model(model_dir, device)
+    thresholds, names = load_thresholds(Path(model_dir) / THRESHOLDS_FILE)
+    if tuple(names) != tuple(cfg.class_names):
+        raise HPADataError(f"{model_dir}: thresholds.json classes differ from config.json classes")
+    pooling = pooling or cfg.pooling
+    ids = list(ids) if ids is not None else list_image_ids(images)
+    workers = workers or max(1, default_workers() - (0 if device == "cuda" else 1))
+    batch_size = batch_size or (512 if device == "cuda" else 128)
+    if device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - (workers if workers > 1 else 0)) or 1)
+
+    seg_config = None
+    masks_dir = Path(masks) if masks else out / "masks"
+    if masks is None:
+        from hpa.segmentation import SegmentConfig
+
+        seg_config = SegmentConfig(backend=backend)
+        save_yaml(masks_dir / "config.yaml", to_dict(seg_config))
+    elif not (masks_dir / "cells").is_dir():
+        raise HPADataError(f"{masks_dir}: not a segmentation folder (no cells/)")
+    settings = {
+        "images": str(Path(images).resolve()),
+        "masks": str(masks_dir.resolve()),
+        "model": str(Path(model_dir).resolve()),
+        "device": device,
+        "workers": workers,
+        "batch_size": batch_size,
+        "tta": tta,
+        "pooling": pooling,
+        "fill_top": fill_top,
+        "tile_weight": cfg.tile_weight,
+        "segmented_on_the_fly": masks is None,
+        "segmentation_backend": backend if masks is None else None,
+        "n_images": len(ids),
+    }
+    log_settings("predict settings", settings)
+    save_yaml(out / "config.yaml", settings)
+
+    tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config) for i in ids]
+    failures: dict[str, str] = {}
+    index_parts: list[pd.DataFrame] = []
+    prob_parts: list[np.ndarray] = []
+    seg_tables: list[pd.DataFrame] = []
+    pending: list[Any] = []
+    n_pending = 0
+
+    def flush() -> None:
+        nonlocal pending, n_pending
+        if not pending:
+            return
+        views = np.concatenate([np.concatenate([v.crops, v.tiles]) for v in pending])
+        scale = float(np.iinfo(views.dtype).max)
+        probs = score_views(
+            model, views, cfg.mean, cfg.std, scale, device=device, batch_size=batch_size, tta=tta
+        )
+        for v in pending:
+            n_c, n_t = len(v.cell_ids), len(v.tiles)
+            boxes = v.boxes if n_c else np.zeros((0, 4), dtype=np.int64)
+            index_parts.append(
+                pd.DataFrame(
+                    {
+                        "image_id": v.image_id,
+                        "kind": ["cell"] * n_c + ["tile"] * n_t,
+                        "cell_id": np.concatenate([v.cell_ids, np.arange(n_t)]).astype(np.int64),
+                        "bbox_y0": np.concatenate([boxes[:, 0], -np.ones(n_t, np.int64)]),
+                        "bbox_x0": np.concatenate([boxes[:, 1], -np.ones(n_t, np.int64)]),
+                        "bbox_y1": np.concatenate([boxes[:, 2], -np.ones(n_t, np.int64)]),
+                        "bbox_x1": np.concatenate([boxes[:, 3], -np.ones(n_t, np.int64)]),
+                    }
+                )
+            )
+        prob_parts.append(probs)
+        pending, n_pending = [], 0
+
+    bar = tqdm(
+        _prepared(tasks, workers), total=len(tasks), desc="predicting", unit="img", disable=not progress
+    )
+    for item in bar:
+        if isinstance(item[0], str):
+            image_id, error = item
+            log.warning("Id %s failed: %s", image_id, error)
+            failures[image_id] = error
+            continue
+        views, table = item
+        if table is not None:
+            seg_tables.append(table)
+        pending.append(views)
+        n_pending += len(views.cell_ids) + len(views.tiles)
+        if n_pending >= batch_size * 4:
+            flush()
+    flush()
+
+    n_classes = cfg.num_classes
+    index = (
+        pd.concat(index_parts, ignore_index=True)
+        if index_parts
+        else pd.DataFrame({"image_id": [], "kind": [], "cell_id": []})
+    )
+    probs = np.concatenate(prob_parts) if prob_parts else np.zeros((0, n_classes), np.float32)
+    scores = pool_views(index, probs, ids, pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles)
+    failed_rows = np.array([i in failures for i in ids], dtype=bool)
+    scores[failed_rows] = 0.0
+    y_pred = apply_thresholds(scores, thresholds, fill_top=fill_top)
+    y_pred[failed_rows] = 0
+
+    columns = list(cfg.class_names)
+    write_submission(out / "submission.csv", ids, y_pred)
+    write_text_atomic(
+        out / "image_scores.csv",
+        pd.concat([pd.DataFrame({"Id": ids}), pd.DataFrame(scores, columns=columns)], axis=1).to_csv(
+            index=False
+        ),
+    )
+    cell_rows = (index["kind"] == "cell").to_numpy()
+    cells = index[cell_rows].drop(columns="kind").reset_index(drop=True)
+    cell_probs = probs[cell_rows]
+    over = cell_probs >= thresholds[None, :]
+    cells = pd.concat([cells, pd.DataFrame(cell_probs, columns=columns)], axis=1)
+    cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in over]
+    _write_parquet(out / "cell_predictions.parquet", cells)
+    from hpa.aggregation import save_thresholds
+
+    save_thresholds(out / "thresholds.json", thresholds, cfg.class_names)
+    write_text_atomic(
+        out / "failures.csv",
+        pd.DataFrame({"image_id": list(failures), "error": list(failures.values())}).to_csv(index=False),
+    )
+    if seg_tables:
+        _write_parquet(masks_dir / "cells.parquet", pd.concat(seg_tables, ignore_index=True))
+    summary = PredictSummary(len(ids), len(failures), int(cell_rows.sum()), time.perf_counter() - t0, out)
+    log.info(
+        "predicted %d images (%d failed, %d cells) in %.1f s, %.2f images/s; outputs in %s",
+        summary.n_images,
+        summary.n_failed,
+        summary.n_cells,
+        summary.seconds,
+        summary.images_per_s,
+        out,
+    )
+    return summary
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    from hpa.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``hpa predict``."""
+    ids = read_id_list(args.ids) if args.ids else None
+    summary = predict_folder(
+        args.images,
+        args.model,
+        args.out,
+        masks=args.masks,
+        ids=ids,
+        tta=args.tta,
+        pooling=args.pooling,
+        fill_top=not args.no_fill_top,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        backend=args.backend,
+    )
+    print(
+        f"submission: {summary.out / 'submission.csv'} ({summary.n_images} images, "
+        f"{summary.n_failed} failed, {summary.n_cells} cells, {summary.images_per_s:.2f} images/s)"
+    )
+    return 0 if summary.n_failed < summary.n_images else 1

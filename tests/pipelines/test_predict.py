@@ -1,0 +1,89 @@
+"""predict: a tiny trained model scores a folder; every output checked."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpa.aggregation import read_submission
+from hpa.classification.train import TrainConfig
+from hpa.io import list_image_ids, read_labels
+from hpa.pipelines.predict import predict_folder
+from hpa.pipelines.train import train_model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    cfg = TrainConfig(backbone="test_resnet", crop_size=32, epochs=1, batch_size=16, folds=3, workers=1)
+    train_model(tiny_dataset["images"], read_labels(tiny_dataset["labels"]), tiny_dataset["masks"], out, cfg,
+                cache_root=out / "cache", progress=False)
+    return out
+
+
+def test_predict_with_masks_writes_every_output(tiny_dataset, tiny_model, tmp_path):
+    ids = list_image_ids(tiny_dataset["images"])[::-1] + ["not-there"]  # a custom order, one missing Id
+    out = tmp_path / "pred"
+    summary = predict_folder(tiny_dataset["images"], tiny_model, out, masks=tiny_dataset["masks"], ids=ids,
+                             workers=1, progress=False)
+    assert summary.n_images == len(ids) and summary.n_failed == 1
+    sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
+    assert sub["Id"].tolist() == ids  # every Id once, in the requested order
+    assert sub["Predicted"].iloc[-1] == ""  # the failed image: empty prediction
+    assert (sub["Predicted"].iloc[:-1] != "").all()  # fill_top: never empty otherwise
+    sub_ids, y = read_submission(out / "submission.csv", label_set="2018")
+    assert sub_ids == ids and y.shape == (len(ids), 28)
+    failures = pd.read_csv(out / "failures.csv")
+    assert failures["image_id"].tolist() == ["not-there"]
+    cells = pd.read_parquet(out / "cell_predictions.parquet")
+    assert len(cells) == 4 * (len(ids) - 1)  # four cells per drawn image
+    assert {"image_id", "cell_id", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "Nucleoplasm", "predicted"} <= set(
+        cells.columns)
+    assert ((cells["Nucleoplasm"] >= 0) & (cells["Nucleoplasm"] <= 1)).all()
+    scores = pd.read_csv(out / "image_scores.csv")
+    assert scores["Id"].tolist() == ids and scores.shape[1] == 29
+    # max pooling: an image's cell part can never exceed its best cell
+    config = json.loads((tiny_model / "config.json").read_text())
+    assert config["pooling"] == "max"
+    thr = json.loads((out / "thresholds.json").read_text())
+    assert thr == json.loads((tiny_model / "thresholds.json").read_text()) or len(thr["thresholds"]) == 28
+    import yaml
+
+    settings = yaml.safe_load((out / "config.yaml").read_text())
+    assert settings["masks"] == str(tiny_dataset["masks"].resolve()) and settings["tta"] == 1
+
+
+def test_tta_and_workers_agree(tiny_dataset, tiny_model, tmp_path):
+    a = predict_folder(tiny_dataset["images"], tiny_model, tmp_path / "a", masks=tiny_dataset["masks"], workers=1,
+                       progress=False)
+    b = predict_folder(tiny_dataset["images"], tiny_model, tmp_path / "b", masks=tiny_dataset["masks"], workers=2,
+                       progress=False)
+    ca = pd.read_parquet(a.out / "cell_predictions.parquet")
+    cb = pd.read_parquet(b.out / "cell_predictions.parquet")
+    pd.testing.assert_frame_equal(ca, cb)
+    c = predict_folder(tiny_dataset["images"], tiny_model, tmp_path / "c", masks=tiny_dataset["masks"], workers=1,
+                       tta=8, progress=False)
+    cc = pd.read_parquet(c.out / "cell_predictions.parquet")
+    assert np.abs(cc["Nucleoplasm"] - ca["Nucleoplasm"]).max() > 0  # TTA changes the scores ...
+    assert np.corrcoef(cc["Nucleoplasm"], ca["Nucleoplasm"])[0, 1] > 0.5  # ... but not their meaning
+
+
+def test_predict_segments_on_the_fly_without_masks(tiny_dataset, tiny_model, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(tiny_dataset["images"], images)
+    (images / "img000_green.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    cmd = [sys.executable, "-m", "hpa", "predict", str(images), "--model", str(tiny_model), "--out",
+           str(tmp_path / "pred"), "--workers", "1", "--device", "cpu"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = tmp_path / "pred"
+    assert (out / "masks" / "cells" / "img001.png").is_file()
+    assert (out / "masks" / "cells.parquet").is_file()
+    failures = pd.read_csv(out / "failures.csv")
+    assert failures["image_id"].tolist() == ["img000"] and "img000_green.png" in failures["error"].iloc[0]
+    sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
+    assert sub["Id"].tolist() == list_image_ids(images)
