@@ -1,0 +1,147 @@
+"""``hpa show`` and ``hpa report``: pictures and an HTML report of a prediction run.
+
+``hpa show IMAGES --pred PRED_DIR`` writes one overlay PNG per image (default
+``PRED_DIR/overlays/<Id>.png``); ``hpa report PRED_DIR`` writes a static HTML report
+(default ``PRED_DIR/report/``). Both read the artefacts of ``docs/artefacts.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from hpa.io import HPADataError, check_image_id, write_png
+from hpa.visualization.classes import image_title
+from hpa.visualization.composite import parse_channels
+from hpa.visualization.overlay import render_overlay
+from hpa.visualization.preddir import PredictionRun, load_prediction_run
+from hpa.visualization.report import write_report
+from hpa.visualization.summary import read_truth
+
+log = logging.getLogger(__name__)
+
+
+def _truth(path: str | None, run: PredictionRun) -> dict[str, tuple[int, ...]] | None:
+    if not path:
+        return None
+    try:
+        return read_truth(path, run.class_names)
+    except ValueError as exc:  # HPADataError is a ValueError too
+        raise HPADataError(str(exc)) from exc
+
+
+def _ids(requested: Sequence[str] | None, run: PredictionRun) -> list[str]:
+    if not requested:
+        return list(run.ids)
+    ids = [check_image_id(i) for i in requested]
+    unknown = [i for i in ids if i not in run.predicted]
+    if unknown:
+        log.warning("%d Id(s) not in %s/submission.csv, drawn without predictions: %s",
+                    len(unknown), run.root, ", ".join(unknown[:5]))  # fmt: skip
+    return ids
+
+
+def draw_overlays(
+    run: PredictionRun,
+    ids: Sequence[str],
+    out: str | Path,
+    *,
+    images_dir: str | Path | None = None,
+    channels: str = "rgby",
+    truth: Mapping[str, Sequence[int]] | None = None,
+) -> list[Path]:
+    """Write ``out/<Id>.png`` for each Id; an image that fails is logged and skipped.
+
+    Args:
+        run: the prediction run.
+        ids: Ids to draw.
+        out: output folder.
+        images_dir: folder of channel files; default: the one in the run's config.
+        channels: channels of the composite, letters from ``"rgby"``.
+        truth: true class numbers per Id, shown in the title.
+
+    Returns:
+        Paths of the files written.
+    """
+    out = Path(out)
+    folder = Path(images_dir) if images_dir is not None else None
+    written = []
+    for image_id in tqdm(ids, desc="show", unit="image"):
+        try:
+            image, cells = run.load(image_id, folder)
+            true = truth.get(image_id) if truth is not None else None
+            title = image_title(image_id, run.predicted.get(image_id, ()), run.class_names, true)
+            figure = render_overlay(
+                image,
+                cells,
+                run.cells_of(image_id),
+                run.class_names,
+                run.thresholds,
+                title=title,
+                channels=channels,
+            )
+            path = out / f"{image_id}.png"
+            write_png(path, figure)
+            written.append(path)
+        except (HPADataError, ValueError, OSError) as exc:
+            log.error("Id %s: skipped (%s)", image_id, exc)
+    return written
+
+
+def show_main(args: argparse.Namespace) -> int:
+    """Handler of ``hpa show``: one overlay PNG per image.
+
+    Args:
+        args: ``images``, ``pred``, ``id`` (list or None), ``out``, ``channels``,
+            ``labels``.
+
+    Returns:
+        0 if every image was drawn, 1 if any was skipped (or none was drawn).
+    """
+    try:
+        parse_channels(args.channels)
+    except ValueError as exc:
+        raise HPADataError(str(exc)) from exc
+    run = load_prediction_run(args.pred)
+    ids = _ids(args.id, run)
+    out = Path(args.out) if args.out else run.root / "overlays"
+    written = draw_overlays(
+        run, ids, out, images_dir=args.images, channels=args.channels, truth=_truth(args.labels, run)
+    )
+    print(f"wrote {len(written)} of {len(ids)} overlays to {out}")
+    return 0 if written and len(written) == len(ids) else 1
+
+
+def make_report(
+    pred: str | Path,
+    images: str | Path | None = None,
+    labels: str | Path | None = None,
+    out: str | Path | None = None,
+) -> Path:
+    """Write the HTML report of a prediction run; returns the path of its ``index.html``."""
+    run = load_prediction_run(pred)
+    if images is None and run.images_dir is None:
+        log.warning("%s/config.yaml names no images folder and no images were given: no overlays", run.root)
+    target = Path(out) if out else run.root / "report"
+    return Path(
+        write_report(run, target, images_dir=images, truth=_truth(str(labels) if labels else None, run))
+    )
+
+
+def report_main(args: argparse.Namespace) -> int:
+    """Handler of ``hpa report``: the static HTML report of a prediction run.
+
+    Args:
+        args: ``pred``, ``images`` (or None: from the run's config), ``labels``,
+            ``out`` (or None: ``PRED_DIR/report``).
+
+    Returns:
+        0 on success.
+    """
+    index = make_report(args.pred, args.images, args.labels, args.out)
+    print(f"wrote the report to {index}")
+    return 0

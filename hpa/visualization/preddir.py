@@ -1,0 +1,169 @@
+"""Reading a prediction run (PRED_DIR) as written by ``hpa predict``.
+
+See ``docs/artefacts.md``: ``submission.csv``, ``cell_predictions.parquet``,
+``image_scores.csv``, ``thresholds.json``, ``config.yaml`` (with the ``images`` and
+``masks`` folders used) and ``failures.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from hpa.io import HPADataError, check_image_id, read_label_image, read_sample
+from hpa.visualization.classes import parse_class_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictionRun:
+    """The artefacts of one ``hpa predict`` run.
+
+    Attributes:
+        root: the PRED_DIR.
+        class_names: class names in class-number order (from ``thresholds.json``).
+        thresholds: ``(C,)`` float array of the thresholds applied.
+        ids: image Ids in submission order.
+        predicted: image-level predicted class numbers per Id (``submission.csv``).
+        cells: ``cell_predictions.parquet``.
+        image_scores: ``image_scores.csv`` indexed by Id (empty if absent).
+        failures: ``image_id -> error`` from ``failures.csv``.
+        images_dir: the images folder named in ``config.yaml`` (None if absent).
+        masks_dir: the SEG_DIR named in ``config.yaml`` (None if absent).
+        method: how the thresholds were chosen, if ``thresholds.json`` says.
+    """
+
+    root: Path
+    class_names: tuple[str, ...]
+    thresholds: np.ndarray
+    ids: tuple[str, ...]
+    predicted: dict[str, tuple[int, ...]]
+    cells: pd.DataFrame
+    image_scores: pd.DataFrame
+    failures: dict[str, str] = field(default_factory=dict)
+    images_dir: Path | None = None
+    masks_dir: Path | None = None
+    method: str | None = None
+
+    def cells_of(self, image_id: str) -> pd.DataFrame:
+        """Rows of ``cell_predictions`` for one image (possibly empty)."""
+        return self.cells[self.cells["image_id"] == image_id]
+
+    def mask_path(self, image_id: str) -> Path:
+        """Path of the cell instance mask of an image (``SEG_DIR/cells/<Id>.png``)."""
+        masks = self.masks_dir if self.masks_dir is not None else self.root / "masks"
+        return masks / "cells" / f"{check_image_id(image_id)}.png"
+
+    def load(self, image_id: str, images_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read an image and its cell mask.
+
+        Args:
+            image_id: the sample's Id.
+            images_dir: folder of channel files; default: the one in ``config.yaml``.
+
+        Returns:
+            ``(image, cells)``: ``(H, W, 4)`` uint8/uint16 sample and ``(H, W)`` int32
+            cell labels.
+
+        Raises:
+            HPADataError: no images folder known, a file missing or unreadable, or
+                image and mask differ in size.
+        """
+        folder = images_dir or self.images_dir
+        if folder is None:
+            raise HPADataError(f"{self.root}/config.yaml names no images folder; pass --images")
+        image = read_sample(folder, image_id)
+        cells = read_label_image(self.mask_path(image_id))
+        if cells.shape != image.shape[:2]:
+            raise HPADataError(
+                f"Id {image_id}: cell mask {cells.shape[1]}x{cells.shape[0]} and image "
+                f"{image.shape[1]}x{image.shape[0]} differ in size"
+            )
+        return image, cells
+
+
+def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, keep_default_na=False, dtype={"Id": str, "image_id": str}, **kwargs)  # type: ignore[call-overload]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise HPADataError(f"{path}: cannot read CSV ({exc})") from exc
+
+
+def load_prediction_run(pred_dir: str | Path) -> PredictionRun:
+    """Read the artefacts of a PRED_DIR.
+
+    Args:
+        pred_dir: folder written by ``hpa predict``.
+
+    Returns:
+        The run; ``image_scores``, ``failures`` and the folders of ``config.yaml`` are
+        optional and empty or None where absent.
+
+    Raises:
+        HPADataError: the folder, ``submission.csv``, ``cell_predictions.parquet`` or
+            ``thresholds.json`` is missing or malformed.
+    """
+    root = Path(pred_dir)
+    if not root.is_dir():
+        raise HPADataError(f"{root}: prediction folder not found")
+    for name in ("submission.csv", "cell_predictions.parquet", "thresholds.json"):
+        if not (root / name).is_file():
+            raise HPADataError(f"{root}: missing {name} (is this a PRED_DIR written by 'hpa predict'?)")
+    try:
+        spec = json.loads((root / "thresholds.json").read_text(encoding="utf-8"))
+        class_names = tuple(str(n) for n in spec["class_names"])
+        thresholds = np.asarray(spec["thresholds"], dtype=np.float64).reshape(-1)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HPADataError(f"{root}/thresholds.json: expected class_names and thresholds ({exc})") from exc
+    if thresholds.size == 1:
+        thresholds = np.full(len(class_names), float(thresholds[0]))
+    if thresholds.size != len(class_names):
+        raise HPADataError(
+            f"{root}/thresholds.json: {thresholds.size} thresholds for {len(class_names)} classes"
+        )
+    sub = _read_csv(root / "submission.csv")
+    if list(sub.columns[:2]) != ["Id", "Predicted"]:
+        raise HPADataError(f"{root}/submission.csv: expected columns Id,Predicted, got {list(sub.columns)}")
+    predicted = {check_image_id(str(i)): parse_class_list(p) for i, p in zip(sub["Id"], sub["Predicted"])}
+    try:
+        cells = pd.read_parquet(root / "cell_predictions.parquet")
+    except Exception as exc:  # pyarrow raises several types for a broken file
+        raise HPADataError(f"{root}/cell_predictions.parquet: cannot read ({exc})") from exc
+    missing = [c for c in ("image_id", "cell_id", *class_names) if c not in cells.columns]
+    if missing:
+        raise HPADataError(f"{root}/cell_predictions.parquet: missing columns {missing[:5]}")
+    cells["image_id"] = cells["image_id"].astype(str)
+    scores_path = root / "image_scores.csv"
+    scores = _read_csv(scores_path).set_index("Id") if scores_path.is_file() else pd.DataFrame()
+    failures: dict[str, str] = {}
+    if (root / "failures.csv").is_file():
+        fail = _read_csv(root / "failures.csv")
+        if {"image_id", "error"} <= set(fail.columns):
+            failures = dict(zip(fail["image_id"].astype(str), fail["error"].astype(str)))
+    images_dir = masks_dir = None
+    if (root / "config.yaml").is_file():
+        config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
+        if isinstance(config, dict):
+            images_dir = Path(config["images"]) if config.get("images") else None
+            masks_dir = Path(config["masks"]) if config.get("masks") else None
+    log.debug("%s: %d images, %d cells, %d classes", root, len(predicted), len(cells), len(class_names))
+    return PredictionRun(
+        root=root,
+        class_names=class_names,
+        thresholds=thresholds,
+        ids=tuple(predicted),
+        predicted=predicted,
+        cells=cells,
+        image_scores=scores,
+        failures=failures,
+        images_dir=images_dir,
+        masks_dir=masks_dir,
+        method=spec.get("method"),
+    )

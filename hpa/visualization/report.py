@@ -1,0 +1,208 @@
+"""A static HTML report of a prediction run, browsable from disk.
+
+Layout of the report folder (every link relative, no network)::
+
+    index.html            gallery of thumbnails, filterable by class
+    summary.html          thresholds, counts; with the truth: F1 chart, TP/FP/FN, confusions
+    f1.png                per-class F1 bar chart (with the truth only)
+    thumbs/<Id>.jpg       192 px composite with coloured cell outlines
+    overlays/<Id>.png     the full overlay (:func:`hpa.visualization.render_overlay`)
+    images/<Id>.html      one page per image: overlay, image scores, table of cells
+
+The report is built in a temporary folder beside the target and renamed into place,
+so a killed run leaves any earlier report untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from hpa.io import HPADataError, write_bytes_atomic, write_png, write_text_atomic
+from hpa.visualization.classes import cell_calls, image_title
+from hpa.visualization.overlay import overlay_panel, render_overlay
+from hpa.visualization.pages import image_page, index_page, summary_page
+from hpa.visualization.preddir import PredictionRun
+from hpa.visualization.summary import class_summary, f1_chart_png
+
+log = logging.getLogger(__name__)
+
+#: Longest side of a report overlay panel and of a gallery thumbnail, pixels.
+OVERLAY_SIDE = 768
+THUMB_SIDE = 192
+
+
+def write_jpeg(path: str | Path, image: np.ndarray, quality: int = 85) -> None:
+    """Write an ``(H, W, 3)`` uint8 RGB image as JPEG, atomically."""
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise OSError(f"{path}: JPEG encoding failed")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_report(
+    run: PredictionRun,
+    out: str | Path,
+    *,
+    images_dir: str | Path | None = None,
+    truth: Mapping[str, Sequence[int]] | None = None,
+    ids: Sequence[str] | None = None,
+    overlay_side: int = OVERLAY_SIDE,
+    thumb_side: int = THUMB_SIDE,
+) -> Path:
+    """Write the HTML report of a prediction run.
+
+    An image that cannot be read is logged and gets a page without overlay; the report
+    goes on with the others.
+
+    Args:
+        run: the run (:func:`hpa.visualization.preddir.load_prediction_run`).
+        out: report folder to write (replaced as a whole if it exists).
+        images_dir: folder of channel files; default: the one in the run's config.
+        truth: true class numbers per Id; adds the truth, F1 and confusions.
+        ids: Ids to include, in order; default: every Id of the submission.
+        overlay_side: longest side of each overlay panel, pixels.
+        thumb_side: longest side of each thumbnail, pixels.
+
+    Returns:
+        Path of ``index.html``.
+    """
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ids = list(ids if ids is not None else run.ids)
+    folder = Path(images_dir) if images_dir is not None else run.images_dir
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        has_thumb = _write_images(run, tmp, ids, folder, truth, overlay_side, thumb_side)
+        _write_pages(run, tmp, ids, truth, has_thumb, folder)
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out / "index.html"
+
+
+def _write_images(
+    run: PredictionRun,
+    root: Path,
+    ids: Sequence[str],
+    folder: Path | None,
+    truth: Mapping[str, Sequence[int]] | None,
+    overlay_side: int,
+    thumb_side: int,
+) -> dict[str, str | None]:
+    """Overlays and thumbnails; returns the problem per Id (None = drawn)."""
+    problems: dict[str, str | None] = {}
+    for i, image_id in enumerate(tqdm(ids, desc="report", unit="image")):
+        if image_id in run.failures:
+            problems[image_id] = f"prediction failed: {run.failures[image_id]}"
+            continue
+        try:
+            image, cells = run.load(image_id, folder)
+            table = run.cells_of(image_id)
+            true = truth.get(image_id) if truth is not None else None
+            title = image_title(image_id, run.predicted.get(image_id, ()), run.class_names, true)
+            args = (image, cells, table, run.class_names, run.thresholds)
+            write_png(
+                root / "overlays" / f"{image_id}.png",
+                render_overlay(*args, title=title, max_side=overlay_side),
+            )
+            write_jpeg(root / "thumbs" / f"{image_id}.jpg", overlay_panel(*args, max_side=thumb_side))
+            problems[image_id] = None
+        except (HPADataError, ValueError, OSError) as exc:
+            log.warning("Id %s: no overlay (%s)", image_id, exc)
+            problems[image_id] = str(exc)
+        if (i + 1) % 50 == 0:
+            log.info("report: %d of %d images drawn", i + 1, len(ids))
+    return problems
+
+
+def _write_pages(
+    run: PredictionRun,
+    root: Path,
+    ids: Sequence[str],
+    truth: Mapping[str, Sequence[int]] | None,
+    problems: Mapping[str, str | None],
+    folder: Path | None,
+) -> None:
+    """index.html, summary.html (+ f1.png) and one page per image."""
+    n = len(run.class_names)
+    has_thumb = {i: problems.get(i) is None for i in ids}
+    for j, image_id in enumerate(ids):
+        cells = run.cells_of(image_id)
+        scores = None
+        if not run.image_scores.empty and image_id in run.image_scores.index:
+            scores = run.image_scores.loc[image_id, list(run.class_names)].astype(float)
+        neighbours = (ids[j - 1] if j > 0 else None, ids[j + 1] if j + 1 < len(ids) else None)
+        html = image_page(
+            image_id,
+            cells,
+            scores,
+            tuple(run.predicted.get(image_id, ())),
+            tuple(truth[image_id]) if truth is not None and image_id in truth else None,
+            run.class_names,
+            run.thresholds,
+            neighbours,
+            f"../overlays/{image_id}.png" if has_thumb[image_id] else None,
+            problems.get(image_id),
+        )
+        write_text_atomic(root / "images" / f"{image_id}.html", html)
+
+    calls = cell_calls(run.cells, run.class_names, run.thresholds)
+    cell_counts = np.bincount(calls.loc[calls["top_class"] >= 0, "top_class"], minlength=n)
+    table = chart = None
+    meta = [
+        ("prediction folder", str(run.root.resolve())),
+        ("images folder", str(folder) if folder else "(unknown)"),
+        ("images", str(len(ids))),
+        ("cells", str(len(run.cells))),
+        ("classes", str(n)),
+        ("thresholds", run.method or "(method not recorded)"),
+    ]
+    index_meta = f"{len(ids)} images · {len(run.cells)} cells"
+    if truth is not None:
+        compared = [i for i in ids if i in truth]
+        missing = len(ids) - len(compared)
+        if missing:
+            log.warning(
+                "%d of %d predicted images have no truth in the labels; left out of the scores",
+                missing,
+                len(ids),
+            )
+        table = class_summary(
+            {i: run.predicted.get(i, ()) for i in compared}, truth, run.class_names, run.thresholds
+        )
+        f1_chart_png(table, root / "f1.png")
+        chart = "f1.png"
+        macro = float(table["f1"].mean())
+        meta += [("images with truth", str(len(compared))), ("macro F1 (all classes)", f"{macro:.4f}")]
+        index_meta += f" · macro F1 {macro:.3f} over {len(compared)} images"
+    write_text_atomic(
+        root / "summary.html",
+        summary_page(
+            run.class_names, run.thresholds, run.predicted, cell_counts, table, meta, run.failures, chart
+        ),
+    )
+    write_text_atomic(
+        root / "index.html", index_page(ids, run.predicted, truth, run.class_names, has_thumb, index_meta)
+    )

@@ -1,0 +1,1 @@
+"""Tests of hpa.visualization and the show/report commands."""
