@@ -41,7 +41,7 @@ def check_image_id(image_id: str) -> str:
     >>> check_image_id("000a6c98-bb9b-11e8-b2b9-ac1f6b6435d0")
     '000a6c98-bb9b-11e8-b2b9-ac1f6b6435d0'
     """
-    if not isinstance(image_id, str) or not _SAFE_ID.match(image_id) or ".." in image_id:
+    if not isinstance(image_id, str) or not _SAFE_ID.fullmatch(image_id) or ".." in image_id:
         raise HPADataError(
             f"invalid image Id {image_id!r}: an Id must be a plain name (letters, digits, "
             "'-', '_', '.'), without path separators or '..'"
@@ -90,7 +90,8 @@ def read_grey(path: str | Path) -> np.ndarray:
 
     A colour file is accepted only where its non-blank colour planes are identical
     (a grey image saved as RGB, or an HPAv18 download where e.g. the red channel is
-    stored in the red plane alone); anything else is an error.
+    stored in the red plane alone; for a lossy JPEG "blank" and "identical" are judged
+    with a tolerance and the used planes are averaged); anything else is an error.
 
     Returns:
         ``(H, W)`` array, uint8 or uint16.
@@ -137,6 +138,8 @@ def _colour_to_grey(img: np.ndarray, path: Path) -> np.ndarray:
     if img.shape[-1] not in (3, 4):
         raise HPADataError(f"{path}: expected a grey image, got shape {img.shape}")
     planes = [img[..., i] for i in range(3)]  # alpha ignored
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return _lossy_colour_to_grey(planes, path)
     used = [p for p in planes if p.any()]
     if not used:
         return planes[0]
@@ -146,6 +149,31 @@ def _colour_to_grey(img: np.ndarray, path: Path) -> np.ndarray:
         f"{path}: expected a single-channel grey image, got a colour image whose colour "
         "planes differ; save each channel as its own grey file"
     )
+
+
+def _lossy_colour_to_grey(planes: list[np.ndarray], path: Path) -> np.ndarray:
+    # JPEG (YCbCr, subsampled chroma) leaks some of each plane into the others, so an
+    # HPAv18 red-only plane never decodes with exactly blank green and blue, nor a yellow
+    # one with exactly equal red and green. Judge with tolerances instead: a plane is
+    # used when its mean reaches a quarter of the brightest plane's; used planes must
+    # agree to a mean absolute difference of 20% of that mean (JPEG gives ~5-8%, two
+    # different stains 50% and more); they are averaged.
+    means = [float(p.mean()) for p in planes]
+    top = max(means)
+    if top == 0:
+        return planes[0]
+    used = [p for p, m in zip(planes, means, strict=True) if m >= 0.25 * top]
+    for p in used[1:]:
+        diff = float(np.abs(used[0].astype(np.float32) - p.astype(np.float32)).mean())
+        if diff > max(2.0, 0.2 * top):
+            raise HPADataError(
+                f"{path}: expected a single-channel grey image, got a colour JPEG whose "
+                f"colour planes differ (mean difference {diff:.1f}); save each channel as its own grey file"
+            )
+    if len(used) == 1:
+        return used[0]
+    mean = np.mean(np.stack(used), axis=0)
+    return np.round(mean).astype(used[0].dtype)
 
 
 def read_sample(images_dir: str | Path, image_id: str) -> np.ndarray:
@@ -219,6 +247,10 @@ def percentile_stretch(image: np.ndarray, low: float = 0.5, high: float = 99.8) 
 
 # ------------------------------------------------------------------ atomic output ---
 
+# The process umask, read once at import (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -231,6 +263,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual open() mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)
