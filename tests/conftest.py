@@ -31,3 +31,24 @@ def repo_data() -> Path:
 
 # A tiny drawn dataset (images, masks, labels) for classification and pipeline tests.
 from tiny_data import tiny_dataset  # noqa: E402, F401
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip slow tests unless asked for, and GPU tests where torch sees no CUDA device."""
+    run_slow = config.getoption("--run-slow") or os.environ.get("HPA_RUN_SLOW") == "1"
+    skip_slow = pytest.mark.skip(reason="slow test: run with --run-slow or HPA_RUN_SLOW=1")
+    has_gpu = None
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords:
+            if has_gpu is None:
+                import torch
+
+                has_gpu = torch.cuda.is_available()
+            if not has_gpu:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))

@@ -250,6 +250,13 @@ def predict_folder(
     cells = pd.concat([cells, pd.DataFrame(cell_probs, columns=columns)], axis=1)
     cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in over]
     _write_parquet(out / "cell_predictions.parquet", cells)
+    tiles = (
+        index[~cell_rows][["image_id", "cell_id"]].rename(columns={"cell_id": "tile"}).reset_index(drop=True)
+    )
+    _write_parquet(
+        out / "tile_predictions.parquet",
+        pd.concat([tiles, pd.DataFrame(probs[~cell_rows], columns=columns)], axis=1),
+    )
     from hpa.aggregation import save_thresholds
 
     save_thresholds(out / "thresholds.json", thresholds, cfg.class_names)

@@ -1,0 +1,121 @@
+"""The whole pipeline through the command line, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def hpa(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    res = subprocess.run(
+        [sys.executable, "-m", "hpa", *args], capture_output=True, text=True, timeout=timeout, env=ENV
+    )
+    assert res.returncode == 0, f"hpa {' '.join(args)} failed:\n{res.stderr[-3000:]}"
+    return res
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    hpa("synth", str(root / "data"), "--n-train", "15", "--n-test", "5", "--seed", "3", "--size", "256")
+    return root
+
+
+def test_segment_train_predict_evaluate_report(synth):
+    data, root = synth / "data", synth
+    hpa("segment", str(data / "train"), "--out", str(root / "seg-train"), "--workers", "2")
+    hpa("segment", str(data / "test"), "--out", str(root / "seg-test"), "--workers", "1")
+    for seg in ("seg-train", "seg-test"):
+        assert (root / seg / "cells.parquet").is_file() and (root / seg / "config.yaml").is_file()
+    hpa(
+        "train-cells",
+        "--images",
+        str(data / "train"),
+        "--labels",
+        str(data / "train.csv"),
+        "--masks",
+        str(root / "seg-train"),
+        "--out",
+        str(root / "model"),
+        "--backbone",
+        "test_resnet",
+        "--crop-size",
+        "32",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--folds",
+        "3",
+        "--device",
+        "cpu",
+    )
+    for name in ("config.json", "weights.safetensors", "thresholds.json", "metrics.json", "history.csv"):
+        assert (root / "model" / name).is_file(), name
+    hpa(
+        "predict",
+        str(data / "test"),
+        "--model",
+        str(root / "model"),
+        "--masks",
+        str(root / "seg-test"),
+        "--ids",
+        str(data / "sample_submission.csv"),
+        "--out",
+        str(root / "pred"),
+        "--tta",
+        "2",
+    )
+    pred = root / "pred"
+    for name in (
+        "submission.csv",
+        "cell_predictions.parquet",
+        "tile_predictions.parquet",
+        "image_scores.csv",
+        "thresholds.json",
+        "config.yaml",
+        "failures.csv",
+    ):
+        assert (pred / name).is_file(), name
+    order = pd.read_csv(data / "sample_submission.csv")["Id"].tolist()
+    sub = pd.read_csv(pred / "submission.csv", keep_default_na=False)
+    assert sub["Id"].tolist() == order  # the order of --ids, which is shuffled
+    assert order != sorted(order)
+    cells = pd.read_parquet(pred / "cell_predictions.parquet")
+    seg_cells = pd.read_parquet(root / "seg-test" / "cells.parquet")
+    assert len(cells) == len(seg_cells)  # every segmented cell scored
+    res = hpa("evaluate", str(pred / "submission.csv"), "--labels", str(data / "test_labels.csv"), "--json")
+    result = json.loads(res.stdout)
+    assert result["n_images"] == 5 and 0.0 <= result["macro_f1"] <= 1.0
+    hpa("report", str(pred), "--labels", str(data / "test_labels.csv"))
+    assert (pred / "report" / "index.html").is_file()
+    hpa("show", str(data / "test"), "--pred", str(pred), "--id", order[0])
+    assert (pred / "overlays" / f"{order[0]}.png").is_file()
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    res = hpa(
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--n-train",
+        "20",
+        "--n-test",
+        "6",
+        "--epochs",
+        "1",
+        timeout=900,
+    )
+    assert "test macro F1" in res.stdout
+    out = tmp_path / "demo"
+    assert (out / "evaluation.json").is_file()
+    assert (out / "pred" / "submission.csv").is_file()
+    assert (out / "pred" / "report" / "index.html").is_file()
+    assert (out / "pred-real" / "submission.csv").is_file()  # the shipped real samples
