@@ -65,6 +65,27 @@ def image_views(image: np.ndarray, cells: np.ndarray, image_id: str, settings: C
     return ImageViews(image_id, ids, boxes, crops, tiles)
 
 
+def views_index(views: ImageViews) -> pd.DataFrame:
+    """One row per view of an image, cells then tiles.
+
+    Columns: ``image_id``, ``kind`` (``"cell"``/``"tile"``), ``cell_id`` (the tile
+    number for tiles) and the cell box ``bbox_y0, bbox_x0, bbox_y1, bbox_x1`` (-1 for tiles).
+    """
+    n_cells, n_tiles = len(views.cell_ids), len(views.tiles)
+    boxes = np.concatenate([views.boxes.reshape(-1, 4), np.full((n_tiles, 4), -1, dtype=np.int64)])
+    return pd.DataFrame(
+        {
+            "image_id": views.image_id,
+            "kind": [CELL] * n_cells + [TILE] * n_tiles,
+            "cell_id": np.concatenate([views.cell_ids, np.arange(n_tiles)]).astype(np.int64),
+            "bbox_y0": boxes[:, 0],
+            "bbox_x0": boxes[:, 1],
+            "bbox_y1": boxes[:, 2],
+            "bbox_x1": boxes[:, 3],
+        }
+    )
+
+
 def mask_path(seg_dir: str | Path, image_id: str) -> Path:
     """The cell mask file that ``hpa segment`` wrote for an Id."""
     return Path(seg_dir) / "cells" / f"{image_id}.png"
@@ -219,25 +240,7 @@ def build_cache(
             dtype = dtype or item.crops.dtype
             block = np.concatenate([item.crops, item.tiles]) if len(item.crops) else item.tiles
             fh.write(np.ascontiguousarray(_convert(block, dtype)).tobytes())
-            n_cells, n_tiles = len(item.cell_ids), len(item.tiles)
-            boxes = (
-                np.concatenate([item.boxes, np.full((n_tiles, 4), -1)])
-                if n_cells
-                else np.full((n_tiles, 4), -1)
-            )
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "image_id": item.image_id,
-                        "kind": [CELL] * n_cells + [TILE] * n_tiles,
-                        "cell_id": np.concatenate([item.cell_ids, np.arange(n_tiles)]).astype(np.int64),
-                        "bbox_y0": boxes[:, 0],
-                        "bbox_x0": boxes[:, 1],
-                        "bbox_y1": boxes[:, 2],
-                        "bbox_x1": boxes[:, 3],
-                    }
-                )
-            )
+            rows.append(views_index(item))
             n += len(block)
     index = (
         pd.concat(rows, ignore_index=True)

@@ -85,6 +85,134 @@ def _prepared(tasks: list[tuple[str, str, str, Any, Any]], workers: int) -> Iter
 # -------------------------------------------------------------------- main side ---
 
 
+@dataclass
+class ScoredViews:
+    """Class probabilities of every view of a set of images.
+
+    Attributes:
+        index: one row per view (:func:`hpa.classification.cache.views_index`).
+        probs: ``(len(index), K)`` float32 probabilities.
+        failures: ``image_id -> error`` for images that could not be read or segmented.
+        seg_tables: per-cell segmentation tables of images segmented on the fly.
+    """
+
+    index: pd.DataFrame
+    probs: np.ndarray
+    failures: dict[str, str]
+    seg_tables: list[pd.DataFrame]
+
+
+def score_images(
+    model: Any,
+    cfg: Any,
+    images: str | Path,
+    ids: Sequence[str],
+    masks_dir: Path,
+    seg_config: Any = None,
+    device: str = "cpu",
+    workers: int = 1,
+    batch_size: int = 128,
+    tta: int = 1,
+    progress: bool = True,
+) -> ScoredViews:
+    """Score every cell and tile of ``ids``; segment on the fly when ``seg_config`` is given.
+
+    Workers prepare views while this process runs the model on full batches.
+    """
+    from hpa.classification.cache import views_index
+    from hpa.classification.inference import score_views
+
+    tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config) for i in ids]
+    failures: dict[str, str] = {}
+    index_parts: list[pd.DataFrame] = []
+    prob_parts: list[np.ndarray] = []
+    seg_tables: list[pd.DataFrame] = []
+    pending: list[Any] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        views = np.concatenate([np.concatenate([v.crops, v.tiles]) for v in pending])
+        scale = float(np.iinfo(views.dtype).max)
+        prob_parts.append(
+            score_views(model, views, cfg.mean, cfg.std, scale, device=device, batch_size=batch_size, tta=tta)
+        )
+        index_parts.extend(views_index(v) for v in pending)
+        pending.clear()
+
+    n_pending = 0
+    bar = tqdm(
+        _prepared(tasks, workers), total=len(tasks), desc="predicting", unit="img", disable=not progress
+    )
+    for item in bar:
+        if isinstance(item[0], str):
+            image_id, error = item
+            log.warning("Id %s failed: %s", image_id, error)
+            failures[image_id] = error
+            continue
+        views, table = item
+        if table is not None:
+            seg_tables.append(table)
+        pending.append(views)
+        n_pending += len(views.cell_ids) + len(views.tiles)
+        if n_pending >= batch_size * 4:
+            flush()
+            n_pending = 0
+    flush()
+    index = (
+        pd.concat(index_parts, ignore_index=True)
+        if index_parts
+        else pd.DataFrame({"image_id": [], "kind": [], "cell_id": []})
+    )
+    probs = np.concatenate(prob_parts) if prob_parts else np.zeros((0, cfg.num_classes), np.float32)
+    return ScoredViews(index, probs, failures, seg_tables)
+
+
+def write_predictions(
+    out: Path,
+    ids: Sequence[str],
+    scored: ScoredViews,
+    cfg: Any,
+    thresholds: np.ndarray,
+    pooling: str,
+    fill_top: bool,
+) -> int:
+    """Pool, threshold and write the submission and the tables of a prediction run.
+
+    Returns:
+        The number of cells scored.
+    """
+    from hpa.aggregation import apply_thresholds, save_thresholds, write_submission
+    from hpa.classification.inference import pool_views
+
+    index, probs, failures = scored.index, scored.probs, scored.failures
+    scores = pool_views(index, probs, ids, pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles)
+    failed_rows = np.array([i in failures for i in ids], dtype=bool)
+    scores[failed_rows] = 0.0
+    y_pred = apply_thresholds(scores, thresholds, fill_top=fill_top)
+    y_pred[failed_rows] = 0
+
+    columns = list(cfg.class_names)
+    write_submission(out / "submission.csv", ids, y_pred)
+    image_scores = pd.concat([pd.DataFrame({"Id": list(ids)}), pd.DataFrame(scores, columns=columns)], axis=1)
+    write_text_atomic(out / "image_scores.csv", image_scores.to_csv(index=False))
+    cell_rows = (index["kind"] == "cell").to_numpy()
+    cells = index[cell_rows].drop(columns="kind").reset_index(drop=True)
+    cell_probs = probs[cell_rows]
+    cells = pd.concat([cells, pd.DataFrame(cell_probs, columns=columns)], axis=1)
+    cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in cell_probs >= thresholds[None, :]]
+    _write_parquet(out / "cell_predictions.parquet", cells)
+    tiles = (
+        index[~cell_rows][["image_id", "cell_id"]].rename(columns={"cell_id": "tile"}).reset_index(drop=True)
+    )
+    tile_table = pd.concat([tiles, pd.DataFrame(probs[~cell_rows], columns=columns)], axis=1)
+    _write_parquet(out / "tile_predictions.parquet", tile_table)
+    save_thresholds(out / "thresholds.json", thresholds, cfg.class_names)
+    failure_table = pd.DataFrame({"image_id": list(failures), "error": list(failures.values())})
+    write_text_atomic(out / "failures.csv", failure_table.to_csv(index=False))
+    return int(cell_rows.sum())
+
+
 def predict_folder(
     images: str | Path,
     model_dir: str | Path,
@@ -121,8 +249,7 @@ def predict_folder(
     """
     import torch
 
-    from hpa.aggregation import apply_thresholds, load_thresholds, write_submission
-    from hpa.classification.inference import pool_views, score_views
+    from hpa.aggregation import load_thresholds
     from hpa.classification.model import THRESHOLDS_FILE, load_model
     from hpa.config import resolve_device, to_dict
 
@@ -139,7 +266,7 @@ def predict_folder(
     workers = workers or max(1, default_workers() - (0 if device == "cuda" else 1))
     batch_size = batch_size or (512 if device == "cuda" else 128)
     if device == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - (workers if workers > 1 else 0)) or 1)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - (workers if workers > 1 else 0)))
 
     seg_config = None
     masks_dir = Path(masks) if masks else out / "masks"
@@ -168,105 +295,13 @@ def predict_folder(
     log_settings("predict settings", settings)
     save_yaml(out / "config.yaml", settings)
 
-    tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config) for i in ids]
-    failures: dict[str, str] = {}
-    index_parts: list[pd.DataFrame] = []
-    prob_parts: list[np.ndarray] = []
-    seg_tables: list[pd.DataFrame] = []
-    pending: list[Any] = []
-    n_pending = 0
-
-    def flush() -> None:
-        nonlocal pending, n_pending
-        if not pending:
-            return
-        views = np.concatenate([np.concatenate([v.crops, v.tiles]) for v in pending])
-        scale = float(np.iinfo(views.dtype).max)
-        probs = score_views(
-            model, views, cfg.mean, cfg.std, scale, device=device, batch_size=batch_size, tta=tta
-        )
-        for v in pending:
-            n_c, n_t = len(v.cell_ids), len(v.tiles)
-            boxes = v.boxes if n_c else np.zeros((0, 4), dtype=np.int64)
-            index_parts.append(
-                pd.DataFrame(
-                    {
-                        "image_id": v.image_id,
-                        "kind": ["cell"] * n_c + ["tile"] * n_t,
-                        "cell_id": np.concatenate([v.cell_ids, np.arange(n_t)]).astype(np.int64),
-                        "bbox_y0": np.concatenate([boxes[:, 0], -np.ones(n_t, np.int64)]),
-                        "bbox_x0": np.concatenate([boxes[:, 1], -np.ones(n_t, np.int64)]),
-                        "bbox_y1": np.concatenate([boxes[:, 2], -np.ones(n_t, np.int64)]),
-                        "bbox_x1": np.concatenate([boxes[:, 3], -np.ones(n_t, np.int64)]),
-                    }
-                )
-            )
-        prob_parts.append(probs)
-        pending, n_pending = [], 0
-
-    bar = tqdm(
-        _prepared(tasks, workers), total=len(tasks), desc="predicting", unit="img", disable=not progress
+    scored = score_images(
+        model, cfg, images, ids, masks_dir, seg_config, device, workers, batch_size, tta, progress
     )
-    for item in bar:
-        if isinstance(item[0], str):
-            image_id, error = item
-            log.warning("Id %s failed: %s", image_id, error)
-            failures[image_id] = error
-            continue
-        views, table = item
-        if table is not None:
-            seg_tables.append(table)
-        pending.append(views)
-        n_pending += len(views.cell_ids) + len(views.tiles)
-        if n_pending >= batch_size * 4:
-            flush()
-    flush()
-
-    n_classes = cfg.num_classes
-    index = (
-        pd.concat(index_parts, ignore_index=True)
-        if index_parts
-        else pd.DataFrame({"image_id": [], "kind": [], "cell_id": []})
-    )
-    probs = np.concatenate(prob_parts) if prob_parts else np.zeros((0, n_classes), np.float32)
-    scores = pool_views(index, probs, ids, pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles)
-    failed_rows = np.array([i in failures for i in ids], dtype=bool)
-    scores[failed_rows] = 0.0
-    y_pred = apply_thresholds(scores, thresholds, fill_top=fill_top)
-    y_pred[failed_rows] = 0
-
-    columns = list(cfg.class_names)
-    write_submission(out / "submission.csv", ids, y_pred)
-    write_text_atomic(
-        out / "image_scores.csv",
-        pd.concat([pd.DataFrame({"Id": ids}), pd.DataFrame(scores, columns=columns)], axis=1).to_csv(
-            index=False
-        ),
-    )
-    cell_rows = (index["kind"] == "cell").to_numpy()
-    cells = index[cell_rows].drop(columns="kind").reset_index(drop=True)
-    cell_probs = probs[cell_rows]
-    over = cell_probs >= thresholds[None, :]
-    cells = pd.concat([cells, pd.DataFrame(cell_probs, columns=columns)], axis=1)
-    cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in over]
-    _write_parquet(out / "cell_predictions.parquet", cells)
-    tiles = (
-        index[~cell_rows][["image_id", "cell_id"]].rename(columns={"cell_id": "tile"}).reset_index(drop=True)
-    )
-    _write_parquet(
-        out / "tile_predictions.parquet",
-        pd.concat([tiles, pd.DataFrame(probs[~cell_rows], columns=columns)], axis=1),
-    )
-    from hpa.aggregation import save_thresholds
-
-    save_thresholds(out / "thresholds.json", thresholds, cfg.class_names)
-    write_text_atomic(
-        out / "failures.csv",
-        pd.DataFrame({"image_id": list(failures), "error": list(failures.values())}).to_csv(index=False),
-    )
-    if seg_tables:
-        _write_parquet(masks_dir / "cells.parquet", pd.concat(seg_tables, ignore_index=True))
-    summary = PredictSummary(len(ids), len(failures), int(cell_rows.sum()), time.perf_counter() - t0, out)
+    n_cells = write_predictions(out, ids, scored, cfg, thresholds, pooling, fill_top)
+    if scored.seg_tables:
+        _write_parquet(masks_dir / "cells.parquet", pd.concat(scored.seg_tables, ignore_index=True))
+    summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, out)
     log.info(
         "predicted %d images (%d failed, %d cells) in %.1f s, %.2f images/s; outputs in %s",
         summary.n_images,
