@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from hpa.classification.distributed import World, shard_order
 from hpa.classification.model import normalise
 
 
@@ -74,6 +75,7 @@ class BatchLoader:
         shuffle: a new permutation each epoch, from ``seed`` and the epoch number.
         augment: apply :func:`augment`.
         drop_last: drop a last incomplete batch (training).
+        world: under torchrun, each rank iterates its own share of every epoch.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class BatchLoader:
         jitter: float = 0.2,
         seed: int = 0,
         drop_last: bool = False,
+        world: World | None = None,
     ):
         self.views, self.rows, self.targets = views, np.asarray(rows), targets
         self.batch_size, self.scale, self.device = batch_size, scale, device
@@ -98,13 +101,16 @@ class BatchLoader:
         self.std = torch.as_tensor(std, dtype=torch.float32, device=device)
         self.shuffle, self.augment, self.jitter, self.seed = shuffle, augment, jitter, seed
         self.drop_last = drop_last
+        self.world = world or World()
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = len(self.rows)
+        n = -(-len(self.rows) // self.world.size)  # this rank's share
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self) -> np.ndarray:
+        if self.world.distributed:
+            return shard_order(len(self.rows), self.world, self.seed, self.epoch, self.shuffle)
         if not self.shuffle:
             return np.arange(len(self.rows))
         rng = np.random.default_rng([self.seed, self.epoch])

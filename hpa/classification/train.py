@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from hpa.aggregation import apply_thresholds, macro_f1, tune_thresholds
 from hpa.classification.data import BatchLoader
+from hpa.classification.distributed import World, barrier, gather_rows
 from hpa.classification.inference import autocast, pool_views, score_views
 from hpa.classification.losses import get_loss
 
@@ -159,24 +160,32 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
 
 
 def evaluate_views(
-    model: nn.Module, data: TrainData, cfg: TrainConfig
+    model: nn.Module, data: TrainData, cfg: TrainConfig, world: World | None = None
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray, Any]:
     """Score the validation views, pool per image, tune thresholds.
 
+    Under torchrun each rank scores a share of the views; the shares are gathered so
+    that every rank pools and tunes on all of them.
+
     Returns:
-        ``(metrics, view_probs, image_scores, thresholds)``.
+        ``(metrics, view_probs, image_scores, thresholds)``; ``view_probs`` follows
+        ``data.val_rows``.
     """
+    world = world or World()
     model.eval()
+    mine = np.arange(world.rank, len(data.val_rows), world.size)
     probs = score_views(
         model,
         data.views,
         data.mean,
         data.std,
         data.scale,
-        rows=data.val_rows,
+        rows=data.val_rows[mine],
         device=cfg.device,
         batch_size=max(cfg.batch_size, 128),
     )
+    positions, probs = gather_rows(world, mine, probs)
+    probs = probs[np.argsort(positions, kind="stable")]
     index = data.index.iloc[data.val_rows]
     scores = pool_views(
         index, probs, data.val_ids, cfg.pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles
@@ -196,6 +205,7 @@ def fit(
     checkpoint: Path,
     resume: bool = False,
     on_best: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+    world: World | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train ``model`` and return the best epoch's model and the per-epoch history.
 
@@ -205,8 +215,12 @@ def fit(
         cfg: the run's settings.
         checkpoint: where the last epoch's state is saved (and read with ``resume``).
         resume: continue from ``checkpoint``.
-        on_best: called with the model and the epoch's record whenever validation improves.
+        on_best: called with the model and the epoch's record whenever validation improves
+            (on rank 0 only).
+        world: the torchrun world; gradients are averaged over its ranks by DDP, and only
+            rank 0 writes the checkpoint.
     """
+    world = world or World()
     device = cfg.device
     model = model.to(device)
     if device.startswith("cuda"):
@@ -225,7 +239,8 @@ def fit(
         augment=True,
         jitter=cfg.jitter,
         seed=cfg.seed,
-        drop_last=len(data.train_rows) > cfg.batch_size,
+        drop_last=len(data.train_rows) > cfg.batch_size * world.size,
+        world=world,
     )
     steps_per_epoch = max(len(loader), 1)
     total = steps_per_epoch * cfg.epochs
@@ -256,10 +271,14 @@ def fit(
     elif resume:
         log.warning("--resume: no checkpoint at %s, starting from scratch", checkpoint)
 
+    net, net_trainable = model, None
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
-        _set_backbone_trainable(model, epoch >= freeze)
+        trainable = epoch >= freeze
+        if trainable != net_trainable:
+            _set_backbone_trainable(model, trainable)
+            net, net_trainable = _wrap(model, world, device), trainable
         size = _epoch_size(cfg, epoch)
         model.train()
         loader.epoch = epoch
@@ -271,6 +290,7 @@ def fit(
             unit="batch",
             leave=False,
             dynamic_ncols=True,
+            disable=not world.is_main,
         )
         for x, y in bar:
             if size != x.shape[-1]:
@@ -279,21 +299,21 @@ def fit(
                 x = x.contiguous(memory_format=torch.channels_last)
             assert y is not None
             with autocast(device):
-                logits = model(x)
+                logits = net(x)
             loss = loss_fn(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
             scheduler.step_update(step)
-            seen += len(x)
+            seen += len(x) * world.size
             value = float(loss.detach())
             run_loss = 0.9 * run_loss + 0.1 * value if seen > len(x) else value
             bar.set_postfix(loss=f"{run_loss:.4f}", crops_s=f"{seen / (time.perf_counter() - t0):.0f}")
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
         train_time = time.perf_counter() - t0
-        metrics, *_ = evaluate_views(model, data, cfg)
+        metrics, *_ = evaluate_views(model, data, cfg, world)
         record = {
             "epoch": epoch + 1,
             "step": step,
@@ -319,12 +339,26 @@ def fit(
         if improved:
             best_f1 = metrics["val_macro_f1"]
             best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-            if on_best is not None:
+            if on_best is not None and world.is_main:
                 on_best(model, record)
-        _save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, step, best_f1, history, best_state)
+        if world.is_main:
+            _save_checkpoint(
+                checkpoint, model, optimizer, scheduler, epoch, step, best_f1, history, best_state
+            )
+        barrier(world)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, history
+
+
+def _wrap(model: nn.Module, world: World, device: str) -> nn.Module:
+    """DDP around ``model`` under torchrun (rebuilt whenever the trainable set changes)."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [torch.device(device).index] if device.startswith("cuda") else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def _epoch_size(cfg: TrainConfig, epoch: int) -> int:

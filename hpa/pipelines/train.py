@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.config import default_workers, load_yaml, log_settings, resolve_device, save_json, save_yaml, to_dict
-from hpa.io import HPADataError, Labels, read_labels, write_text_atomic
+from hpa.io import HPADataError, Labels, atomic_path, read_labels, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def train_model(
     import torch
 
     from hpa.aggregation import apply_thresholds, per_class_report, save_thresholds
+    from hpa.classification import distributed
     from hpa.classification.cache import CELL, build_cache, channel_stats, mask_path
     from hpa.classification.crops import CropSettings
     from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, create_model, save_model_folder
@@ -118,10 +120,15 @@ def train_model(
     out, masks = Path(out), Path(masks)
     if not (masks / "cells").is_dir():
         raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
+    world, device = distributed.init(cfg.device)
+    cfg = replace(cfg, device=device)
+    if not world.is_main:
+        progress = False
+        logging.getLogger("hpa").setLevel(logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     if cfg.device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))
 
     have_mask = [i for i in labels.ids if mask_path(masks, i).is_file()]
     if len(have_mask) < len(labels):
@@ -145,9 +152,13 @@ def train_model(
 
     crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids))
     cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or masks / "crop-cache")
+    if not world.is_main:  # rank 0 builds the cache once; the others open it
+        distributed.barrier(world)
     cache = build_cache(
         images, masks, list(labels.ids), crop, cache_root, workers=cfg.workers, progress=progress
     )
+    if world.is_main:
+        distributed.barrier(world)
 
     ok = [i for i in labels.ids if i not in cache.failures]
     labels = labels.subset(ok)
@@ -197,10 +208,11 @@ def train_model(
         use_cells=cfg.use_cells,
         use_tiles=cfg.use_tiles,
     )
-    save_yaml(out / "train_config.yaml", to_dict(cfg))
-    pd.DataFrame(
-        {"image_id": labels.ids, "side": ["train" if i in train_ids else "val" for i in labels.ids]}
-    ).to_csv(out / "split.csv", index=False)
+    if world.is_main:
+        save_yaml(out / "train_config.yaml", {**to_dict(cfg), "world_size": world.size})
+        sides = ["train" if i in train_ids else "val" for i in labels.ids]
+        split = pd.DataFrame({"image_id": labels.ids, "side": sides})
+        write_text_atomic(out / "split.csv", split.to_csv(index=False))
     model = create_model(cfg.backbone, model_cfg.num_classes, 4, cfg.pretrained)
     model, history = fit(
         model,
@@ -209,10 +221,13 @@ def train_model(
         out / "last.ckpt",
         resume=resume,
         on_best=lambda m, rec: save_model_folder(out, model_cfg, m),
+        world=world,
     )
+    metrics_now, probs, scores, tuned = evaluate_views(model.to(cfg.device), data, cfg, world)
+    distributed.shutdown(world)
+    if not world.is_main:
+        return metrics_now
     save_model_folder(out, model_cfg, model)
-
-    metrics_now, probs, scores, tuned = evaluate_views(model.to(cfg.device), data, cfg)
     save_thresholds(out / THRESHOLDS_FILE, tuned, model_cfg.class_names)
     y_pred = apply_thresholds(scores, tuned.thresholds)
     report = per_class_report(data.val_y, y_pred, model_cfg.class_names)
@@ -235,9 +250,8 @@ def train_model(
         ),
     )
     val_index = index.iloc[val_rows].reset_index(drop=True)
-    pd.concat([val_index, pd.DataFrame(probs, columns=cols)], axis=1).to_parquet(
-        out / "val_cell_scores.parquet", index=False
-    )
+    with atomic_path(out / "val_cell_scores.parquet") as tmp:
+        pd.concat([val_index, pd.DataFrame(probs, columns=cols)], axis=1).to_parquet(tmp, index=False)
     log.info(
         "model folder %s: val macro F1 %.4f (tuned thresholds), %.4f at 0.5; %.0f s",
         out,
@@ -271,5 +285,8 @@ def main(args: argparse.Namespace) -> int:
     metrics = train_model(
         args.images, labels, args.masks, args.out, cfg, cache_root=args.cache, resume=args.resume
     )
-    print(f"model written to {args.out}: validation macro F1 {metrics['val_macro_f1']:.4f}")
+    from hpa.classification.distributed import world_from_env
+
+    if world_from_env().is_main:
+        print(f"model written to {args.out}: validation macro F1 {metrics['val_macro_f1']:.4f}")
     return 0

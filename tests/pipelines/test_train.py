@@ -1,6 +1,7 @@
 """train-cells: a tiny backbone trained for real for a few steps on a drawn dataset."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -155,3 +156,62 @@ def test_cli_train_cells_smoke(tiny_dataset, tmp_path):
     assert "validation macro F1" in res.stdout
     assert "backbone: test_resnet" in res.stderr  # every choice is logged
     assert (out / "weights.safetensors").is_file()
+
+
+def test_two_rank_gloo_ddp_run(tiny_dataset, tmp_path):
+    """torchrun with 2 CPU ranks: one model folder, every validation image scored once."""
+    out = tmp_path / "ddp-model"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "hpa",
+        "train-cells",
+        "--images",
+        str(tiny_dataset["images"]),
+        "--labels",
+        str(tiny_dataset["labels"]),
+        "--masks",
+        str(tiny_dataset["masks"]),
+        "--out",
+        str(out),
+        "--backbone",
+        "test_resnet",
+        "--crop-size",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--folds",
+        "3",
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("model written to") == 1  # rank 0 alone reports
+    assert "2 ranks, backend gloo" in res.stderr
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # the crop cache was built once
+    split = pd.read_csv(out / "split.csv")
+    val_ids = sorted(split.loc[split.side == "val", "image_id"])
+    scores = pd.read_csv(out / "val_image_scores.csv")
+    assert sorted(scores["Id"]) == val_ids
+    cells = pd.read_parquet(out / "val_cell_scores.parquet")
+    # every validation view exactly once, although each rank scored only half of them
+    assert not cells.duplicated(["image_id", "kind", "cell_id"]).any()
+    assert sorted(cells["image_id"].unique()) == val_ids
+    assert len(cells) == len(val_ids) * (4 + 5)
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary leftovers
