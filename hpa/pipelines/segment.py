@@ -1,0 +1,243 @@
+"""``hpa segment``: segment every sample of a folder into a SEG_DIR (docs/artefacts.md).
+
+Per image Id: ``cells/<Id>.png`` and ``nuclei/<Id>.png`` (uint16 labels) and
+``tables/<Id>.parquet`` (its rows of the cells table), each written atomically, the
+table last: an image is finished when all three exist, and a rerun skips it. At the end
+every table is merged into ``cells.parquet``; ``config.yaml`` holds the resolved
+settings and ``failures.csv`` the images that could not be read or segmented (one bad
+image never stops the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import multiprocessing
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from hpa.config import default_workers, log_settings, resolve, save_yaml, to_dict
+from hpa.io import HPADataError, atomic_path, check_image_id, list_image_ids, read_id_list, write_text_atomic
+from hpa.segmentation import TABLE_COLUMNS, SegmentConfig, cell_table, segment
+
+log = logging.getLogger(__name__)
+
+SUBDIRS = ("cells", "nuclei", "tables")
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    """What a :func:`segment_folder` run did.
+
+    Attributes:
+        n_done: images segmented in this run.
+        n_skipped: images already finished by an earlier run.
+        n_failed: images that could not be read or segmented (see ``failures.csv``).
+        seconds: wall time of the run.
+    """
+
+    n_done: int
+    n_skipped: int
+    n_failed: int
+    seconds: float
+
+
+def output_paths(out_dir: str | Path, image_id: str) -> dict[str, Path]:
+    """The files of one image in a SEG_DIR: keys ``cells``, ``nuclei``, ``table``."""
+    out_dir = Path(out_dir)
+    return {
+        "cells": out_dir / "cells" / f"{image_id}.png",
+        "nuclei": out_dir / "nuclei" / f"{image_id}.png",
+        "table": out_dir / "tables" / f"{image_id}.parquet",
+    }
+
+
+def is_finished(out_dir: str | Path, image_id: str) -> bool:
+    """True when the masks and the table of ``image_id`` all exist."""
+    return all(p.is_file() for p in output_paths(out_dir, image_id).values())
+
+
+def write_table(path: str | Path, table: pd.DataFrame) -> None:
+    """Write a DataFrame as Parquet (no index), atomically."""
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def segment_one(
+    images_dir: str | Path, out_dir: str | Path, image_id: str, config: SegmentConfig
+) -> tuple[str, int, str | None]:
+    """Segment one image and write its files; never raises for a bad image.
+
+    Returns:
+        ``(image_id, n_cells, error)``; ``error`` is None on success, else a message.
+    """
+    from hpa.io import read_sample, write_label_image
+
+    try:
+        image = read_sample(images_dir, image_id)
+        cells, nuclei = segment(image, config)
+        table = cell_table(image_id, image, cells, nuclei)
+        paths = output_paths(out_dir, image_id)
+        write_label_image(paths["cells"], cells)
+        write_label_image(paths["nuclei"], nuclei)
+        write_table(paths["table"], table)  # last: its presence marks the image finished
+        return image_id, len(table), None
+    except (HPADataError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        return image_id, 0, f"{type(exc).__name__}: {exc}"
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one image per process; threads would only compete
+
+
+def _star(job: tuple[str, str, str, SegmentConfig]) -> tuple[str, int, str | None]:
+    return segment_one(*job)
+
+
+def _run(
+    jobs: list[tuple[str, str, str, SegmentConfig]], workers: int
+) -> Iterator[tuple[str, int, str | None]]:
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _star(job)
+        return
+    # never plain fork: a parent that has imported torch (prediction) can deadlock its children
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+        yield from pool.map(_star, jobs, chunksize=1)
+
+
+def _remove_stray_temporaries(out_dir: Path) -> None:
+    for sub in (*SUBDIRS, "."):
+        folder = out_dir / sub
+        if folder.is_dir():
+            for stray in folder.glob(".*.tmp*"):
+                log.info("removing %s left by an interrupted run", stray)
+                stray.unlink(missing_ok=True)
+
+
+def merge_tables(out_dir: str | Path) -> pd.DataFrame:
+    """Concatenate every ``tables/<Id>.parquet`` into ``cells.parquet`` (atomic).
+
+    Rows are sorted by ``image_id`` then ``cell_id``.
+    """
+    out_dir = Path(out_dir)
+    parts = [pd.read_parquet(p) for p in sorted((out_dir / "tables").glob("*.parquet"))]
+    parts = [p for p in parts if len(p)]
+    if parts:
+        table = pd.concat(parts, ignore_index=True)
+    else:
+        table = pd.DataFrame({c: pd.Series(dtype="object") for c in TABLE_COLUMNS})
+    table = table.sort_values(["image_id", "cell_id"], ignore_index=True)[list(TABLE_COLUMNS)]
+    write_table(out_dir / "cells.parquet", table)
+    return table
+
+
+def _write_failures(out_dir: Path, failures: list[tuple[str, str]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image_id", "error"])
+    writer.writerows(sorted(failures))
+    write_text_atomic(out_dir / "failures.csv", buf.getvalue())
+
+
+def segment_folder(
+    images_dir: str | Path,
+    out_dir: str | Path,
+    ids: Sequence[str] | None = None,
+    config: SegmentConfig | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> SegmentSummary:
+    """Segment every sample of ``images_dir`` into the SEG_DIR ``out_dir``.
+
+    Args:
+        images_dir: folder of ``<Id>_<color>.png`` channel files.
+        out_dir: SEG_DIR to write (created; finished images in it are skipped).
+        ids: Ids to segment (default: every Id in ``images_dir``).
+        config: settings (default ``SegmentConfig()``).
+        workers: processes (default: CPU cores; the cellpose backend runs in-process).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A :class:`SegmentSummary`; failures are listed in ``out_dir/failures.csv``.
+    """
+    start = time.perf_counter()
+    config = config or SegmentConfig()
+    images_dir, out_dir = Path(images_dir), Path(out_dir)
+    if not images_dir.is_dir():
+        raise NotADirectoryError(f"{images_dir}: image folder not found")
+    ids = list(ids) if ids is not None else list_image_ids(images_dir)
+    for image_id in ids:
+        check_image_id(image_id)
+    workers = workers or default_workers()
+    if config.backend == "cellpose" and workers > 1:
+        log.info("cellpose backend: segmenting in-process (one model per device), not %d workers", workers)
+        workers = 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for sub in SUBDIRS:
+        (out_dir / sub).mkdir(exist_ok=True)
+    _remove_stray_temporaries(out_dir)
+    save_yaml(out_dir / "config.yaml", to_dict(config))
+    todo = [i for i in ids if not is_finished(out_dir, i)]
+    n_skipped = len(ids) - len(todo)
+    if n_skipped:
+        log.info("%d of %d images already finished, skipping them", n_skipped, len(ids))
+    jobs = [(str(images_dir), str(out_dir), i, config) for i in todo]
+    failures: list[tuple[str, str]] = []
+    n_done = n_cells = 0
+    with tqdm(total=len(jobs), unit="img", desc="segment", disable=not progress) as bar:
+        for image_id, n, error in _run(jobs, min(workers, max(len(jobs), 1))):
+            if error is None:
+                n_done += 1
+                n_cells += n
+            else:
+                failures.append((image_id, error))
+                log.warning("%s: %s", image_id, error)
+            bar.update(1)
+    _write_failures(out_dir, failures)
+    merge_tables(out_dir)
+    seconds = time.perf_counter() - start
+    summary = SegmentSummary(n_done, n_skipped, len(failures), seconds)
+    rate = n_done / seconds if seconds > 0 else 0.0
+    log.info(
+        "segmented %d images (%d cells) in %.1f s (%.2f images/s), %d skipped, %d failed -> %s",
+        n_done, n_cells, seconds, rate, n_skipped, len(failures), out_dir,
+    )  # fmt: skip
+    if failures:
+        log.warning("%d image(s) failed; see %s", len(failures), out_dir / "failures.csv")
+    return summary
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``hpa segment``; returns the exit status.
+
+    0 when at least one image is segmented (or already was), 1 when every image failed
+    or there was none.
+    """
+    config = resolve(
+        SegmentConfig,
+        args.config,
+        backend=args.backend,
+        cellpose_model=args.cellpose_model,
+        cellpose_nuclei_model=args.cellpose_nuclei_model,
+        cellpose_device=args.device,
+    )
+    log_settings("segmentation settings", to_dict(config))
+    ids = read_id_list(args.ids) if args.ids else None
+    summary = segment_folder(args.images, args.out, ids=ids, config=config, workers=args.workers)
+    if summary.n_done + summary.n_skipped == 0:
+        log.error("no image was segmented (%d failed)", summary.n_failed)
+        return 1
+    return 0

@@ -1,0 +1,149 @@
+"""The ``cellpose`` backend: cellpose 3.1's own ``CellposeModel`` for cells and nuclei.
+
+Cells come from a cytoplasm model (default ``cyto3``) on ``[cytoplasm = red + yellow,
+nucleus = blue]``; nuclei from a nuclei model (default ``nuclei``) on blue. Each nucleus
+takes the id of the cell that covers most of it. Models are given by cellpose name or
+by a path to a weights file; weights are never downloaded here: a missing file is an
+error that says where to put it, raised before cellpose would try the network.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpa.constants import BLUE
+from hpa.segmentation.config import SegmentConfig
+from hpa.segmentation.postprocess import match_nuclei_to_cells
+from hpa.segmentation.watershed import channel_float, cytoplasm, estimate_nucleus_diameter
+
+log = logging.getLogger(__name__)
+
+#: Weights file names of cellpose's built-in models, where they differ from the name.
+_BUILTIN_FILES = {"nuclei": "nucleitorch_0", "cyto": "cytotorch_0", "cyto2": "cyto2torch_0"}
+
+
+def cellpose_model_dir() -> Path:
+    """Where cellpose keeps its weights: ``$CELLPOSE_LOCAL_MODELS_PATH`` or ``~/.cellpose/models``."""
+    env = os.environ.get("CELLPOSE_LOCAL_MODELS_PATH")
+    return Path(env) if env else Path.home() / ".cellpose" / "models"
+
+
+def resolve_weights(model: str) -> Path:
+    """The weights file of a cellpose model name or path; never downloads.
+
+    Args:
+        model: a weights file path, or a built-in name such as ``cyto3`` or ``nuclei``.
+
+    Returns:
+        Path of an existing weights file.
+
+    Raises:
+        FileNotFoundError: the file is absent; the message names the file and folder.
+    """
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    from cellpose.models import MODEL_NAMES
+
+    if model in MODEL_NAMES:
+        folder = cellpose_model_dir()
+        path = folder / _BUILTIN_FILES.get(model, model)
+        if path.is_file():
+            return path
+        raise FileNotFoundError(
+            f"cellpose weights for model {model!r} not found: expected the file {path}. "
+            f"Without network access, download https://www.cellpose.org/models/{path.name} "
+            f"elsewhere and copy it to {folder} (set CELLPOSE_LOCAL_MODELS_PATH to use "
+            "another folder), or pass a weights file path as the model."
+        )
+    raise FileNotFoundError(
+        f"cellpose model {model!r} is neither a weights file nor a built-in cellpose model "
+        f"name ({', '.join(MODEL_NAMES[:4])}, ...)"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(weights: str, device: str) -> Any:
+    """A ``cellpose.models.CellposeModel`` for a weights file, cached per process.
+
+    Args:
+        weights: path of an existing weights file (see :func:`resolve_weights`).
+        device: ``"cpu"`` or ``"cuda"``.
+    """
+    import torch
+    from cellpose.models import CellposeModel
+
+    log.info("loading cellpose weights %s on %s", weights, device)
+    return CellposeModel(gpu=device == "cuda", pretrained_model=weights, device=torch.device(device))
+
+
+def _device(config: SegmentConfig) -> str:
+    from hpa.config import resolve_device
+
+    return resolve_device(config.cellpose_device)
+
+
+def run_model(
+    model: Any, image: np.ndarray, channels: list[int], diameter: float, config: SegmentConfig
+) -> np.ndarray:
+    """Masks of one ``CellposeModel.eval`` call: ``(H, W)`` int32 labels.
+
+    Args:
+        model: a ``CellposeModel``.
+        image: ``(H, W)`` or ``(H, W, C)`` float32 input.
+        channels: cellpose's ``[cytoplasm, nucleus]`` channel numbers (1-based, 0 = grey).
+        diameter: object diameter in input pixels.
+        config: thresholds.
+    """
+    masks, _flows, _styles = model.eval(
+        image,
+        channels=channels,
+        channel_axis=-1 if image.ndim == 3 else None,
+        diameter=float(diameter),
+        flow_threshold=config.cellpose_flow_threshold,
+        cellprob_threshold=config.cellpose_cellprob_threshold,
+    )
+    return np.asarray(masks, dtype=np.int32)
+
+
+def segment_cellpose(
+    image: np.ndarray, config: SegmentConfig, models: tuple[Any, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Raw cells and nuclei of one sample with cellpose (before post-processing).
+
+    Args:
+        image: ``(H, W, 4)`` uint8/uint16 sample; green is not read.
+        config: settings (``cellpose_*``).
+        models: ``(cyto_model, nuclei_model)`` already built (tests, a trained model);
+            by default they are loaded from ``config.cellpose_model`` and
+            ``config.cellpose_nuclei_model``.
+
+    Returns:
+        ``(cells, nuclei, diameter)``: ``(H, W)`` int32 labels, a nucleus carrying its
+        cell's id, and the nucleus diameter in input pixels used for the size filters.
+
+    Raises:
+        FileNotFoundError: weights missing (checked before cellpose is imported).
+    """
+    if models is None:
+        cyto_weights = resolve_weights(config.cellpose_model)
+        nuclei_weights = resolve_weights(config.cellpose_nuclei_model)
+        device = _device(config)
+        models = (load_model(str(cyto_weights), device), load_model(str(nuclei_weights), device))
+    cyto_model, nuclei_model = models
+    nucleus_d = estimate_nucleus_diameter(image, config)
+    cell_d = config.cellpose_diameter or config.cellpose_cell_to_nucleus * nucleus_d
+    blue = channel_float(image, BLUE)
+    blue = blue / max(float(blue.max()), 1e-6)
+    x = np.stack([cytoplasm(image), blue], axis=-1).astype(np.float32)
+    cells = run_model(cyto_model, x, [1, 2], cell_d, config)
+    nuclei = run_model(nuclei_model, blue, [0, 0], nucleus_d, config)
+    nuclei = match_nuclei_to_cells(cells, nuclei, config.min_nucleus_overlap)
+    log.debug("cellpose: %d cells, nucleus diameter %.1f px", cells.max(), nucleus_d)
+    return cells, nuclei, nucleus_d

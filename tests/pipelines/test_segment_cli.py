@@ -1,0 +1,149 @@
+"""``hpa segment`` end to end through a subprocess: SEG_DIR files, failures, resumption."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hpa.constants import CHANNELS
+from hpa.pipelines.segment import segment_folder
+from hpa.segmentation import TABLE_COLUMNS, SegmentConfig
+
+IDS = ("img-a", "img-b", "img-c")
+
+
+def _write_sample(folder: Path, image_id: str, seed: int, size: int = 192) -> None:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    planes = np.full((4, size, size), 10.0)
+    for cy, cx in rng.uniform(40, size - 40, (3, 2)):
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        planes[0] += 110 * (d2 <= 24**2)
+        planes[3] += 90 * (d2 <= 24**2)
+        planes[2] += 190 * (d2 <= 10**2)
+        planes[1] += 60 * (d2 <= 18**2)
+    planes += rng.normal(0, 5, planes.shape)
+    for plane, color in zip(np.clip(planes, 0, 255).astype(np.uint8), CHANNELS):
+        cv2.imwrite(str(folder / f"{image_id}_{color}.png"), plane)
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, image_id in enumerate(IDS):
+        _write_sample(folder, image_id, k)
+    _write_sample(folder, "broken", 9)
+    data = (folder / "broken_blue.png").read_bytes()
+    (folder / "broken_blue.png").write_bytes(data[: len(data) // 2])  # truncated PNG
+    return folder
+
+
+def _hpa(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "hpa", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_cli_writes_seg_dir_and_records_failures(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seg"
+    result = _hpa("segment", str(images), "--out", str(out), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    for image_id in IDS:
+        cells = cv2.imread(str(out / "cells" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
+        nuclei = cv2.imread(str(out / "nuclei" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
+        assert cells.dtype == nuclei.dtype == np.uint16 and cells.shape == (192, 192)
+        assert cells.max() == 3 and np.all(cells[nuclei > 0] == nuclei[nuclei > 0])
+        assert (out / "tables" / f"{image_id}.parquet").is_file()
+    table = pd.read_parquet(out / "cells.parquet")
+    assert tuple(table.columns) == TABLE_COLUMNS
+    assert sorted(set(table["image_id"])) == list(IDS) and len(table) == 9
+    failures = pd.read_csv(out / "failures.csv")
+    assert failures["image_id"].tolist() == ["broken"]
+    assert "truncated" in failures["error"].iloc[0]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["backend"] == "watershed" and "min_cell_area" in config
+    assert "1 failed" in result.stderr and "failures.csv" in result.stderr
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_ids_and_all_failed_exit_code(images: Path, tmp_path: Path) -> None:
+    ids_csv = tmp_path / "ids.csv"
+    ids_csv.write_text("Id,Predicted\nbroken,\n")
+    result = _hpa(
+        "segment", str(images), "--out", str(tmp_path / "seg"), "--ids", str(ids_csv), "--workers", "1"
+    )
+    assert result.returncode == 1
+    assert len(pd.read_parquet(tmp_path / "seg" / "cells.parquet")) == 0
+
+
+def test_rerun_skips_and_resumes_to_identical_files(images: Path, tmp_path: Path) -> None:
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    ids = list(IDS)
+    first = segment_folder(images, clean, ids=ids, workers=1, progress=False)
+    assert (first.n_done, first.n_skipped, first.n_failed) == (3, 0, 0)
+    reference = _files(clean)
+    again = segment_folder(images, clean, ids=ids, workers=1, progress=False)
+    assert (again.n_done, again.n_skipped) == (0, 3)
+    assert _files(clean) == reference  # a rerun rewrites identical files
+    # a run killed mid-way: one image never finished (masks only), a stray temporary
+    segment_folder(images, killed, ids=ids, workers=1, progress=False)
+    (killed / "tables" / "img-b.parquet").unlink()
+    (killed / "cells" / "img-b.png").write_bytes(b"half-written")
+    (killed / "cells" / ".img-c.png.x1y2.tmp.png").write_bytes(b"junk")
+    (killed / "cells.parquet").unlink()
+    resumed = segment_folder(images, killed, ids=ids, workers=2, progress=False)
+    assert (resumed.n_done, resumed.n_skipped) == (1, 2)
+    assert _files(killed) == reference
+
+
+def test_killed_subprocess_then_rerun(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seg"
+    for k in range(6):  # more work, so the kill lands mid-run
+        _write_sample(images, f"more-{k}", 20 + k, size=384)
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "hpa", "segment", str(images), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(400):
+            if list((out / "tables").glob("*.parquet")) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _hpa("segment", str(images), "--out", str(out), "--workers", "2").returncode == 0
+    clean = tmp_path / "clean"
+    assert _hpa("segment", str(images), "--out", str(clean), "--workers", "1").returncode == 0
+    assert _files(out) == _files(clean)
+
+
+def test_config_yaml_round_trip(images: Path, tmp_path: Path) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("min_cell_area: 0.8\nmax_cell_radius: 1.5\n")
+    out = tmp_path / "seg"
+    assert _hpa("segment", str(images), "--out", str(out), "--config", str(settings), "--ids",
+                str(_id_list(tmp_path))).returncode == 0  # fmt: skip
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["min_cell_area"] == 0.8 and saved["max_cell_radius"] == 1.5
+    assert SegmentConfig(**saved).max_cell_radius == 1.5
+
+
+def _id_list(tmp_path: Path) -> Path:
+    path = tmp_path / "one.csv"
+    path.write_text("Id\nimg-a\n")
+    return path
