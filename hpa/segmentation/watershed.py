@@ -43,8 +43,12 @@ def channel_float(image: np.ndarray, channel: int) -> np.ndarray:
 
 
 def _normalise(plane: np.ndarray) -> np.ndarray:
-    """Divide by the 99.9th percentile (robust to the bits a camera actually uses)."""
-    hi = float(np.percentile(plane, 99.9))
+    """Divide by the 99.9th percentile (robust to the bits a camera actually uses).
+
+    The percentile is taken over every other row and column: a quarter of the pixels
+    give the same robust maximum at a quarter of the cost.
+    """
+    hi = float(np.percentile(plane[::2, ::2], 99.9))
     return plane / hi if hi > 0 else plane
 
 
