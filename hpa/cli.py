@@ -54,10 +54,17 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", help="folder of <Id>_<color>.png channel files")
     p.add_argument("--out", required=True, help="output folder SEG_DIR")
-    p.add_argument("--backend", choices=("watershed", "cellpose"), default="watershed")
+    p.add_argument(
+        "--backend",
+        choices=("watershed", "cellpose"),
+        default=None,
+        help="segmentation backend (default: the --config file's, else watershed)",
+    )
     p.add_argument("--ids", help="CSV whose first column lists the Ids to segment (default: all)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="cellpose device")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default=None, help="cellpose device (default: auto)"
+    )
     p.add_argument("--config", help="YAML file of segmentation settings (see SEG_DIR/config.yaml)")
     p.add_argument(
         "--cellpose-model",
