@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from hpa.classification.crops import CropSettings, cell_boxes, crop_cells, image_tiles
 from hpa.constants import CHANNELS
 from hpa.io import HPADataError, channel_path, read_label_image, read_sample
+from hpa.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def iter_views(
     if workers <= 1:
         yield from map(_work, tasks)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(_work, tasks, chunksize=4)
 
 
