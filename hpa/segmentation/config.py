@@ -27,7 +27,16 @@ class SegmentConfig:
             probe pixels) it is repeated at twice the resolution.
         min_nucleus_diameter: smallest nucleus diameter (input pixels) the estimate may return.
         default_nucleus_diameter: estimate used when an image shows no nucleus at all.
+        max_nucleus_fraction: a first-pass estimate wider than this fraction of the
+            image's shorter side is taken for a bed of many nuclei seen as one blob (an
+            embryo), and the size is measured again after removing that bed.
+        probe_background: width, in probe nucleus diameters
+            (``scale_probe_min_diameter``), of the disc whose greyscale opening is
+            subtracted in that second pass.
         nucleus_smooth: Gaussian sigma of the blue channel, in nucleus diameters.
+        nucleus_background: the greyscale opening of the blue channel by a disc this many
+            nucleus diameters wide (the glow that nuclei lie on) is subtracted before
+            thresholding (a white top-hat); 0 turns it off.
         nucleus_log_offset: offset added before taking the log of the blue channel,
             as a fraction of its 99.9th percentile (thresholds on log intensity are
             robust to uneven brightness between nuclei).
@@ -73,9 +82,12 @@ class SegmentConfig:
     scale_probe_min_diameter: float = 12.0
     min_nucleus_diameter: float = 6.0
     default_nucleus_diameter: float = 30.0
+    max_nucleus_fraction: float = 0.3
+    probe_background: float = 2.0
     # nuclei
     nucleus_smooth: float = 0.04
     nucleus_log_offset: float = 1.0
+    nucleus_background: float = 1.5
     nucleus_local_block: float = 0.0
     nucleus_local_offset: float = -0.3
     nucleus_split_h: float = 0.04
@@ -105,3 +117,5 @@ class SegmentConfig:
             raise ValueError(f"unknown segmentation backend {self.backend!r}; choose from {BACKENDS}")
         if self.work_nucleus_diameter <= 0 or self.scale_probe_side < 64:
             raise ValueError("work_nucleus_diameter must be > 0 and scale_probe_side >= 64")
+        if self.max_nucleus_fraction <= 0 or self.probe_background < 0 or self.nucleus_background < 0:
+            raise ValueError("max_nucleus_fraction must be > 0, probe/nucleus_background >= 0")

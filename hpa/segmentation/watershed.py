@@ -23,6 +23,12 @@ from hpa.segmentation.config import SegmentConfig
 
 log = logging.getLogger(__name__)
 
+# Implementation constants (not sizes of the image): the widest disc, in pixels of the
+# shrunk copy, of the background opening, and the smallest probe object (pixels) whose
+# area can be measured at all.
+_OPENING_DISC = 15.0
+_MIN_PROBE_AREA = 4
+
 
 def channel_float(image: np.ndarray, channel: int) -> np.ndarray:
     """One channel as float32 in 8-bit units, so 8- and 16-bit copies give equal arrays.
@@ -88,13 +94,46 @@ def _otsu(values: np.ndarray) -> float:
     )
 
 
-def nucleus_foreground(blue: np.ndarray, diameter: float, config: SegmentConfig) -> np.ndarray:
+def _background(plane: np.ndarray, size: float) -> np.ndarray:
+    """Greyscale opening of ``plane`` by a disc ``size`` px wide: the smooth glow under the nuclei.
+
+    The opening is taken on a copy shrunk so that the disc is at most
+    ``_OPENING_DISC`` px wide (the background is smooth at that scale) and brought back
+    by linear interpolation, so its cost does not grow with the nucleus size.
+    """
+    factor = max(1.0, size / _OPENING_DISC)
+    small = resize(plane, 1.0 / factor)
+    k = max(3, round(size / factor) | 1)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
+    if opened.shape != plane.shape:
+        opened = cv2.resize(opened, (plane.shape[1], plane.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return opened
+
+
+def nucleus_foreground(
+    blue: np.ndarray, diameter: float, config: SegmentConfig, background: float = 0.0
+) -> np.ndarray:
     """Boolean nucleus mask of a normalised blue plane whose nuclei are ``diameter`` px wide.
 
     Otsu on the log of the smoothed intensity (robust to bright and dim nuclei side by
-    side), widened by a local threshold that finds dim nuclei in bright surroundings.
+    side), optionally widened by a local threshold that finds dim nuclei in bright
+    surroundings.
+
+    Args:
+        blue: normalised ``(h, w)`` float32 blue plane.
+        diameter: nucleus diameter in pixels of ``blue``.
+        config: settings.
+        background: if > 0, the greyscale opening by a disc this many nucleus diameters
+            wide is subtracted first (a white top-hat), so nuclei packed on a bright bed
+            (an embryo, a thick tissue) stand out from it.
+
+    Returns:
+        ``(h, w)`` bool mask with holes filled.
     """
     sm = _smooth(blue, config.nucleus_smooth * diameter)
+    if background > 0:
+        sm = sm - _background(sm, background * diameter)
     lg = _log_plane(sm, config.nucleus_log_offset)
     t = _otsu(lg)
     fg = lg > t
@@ -106,6 +145,23 @@ def nucleus_foreground(blue: np.ndarray, diameter: float, config: SegmentConfig)
     return ndi.binary_fill_holes(fg)
 
 
+def _probe_diameter(blue: np.ndarray, config: SegmentConfig, background: float) -> float | None:
+    """Median diameter (pixels of ``blue``) of the confident objects of a probe pass, or None."""
+    scale = min(1.0, config.scale_probe_side / max(blue.shape))
+    while True:
+        probe = resize(blue, scale)
+        fg = nucleus_foreground(probe, config.scale_probe_min_diameter, config, background)
+        areas = np.bincount(label(fg, connectivity=1).ravel())[1:]
+        areas = areas[areas >= _MIN_PROBE_AREA]
+        if areas.size == 0:
+            return None
+        confident = areas[areas >= 0.1 * np.percentile(areas, 90)]
+        diameter = float(np.sqrt(4.0 * np.median(confident) / np.pi))
+        if diameter >= config.scale_probe_min_diameter or scale >= 1.0:
+            return diameter / scale
+        scale = min(1.0, 2.0 * scale)
+
+
 def estimate_nucleus_diameter(image: np.ndarray, config: SegmentConfig | None = None) -> float:
     """Typical nucleus diameter of a sample in input pixels, measured from blue.
 
@@ -113,6 +169,12 @@ def estimate_nucleus_diameter(image: np.ndarray, config: SegmentConfig | None = 
     nuclei and takes the median equivalent diameter of the confident objects (those at
     least a tenth the area of the 90th-percentile object); a pass that finds nuclei
     too small to measure is repeated at twice the resolution.
+
+    Objects wider than ``config.max_nucleus_fraction`` of the image's shorter side are
+    not nuclei but beds of many nuclei seen as one blob (an embryo, a tissue section).
+    When the first pass measures such objects, a second pass measures again after
+    subtracting the background wider than ``config.probe_background`` probe nuclei
+    (a white top-hat), which separates the nuclei from the bright bed.
 
     Args:
         image: ``(H, W, 4)`` uint8/uint16 sample.
@@ -123,31 +185,28 @@ def estimate_nucleus_diameter(image: np.ndarray, config: SegmentConfig | None = 
     """
     config = config or SegmentConfig()
     blue = _normalise(channel_float(image, BLUE))
-    scale = min(1.0, config.scale_probe_side / max(blue.shape))
-    while True:
-        probe = resize(blue, scale)
-        fg = nucleus_foreground(probe, config.scale_probe_min_diameter, config)
-        areas = np.bincount(label(fg, connectivity=1).ravel())[1:]
-        areas = areas[areas >= 4]
-        if areas.size == 0:
-            return config.default_nucleus_diameter
-        confident = areas[areas >= 0.1 * np.percentile(areas, 90)]
-        diameter = float(np.sqrt(4.0 * np.median(confident) / np.pi))
-        if diameter >= config.scale_probe_min_diameter or scale >= 1.0:
-            return max(diameter / scale, config.min_nucleus_diameter)
-        scale = min(1.0, 2.0 * scale)
+    diameter = _probe_diameter(blue, config, 0.0)
+    if diameter is not None and diameter > config.max_nucleus_fraction * min(blue.shape):
+        second = _probe_diameter(blue, config, config.probe_background)
+        log.debug("first-pass nucleus diameter %.1f px is a blob; second pass %s", diameter, second)
+        diameter = second if second is not None else diameter
+    if diameter is None:
+        return config.default_nucleus_diameter
+    return max(diameter, config.min_nucleus_diameter)
 
 
 def segment_nuclei(blue: np.ndarray, diameter: float, config: SegmentConfig) -> np.ndarray:
     """Nucleus labels of a normalised blue plane whose nuclei are ``diameter`` px wide.
 
-    Touching nuclei are split by a watershed of the distance transform seeded with its
-    h-maxima (``h = config.nucleus_split_h * diameter``).
+    The glow wider than ``config.nucleus_background`` diameters is subtracted before
+    thresholding (see :func:`nucleus_foreground`); touching nuclei are split by a
+    watershed of the distance transform seeded with its h-maxima
+    (``h = config.nucleus_split_h * diameter``).
 
     Returns:
         ``(H, W)`` int32 labels, 0 = background.
     """
-    fg = nucleus_foreground(blue, diameter, config)
+    fg = nucleus_foreground(blue, diameter, config, config.nucleus_background)
     min_area = config.min_nucleus_area * np.pi * diameter**2 / 4.0
     fg = _remove_small(fg, min_area)
     if not fg.any():

@@ -97,3 +97,37 @@ def test_doctests(name: str) -> None:
     module = importlib.import_module(f"hpa.segmentation.{name}")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)  # type: ignore[arg-type]
     assert result.failed == 0 and result.attempted > 0
+
+
+def _nuclei_on_a_bed(dtype: type = np.uint8) -> tuple[np.ndarray, int, float]:
+    """Small nuclei packed on a bright elliptical bed (like an embryo): sample, count, diameter."""
+    rng = np.random.default_rng(3)
+    h, w, d = 300, 640, 12.0
+    yy, xx = np.mgrid[:h, :w]
+    blue = np.zeros((h, w), np.float64)
+    bed = ((yy - h / 2) / (0.42 * h)) ** 2 + ((xx - w / 2) / (0.42 * w)) ** 2 <= 1
+    blue[bed] = 70
+    step, n = d + 3, 0
+    for row, cy in enumerate(np.arange(step, h - step, step * 0.87)):
+        for cx in np.arange(step + (row % 2) * step / 2, w - step, step):
+            if bed[int(cy), int(cx)]:
+                blue[(yy - cy) ** 2 + (xx - cx) ** 2 <= (d / 2) ** 2] = 200
+                n += 1
+    blue = np.clip(blue + rng.normal(0, 5, blue.shape) + 10, 0, 255).astype(np.uint8)
+    image = np.zeros((h, w, 4), np.uint8)
+    image[..., 2] = blue
+    return (image.astype(np.uint16) * 257 if dtype == np.uint16 else image), n, d
+
+
+def test_nuclei_on_a_bright_bed_are_measured_and_split() -> None:
+    image, n, d = _nuclei_on_a_bed()
+    assert estimate_nucleus_diameter(image) == pytest.approx(d, rel=0.3)  # not the bed's size
+    nuclei = segment(image)[1]
+    assert 0.85 * n <= nuclei.max() <= 1.1 * n
+    wide = np.stack([cv2.resize(image[..., c], None, fx=2, fy=2) for c in range(4)], -1)
+    assert estimate_nucleus_diameter(wide) == pytest.approx(2 * estimate_nucleus_diameter(image), rel=0.15)
+
+
+def test_nuclei_on_a_bright_bed_8_and_16_bit_agree() -> None:
+    a, b = _nuclei_on_a_bed(np.uint8)[0], _nuclei_on_a_bed(np.uint16)[0]
+    np.testing.assert_array_equal(segment(a)[1], segment(b)[1])
