@@ -76,6 +76,8 @@ class BatchLoader:
         augment: apply :func:`augment`.
         drop_last: drop a last incomplete batch (training).
         world: under torchrun, each rank iterates its own share of every epoch.
+        weights: ``(len(rows),)`` sampling weights; an epoch then draws ``len(rows)``
+            rows with replacement in proportion to them (rare classes oversampled).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class BatchLoader:
         seed: int = 0,
         drop_last: bool = False,
         world: World | None = None,
+        weights: np.ndarray | None = None,
     ):
         self.views, self.rows, self.targets = views, np.asarray(rows), targets
         self.batch_size, self.scale, self.device = batch_size, scale, device
@@ -102,6 +105,7 @@ class BatchLoader:
         self.shuffle, self.augment, self.jitter, self.seed = shuffle, augment, jitter, seed
         self.drop_last = drop_last
         self.world = world or World()
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -109,6 +113,12 @@ class BatchLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self) -> np.ndarray:
+        if self.weights is not None:
+            # one draw shared by every rank (same seed), each rank takes its slice
+            rng = np.random.default_rng([self.seed, self.epoch, 1])
+            size = -(-len(self.rows) // self.world.size) * self.world.size
+            drawn = rng.choice(len(self.rows), size=size, p=self.weights)
+            return drawn[self.world.rank :: self.world.size]
         if self.world.distributed:
             return shard_order(len(self.rows), self.world, self.seed, self.epoch, self.shuffle)
         if not self.shuffle:

@@ -62,6 +62,8 @@ class TrainConfig:
         jitter: intensity jitter amplitude.
         progressive_sizes: input sizes for equal parts of the run, e.g. ``(48, 64)``;
             empty = always ``crop_size``.
+        balance: oversampling of rare classes: a view is drawn with weight
+            ``max over its labels of (1 / class frequency) ** balance``; 0 = plain shuffling.
         pooling: cell-to-image pooling for validation and thresholds.
         tile_weight: weight of tile scores in the image score.
         max_steps: stop after this many updates (smoke tests); None = no limit.
@@ -89,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     jitter: float = 0.2
     progressive_sizes: tuple[int, ...] = ()
+    balance: float = 0.5
     pooling: str = "max"
     tile_weight: float = 0.5
     max_steps: int | None = None
@@ -241,6 +244,7 @@ def fit(
         seed=cfg.seed,
         drop_last=len(data.train_rows) > cfg.batch_size * world.size,
         world=world,
+        weights=balance_weights(data.train_targets, cfg.balance) if cfg.balance > 0 else None,
     )
     steps_per_epoch = max(len(loader), 1)
     total = steps_per_epoch * cfg.epochs
@@ -349,6 +353,23 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, history
+
+
+def balance_weights(targets: np.ndarray, power: float) -> np.ndarray:
+    """Sampling weight of each view: ``max over its labels of (1 / frequency) ** power``.
+
+    Frequencies are the fraction of views carrying each class; a view without any
+    label gets the weight of the commonest class.
+
+    >>> balance_weights(np.array([[1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.float32), 1.0).round(2).tolist()
+    [1.33, 1.33, 1.33, 4.0]
+    """
+    targets = targets.astype(np.float64)
+    freq = targets.mean(axis=0)
+    inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1e-12), 0.0) ** power
+    w = (targets * inv[None, :]).max(axis=1)
+    floor = inv[freq > 0].min() if (freq > 0).any() else 1.0
+    return np.where(w > 0, w, floor)
 
 
 def _wrap(model: nn.Module, world: World, device: str) -> nn.Module:
