@@ -30,6 +30,11 @@ _HANDLERS = {
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
 
+_SCHEDULER_HELP = (
+    "dask.distributed scheduler address (tcp://host:8786), or local:N for a LocalCluster "
+    "of N worker processes; default: no Dask"
+)
+
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -62,6 +67,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ids", help="CSV whose first column lists the Ids to segment (default: all)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_SCHEDULER_HELP)
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default=None, help="cellpose device (default: auto)"
     )
@@ -128,6 +134,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--workers", type=int, default=None, help="CPU worker processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_SCHEDULER_HELP)
     p.add_argument(
         "--backend",
         choices=("watershed", "cellpose"),
@@ -219,10 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, func_name = _HANDLERS[args.command].split(":")
     handler = getattr(importlib.import_module(module_name), func_name)
     from hpa.io import HPADataError
+    from hpa.pipelines.cluster import ClusterError
 
     try:
         return int(handler(args) or 0)
-    except (HPADataError, FileNotFoundError, NotADirectoryError) as exc:
+    except (HPADataError, ClusterError, FileNotFoundError, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,13 @@ def score_images(
             flush()
             n_pending = 0
     flush()
-    index = (
-        pd.concat(index_parts, ignore_index=True)
-        if index_parts
-        else pd.DataFrame({"image_id": [], "kind": [], "cell_id": []})
-    )
+    index = pd.concat(index_parts, ignore_index=True) if index_parts else _empty_index()
     probs = np.concatenate(prob_parts) if prob_parts else np.zeros((0, cfg.num_classes), np.float32)
     return ScoredViews(index, probs, failures, seg_tables)
+
+
+def _empty_index() -> pd.DataFrame:
+    return pd.DataFrame({"image_id": [], "kind": [], "cell_id": []})
 
 
 def write_predictions(
@@ -213,6 +214,171 @@ def write_predictions(
     return int(cell_rows.sum())
 
 
+# ----------------------------------------------------------------- Dask cluster ---
+
+PARTS_DIR = "parts"
+
+# (model folder, weights mtime, device) -> (model, config): a worker process loads its model once
+_MODEL_CACHE: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+
+
+def _cached_model(model_dir: str, device: str) -> tuple[Any, Any]:
+    from hpa.classification.model import WEIGHTS_FILE, load_model
+
+    key = (model_dir, (Path(model_dir) / WEIGHTS_FILE).stat().st_mtime_ns, device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()  # one model per worker process: a retrained folder replaces it
+        _MODEL_CACHE[key] = load_model(model_dir, device)
+    return _MODEL_CACHE[key]
+
+
+def _shard_paths(parts_dir: str | Path, k: int) -> dict[str, Path]:
+    parts_dir = Path(parts_dir)
+    return {
+        "scores": parts_dir / f"shard-{k}.parquet",
+        "failures": parts_dir / f"shard-{k}.failures.csv",
+        "cells": parts_dir / f"shard-{k}.cells.parquet",
+    }
+
+
+def _score_shard(
+    model_dir: str,
+    images: str,
+    masks_dir: str,
+    seg_config: Any,
+    ids: list[str],
+    k: int,
+    parts_dir: str,
+    device: str,
+    batch_size: int | None,
+    tta: int,
+) -> str:
+    """A Dask task: score one shard of Ids on this worker's device; write its part files.
+
+    Writes ``shard-<k>.failures.csv``, ``shard-<k>.cells.parquet`` (segmented on the fly
+    only) and last ``shard-<k>.parquet``: the :func:`views_index` columns and one
+    probability column per class. Returns the device used.
+    """
+    from hpa.config import resolve_device
+
+    device = resolve_device(device)
+    model, cfg = _cached_model(model_dir, device)
+    batch_size = batch_size or (512 if device == "cuda" else 128)
+    scored = score_images(
+        model, cfg, images, ids, Path(masks_dir), seg_config, device, 1, batch_size, tta, progress=False
+    )
+    paths = _shard_paths(parts_dir, k)
+    failures = pd.DataFrame({"image_id": list(scored.failures), "error": list(scored.failures.values())})
+    write_text_atomic(paths["failures"], failures.to_csv(index=False))
+    if scored.seg_tables:
+        _write_parquet(paths["cells"], pd.concat(scored.seg_tables, ignore_index=True))
+    probs = pd.DataFrame(scored.probs, columns=list(cfg.class_names))
+    _write_parquet(paths["scores"], pd.concat([scored.index.reset_index(drop=True), probs], axis=1))
+    return device
+
+
+def merge_shards(parts_dir: str | Path, n_shards: int, class_names: Sequence[str]) -> ScoredViews:
+    """Read the part files of shards ``0 .. n_shards - 1`` back into one :class:`ScoredViews`.
+
+    Shards hold consecutive Ids, so concatenating them in shard order gives the views,
+    failures and segmentation tables in the order of a single-process run.
+    """
+    columns = list(class_names)
+    frames: list[pd.DataFrame] = []
+    seg_tables: list[pd.DataFrame] = []
+    failures: dict[str, str] = {}
+    for k in range(n_shards):
+        paths = _shard_paths(parts_dir, k)
+        table = pd.read_parquet(paths["scores"])
+        if len(table):
+            frames.append(table)
+        lost = pd.read_csv(paths["failures"], dtype=str, keep_default_na=False)
+        failures.update(zip(lost["image_id"], lost["error"]))
+        if paths["cells"].is_file():
+            seg_tables.append(pd.read_parquet(paths["cells"]))
+    if not frames:
+        return ScoredViews(_empty_index(), np.zeros((0, len(columns)), np.float32), failures, seg_tables)
+    table = pd.concat(frames, ignore_index=True)
+    probs = table[columns].to_numpy(np.float32)
+    return ScoredViews(table.drop(columns=columns), probs, failures, seg_tables)
+
+
+def _score_on_cluster(
+    scheduler: str,
+    model_dir: Path,
+    class_names: Sequence[str],
+    images: Path,
+    ids: list[str],
+    masks_dir: Path,
+    seg_config: Any,
+    device: str,
+    batch_size: int | None,
+    tta: int,
+    out: Path,
+    progress: bool,
+) -> ScoredViews:
+    """Score ``ids`` in shards on a Dask cluster, each worker on its own device.
+
+    Shard parts go to ``OUT/parts``, which is removed once they are merged; a failed
+    shard stops the run and leaves the parts for inspection.
+
+    Raises:
+        hpa.pipelines.cluster.ClusterError: a worker cannot see the folders, or a shard
+            was lost on the cluster.
+    """
+    import shutil
+
+    from hpa.pipelines.cluster import (
+        ClusterError,
+        as_completed_results,
+        check_shared_folders,
+        connect,
+        split_shards,
+        worker_addresses,
+    )
+
+    parts = out / PARTS_DIR
+    if parts.exists():
+        shutil.rmtree(parts)  # the shards of an interrupted run
+    parts.mkdir(parents=True)
+    readable = [images, model_dir] + ([masks_dir] if seg_config is None else [])
+    with connect(scheduler) as client:
+        check_shared_folders(client, out, readable)
+        shards = split_shards(ids, len(worker_addresses(client)))
+        log.info("scoring %d images in %d shards on %s", len(ids), len(shards), scheduler)
+        jobs = [
+            (
+                str(model_dir),
+                str(images),
+                str(masks_dir),
+                seg_config,
+                shard,
+                k,
+                str(parts),
+                device,
+                batch_size,
+                tta,
+            )
+            for k, shard in enumerate(shards)
+        ]
+        devices: set[str] = set()
+        names = [str(k) for k in range(len(jobs))]
+        bar = tqdm(total=len(ids), desc="predicting", unit="img", disable=not progress)
+        with bar, closing(as_completed_results(client, _score_shard, jobs, names)) as done:
+            for k, used, error in done:
+                if error is not None:
+                    raise ClusterError(
+                        f"shard {k} (Ids {shards[k][0]} .. {shards[k][-1]}) was lost on the cluster: "
+                        f"{type(error).__name__}: {error}; its finished neighbours are in {parts}"
+                    )
+                devices.add(used)
+                bar.update(len(shards[k]))
+    log.info("shards scored on: %s", ", ".join(sorted(devices)) or "nothing")
+    scored = merge_shards(parts, len(shards), class_names)
+    shutil.rmtree(parts)
+    return scored
+
+
 def predict_folder(
     images: str | Path,
     model_dir: str | Path,
@@ -227,6 +393,7 @@ def predict_folder(
     workers: int | None = None,
     backend: str = "watershed",
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
@@ -243,30 +410,50 @@ def predict_folder(
         device: ``auto``, ``cpu`` or ``cuda``.
         workers: processes reading, segmenting and cropping.
         backend: segmentation backend when ``masks`` is None.
+        progress: show a tqdm progress bar.
+        scheduler: score on a dask.distributed cluster: a scheduler address
+            (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker
+            processes. The Ids are cut into shards; each worker loads the model once,
+            scores its shards on its own device (``device`` is resolved there) and writes
+            them to ``OUT/parts``, merged here. ``out``, ``images``, ``model_dir`` and
+            ``masks`` must be on a filesystem every worker shares; ``workers`` is unused.
 
     Returns:
         A :class:`PredictSummary`.
+
+    Raises:
+        hpa.pipelines.cluster.ClusterError: with ``scheduler``, dask.distributed is not
+            installed, a worker cannot see the folders, or a shard was lost.
     """
     import torch
 
     from hpa.aggregation import load_thresholds
-    from hpa.classification.model import THRESHOLDS_FILE, load_model
+    from hpa.classification.model import THRESHOLDS_FILE, load_model, load_model_config
     from hpa.config import resolve_device, to_dict
 
     t0 = time.perf_counter()
+    if scheduler is not None:
+        from hpa.pipelines.cluster import parse_local, require_distributed
+
+        require_distributed()  # fail before writing anything
+        parse_local(scheduler)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(device)
-    model, cfg = load_model(model_dir, device)
+    if scheduler is None:
+        device = resolve_device(device)
+        model, cfg = load_model(model_dir, device)
+    else:  # each worker resolves the device and loads the model itself
+        model, cfg = None, load_model_config(model_dir)
     thresholds, names = load_thresholds(Path(model_dir) / THRESHOLDS_FILE)
     if tuple(names) != tuple(cfg.class_names):
         raise HPADataError(f"{model_dir}: thresholds.json classes differ from config.json classes")
     pooling = pooling or cfg.pooling
     ids = list(ids) if ids is not None else list_image_ids(images)
-    workers = workers or max(1, default_workers() - (0 if device == "cuda" else 1))
-    batch_size = batch_size or (512 if device == "cuda" else 128)
-    if device == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - (workers if workers > 1 else 0)))
+    if scheduler is None:
+        workers = workers or max(1, default_workers() - (0 if device == "cuda" else 1))
+        batch_size = batch_size or (512 if device == "cuda" else 128)
+        if device == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - (workers if workers > 1 else 0)))
 
     seg_config = None
     masks_dir = Path(masks) if masks else out / "masks"
@@ -292,12 +479,21 @@ def predict_folder(
         "segmentation_backend": backend if masks is None else None,
         "n_images": len(ids),
     }
+    if scheduler is not None:  # workers and batch size are the workers' own, by device
+        settings.update(scheduler=scheduler, workers=None)
     log_settings("predict settings", settings)
     save_yaml(out / "config.yaml", settings)
 
-    scored = score_images(
-        model, cfg, images, ids, masks_dir, seg_config, device, workers, batch_size, tta, progress
-    )
+    if scheduler is None:
+        assert workers is not None and batch_size is not None
+        scored = score_images(
+            model, cfg, images, ids, masks_dir, seg_config, device, workers, batch_size, tta, progress
+        )
+    else:
+        scored = _score_on_cluster(
+            scheduler, Path(model_dir).resolve(), cfg.class_names, Path(images).resolve(), ids,
+            masks_dir.resolve(), seg_config, device, batch_size, tta, out.resolve(), progress,
+        )  # fmt: skip
     n_cells = write_predictions(out, ids, scored, cfg, thresholds, pooling, fill_top)
     if scored.seg_tables:
         _write_parquet(masks_dir / "cells.parquet", pd.concat(scored.seg_tables, ignore_index=True))
@@ -337,6 +533,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         backend=args.backend,
+        scheduler=getattr(args, "scheduler", None),
     )
     print(
         f"submission: {summary.out / 'submission.csv'} ({summary.n_images} images, "

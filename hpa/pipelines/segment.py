@@ -18,6 +18,7 @@ import multiprocessing
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,37 @@ def _star(job: tuple[str, str, str, SegmentConfig]) -> tuple[str, int, str | Non
     return segment_one(*job)
 
 
+def _segment_task(
+    images_dir: str, out_dir: str, image_id: str, config: SegmentConfig
+) -> tuple[str, int, str | None]:
+    """A Dask task: one image, on a worker that runs one task per thread."""
+    _init_worker()
+    return segment_one(images_dir, out_dir, image_id, config)
+
+
+def _run_on_cluster(
+    jobs: list[tuple[str, str, str, SegmentConfig]], scheduler: str, images_dir: Path, out_dir: Path
+) -> Iterator[tuple[str, int, str | None]]:
+    """Segment ``jobs`` on a Dask cluster; yield results as they complete.
+
+    The workers write the files themselves, so ``out_dir`` is checked on each of them
+    first. A task lost on the cluster (a worker killed three times while running it) is
+    reported as that image's failure, like an unreadable image: a rerun retries it.
+    Temporaries left by killed workers are removed once every task has ended.
+    """
+    from hpa.pipelines.cluster import as_completed_results, check_shared_folders, connect
+
+    images_dir, out_dir = images_dir.resolve(), out_dir.resolve()  # workers may run elsewhere
+    jobs = [(str(images_dir), str(out_dir), image_id, config) for _, _, image_id, config in jobs]
+    names = [job[2] for job in jobs]
+    with connect(scheduler) as client:
+        check_shared_folders(client, out_dir, readable=[images_dir])
+        with closing(as_completed_results(client, _segment_task, jobs, names)) as results:
+            for k, result, error in results:
+                yield result if error is None else (names[k], 0, f"{type(error).__name__}: {error}")
+    _remove_stray_temporaries(out_dir)
+
+
 def _run(
     jobs: list[tuple[str, str, str, SegmentConfig]], workers: int
 ) -> Iterator[tuple[str, int, str | None]]:
@@ -159,6 +191,7 @@ def segment_folder(
     config: SegmentConfig | None = None,
     workers: int | None = None,
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> SegmentSummary:
     """Segment every sample of ``images_dir`` into the SEG_DIR ``out_dir``.
 
@@ -169,9 +202,17 @@ def segment_folder(
         config: settings (default ``SegmentConfig()``).
         workers: processes (default: CPU cores; the cellpose backend runs in-process).
         progress: show a tqdm progress bar.
+        scheduler: send the images to a dask.distributed cluster instead of local
+            processes: a scheduler address (``tcp://host:8786``) or ``local:N`` for a
+            local cluster of N worker processes (``workers`` is then unused). The
+            workers write into ``out_dir``, which must be on a filesystem they share.
 
     Returns:
         A :class:`SegmentSummary`; failures are listed in ``out_dir/failures.csv``.
+
+    Raises:
+        hpa.pipelines.cluster.ClusterError: with ``scheduler``, dask.distributed is not
+            installed or a worker cannot see or write ``out_dir``.
     """
     start = time.perf_counter()
     config = config or SegmentConfig()
@@ -181,8 +222,13 @@ def segment_folder(
     ids = list(ids) if ids is not None else list_image_ids(images_dir)
     for image_id in ids:
         check_image_id(image_id)
+    if scheduler is not None:
+        from hpa.pipelines.cluster import parse_local, require_distributed
+
+        require_distributed()  # fail before writing anything
+        parse_local(scheduler)
     workers = workers or default_workers()
-    if config.backend == "cellpose" and workers > 1:
+    if config.backend == "cellpose" and workers > 1 and scheduler is None:
         log.info("cellpose backend: segmenting in-process (one model per device), not %d workers", workers)
         workers = 1
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,8 +243,15 @@ def segment_folder(
     jobs = [(str(images_dir), str(out_dir), i, config) for i in todo]
     failures: list[tuple[str, str]] = []
     n_done = n_cells = 0
+    results: Iterator[tuple[str, int, str | None]]
+    if scheduler is None:
+        results = _run(jobs, min(workers, max(len(jobs), 1)))
+    elif jobs:
+        results = _run_on_cluster(jobs, scheduler, images_dir, out_dir)
+    else:
+        results = iter(())  # nothing to do: no cluster to start
     with tqdm(total=len(jobs), unit="img", desc="segment", disable=not progress) as bar:
-        for image_id, n, error in _run(jobs, min(workers, max(len(jobs), 1))):
+        for image_id, n, error in results:
             if error is None:
                 n_done += 1
                 n_cells += n
@@ -236,7 +289,14 @@ def main(args: argparse.Namespace) -> int:
     )
     log_settings("segmentation settings", to_dict(config))
     ids = read_id_list(args.ids) if args.ids else None
-    summary = segment_folder(args.images, args.out, ids=ids, config=config, workers=args.workers)
+    summary = segment_folder(
+        args.images,
+        args.out,
+        ids=ids,
+        config=config,
+        workers=args.workers,
+        scheduler=getattr(args, "scheduler", None),
+    )
     if summary.n_done + summary.n_skipped == 0:
         log.error("no image was segmented (%d failed)", summary.n_failed)
         return 1
