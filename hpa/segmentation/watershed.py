@@ -133,7 +133,7 @@ def nucleus_foreground(
     """
     sm = _smooth(blue, config.nucleus_smooth * diameter)
     if background > 0:
-        sm = sm - _background(sm, background * diameter)
+        sm = np.maximum(sm - _background(sm, background * diameter), 0.0)  # resampling can overshoot
     lg = _log_plane(sm, config.nucleus_log_offset)
     t = _otsu(lg)
     fg = lg > t
@@ -273,7 +273,7 @@ def segment_cells(cyto: np.ndarray, nuclei: np.ndarray, diameter: float, config:
     """
     sm = _smooth(cyto, config.cell_smooth * diameter)
     background = float(np.percentile(sm, 2))
-    lg = _log_plane(sm - background, 0.01)
+    lg = _log_plane(np.maximum(sm - background, 0.0), 0.01)
     t = _otsu(lg)
     fg = lg > t + np.log(config.cell_threshold_scale)
     fg |= nuclei > 0

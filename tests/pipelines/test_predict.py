@@ -20,16 +20,30 @@ from hpa.pipelines.train import train_model
 def tiny_model(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
     cfg = TrainConfig(backbone="test_resnet", crop_size=32, epochs=1, batch_size=16, folds=3, workers=1)
-    train_model(tiny_dataset["images"], read_labels(tiny_dataset["labels"]), tiny_dataset["masks"], out, cfg,
-                cache_root=out / "cache", progress=False)
+    train_model(
+        tiny_dataset["images"],
+        read_labels(tiny_dataset["labels"]),
+        tiny_dataset["masks"],
+        out,
+        cfg,
+        cache_root=out / "cache",
+        progress=False,
+    )
     return out
 
 
 def test_predict_with_masks_writes_every_output(tiny_dataset, tiny_model, tmp_path):
-    ids = list_image_ids(tiny_dataset["images"])[::-1] + ["not-there"]  # a custom order, one missing Id
+    ids = [*list_image_ids(tiny_dataset["images"])[::-1], "not-there"]  # a custom order, one missing Id
     out = tmp_path / "pred"
-    summary = predict_folder(tiny_dataset["images"], tiny_model, out, masks=tiny_dataset["masks"], ids=ids,
-                             workers=1, progress=False)
+    summary = predict_folder(
+        tiny_dataset["images"],
+        tiny_model,
+        out,
+        masks=tiny_dataset["masks"],
+        ids=ids,
+        workers=1,
+        progress=False,
+    )
     assert summary.n_images == len(ids) and summary.n_failed == 1
     sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
     assert sub["Id"].tolist() == ids  # every Id once, in the requested order
@@ -41,8 +55,16 @@ def test_predict_with_masks_writes_every_output(tiny_dataset, tiny_model, tmp_pa
     assert failures["image_id"].tolist() == ["not-there"]
     cells = pd.read_parquet(out / "cell_predictions.parquet")
     assert len(cells) == 4 * (len(ids) - 1)  # four cells per drawn image
-    assert {"image_id", "cell_id", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "Nucleoplasm", "predicted"} <= set(
-        cells.columns)
+    assert {
+        "image_id",
+        "cell_id",
+        "bbox_y0",
+        "bbox_x0",
+        "bbox_y1",
+        "bbox_x1",
+        "Nucleoplasm",
+        "predicted",
+    } <= set(cells.columns)
     assert ((cells["Nucleoplasm"] >= 0) & (cells["Nucleoplasm"] <= 1)).all()
     scores = pd.read_csv(out / "image_scores.csv")
     assert scores["Id"].tolist() == ids and scores.shape[1] == 29
@@ -58,15 +80,34 @@ def test_predict_with_masks_writes_every_output(tiny_dataset, tiny_model, tmp_pa
 
 
 def test_tta_and_workers_agree(tiny_dataset, tiny_model, tmp_path):
-    a = predict_folder(tiny_dataset["images"], tiny_model, tmp_path / "a", masks=tiny_dataset["masks"], workers=1,
-                       progress=False)
-    b = predict_folder(tiny_dataset["images"], tiny_model, tmp_path / "b", masks=tiny_dataset["masks"], workers=2,
-                       progress=False)
+    a = predict_folder(
+        tiny_dataset["images"],
+        tiny_model,
+        tmp_path / "a",
+        masks=tiny_dataset["masks"],
+        workers=1,
+        progress=False,
+    )
+    b = predict_folder(
+        tiny_dataset["images"],
+        tiny_model,
+        tmp_path / "b",
+        masks=tiny_dataset["masks"],
+        workers=2,
+        progress=False,
+    )
     ca = pd.read_parquet(a.out / "cell_predictions.parquet")
     cb = pd.read_parquet(b.out / "cell_predictions.parquet")
     pd.testing.assert_frame_equal(ca, cb)
-    c = predict_folder(tiny_dataset["images"], tiny_model, tmp_path / "c", masks=tiny_dataset["masks"], workers=1,
-                       tta=8, progress=False)
+    c = predict_folder(
+        tiny_dataset["images"],
+        tiny_model,
+        tmp_path / "c",
+        masks=tiny_dataset["masks"],
+        workers=1,
+        tta=8,
+        progress=False,
+    )
     cc = pd.read_parquet(c.out / "cell_predictions.parquet")
     assert np.abs(cc["Nucleoplasm"] - ca["Nucleoplasm"]).max() > 0  # TTA changes the scores ...
     assert np.corrcoef(cc["Nucleoplasm"], ca["Nucleoplasm"])[0, 1] > 0.5  # ... but not their meaning
@@ -76,8 +117,21 @@ def test_predict_segments_on_the_fly_without_masks(tiny_dataset, tiny_model, tmp
     images = tmp_path / "images"
     shutil.copytree(tiny_dataset["images"], images)
     (images / "img000_green.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    cmd = [sys.executable, "-m", "hpa", "predict", str(images), "--model", str(tiny_model), "--out",
-           str(tmp_path / "pred"), "--workers", "1", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpa",
+        "predict",
+        str(images),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(tmp_path / "pred"),
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     out = tmp_path / "pred"
