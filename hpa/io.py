@@ -338,6 +338,19 @@ class Labels:
         return Labels(tuple(ids), self.y[rows], self.label_set)
 
 
+def _id_rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, str, list[str]]]:
+    """``(line number, checked Id, row)`` of each non-blank CSV row after the header."""
+    for line_no, row in enumerate(reader, start=2):
+        if not row or not row[0].strip():
+            continue
+        image_id = row[0].strip()
+        try:
+            check_image_id(image_id)
+        except HPADataError as exc:
+            raise HPADataError(f"{path}, line {line_no}: {exc}") from None
+        yield line_no, image_id, row
+
+
 # header (lower-cased) -> (label set, separator)
 _LABEL_FORMATS = {("id", "target"): ("2018", " "), ("id", "label"): ("2021", "|")}
 
@@ -380,14 +393,7 @@ def read_labels(path: str | Path, label_set: str | None = None) -> Labels:
         ids: list[str] = []
         rows: list[list[int]] = []
         seen: dict[str, int] = {}
-        for line_no, row in enumerate(reader, start=2):
-            if not row or not row[0].strip():
-                continue
-            image_id = row[0].strip()
-            try:
-                check_image_id(image_id)
-            except HPADataError as exc:
-                raise HPADataError(f"{path}, line {line_no}: {exc}") from None
+        for line_no, image_id, row in _id_rows(reader, path):
             if image_id in seen:
                 raise HPADataError(
                     f"{path}, line {line_no}: duplicate Id {image_id} (first on line {seen[image_id]})"
@@ -450,14 +456,7 @@ def read_id_list(path: str | Path) -> list[str]:
             raise HPADataError(f"{path}: empty file")
         ids: list[str] = []
         seen: set[str] = set()
-        for line_no, row in enumerate(reader, start=2):
-            if not row or not row[0].strip():
-                continue
-            image_id = row[0].strip()
-            try:
-                check_image_id(image_id)
-            except HPADataError as exc:
-                raise HPADataError(f"{path}, line {line_no}: {exc}") from None
+        for line_no, image_id, _row in _id_rows(reader, path):
             if image_id in seen:
                 raise HPADataError(f"{path}, line {line_no}: duplicate Id {image_id}")
             seen.add(image_id)

@@ -65,7 +65,8 @@ class TrainConfig:
         balance: oversampling of rare classes: a view is drawn with weight
             ``max over its labels of (1 / class frequency) ** balance``; 0 = plain shuffling.
         pooling: cell-to-image pooling for validation and thresholds.
-        tile_weight: weight of tile scores in the image score.
+        tile_weight: weight of tile scores in the image score; None = chosen on the
+            validation images after training among :data:`TILE_WEIGHTS` (0.5 meanwhile).
         max_steps: stop after this many updates (smoke tests); None = no limit.
         device: ``cpu`` or ``cuda`` (resolved).
         workers: processes cutting crops when the cache is built.
@@ -93,11 +94,14 @@ class TrainConfig:
     progressive_sizes: tuple[int, ...] = ()
     balance: float = 0.5
     pooling: str = "max"
-    tile_weight: float = 0.5
+    tile_weight: float | None = None
     max_steps: int | None = None
     device: str = "cpu"
     workers: int = 2
 
+
+#: Candidate tile weights when :attr:`TrainConfig.tile_weight` is None (ties: the first).
+TILE_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)
 
 #: Defaults by device: CPU runs finish a few hundred images in minutes; GPU runs the
 #: full configuration.
@@ -189,16 +193,36 @@ def evaluate_views(
     )
     positions, probs = gather_rows(world, mine, probs)
     probs = probs[np.argsort(positions, kind="stable")]
+    tile_weight = 0.5 if cfg.tile_weight is None else cfg.tile_weight
+    metrics, scores, tuned = score_images(data, probs, cfg, tile_weight)
+    return metrics, probs, scores, tuned
+
+
+def score_images(
+    data: TrainData, probs: np.ndarray, cfg: TrainConfig, tile_weight: float
+) -> tuple[dict[str, float], np.ndarray, Any]:
+    """Pool validation view probabilities per image, tune thresholds, measure macro F1."""
     index = data.index.iloc[data.val_rows]
-    scores = pool_views(
-        index, probs, data.val_ids, cfg.pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles
-    )
+    scores = pool_views(index, probs, data.val_ids, cfg.pooling, tile_weight, cfg.use_cells, cfg.use_tiles)
     tuned = tune_thresholds(data.val_y, scores)
     metrics = {
         "val_macro_f1": macro_f1(data.val_y, apply_thresholds(scores, tuned.thresholds)),
         "val_macro_f1_at_0.5": macro_f1(data.val_y, apply_thresholds(scores, np.full(scores.shape[1], 0.5))),
     }
-    return metrics, probs, scores, tuned
+    return metrics, scores, tuned
+
+
+def select_tile_weight(
+    data: TrainData, probs: np.ndarray, cfg: TrainConfig
+) -> tuple[float, dict[float, float]]:
+    """The tile weight of :data:`TILE_WEIGHTS` with the best validation macro F1.
+
+    Returns:
+        ``(weight, {weight: val macro F1})``.
+    """
+    results = {w: score_images(data, probs, cfg, w)[0]["val_macro_f1"] for w in TILE_WEIGHTS}
+    best = max(TILE_WEIGHTS, key=lambda w: results[w])  # max keeps the first of ties
+    return best, results
 
 
 def fit(
@@ -417,7 +441,13 @@ def _save_checkpoint(
 
 
 def throughput(
-    model: nn.Module, batch_size: int, size: int, steps: int = 5, device: str = "cpu", num_classes: int = 28
+    model: nn.Module,
+    batch_size: int,
+    size: int,
+    steps: int = 5,
+    device: str = "cpu",
+    num_classes: int = 28,
+    warmup: int = 1,
 ) -> float:
     """Bare forward+backward+step crops/s of ``model`` on random tensors (benchmarks)."""
     model = model.to(device).train()
@@ -436,7 +466,8 @@ def throughput(
         loss.backward()
         opt.step()
 
-    one()
+    for _ in range(warmup):
+        one()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()

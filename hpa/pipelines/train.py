@@ -114,7 +114,14 @@ def train_model(
     from hpa.classification.cache import CELL, build_cache, channel_stats, mask_path
     from hpa.classification.crops import CropSettings
     from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, create_model, save_model_folder
-    from hpa.classification.train import TrainData, evaluate_views, fit, set_seed
+    from hpa.classification.train import (
+        TrainData,
+        evaluate_views,
+        fit,
+        score_images,
+        select_tile_weight,
+        set_seed,
+    )
 
     t_start = time.perf_counter()
     out, masks = Path(out), Path(masks)
@@ -204,7 +211,7 @@ def train_model(
         std=tuple(float(v) for v in std),
         crop=crop,
         pooling=cfg.pooling,
-        tile_weight=cfg.tile_weight,
+        tile_weight=0.5 if cfg.tile_weight is None else cfg.tile_weight,
         use_cells=cfg.use_cells,
         use_tiles=cfg.use_tiles,
     )
@@ -227,6 +234,16 @@ def train_model(
     distributed.shutdown(world)
     if not world.is_main:
         return metrics_now
+    selection: dict[float, float] = {}
+    if cfg.tile_weight is None and cfg.use_cells and cfg.use_tiles:
+        weight, selection = select_tile_weight(data, probs, cfg)
+        log.info(
+            "tile weight %.2f chosen on the validation images (macro F1 by weight: %s)",
+            weight,
+            {w: round(f, 4) for w, f in selection.items()},
+        )
+        model_cfg = replace(model_cfg, tile_weight=weight)
+        metrics_now, scores, tuned = score_images(data, probs, cfg, weight)
     save_model_folder(out, model_cfg, model)
     save_thresholds(out / THRESHOLDS_FILE, tuned, model_cfg.class_names)
     y_pred = apply_thresholds(scores, tuned.thresholds)
@@ -238,6 +255,8 @@ def train_model(
         "n_train_views": len(train_rows),
         "best_epoch": _best_epoch(history),
         "train_seconds": time.perf_counter() - t_start,
+        "tile_weight": model_cfg.tile_weight,
+        "tile_weight_selection": {str(w): f for w, f in selection.items()},
         "per_class": report.to_dict(orient="records"),
     }
     save_json(out / "metrics.json", metrics)
