@@ -91,7 +91,7 @@ def main() -> None:
     )
     lines = [
         f"Command: `python benchmarks/predict_bench.py --bench {args.bench}`. Machine: {os.cpu_count()} cores, "
-        f"{cpu}. Model: {model.name} (CPU defaults), TTA 1, 2 worker processes, batch {args.batch_size}.",
+        f"{cpu}. Model: {model.name} (CPU defaults), TTA 1, default workers and threads, batch {args.batch_size}.",
         "",
         "| predict | images | views scored | images/s end to end | end-to-end s | bare model s | efficiency |",
         "|---|---|---|---|---|---|---|",

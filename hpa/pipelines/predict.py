@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -450,10 +449,19 @@ def predict_folder(
     pooling = pooling or cfg.pooling
     ids = list(ids) if ids is not None else list_image_ids(images)
     if scheduler is None:
-        workers = workers or max(1, default_workers() - (0 if device == "cuda" else 1))
+        cores = default_workers()
+        if masks is not None:
+            # reading masks and cutting crops is light: a few workers keep the model fed,
+            # and on the CPU the model keeps every core
+            workers = workers or max(1, cores // 4)
+            threads = cores
+        else:
+            # segmentation is the heavy part: every core but the model's segments
+            workers = workers or max(1, cores - (0 if device == "cuda" else 1))
+            threads = max(1, cores - workers)
         batch_size = batch_size or (512 if device == "cuda" else 128)
         if device == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) - (workers if workers > 1 else 0)))
+            torch.set_num_threads(threads)
 
     seg_config = None
     masks_dir = Path(masks) if masks else out / "masks"
