@@ -173,8 +173,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in data", formatter_class=_FMT)
     p.add_argument("--out", default="hpa-demo", help="output folder")
-    p.add_argument("--n-train", type=int, default=120, help="synthetic training images")
-    p.add_argument("--n-test", type=int, default=40, help="synthetic test images")
+    p.add_argument("--n-train", type=int, default=240, help="synthetic training images")
+    p.add_argument("--n-test", type=int, default=60, help="synthetic test images")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: by device)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

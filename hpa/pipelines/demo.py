@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 #: The real samples that ship with the package (2 HPA images at 512 px).
 SHIPPED_SAMPLES = Path(__file__).resolve().parents[2] / "data" / "hpa-samples"
 #: Epochs of the demo's CPU run: enough to learn the common classes in a few minutes.
-CPU_DEMO_EPOCHS = 8
+CPU_DEMO_EPOCHS = 10
 
 
 def run_demo(
     out: str | Path,
-    n_train: int = 120,
-    n_test: int = 40,
+    n_train: int = 240,
+    n_test: int = 60,
     epochs: int | None = None,
     seed: int = 0,
     device: str = "auto",
