@@ -59,6 +59,7 @@ def main() -> int:
     run = load_prediction_run(args.pred)
     truth = read_truth(args.labels, run.class_names) if args.labels else None
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     image_id = args.id or str(run.cells.groupby("image_id").size().idxmax())
     with tempfile.TemporaryDirectory() as tmp:
         written = draw_overlays(run, [image_id], tmp, images_dir=args.images, truth=truth)
