@@ -47,3 +47,28 @@ def test_batch_loader_epochs_are_deterministic_and_cover_rows():
     assert epoch(3) == epoch(3)
     assert sorted(epoch(3)) == list(range(10))
     assert epoch(3) != epoch(4)
+
+
+def test_weighted_epochs_oversample_rare_rows():
+    views = np.zeros((100, 2, 2, 4), np.uint8)
+    targets = np.zeros((100, 2), np.float32)
+    targets[:90, 0] = 1  # common class
+    targets[90:, 1] = 1  # rare class
+    from hpa.classification.train import balance_weights
+
+    w = balance_weights(targets, 1.0)
+    ld = BatchLoader(views, np.arange(100), targets, 10, np.zeros(4), np.ones(4), 255.0, weights=w, seed=0)
+    drawn = torch.cat([y for _, y in ld])
+    # inverse-frequency weights give both classes about half of the draws
+    assert 0.3 < float(drawn[:, 1].mean()) < 0.7
+    ld.epoch = 0
+    again = torch.cat([y for _, y in ld])
+    assert torch.equal(drawn, again)
+
+
+def test_progressive_sizes_split_the_run():
+    from hpa.classification.train import TrainConfig, _epoch_size
+
+    cfg = TrainConfig(crop_size=64, epochs=4, progressive_sizes=(32, 48, 64))
+    assert [_epoch_size(cfg, e) for e in range(4)] == [32, 32, 48, 64]
+    assert _epoch_size(TrainConfig(crop_size=64), 3) == 64
