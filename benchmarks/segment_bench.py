@@ -189,7 +189,10 @@ def report(hpa: dict, nuc: dict, syn: dict | None, rows: list, seconds: float) -
         "|---|---|---|---|",
     ]
     lines += [f"| {b} | {s} | {w} | {r:.2f} |" for b, s, w, r in rows]
-    lines += ["", "Speed inputs: the real HPA samples resized to 512 px (120 images) and 2048 px (16 images)."]
+    lines += [
+        "",
+        "Speed inputs: the real HPA samples resized to 512 px (120 images) and 2048 px (16 images).",
+    ]
     return "\n".join(lines) + "\n"
 
 
