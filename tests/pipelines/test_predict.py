@@ -68,11 +68,22 @@ def test_predict_with_masks_writes_every_output(tiny_dataset, tiny_model, tmp_pa
     assert ((cells["Nucleoplasm"] >= 0) & (cells["Nucleoplasm"] <= 1)).all()
     scores = pd.read_csv(out / "image_scores.csv")
     assert scores["Id"].tolist() == ids and scores.shape[1] == 29
-    # max pooling: an image's cell part can never exceed its best cell
+    # image scores are the weighted mean of the max over cells and the max over tiles
     config = json.loads((tiny_model / "config.json").read_text())
     assert config["pooling"] == "max"
+    w = config["tile_weight"]
+    tiles = pd.read_parquet(out / "tile_predictions.parquet")
+    cell_max = cells.groupby("image_id")["Nucleoplasm"].max()
+    tile_max = tiles.groupby("image_id")["Nucleoplasm"].max()
+    expected = (1 - w) * cell_max + w * tile_max
+    got = scores.set_index("Id")["Nucleoplasm"].loc[expected.index]
+    assert np.allclose(got.to_numpy(), expected.to_numpy(), atol=1e-6)
     thr = json.loads((out / "thresholds.json").read_text())
-    assert thr == json.loads((tiny_model / "thresholds.json").read_text()) or len(thr["thresholds"]) == 28
+    model_thr = json.loads((tiny_model / "thresholds.json").read_text())
+    assert (
+        np.allclose(thr["thresholds"], model_thr["thresholds"])
+        and thr["class_names"] == model_thr["class_names"]
+    )
     import yaml
 
     settings = yaml.safe_load((out / "config.yaml").read_text())
