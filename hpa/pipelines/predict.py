@@ -50,7 +50,7 @@ class PredictSummary:
 def _prepare(task: tuple[str, str, str, Any, Any]) -> Any:
     """Read, segment (or load masks) and cut the views of one image, in a worker."""
     from hpa.classification.cache import image_views, mask_path
-    from hpa.io import read_label_image, read_sample, write_label_image
+    from hpa.io import read_label_image, read_sample
 
     images_dir, masks_dir, image_id, crop, seg_config = task
     try:
@@ -61,13 +61,10 @@ def _prepare(task: tuple[str, str, str, Any, Any]) -> Any:
                 raise HPADataError(f"{path}: no cell mask for Id {image_id}")
             cells = read_label_image(path)
             table = None
-        else:
-            from hpa.segmentation import cell_table, segment
+        else:  # the same files as hpa segment: OUT/masks is a complete SEG_DIR
+            from hpa.pipelines.segment import segment_and_write
 
-            cells, nuclei = segment(image, seg_config)
-            write_label_image(Path(masks_dir) / "cells" / f"{image_id}.png", cells)
-            write_label_image(Path(masks_dir) / "nuclei" / f"{image_id}.png", nuclei)
-            table = cell_table(image_id, image, cells, nuclei)
+            cells, table = segment_and_write(image, masks_dir, image_id, seg_config)
         return image_views(image, cells, image_id, crop), table
     except (HPADataError, OSError, ValueError, TypeError) as exc:
         return image_id, f"{type(exc).__name__}: {exc}"

@@ -22,6 +22,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -72,6 +73,25 @@ def write_table(path: str | Path, table: pd.DataFrame) -> None:
         table.to_parquet(tmp, index=False)
 
 
+def segment_and_write(
+    image: np.ndarray, out_dir: str | Path, image_id: str, config: SegmentConfig
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Segment an ``(H, W, 4)`` sample and write its SEG_DIR files (masks, then its table).
+
+    Returns:
+        ``(cells, table)``: the ``(H, W)`` int32 cell labels and the per-cell table.
+    """
+    from hpa.io import write_label_image
+
+    cells, nuclei = segment(image, config)
+    table = cell_table(image_id, image, cells, nuclei)
+    paths = output_paths(out_dir, image_id)
+    write_label_image(paths["cells"], cells)
+    write_label_image(paths["nuclei"], nuclei)
+    write_table(paths["table"], table)  # last: its presence marks the image finished
+    return cells, table
+
+
 def segment_one(
     images_dir: str | Path, out_dir: str | Path, image_id: str, config: SegmentConfig
 ) -> tuple[str, int, str | None]:
@@ -80,16 +100,11 @@ def segment_one(
     Returns:
         ``(image_id, n_cells, error)``; ``error`` is None on success, else a message.
     """
-    from hpa.io import read_sample, write_label_image
+    from hpa.io import read_sample
 
     try:
         image = read_sample(images_dir, image_id)
-        cells, nuclei = segment(image, config)
-        table = cell_table(image_id, image, cells, nuclei)
-        paths = output_paths(out_dir, image_id)
-        write_label_image(paths["cells"], cells)
-        write_label_image(paths["nuclei"], nuclei)
-        write_table(paths["table"], table)  # last: its presence marks the image finished
+        _, table = segment_and_write(image, out_dir, image_id, config)
         return image_id, len(table), None
     except (HPADataError, ValueError, TypeError, OSError, RuntimeError) as exc:
         return image_id, 0, f"{type(exc).__name__}: {exc}"

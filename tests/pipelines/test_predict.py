@@ -148,6 +148,9 @@ def test_predict_segments_on_the_fly_without_masks(tiny_dataset, tiny_model, tmp
     out = tmp_path / "pred"
     assert (out / "masks" / "cells" / "img001.png").is_file()
     assert (out / "masks" / "cells.parquet").is_file()
+    # OUT/masks is a complete, resumable SEG_DIR, as hpa segment writes it
+    assert (out / "masks" / "nuclei" / "img001.png").is_file()
+    assert (out / "masks" / "tables" / "img001.parquet").is_file()
     failures = pd.read_csv(out / "failures.csv")
     assert failures["image_id"].tolist() == ["img000"] and "img000_green.png" in failures["error"].iloc[0]
     sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
