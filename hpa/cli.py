@@ -229,13 +229,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hpa.pipelines.cluster import ClusterError
 
     try:
-        return int(handler(args) or 0)
+        result = handler(args)
     except (HPADataError, ClusterError, FileNotFoundError, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    # A handler returns its exit status, or (status, text) where text is the command's
+    # result for standard output; diagnostics go to the log (stderr) meanwhile.
+    code, text = result if isinstance(result, tuple) else (result, "")
+    if text:
+        print(text)
+    return int(code or 0)
 
 
 if __name__ == "__main__":

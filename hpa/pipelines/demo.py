@@ -104,16 +104,17 @@ def _report(pred: Path, images: Path, labels: Path) -> Path:
     return make_report(pred, images, labels)
 
 
-def main(args: argparse.Namespace) -> int:
-    """Entry point of ``hpa demo``."""
+def main(args: argparse.Namespace) -> tuple[int, str]:
+    """Entry point of ``hpa demo``: status and the summary of where the outputs are."""
     res = run_demo(args.out, args.n_train, args.n_test, args.epochs, args.seed, args.device)
-    print(f"\nhpa demo finished in {res['seconds']:.0f} s. Outputs in {res['out']}/:")
-    print("  data/           synthetic dataset (train/, test/, train.csv, test_labels.csv, truth/)")
-    print("  seg/            cell and nucleus masks (hpa segment)")
-    print("  model/          trained classifier (hpa train-cells)")
-    print("  pred/           submission.csv, cell_predictions.parquet, image_scores.csv (hpa predict)")
-    print("  pred-real/      predictions on the real HPA samples shipped in data/")
-    if res["report"]:
-        print(f"  report:         {res['report']}")
-    print(f"test macro F1 over {res['n_test']} images: {res['macro_f1']:.3f} (evaluation.json)")
-    return 0
+    lines = [
+        f"\nhpa demo finished in {res['seconds']:.0f} s. Outputs in {res['out']}/:",
+        "  data/           synthetic dataset (train/, test/, train.csv, test_labels.csv, truth/)",
+        "  seg/            cell and nucleus masks (hpa segment)",
+        "  model/          trained classifier (hpa train-cells)",
+        "  pred/           submission.csv, cell_predictions.parquet, image_scores.csv (hpa predict)",
+        "  pred-real/      predictions on the real HPA samples shipped in data/",
+        f"  report:         {res['report']}",
+        f"test macro F1 over {res['n_test']} images: {res['macro_f1']:.3f} (evaluation.json)",
+    ]
+    return 0, "\n".join(lines)

@@ -75,11 +75,9 @@ def format_result(result: dict[str, Any]) -> str:
     return head + "\n" + format_report(pd.DataFrame(result["per_class"]), result["macro_f1"])
 
 
-def main(args: argparse.Namespace) -> int:
-    """Entry point of ``hpa evaluate SUBMISSION --labels LABELS [--json]``."""
+def main(args: argparse.Namespace) -> tuple[int, str]:
+    """Entry point of ``hpa evaluate SUBMISSION --labels LABELS [--json]``: status and report text."""
     result = evaluate(args.submission, args.labels)
     if getattr(args, "json", False):
-        print(json.dumps(result, indent=2))
-    else:
-        print(format_result(result))
-    return 0
+        return 0, json.dumps(result, indent=2)
+    return 0, format_result(result)

@@ -522,7 +522,7 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> tuple[int, str]:
     """Entry point of ``hpa predict``."""
     ids = read_id_list(args.ids) if args.ids else None
     summary = predict_folder(
@@ -540,8 +540,8 @@ def main(args: argparse.Namespace) -> int:
         backend=args.backend,
         scheduler=getattr(args, "scheduler", None),
     )
-    print(
+    text = (
         f"submission: {summary.out / 'submission.csv'} ({summary.n_images} images, "
         f"{summary.n_failed} failed, {summary.n_cells} cells, {summary.images_per_s:.2f} images/s)"
     )
-    return 0 if summary.n_failed < summary.n_images else 1
+    return (0 if summary.n_failed < summary.n_images else 1), text

@@ -287,7 +287,7 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
     return int(max(history, key=lambda r: r["val_macro_f1"])["epoch"])
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int | tuple[int, str]:
     """Entry point of ``hpa train-cells``."""
     cfg = resolve_train_config(args)
     labels = read_labels(args.labels)
@@ -306,6 +306,6 @@ def main(args: argparse.Namespace) -> int:
     )
     from hpa.classification.distributed import world_from_env
 
-    if world_from_env().is_main:
-        print(f"model written to {args.out}: validation macro F1 {metrics['val_macro_f1']:.4f}")
-    return 0
+    if not world_from_env().is_main:
+        return 0
+    return 0, f"model written to {args.out}: validation macro F1 {metrics['val_macro_f1']:.4f}"

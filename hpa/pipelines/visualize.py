@@ -92,7 +92,7 @@ def draw_overlays(
     return written
 
 
-def show_main(args: argparse.Namespace) -> int:
+def show_main(args: argparse.Namespace) -> tuple[int, str]:
     """Handler of ``hpa show``: one overlay PNG per image.
 
     Args:
@@ -112,8 +112,8 @@ def show_main(args: argparse.Namespace) -> int:
     written = draw_overlays(
         run, ids, out, images_dir=args.images, channels=args.channels, truth=_truth(args.labels, run)
     )
-    print(f"wrote {len(written)} of {len(ids)} overlays to {out}")
-    return 0 if written and len(written) == len(ids) else 1
+    text = f"wrote {len(written)} of {len(ids)} overlays to {out}"
+    return (0 if written and len(written) == len(ids) else 1), text
 
 
 def make_report(
@@ -132,7 +132,7 @@ def make_report(
     )
 
 
-def report_main(args: argparse.Namespace) -> int:
+def report_main(args: argparse.Namespace) -> tuple[int, str]:
     """Handler of ``hpa report``: the static HTML report of a prediction run.
 
     Args:
@@ -143,5 +143,4 @@ def report_main(args: argparse.Namespace) -> int:
         0 on success.
     """
     index = make_report(args.pred, args.images, args.labels, args.out)
-    print(f"wrote the report to {index}")
-    return 0
+    return 0, f"wrote the report to {index}"

@@ -71,11 +71,11 @@ def test_evaluate_matches_sklearn(tmp_path, label_set):
     assert "macro F1:" in format_result(result)
 
 
-def test_main_prints_macro_f1_and_table(labelled, capsys):
+def test_main_returns_macro_f1_and_table(labelled):
     sub_path, labels_path, y, pred = labelled
     expected = f1_score(y, pred, average="macro", zero_division=0)
-    assert main(argparse.Namespace(submission=str(sub_path), labels=str(labels_path), json=False)) == 0
-    out = capsys.readouterr().out
+    code, out = main(argparse.Namespace(submission=str(sub_path), labels=str(labels_path), json=False))
+    assert code == 0
     assert f"macro F1: {expected:.4f}" in out
     assert "Nucleoplasm" in out and "Rods & rings" in out
 
