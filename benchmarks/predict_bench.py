@@ -81,17 +81,10 @@ def main() -> None:
                 bare / summary.seconds,
             )
         )
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
+    from segment_bench import machine  # benchmarks/ is on sys.path when run as a script
+
     lines = [
-        f"Command: `python benchmarks/predict_bench.py --bench {args.bench}`. Machine: {os.cpu_count()} cores, "
-        f"{cpu}. Model: {model.name} (CPU defaults), TTA 1, default workers and threads, batch {args.batch_size}.",
+        f"Command: `python benchmarks/predict_bench.py --bench {args.bench}`. Machine: {machine()}. Model: {model.name} (CPU defaults), TTA 1, default workers and threads, batch {args.batch_size}.",
         "",
         "| predict | images | views scored | images/s end to end | end-to-end s | bare model s | efficiency |",
         "|---|---|---|---|---|---|---|",

@@ -22,27 +22,15 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from segment_bench import machine  # benchmarks/ is on sys.path when run as a script
 
 log = logging.getLogger("train_bench")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, {platform.system()}"
 
 
 def repool_f1(model_dir: Path, pred_dir: Path, truth_csv: Path, pooling: str) -> tuple[float, float]:
