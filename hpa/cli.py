@@ -30,6 +30,10 @@ _HANDLERS = {
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
 
+_PRECISIONS = ("auto", "bf16", "fp32")
+_PRECISION_HELP = (
+    "autocast precision; auto = bf16 where the device computes it natively (CUDA, AVX512-BF16 CPUs)"
+)
 _SCHEDULER_HELP = (
     "dask.distributed scheduler address (tcp://host:8786), or local:N for a LocalCluster "
     "of N worker processes; default: no Dask"
@@ -112,6 +116,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--precision", choices=_PRECISIONS, default=None, help=_PRECISION_HELP)
     t.add_argument("--workers", type=int, default=None, help="data-loading worker processes")
     t.add_argument("--config", help="YAML file of training settings; flags override it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
@@ -133,6 +138,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fill-top", action="store_true", help="allow empty predictions")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=_PRECISIONS, default="auto", help=_PRECISION_HELP)
     p.add_argument("--workers", type=int, default=None, help="CPU worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_SCHEDULER_HELP)
     p.add_argument(

@@ -174,7 +174,7 @@ def load_model(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, Mode
         raise FileNotFoundError(f"{weights}: model weights missing")
     model = create_model(config.backbone, config.num_classes, config.in_chans)
     model.load_state_dict(load_file(str(weights), device="cpu"))
-    return model.to(device).eval(), config
+    return model.to(device).to(memory_format=torch.channels_last).eval(), config
 
 
 def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:

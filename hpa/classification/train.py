@@ -7,7 +7,8 @@ pooling the validation views per image, which is what the competition scores.
 
 Recipe: AdamW, linear warm-up then cosine decay (timm's scheduler, stepped per
 update); with pretrained weights the head is first trained with the backbone frozen,
-then everything; bf16 autocast and channels-last on CUDA; an optional progressive
+then everything; channels-last, and bf16 autocast where the device computes bf16
+natively (CUDA, AVX512-BF16/AMX CPUs); an optional progressive
 schedule of input sizes; a checkpoint after every epoch for ``--resume``.
 """
 
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from hpa.aggregation import apply_thresholds, macro_f1, tune_thresholds
 from hpa.classification.data import BatchLoader
 from hpa.classification.distributed import World, barrier, gather_rows
-from hpa.classification.inference import autocast, pool_views, score_views
+from hpa.classification.inference import autocast, pool_views, resolve_precision, score_views
 from hpa.classification.losses import get_loss
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,16 @@ class TrainConfig:
             empty = always ``crop_size``.
         balance: oversampling of rare classes: a view is drawn with weight
             ``max over its labels of (1 / class frequency) ** balance``; 0 = plain shuffling.
+        ema: decay of an exponential moving average of the weights (timm's ModelEmaV3,
+            with its warm-up, so early steps average over fewer updates); the average is
+            what is validated, selected and saved. 0 = no average.
         pooling: cell-to-image pooling for validation and thresholds.
         tile_weight: weight of tile scores in the image score; None = chosen on the
             validation images after training among :data:`TILE_WEIGHTS` (0.5 meanwhile).
         max_steps: stop after this many updates (smoke tests); None = no limit.
         device: ``cpu`` or ``cuda`` (resolved).
+        precision: ``bf16`` or ``fp32`` autocast (``auto`` is resolved for the device by
+            :func:`hpa.classification.inference.resolve_precision`).
         workers: processes cutting crops when the cache is built.
     """
 
@@ -93,10 +99,12 @@ class TrainConfig:
     jitter: float = 0.2
     progressive_sizes: tuple[int, ...] = ()
     balance: float = 0.5
+    ema: float = 0.0
     pooling: str = "max"
     tile_weight: float | None = None
     max_steps: int | None = None
     device: str = "cpu"
+    precision: str = "auto"
     workers: int = 2
 
 
@@ -190,6 +198,7 @@ def evaluate_views(
         rows=data.val_rows[mine],
         device=cfg.device,
         batch_size=max(cfg.batch_size, 128),
+        precision=cfg.precision,
     )
     positions, probs = gather_rows(world, mine, probs)
     probs = probs[np.argsort(positions, kind="stable")]
@@ -249,9 +258,8 @@ def fit(
     """
     world = world or World()
     device = cfg.device
-    model = model.to(device)
-    if device.startswith("cuda"):
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    precision = resolve_precision(cfg.precision, device)
     loss_fn = get_loss(cfg.loss)
     loader = BatchLoader(
         data.views,
@@ -284,6 +292,7 @@ def fit(
     )
     scheduler = _make_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch))
     freeze = cfg.freeze_epochs if cfg.freeze_epochs >= 0 else (1 if cfg.pretrained else 0)
+    ema = _make_ema(model, cfg.ema)
     history: list[dict[str, Any]] = []
     start_epoch, step, best_f1 = 0, 0, -1.0
     best_state: dict[str, torch.Tensor] | None = None
@@ -292,6 +301,8 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
         start_epoch, step, best_f1 = state["epoch"] + 1, state["step"], state["best_f1"]
         history = list(state["history"])
         best_state = state["best_model"]
@@ -323,16 +334,17 @@ def fit(
         for x, y in bar:
             if size != x.shape[-1]:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            if device.startswith("cuda"):
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             assert y is not None
-            with autocast(device):
+            with autocast(device, precision):
                 logits = net(x)
             loss = loss_fn(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
+            if ema is not None:
+                ema.update(model, step=step)
             scheduler.step_update(step)
             seen += len(x) * world.size
             value = float(loss.detach())
@@ -341,7 +353,8 @@ def fit(
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
         train_time = time.perf_counter() - t0
-        metrics, *_ = evaluate_views(model, data, cfg, world)
+        scored = model if ema is None else ema.module
+        metrics, *_ = evaluate_views(scored, data, cfg, world)
         record = {
             "epoch": epoch + 1,
             "step": step,
@@ -366,12 +379,12 @@ def fit(
         )
         if improved:
             best_f1 = metrics["val_macro_f1"]
-            best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().to("cpu").clone() for k, v in scored.state_dict().items()}
             if on_best is not None and world.is_main:
-                on_best(model, record)
+                on_best(scored, record)
         if world.is_main:
             _save_checkpoint(
-                checkpoint, model, optimizer, scheduler, epoch, step, best_f1, history, best_state
+                checkpoint, model, optimizer, scheduler, epoch, step, best_f1, history, best_state, ema
             )
         barrier(world)
     if best_state is not None:
@@ -394,6 +407,17 @@ def balance_weights(targets: np.ndarray, power: float) -> np.ndarray:
     w = (targets * inv[None, :]).max(axis=1)
     floor = inv[freq > 0].min() if (freq > 0).any() else 1.0
     return np.where(w > 0, w, floor)
+
+
+def _make_ema(model: nn.Module, decay: float) -> Any:
+    """timm's ModelEmaV3 of ``model`` (fp32, same device), or None when ``decay`` is 0."""
+    if decay <= 0:
+        return None
+    if not decay < 1:
+        raise ValueError(f"ema must be a decay in [0, 1), got {decay}")
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=3 / 4)
 
 
 def _wrap(model: nn.Module, world: World, device: str) -> nn.Module:
@@ -423,6 +447,7 @@ def _save_checkpoint(
     best_f1: float,
     history: list[dict[str, Any]],
     best_state: dict[str, torch.Tensor] | None,
+    ema: Any = None,
 ) -> None:
     from hpa.io import atomic_path
 
@@ -436,6 +461,8 @@ def _save_checkpoint(
         "history": history,
         "best_model": best_state if best_state is not None else copy.deepcopy(model.state_dict()),
     }
+    if ema is not None:
+        state["ema"] = ema.module.state_dict()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -448,18 +475,22 @@ def throughput(
     device: str = "cpu",
     num_classes: int = 28,
     warmup: int = 1,
+    precision: str = "auto",
 ) -> float:
-    """Bare forward+backward+step crops/s of ``model`` on random tensors (benchmarks)."""
+    """Bare forward+backward+step crops/s of ``model`` on random tensors (benchmarks).
+
+    Same memory format and autocast as :func:`fit` for ``precision``.
+    """
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch_size, 4, size, size, device=device)
     y = (torch.rand(batch_size, num_classes, device=device) > 0.9).float()
-    if device.startswith("cuda"):
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    precision = resolve_precision(precision, device)
 
     def one() -> None:
-        with autocast(device):
+        with autocast(device, precision):
             out = model(x)
         loss = F.binary_cross_entropy_with_logits(out.float(), y)
         opt.zero_grad(set_to_none=True)

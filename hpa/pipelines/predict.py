@@ -111,6 +111,7 @@ def score_images(
     batch_size: int = 128,
     tta: int = 1,
     progress: bool = True,
+    precision: str = "auto",
 ) -> ScoredViews:
     """Score every cell and tile of ``ids``; segment on the fly when ``seg_config`` is given.
 
@@ -132,7 +133,17 @@ def score_images(
         views = np.concatenate([np.concatenate([v.crops, v.tiles]) for v in pending])
         scale = float(np.iinfo(views.dtype).max)
         prob_parts.append(
-            score_views(model, views, cfg.mean, cfg.std, scale, device=device, batch_size=batch_size, tta=tta)
+            score_views(
+                model,
+                views,
+                cfg.mean,
+                cfg.std,
+                scale,
+                device=device,
+                batch_size=batch_size,
+                tta=tta,
+                precision=precision,
+            )
         )
         index_parts.extend(views_index(v) for v in pending)
         pending.clear()
@@ -248,6 +259,7 @@ def _score_shard(
     device: str,
     batch_size: int | None,
     tta: int,
+    precision: str = "auto",
 ) -> str:
     """A Dask task: score one shard of Ids on this worker's device; write its part files.
 
@@ -261,7 +273,18 @@ def _score_shard(
     model, cfg = _cached_model(model_dir, device)
     batch_size = batch_size or (512 if device == "cuda" else 128)
     scored = score_images(
-        model, cfg, images, ids, Path(masks_dir), seg_config, device, 1, batch_size, tta, progress=False
+        model,
+        cfg,
+        images,
+        ids,
+        Path(masks_dir),
+        seg_config,
+        device,
+        1,
+        batch_size,
+        tta,
+        progress=False,
+        precision=precision,
     )
     paths = _shard_paths(parts_dir, k)
     failures = pd.DataFrame({"image_id": list(scored.failures), "error": list(scored.failures.values())})
@@ -312,6 +335,7 @@ def _score_on_cluster(
     tta: int,
     out: Path,
     progress: bool,
+    precision: str = "auto",
 ) -> ScoredViews:
     """Score ``ids`` in shards on a Dask cluster, each worker on its own device.
 
@@ -354,6 +378,7 @@ def _score_on_cluster(
                 device,
                 batch_size,
                 tta,
+                precision,
             )
             for k, shard in enumerate(shards)
         ]
@@ -390,6 +415,7 @@ def predict_folder(
     backend: str = "watershed",
     progress: bool = True,
     scheduler: str | None = None,
+    precision: str = "auto",
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
@@ -413,6 +439,8 @@ def predict_folder(
             scores its shards on its own device (``device`` is resolved there) and writes
             them to ``OUT/parts``, merged here. ``out``, ``images``, ``model_dir`` and
             ``masks`` must be on a filesystem every worker shares; ``workers`` is unused.
+        precision: ``auto``, ``bf16`` or ``fp32`` autocast
+            (:func:`hpa.classification.inference.resolve_precision`).
 
     Returns:
         A :class:`PredictSummary`.
@@ -436,7 +464,10 @@ def predict_folder(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if scheduler is None:
+        from hpa.classification.inference import resolve_precision
+
         device = resolve_device(device)
+        precision = resolve_precision(precision, device)
         model, cfg = load_model(model_dir, device)
     else:  # each worker resolves the device and loads the model itself
         model, cfg = None, load_model_config(model_dir)
@@ -474,6 +505,7 @@ def predict_folder(
         "masks": str(masks_dir.resolve()),
         "model": str(Path(model_dir).resolve()),
         "device": device,
+        "precision": precision,
         "workers": workers,
         "batch_size": batch_size,
         "tta": tta,
@@ -492,12 +524,23 @@ def predict_folder(
     if scheduler is None:
         assert workers is not None and batch_size is not None
         scored = score_images(
-            model, cfg, images, ids, masks_dir, seg_config, device, workers, batch_size, tta, progress
+            model,
+            cfg,
+            images,
+            ids,
+            masks_dir,
+            seg_config,
+            device,
+            workers,
+            batch_size,
+            tta,
+            progress,
+            precision=precision,
         )
     else:
         scored = _score_on_cluster(
             scheduler, Path(model_dir).resolve(), cfg.class_names, Path(images).resolve(), ids,
-            masks_dir.resolve(), seg_config, device, batch_size, tta, out.resolve(), progress,
+            masks_dir.resolve(), seg_config, device, batch_size, tta, out.resolve(), progress, precision,
         )  # fmt: skip
     n_cells = write_predictions(out, ids, scored, cfg, thresholds, pooling, fill_top)
     if scored.seg_tables:
@@ -539,6 +582,7 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         workers=args.workers,
         backend=args.backend,
         scheduler=getattr(args, "scheduler", None),
+        precision=getattr(args, "precision", "auto"),
     )
     text = (
         f"submission: {summary.out / 'submission.csv'} ({summary.n_images} images, "

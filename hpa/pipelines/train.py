@@ -75,7 +75,12 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
     if args.no_cells:
         data["use_cells"] = False
     data["device"] = device
+    from hpa.classification.inference import resolve_precision
     from hpa.config import from_dict
+
+    data["precision"] = resolve_precision(
+        getattr(args, "precision", None) or data.get("precision", "auto"), device
+    )
 
     cfg = from_dict(TrainConfig, data, source=args.config or "train-cells flags")
     if not (cfg.use_cells or cfg.use_tiles):
@@ -113,6 +118,7 @@ def train_model(
     from hpa.classification import distributed
     from hpa.classification.cache import CELL, build_cache, channel_stats, mask_path
     from hpa.classification.crops import CropSettings
+    from hpa.classification.inference import resolve_precision
     from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, create_model, save_model_folder
     from hpa.classification.train import (
         TrainData,
@@ -128,7 +134,7 @@ def train_model(
     if not (masks / "cells").is_dir():
         raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
     world, device = distributed.init(cfg.device)
-    cfg = replace(cfg, device=device)
+    cfg = replace(cfg, device=device, precision=resolve_precision(cfg.precision, device))
     if not world.is_main:
         progress = False
         logging.getLogger("hpa").setLevel(logging.WARNING)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -115,6 +116,38 @@ def test_resume_continues_an_interrupted_run(tiny_dataset, tmp_path, monkeypatch
     assert np.allclose(h_full["val_macro_f1"], h_part["val_macro_f1"])
 
 
+def test_ema_weights_are_the_ones_validated_and_saved(tiny_dataset, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    labels = read_labels(tiny_dataset["labels"])
+    out = tmp_path / "ema"
+    cfg = replace(TINY, ema=0.9)
+    train_model(
+        tiny_dataset["images"],
+        labels,
+        tiny_dataset["masks"],
+        out,
+        cfg,
+        cache_root=tmp_path / "cache",
+        progress=False,
+    )
+    state = torch.load(out / "last.ckpt", weights_only=True)
+    saved = load_file(str(out / "weights.safetensors"))
+    raw, ema = state["model"], state["ema"]
+    weights = [k for k in raw if raw[k].is_floating_point() and "running" not in k]
+    assert any(not torch.equal(raw[k], ema[k]) for k in weights)  # the average is not the raw model
+    assert all(torch.equal(saved[k], state["best_model"][k]) for k in saved)
+    history = pd.read_csv(out / "history.csv")
+    if history["val_macro_f1"].idxmax() == len(history) - 1:  # best = last epoch: saved = EMA
+        assert all(torch.equal(saved[k], ema[k]) for k in saved)
+    with pytest.raises(ValueError, match="ema must be a decay"):
+        train_model(
+            tiny_dataset["images"], labels, tiny_dataset["masks"], tmp_path / "bad", replace(TINY, ema=1.0),
+            cache_root=tmp_path / "cache", progress=False,
+        )  # fmt: skip
+
+
 def test_cli_train_cells_smoke(tiny_dataset, tmp_path):
     out = tmp_path / "cli-model"
     cmd = [
@@ -150,11 +183,14 @@ def test_cli_train_cells_smoke(tiny_dataset, tmp_path):
         str(tmp_path / "cache"),
         "--loss",
         "focal+softf1",
+        "--precision",
+        "fp32",
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "validation macro F1" in res.stdout
     assert "backbone: test_resnet" in res.stderr  # every choice is logged
+    assert "precision: fp32" in res.stderr
     assert (out / "weights.safetensors").is_file()
 
 
