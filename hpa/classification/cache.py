@@ -215,9 +215,48 @@ def build_cache(
     if (folder / "meta.json").is_file():
         log.info("reusing crop cache %s", folder)
         return CropCache(folder)
+    _remove_stale_builds(Path(cache_root))
     tmp = Path(cache_root) / f".{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        return _build(tmp, folder, key, images_dir, seg_dir, ids, settings, workers, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # an interrupted build leaves nothing behind
+        raise
+
+
+def _remove_stale_builds(cache_root: Path) -> None:
+    """Remove the temporary folders of builds whose process is gone (killed mid-build)."""
+    for tmp in cache_root.glob(".*.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        log.info("removing %s, left by an interrupted cache build", tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but is not ours
+        return True
+    return True
+
+
+def _build(
+    tmp: Path,
+    folder: Path,
+    key: str,
+    images_dir: str | Path,
+    seg_dir: str | Path,
+    ids: Sequence[str],
+    settings: CropSettings,
+    workers: int,
+    progress: bool,
+) -> CropCache:
     rows: list[pd.DataFrame] = []
     failures: dict[str, str] = {}
     dtype: np.dtype | None = None

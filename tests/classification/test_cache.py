@@ -76,3 +76,31 @@ def test_unreadable_image_is_reported_not_fatal(tiny_dataset, tmp_path):
     )
     assert list(cache.failures) == ["absent"] and "missing" in cache.failures["absent"]
     assert set(cache.index["image_id"]) == set(ids[:2])
+
+
+def test_interrupted_builds_leave_no_temporary_folder(tiny_dataset, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import pytest
+
+    import hpa.classification.cache as cache_mod
+
+    ids = list_image_ids(tiny_dataset["images"])
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".abc.tmp-{int(dead.stdout)}"  # left by a killed build (its process is gone)
+    stale.mkdir()
+    live = tmp_path / f".abc.tmp-{os.getpid()}"  # a build in progress: kept
+    live.mkdir()
+
+    def broken(*args, **kwargs):
+        yield from ()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod, "iter_views", broken)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(tiny_dataset["images"], tiny_dataset["masks"], ids, CropSettings(crop_size=8), tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [live.name], left
