@@ -3,7 +3,11 @@
 Both are square ``(S, S, 4)`` views with the image's dtype, so one network reads both:
 
 * a **cell crop** is the square around a cell's bounding box, widened by a margin and
-  resized to ``S``; pixels outside the cell's own mask can be blanked;
+  resized to ``S``; pixels outside the cell's own mask can be blanked. With
+  ``scale="image"`` every crop of an image has the same side (the image's 75th
+  percentile cell size), so a structure keeps its size in pixels from cell to cell, as
+  it does under the microscope: size then tells a large perinuclear blob (MTOC,
+  aggresome) from a small one (centrosome), whatever the size of the cell;
 * **tiles** are multi-resolution views of the whole image: for each grid size ``g`` in
   ``tile_grids`` the image is cut into ``g x g`` tiles, each resized to ``S`` (``g = 1``
   is the whole image).
@@ -18,6 +22,9 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+#: Crop window choices (:attr:`CropSettings.scale`).
+CROP_SCALES = ("box", "image")
+
 
 @dataclass(frozen=True)
 class CropSettings:
@@ -28,12 +35,20 @@ class CropSettings:
         margin: fraction of the bounding box's longer side added on each side.
         mask_outside: blank the pixels of a cell crop that are not the cell's own.
         tile_grids: tile grid sizes; ``(1, 2)`` gives the whole image and a 2x2 grid.
+        scale: ``"box"``: each crop's window follows its cell's box; ``"image"``: one
+            window side per image, the 75th percentile of its cells' box sides (plus the
+            margin), centred on each cell (a larger cell is cut at the window's edge).
     """
 
     crop_size: int = 64
     margin: float = 0.1
     mask_outside: bool = False
     tile_grids: tuple[int, ...] = (1, 2)
+    scale: str = "box"
+
+    def __post_init__(self) -> None:
+        if self.scale not in CROP_SCALES:
+            raise ValueError(f"crop scale must be one of {', '.join(CROP_SCALES)}, got {self.scale!r}")
 
     @property
     def tiles_per_image(self) -> int:
@@ -64,10 +79,11 @@ def cell_boxes(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ids, dtype=np.int64), np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
 
 
-def _square_window(box: Sequence[int], margin: float) -> tuple[int, int, int]:
-    """Top-left corner and side of the square window around a box."""
+def _square_window(box: Sequence[int], margin: float, side: float | None = None) -> tuple[int, int, int]:
+    """Top-left corner and side of the square window around a box (``side``: a fixed one)."""
     y0, x0, y1, x1 = (int(v) for v in box)
-    side = max(y1 - y0, x1 - x0)
+    if side is None:
+        side = max(y1 - y0, x1 - x0)
     side = round(side * (1.0 + 2.0 * margin)) or 1
     cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
     return round(cy - side / 2.0), round(cx - side / 2.0), side
@@ -106,16 +122,21 @@ def crop_cells(
         image: ``(H, W, 4)`` uint8/uint16 sample.
         cells: ``(H, W)`` integer cell labels.
         ids: ``(N,)`` cell ids to crop.
-        boxes: ``(N, 4)`` boxes ``(y0, x0, y1, x1)`` of those cells.
-        settings: crop size, margin and masking.
+        boxes: ``(N, 4)`` boxes ``(y0, x0, y1, x1)`` of those cells (with
+            ``scale="image"``, all the image's cells: they set the window side).
+        settings: crop size, margin, masking and scale.
 
     Returns:
         ``(N, S, S, 4)`` crops with the image's dtype.
     """
     size = settings.crop_size
     out = np.zeros((len(ids), size, size, image.shape[2]), dtype=image.dtype)
+    fixed = None
+    if settings.scale == "image" and len(boxes):
+        sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        fixed = float(np.percentile(sides, 75))
     for n, (cid, box) in enumerate(zip(ids, boxes, strict=True)):
-        top, left, side = _square_window(box, settings.margin)
+        top, left, side = _square_window(box, settings.margin, fixed)
         view = _cut(image, top, left, side)
         if settings.mask_outside:
             own = _cut(cells, top, left, side) == cid

@@ -48,6 +48,8 @@ class TrainConfig:
         crop_size: side of crops and tiles.
         margin: crop margin, fraction of the cell's longer side.
         mask_outside: blank pixels outside the cell's own mask.
+        crop_scale: ``box`` (each crop follows its cell's box) or ``image`` (one window
+            side per image, so structures keep their size; see :mod:`hpa.classification.crops`).
         tile_grids: tile grids of the whole image, e.g. ``(1, 2)``.
         use_cells, use_tiles: which views to train on.
         epochs: passes over the training views.
@@ -83,6 +85,7 @@ class TrainConfig:
     crop_size: int = 64
     margin: float = 0.1
     mask_outside: bool = False
+    crop_scale: str = "box"
     tile_grids: tuple[int, ...] = (1, 2)
     use_cells: bool = True
     use_tiles: bool = True

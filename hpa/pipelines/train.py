@@ -163,7 +163,7 @@ def train_model(
         cfg.folds,
     )
 
-    crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids))
+    crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale)
     cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or masks / "crop-cache")
     if not world.is_main:  # rank 0 builds the cache once; the others open it
         distributed.barrier(world)

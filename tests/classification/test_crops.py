@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from hpa.classification.crops import CropSettings, cell_boxes, crop_cells, image_tiles
 
@@ -47,3 +48,22 @@ def test_tiles_cover_grids():
     assert tiles.shape == (5, 16, 16, 4)
     assert tiles[1].min() == 255 and tiles[2].max() == 0  # top-left quadrant, then top-right
     assert 0 < tiles[0].mean() < 255
+
+
+def test_image_scale_keeps_structures_at_one_size():
+    cells = np.zeros((80, 80), np.int32)
+    cells[5:15, 5:15] = 1  # small cell, 10 px
+    cells[30:50, 30:50] = 2  # two large cells, 20 px
+    cells[55:75, 55:75] = 3
+    img = (cells > 0)[..., None].repeat(4, axis=2).astype(np.uint8) * 255
+    ids, boxes = cell_boxes(cells)
+
+    def extent(crop):  # rows of the crop the cell covers
+        return int((crop[:, crop.shape[1] // 2, 0] > 127).sum())
+
+    box = crop_cells(img, cells, ids, boxes, CropSettings(crop_size=20, margin=0.0))
+    assert extent(box[0]) == extent(box[1]) == 20  # each cell fills its own crop
+    fixed = crop_cells(img, cells, ids, boxes, CropSettings(crop_size=20, margin=0.0, scale="image"))
+    assert extent(fixed[1]) == 20 and extent(fixed[0]) == 10  # one window side: 20 px
+    with pytest.raises(ValueError, match="crop scale"):
+        CropSettings(scale="cell")
