@@ -104,6 +104,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--backbone", default=None, help="timm model name (default: by device)")
     m.add_argument("--pretrained", default=None, help="local timm checkpoint, or 'hub' to download")
     m.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: by device)")
+    m.add_argument(
+        "--crop-scale",
+        choices=("box", "image"),
+        default=None,
+        help="box: each crop fits its cell; image: one window per image, structures keep their size",
+    )
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=None, help="epochs (default: by device)")
     t.add_argument("--batch-size", type=int, default=None, help="batch size (default: by device)")

@@ -59,6 +59,7 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
         "backbone": args.backbone,
         "pretrained": args.pretrained,
         "crop_size": args.crop_size,
+        "crop_scale": getattr(args, "crop_scale", None),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
