@@ -123,6 +123,7 @@ def train_model(
     from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, create_model, save_model_folder
     from hpa.classification.train import (
         TrainData,
+        auto_epochs,
         evaluate_views,
         fit,
         score_images,
@@ -189,6 +190,9 @@ def train_model(
         raise HPADataError("no training or no validation views: check the masks and the label file")
     targets = labels.y[[row_of[i] for i in index["image_id"].to_numpy()[train_rows]]].astype(np.float32)
     mean, std = channel_stats(cache, train_rows, seed=cfg.seed)
+    if cfg.epochs is None:
+        cfg = replace(cfg, epochs=auto_epochs(len(train_rows)))
+        log.info("epochs: %d (automatic for %d training views)", cfg.epochs, len(train_rows))
     log.info(
         "%d training views (%d cells), %d validation views; channel mean %s std %s",
         len(train_rows),
@@ -302,6 +306,7 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
         "train-cells settings",
         {
             **to_dict(cfg),
+            "epochs": cfg.epochs or "auto (by the number of training views)",
             "label_set": labels.label_set,
             "images": args.images,
             "masks": args.masks,

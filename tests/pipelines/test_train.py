@@ -251,3 +251,23 @@ def test_two_rank_gloo_ddp_run(tiny_dataset, tmp_path):
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary leftovers
+
+
+def test_automatic_epochs_follow_the_data_size(tiny_dataset, tmp_path):
+    from hpa.classification.train import auto_epochs
+
+    assert auto_epochs(8_000) == 12 and auto_epochs(32_000) == 4 and auto_epochs(10**7) == 3
+    labels = read_labels(tiny_dataset["labels"])
+    out = tmp_path / "auto"
+    cfg = replace(TINY, epochs=None, max_steps=2)
+    train_model(
+        tiny_dataset["images"],
+        labels,
+        tiny_dataset["masks"],
+        out,
+        cfg,
+        cache_root=tmp_path / "cache",
+        progress=False,
+    )
+    saved = (out / "train_config.yaml").read_text()
+    assert "epochs: 12" in saved  # a tiny set gets the most epochs, and the file says how many
