@@ -138,6 +138,7 @@ def tune_thresholds(
     scores: np.ndarray,
     method: str = "f1",
     min_positives: int = 3,
+    shrink: float = 0.0,
 ) -> ThresholdResult:
     """Tune one threshold per class on validation image scores.
 
@@ -150,11 +151,18 @@ def tune_thresholds(
     found by an exact sweep over the pooled distinct scores of every class. NaN scores
     are never predicted positive (a NaN-scored positive counts as missed).
 
+    With ``shrink`` = k > 0, each tuned threshold is pulled toward the global one in
+    proportion to how few positives it rests on: ``w t_class + (1 - w) t_global`` with
+    ``w = n_pos / (n_pos + k)``. A class's optimum on 5 validation positives is mostly
+    noise; k = 5 raised test macro F1 by about 0.01 on the synthetic benchmark (two
+    models, two test sets; benchmarks/RESULTS.md).
+
     Args:
         y_true: ``(M, C)`` {0, 1} labels.
         scores: ``(M, C)`` float image scores.
         method: ``"f1"`` or ``"rate"``.
         min_positives: classes with fewer positives fall back to the global threshold.
+        shrink: pseudo-count of positives pulling thresholds toward the global one.
 
     Returns:
         A :class:`ThresholdResult`.
@@ -183,6 +191,9 @@ def tune_thresholds(
             fallback.append(c)
         else:
             thresholds[c] = pick(s[:, c], y[:, c])
+            if shrink > 0:
+                w = y[:, c].sum() / (y[:, c].sum() + shrink)
+                thresholds[c] = w * thresholds[c] + (1 - w) * global_t
     if fallback:
         log.info(
             "%d class(es) with < %d positives use the global threshold %.4f: %s",

@@ -79,6 +79,8 @@ class TrainConfig:
             raised dev-set macro F1 from 0.688 to 0.707 on the synthetic benchmark
             (benchmarks/RESULTS.md).
         pooling: cell-to-image pooling for validation and thresholds.
+        threshold_shrink: pseudo-count pulling per-class thresholds toward the global
+            one (:func:`hpa.aggregation.tune_thresholds`); 0 = per-class optima.
         tile_weight: weight of tile scores in the image score; None = chosen on the
             validation images after training among :data:`TILE_WEIGHTS` (0.5 meanwhile).
         max_steps: stop after this many updates (smoke tests); None = no limit.
@@ -114,6 +116,7 @@ class TrainConfig:
     mil_cells: int = 16
     ema: float = 0.998
     pooling: str = "max"
+    threshold_shrink: float = 5.0
     tile_weight: float | None = None
     max_steps: int | None = None
     device: str = "cpu"
@@ -245,7 +248,7 @@ def score_images(
     """Pool validation view probabilities per image, tune thresholds, measure macro F1."""
     index = data.index.iloc[data.val_rows]
     scores = pool_views(index, probs, data.val_ids, cfg.pooling, tile_weight, cfg.use_cells, cfg.use_tiles)
-    tuned = tune_thresholds(data.val_y, scores)
+    tuned = tune_thresholds(data.val_y, scores, shrink=cfg.threshold_shrink)
     metrics = {
         "val_macro_f1": macro_f1(data.val_y, apply_thresholds(scores, tuned.thresholds)),
         "val_macro_f1_at_0.5": macro_f1(data.val_y, apply_thresholds(scores, np.full(scores.shape[1], 0.5))),

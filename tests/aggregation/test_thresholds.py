@@ -80,6 +80,20 @@ def test_rare_classes_fall_back_to_the_global_threshold():
         tune_thresholds(y * 2, scores)
 
 
+def test_shrink_pulls_thresholds_toward_the_global_one_by_support():
+    y, scores = _random_problem(2, m=200, c=4)
+    plain = tune_thresholds(y, scores)
+    shrunk = tune_thresholds(y, scores, shrink=5.0)
+    assert shrunk.global_threshold == plain.global_threshold
+    n_pos = y.sum(0)
+    w = n_pos / (n_pos + 5.0)
+    expected = w * plain.thresholds + (1 - w) * plain.global_threshold
+    assert np.allclose(shrunk.thresholds, expected)
+    # each moved toward the global threshold, never past it
+    moved = np.abs(shrunk.thresholds - plain.global_threshold)
+    assert (moved <= np.abs(plain.thresholds - plain.global_threshold) + 1e-12).all()
+
+
 def test_rate_matches_the_label_rate():
     y, scores = _random_problem(2, m=200, c=5, decimals=None)  # no ties
     result = tune_thresholds(y, scores, method="rate", min_positives=1)
