@@ -4,11 +4,6 @@ An epoch is a permutation of cache rows; a batch is one sorted fancy-index read 
 memory map (a memcpy, no PNG decoding), so one background thread keeps the network fed
 without worker processes. Augmentation works on the whole batch tensor: the eight
 dihedral transforms (applied group-wise) and per-sample, per-channel intensity jitter.
-
-With ``bags`` (the image of each row), a batch is instead a few whole images: the views
-of each drawn image (at most ``max_bag`` of its cell crops, chosen at random, and its
-tiles), so that a loss can pool the cells of an image as the prediction does (multiple-
-instance learning, :func:`hpa.classification.losses.mil_loss`).
 """
 
 from __future__ import annotations
@@ -82,16 +77,7 @@ class BatchLoader:
         drop_last: drop a last incomplete batch (training).
         world: under torchrun, each rank iterates its own share of every epoch.
         weights: ``(len(rows),)`` sampling weights; an epoch then draws ``len(rows)``
-            rows with replacement in proportion to them (rare classes oversampled). With
-            ``bags``, an image is drawn with the largest weight of its rows.
-        bags: ``(len(rows),)`` integer image of each row: batches of whole images, and
-            each batch also yields the batch-local image index of its rows.
-        kinds: ``(len(rows),)`` True for cell crops (with ``bags``: only cells are capped
-            at ``max_bag``).
-        max_bag: most cell crops of one image in a batch.
-
-    Iterating yields ``(x, y, bag)``: ``bag`` is None without ``bags``, else a ``(B,)``
-    long tensor numbering the images of the batch's cell crops 0, 1, ... (-1 for tiles).
+            rows with replacement in proportion to them (rare classes oversampled).
     """
 
     def __init__(
@@ -111,9 +97,6 @@ class BatchLoader:
         drop_last: bool = False,
         world: World | None = None,
         weights: np.ndarray | None = None,
-        bags: np.ndarray | None = None,
-        kinds: np.ndarray | None = None,
-        max_bag: int = 16,
     ):
         self.views, self.rows, self.targets = views, np.asarray(rows), targets
         self.batch_size, self.scale, self.device = batch_size, scale, device
@@ -124,48 +107,10 @@ class BatchLoader:
         self.world = world or World()
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.epoch = 0
-        self.bags = None if bags is None else np.asarray(bags)
-        self.max_bag = max_bag
-        if self.bags is not None:
-            is_cell = np.ones(len(self.rows), bool) if kinds is None else np.asarray(kinds, bool)
-            order = np.argsort(self.bags, kind="stable")
-            starts = np.flatnonzero(np.r_[True, self.bags[order][1:] != self.bags[order][:-1]])
-            self._members = np.split(order, starts[1:])
-            self._is_cell = is_cell
-            per_image = np.mean([min(is_cell[m].sum(), max_bag) + (~is_cell[m]).sum() for m in self._members])
-            self.images_per_batch = max(1, round(batch_size / max(per_image, 1.0)))
 
     def __len__(self) -> int:
-        if self.bags is not None:
-            n = len(self._members) // self.world.size
-            return max(1, n // self.images_per_batch) if self.drop_last else -(-n // self.images_per_batch)
         n = -(-len(self.rows) // self.world.size)  # this rank's share
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def _bag_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """This rank's batches: positions into ``rows`` and the batch-local image of each."""
-        rng = np.random.default_rng([self.seed, self.epoch, 2])
-        n_images = len(self._members)
-        if self.weights is not None:
-            w = np.array([self.weights[m].max() for m in self._members])
-            drawn = rng.choice(n_images, size=n_images, p=w / w.sum())
-        else:
-            drawn = rng.permutation(n_images) if self.shuffle else np.arange(n_images)
-        drawn = drawn[self.world.rank :: self.world.size][: n_images // self.world.size or None]
-        batches = []
-        for b in range(len(self)):
-            pos, local = [], []
-            for k, image in enumerate(drawn[b * self.images_per_batch : (b + 1) * self.images_per_batch]):
-                members = self._members[image]
-                cells = members[self._is_cell[members]]
-                if len(cells) > self.max_bag:
-                    cells = np.sort(rng.choice(cells, self.max_bag, replace=False))
-                chosen = np.concatenate([cells, members[~self._is_cell[members]]])
-                pos.append(chosen)
-                local.append(np.full(len(chosen), k))
-            if pos:
-                batches.append((np.concatenate(pos), np.concatenate(local)))
-        return batches
 
     def _order(self) -> np.ndarray:
         if self.weights is not None:
@@ -181,27 +126,22 @@ class BatchLoader:
         rng = np.random.default_rng([self.seed, self.epoch])
         return rng.permutation(len(self.rows))
 
-    def _produce(self, order: np.ndarray | list, out: queue.Queue) -> None:
+    def _produce(self, order: np.ndarray, out: queue.Queue) -> None:
         pin = self.device.startswith("cuda")
         try:
-            for b in range(len(order) if self.bags is not None else len(self)):
-                if self.bags is not None:
-                    sel, local = order[b]
-                    local = np.where(self._is_cell[sel], local, -1)  # tiles: in no bag
-                    bag = torch.from_numpy(local.astype(np.int64))
-                else:
-                    sel, bag = order[b * self.batch_size : (b + 1) * self.batch_size], None
+            for b in range(len(self)):
+                sel = order[b * self.batch_size : (b + 1) * self.batch_size]
                 x = read_batch(self.views, self.rows[sel])
                 if pin:
                     x = x.pin_memory()
                 y = None if self.targets is None else torch.from_numpy(self.targets[sel])
-                out.put((x, y, bag))
+                out.put((x, y))
         except Exception as exc:  # surface errors in the consumer
             out.put(exc)
         out.put(None)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
-        order: np.ndarray | list = self._bag_batches() if self.bags is not None else self._order()
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        order = self._order()
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         q: queue.Queue = queue.Queue(maxsize=3)
         thread = threading.Thread(target=self._produce, args=(order, q), daemon=True)
@@ -209,14 +149,10 @@ class BatchLoader:
         while (item := q.get()) is not None:
             if isinstance(item, Exception):
                 raise item
-            x, y, bag = item
+            x, y = item
             x = normalise(x.to(self.device, non_blocking=True), self.mean, self.std, self.scale)
             if self.augment:
                 x = augment(x, gen, self.jitter)
-            yield (
-                x,
-                None if y is None else y.to(self.device, non_blocking=True),
-                None if bag is None else bag.to(self.device, non_blocking=True),
-            )
+            yield x, (None if y is None else y.to(self.device, non_blocking=True))
         thread.join()
         self.epoch += 1

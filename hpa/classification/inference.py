@@ -101,7 +101,7 @@ def score_views(
     )
     out = []
     precision = resolve_precision(precision, device)
-    for x, _, _ in loader:
+    for x, _ in loader:
         x = x.contiguous(memory_format=torch.channels_last)
         p = None
         for k in TTA_ORDER[:tta]:

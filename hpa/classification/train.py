@@ -33,7 +33,7 @@ from hpa.aggregation import apply_thresholds, macro_f1, tune_thresholds
 from hpa.classification.data import BatchLoader
 from hpa.classification.distributed import World, barrier, gather_rows
 from hpa.classification.inference import autocast, pool_views, resolve_precision, score_views
-from hpa.classification.losses import get_loss, mil_loss
+from hpa.classification.losses import get_loss
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,6 @@ class TrainConfig:
             empty = always ``crop_size``.
         balance: oversampling of rare classes: a view is drawn with weight
             ``max over its labels of (1 / class frequency) ** balance``; 0 = plain shuffling.
-        mil: weight of the bag term of :func:`hpa.classification.losses.mil_loss` (0 =
-            every crop learns its image's labels; 1 = an image's positive labels are learnt
-            by its pooled cells only). Batches are then whole images (``mil_cells`` crops
-            each at most, and their tiles); needs ``loss: bce``.
-        mil_cells: most cell crops of one image in a batch when ``mil`` > 0.
         ema: decay of an exponential moving average of the weights (timm's ModelEmaV3,
             with its warm-up, so early steps average over fewer updates); the average is
             what is validated, selected and saved. 0 = no average. The default 0.998
@@ -112,8 +107,6 @@ class TrainConfig:
     jitter: float = 0.2
     progressive_sizes: tuple[int, ...] = ()
     balance: float = 0.5
-    mil: float = 0.0
-    mil_cells: int = 16
     ema: float = 0.998
     pooling: str = "max"
     threshold_shrink: float = 5.0
@@ -296,9 +289,6 @@ def fit(
     model = model.to(device).to(memory_format=torch.channels_last)
     precision = resolve_precision(cfg.precision, device)
     loss_fn = get_loss(cfg.loss)
-    if cfg.mil > 0 and cfg.loss != "bce":
-        raise ValueError(f"mil needs loss: bce, got loss: {cfg.loss}")
-    train_index = data.index.iloc[data.train_rows]
     loader = BatchLoader(
         data.views,
         data.train_rows,
@@ -315,9 +305,6 @@ def fit(
         drop_last=len(data.train_rows) > cfg.batch_size * world.size,
         world=world,
         weights=balance_weights(data.train_targets, cfg.balance) if cfg.balance > 0 else None,
-        bags=pd.factorize(train_index["image_id"])[0] if cfg.mil > 0 else None,
-        kinds=(train_index["kind"] == "cell").to_numpy(),
-        max_bag=cfg.mil_cells,
     )
     if cfg.epochs is None:
         raise ValueError("fit needs cfg.epochs; train_model resolves None with auto_epochs")
@@ -374,14 +361,14 @@ def fit(
             dynamic_ncols=True,
             disable=not world.is_main,
         )
-        for x, y, bag in bar:
+        for x, y in bar:
             if size != x.shape[-1]:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             x = x.contiguous(memory_format=torch.channels_last)
             assert y is not None
             with autocast(device, precision):
                 logits = net(x)
-            loss = loss_fn(logits.float(), y) if bag is None else mil_loss(logits, y, bag, cfg.mil)
+            loss = loss_fn(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
