@@ -1,4 +1,4 @@
-"""Ablations behind the CPU training defaults: data size, EMA, crop scale and size, MIL.
+"""Ablations behind the CPU training defaults: data size, EMA, crop size and scale, thresholds.
 
 Each variant trains the cells + tiles classifier (CPU defaults plus the variant's
 settings) and is scored on two synthetic test sets: the 150 test images of the old
