@@ -116,14 +116,8 @@ def test_resume_continues_an_interrupted_run(tiny_dataset, tmp_path, monkeypatch
     assert np.allclose(h_full["val_macro_f1"], h_part["val_macro_f1"])
 
 
-def test_ema_weights_are_the_ones_validated_and_saved(tiny_dataset, tmp_path):
-    import torch
-    from safetensors.torch import load_file
-
-    labels = read_labels(tiny_dataset["labels"])
-    out = tmp_path / "ema"
-    cfg = replace(TINY, ema=0.9)
-    train_model(
+def _train(tiny_dataset, labels, out, cfg, tmp_path):
+    return train_model(
         tiny_dataset["images"],
         labels,
         tiny_dataset["masks"],
@@ -132,6 +126,16 @@ def test_ema_weights_are_the_ones_validated_and_saved(tiny_dataset, tmp_path):
         cache_root=tmp_path / "cache",
         progress=False,
     )
+
+
+def test_ema_weights_are_the_ones_validated_and_saved(tiny_dataset, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    labels = read_labels(tiny_dataset["labels"])
+    out = tmp_path / "ema"
+    cfg = replace(TINY, ema=0.9)
+    _train(tiny_dataset, labels, out, cfg, tmp_path)
     state = torch.load(out / "last.ckpt", weights_only=True)
     saved = load_file(str(out / "weights.safetensors"))
     raw, ema = state["model"], state["ema"]
@@ -142,10 +146,7 @@ def test_ema_weights_are_the_ones_validated_and_saved(tiny_dataset, tmp_path):
     if history["val_macro_f1"].idxmax() == len(history) - 1:  # best = last epoch: saved = EMA
         assert all(torch.equal(saved[k], ema[k]) for k in saved)
     with pytest.raises(ValueError, match="ema must be a decay"):
-        train_model(
-            tiny_dataset["images"], labels, tiny_dataset["masks"], tmp_path / "bad", replace(TINY, ema=1.0),
-            cache_root=tmp_path / "cache", progress=False,
-        )  # fmt: skip
+        _train(tiny_dataset, labels, tmp_path / "bad", replace(TINY, ema=1.0), tmp_path)
 
 
 def test_cli_train_cells_smoke(tiny_dataset, tmp_path):
@@ -260,14 +261,6 @@ def test_automatic_epochs_follow_the_data_size(tiny_dataset, tmp_path):
     labels = read_labels(tiny_dataset["labels"])
     out = tmp_path / "auto"
     cfg = replace(TINY, epochs=None, max_steps=2)
-    train_model(
-        tiny_dataset["images"],
-        labels,
-        tiny_dataset["masks"],
-        out,
-        cfg,
-        cache_root=tmp_path / "cache",
-        progress=False,
-    )
+    _train(tiny_dataset, labels, out, cfg, tmp_path)
     saved = (out / "train_config.yaml").read_text()
     assert "epochs: 12" in saved  # a tiny set gets the most epochs, and the file says how many
