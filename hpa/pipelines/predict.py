@@ -10,10 +10,12 @@ an image that fails to read gets an empty prediction and a line in ``failures.cs
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +73,23 @@ def _prepare(task: tuple[str, str, str, Any, Any]) -> Any:
 
 
 def _prepared(tasks: list[tuple[str, str, str, Any, Any]], workers: int) -> Iterator[Any]:
-    if workers <= 1:
-        yield from map(_prepare, tasks)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        # map() submits everything up front: workers run ahead of the classifier.
-        yield from pool.map(_prepare, tasks, chunksize=1)
+    """Prepared views of ``tasks`` in order, made ahead of the classifier.
+
+    One worker is a thread (reading, decoding and resizing release the GIL, so it
+    overlaps the model's forward passes without a process to start); more are processes.
+    At most ``8 * workers`` images wait, so memory stays bounded however long the run.
+    """
+    pool: Executor = ThreadPoolExecutor(1) if workers <= 1 else ProcessPoolExecutor(max_workers=workers)
+    with pool:
+        pending: deque[Future] = deque()
+        queue = iter(tasks)
+        for task in itertools.islice(queue, 8 * max(workers, 1)):
+            pending.append(pool.submit(_prepare, task))
+        while pending:
+            result = pending.popleft().result()
+            for task in itertools.islice(queue, 1):
+                pending.append(pool.submit(_prepare, task))
+            yield result
 
 
 # -------------------------------------------------------------------- main side ---
