@@ -155,3 +155,27 @@ def test_predict_segments_on_the_fly_without_masks(tiny_dataset, tiny_model, tmp
     assert failures["image_id"].tolist() == ["img000"] and "img000_green.png" in failures["error"].iloc[0]
     sub = pd.read_csv(out / "submission.csv", keep_default_na=False)
     assert sub["Id"].tolist() == list_image_ids(images)
+
+
+def test_views_are_prepared_ahead_in_order_and_bounded(monkeypatch):
+    import threading
+    import time
+
+    import hpa.pipelines.predict as predict
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def fake_prepare(task):
+        with lock:
+            started.append(task)
+        time.sleep(0.001 * (task % 3))  # uneven work
+        return task
+
+    monkeypatch.setattr(predict, "_prepare", fake_prepare)
+    out = []
+    for item in predict._prepared(list(range(40)), workers=1):
+        time.sleep(0.002)  # a slow classifier
+        assert len(started) <= len(out) + 1 + 8  # never more than 8 waiting beyond the consumer
+        out.append(item)
+    assert out == list(range(40))  # submission order, whatever finishes first
