@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,19 +22,17 @@ TTA_ORDER = (0, 4, 2, 6, 1, 5, 3, 7)
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo.
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as torch's cpuinfo sees it.
 
     oneDNN emulates bf16 on older CPUs, which is slower than fp32, so ``auto`` keeps
-    those (and non-Linux machines, where the flags are not read) on fp32.
+    those on fp32.
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "").split()
-    return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.backends.mkldnn.is_available()
+    probes = (
+        getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+        getattr(torch.cpu, "_is_amx_tile_supported", None),
+    )
+    return torch.backends.mkldnn.is_available() and any(f is not None and f() for f in probes)
 
 
 def resolve_precision(precision: str, device: str) -> str:
