@@ -149,39 +149,33 @@ def test_ema_weights_are_the_ones_validated_and_saved(tiny_dataset, tmp_path):
         _train(tiny_dataset, labels, tmp_path / "bad", replace(TINY, ema=1.0), tmp_path)
 
 
+def _train_cells_args(tiny_dataset, out, cache):
+    """train-cells arguments shared by the command-line tests: tiny backbone, 3 folds, one worker, CPU."""
+    return [
+        "train-cells",
+        "--images", str(tiny_dataset["images"]),
+        "--labels", str(tiny_dataset["labels"]),
+        "--masks", str(tiny_dataset["masks"]),
+        "--out", str(out),
+        "--cache", str(cache),
+        "--backbone", "test_resnet",
+        "--crop-size", "32",
+        "--folds", "3",
+        "--device", "cpu",
+        "--workers", "1",
+    ]  # fmt: skip
+
+
 def test_cli_train_cells_smoke(tiny_dataset, tmp_path):
     out = tmp_path / "cli-model"
-    cmd = [
-        sys.executable,
-        "-m",
-        "hpa",
-        "train-cells",
-        "--images",
-        str(tiny_dataset["images"]),
-        "--labels",
-        str(tiny_dataset["labels"]),
-        "--masks",
-        str(tiny_dataset["masks"]),
-        "--out",
-        str(out),
-        "--backbone",
-        "test_resnet",
-        "--crop-size",
-        "32",
+    cmd = [sys.executable, "-m", "hpa", *_train_cells_args(tiny_dataset, out, tmp_path / "cache")]
+    cmd += [
         "--epochs",
         "1",
         "--batch-size",
         "16",
-        "--folds",
-        "3",
         "--max-steps",
         "2",
-        "--device",
-        "cpu",
-        "--workers",
-        "1",
-        "--cache",
-        str(tmp_path / "cache"),
         "--loss",
         "focal+softf1",
         "--precision",
@@ -198,42 +192,9 @@ def test_cli_train_cells_smoke(tiny_dataset, tmp_path):
 def test_two_rank_gloo_ddp_run(tiny_dataset, tmp_path):
     """torchrun with 2 CPU ranks: one model folder, every validation image scored once."""
     out = tmp_path / "ddp-model"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        "-m",
-        "hpa",
-        "train-cells",
-        "--images",
-        str(tiny_dataset["images"]),
-        "--labels",
-        str(tiny_dataset["labels"]),
-        "--masks",
-        str(tiny_dataset["masks"]),
-        "--out",
-        str(out),
-        "--backbone",
-        "test_resnet",
-        "--crop-size",
-        "32",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--folds",
-        "3",
-        "--device",
-        "cpu",
-        "--workers",
-        "1",
-        "--cache",
-        str(tmp_path / "cache"),
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    cmd += ["-m", "hpa", *_train_cells_args(tiny_dataset, out, tmp_path / "cache")]
+    cmd += ["--epochs", "2", "--batch-size", "8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
