@@ -237,12 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     module_name, func_name = _HANDLERS[args.command].split(":")
     handler = getattr(importlib.import_module(module_name), func_name)
-    from hpa.io import HPADataError
-    from hpa.pipelines.cluster import ClusterError
+    from hpa.errors import HPAError
 
     try:
         result = handler(args)
-    except (HPADataError, ClusterError, FileNotFoundError, NotADirectoryError) as exc:
+    except (HPAError, FileNotFoundError, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 1
     except KeyboardInterrupt:

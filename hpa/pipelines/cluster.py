@@ -24,14 +24,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from hpa.errors import HPAClusterError
+
 log = logging.getLogger(__name__)
 
 MISSING_DASK = "--scheduler needs dask.distributed: pip install 'hpa-cells[distributed]'"
 LOCAL_PREFIX = "local:"
 
 
-class ClusterError(RuntimeError):
-    """The Dask cluster cannot run the job (dask missing, no workers, no shared folder)."""
+ClusterError = HPAClusterError  # the name this module has always raised
 
 
 def require_distributed() -> ModuleType:
