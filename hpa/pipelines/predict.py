@@ -221,7 +221,8 @@ def write_predictions(
     cells = index[cell_rows].drop(columns="kind").reset_index(drop=True)
     cell_probs = probs[cell_rows]
     cells = pd.concat([cells, pd.DataFrame(cell_probs, columns=columns)], axis=1)
-    cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in cell_probs >= thresholds[None, :]]
+    called = apply_thresholds(cell_probs, thresholds, fill_top=False)
+    cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in called]
     _write_parquet(out / "cell_predictions.parquet", cells)
     tiles = (
         index[~cell_rows][["image_id", "cell_id"]].rename(columns={"cell_id": "tile"}).reset_index(drop=True)

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 
+from hpa.aggregation.thresholds import apply_thresholds
+
 #: Grey of cells with no class over threshold, RGB uint8.
 DIM_COLOUR = (150, 150, 150)
 #: Longest class name shown on a cell label before it is shortened.
@@ -115,7 +117,7 @@ def cell_calls(
     if "predicted" in cell_table.columns:
         called = [parse_class_list(v) for v in cell_table["predicted"]]
     else:
-        called = [tuple(np.flatnonzero(row >= thr).tolist()) for row in probs]
+        called = [tuple(np.flatnonzero(row).tolist()) for row in apply_thresholds(probs, thr, fill_top=False)]
     top, top_prob = [], []
     for row, classes in zip(probs, called):
         if classes:

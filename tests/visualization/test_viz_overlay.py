@@ -129,3 +129,18 @@ def test_palette_distinct() -> None:
     pal = class_palette(28)
     assert len({tuple(c) for c in pal}) == 28
     assert np.array_equal(class_palette(28), pal)
+
+
+def test_cell_calls_follow_the_image_level_thresholding_rule() -> None:
+    """A score exactly at its threshold is not a call, for cells as for images (``>``)."""
+    from hpa.aggregation import apply_thresholds
+
+    table = pd.DataFrame({"cell_id": [1, 2]})
+    probs = np.zeros((2, len(NAMES)))
+    probs[0, 3] = THRESHOLD  # exactly at the threshold
+    probs[1, 3] = np.nextafter(THRESHOLD, 1.0)  # just over it
+    table = pd.concat([table, pd.DataFrame(probs, columns=list(NAMES))], axis=1)
+    calls = cell_calls(table, NAMES, THRESHOLDS)
+    expected = apply_thresholds(probs, THRESHOLDS, fill_top=False)
+    assert expected[:, 3].tolist() == [0, 1]
+    assert calls["top_class"].tolist() == [-1, 3]
