@@ -66,7 +66,10 @@ def parse_local(scheduler: str) -> int | None:
 
 
 def start_local_cluster(n_workers: int, silence_logs: int = logging.WARNING) -> Any:
-    """A ``LocalCluster`` of ``n_workers`` single-threaded processes, no dashboard.
+    """A ``LocalCluster`` of ``n_workers`` single-threaded processes.
+
+    Dask's scheduler always serves HTTP (its dashboard and metrics routes); it binds a
+    free port here, so clusters of concurrent runs never fight over the default 8787.
 
     Its nannies start the workers without dask's default ``MALLOC_TRIM_THRESHOLD_=65536``:
     that setting makes glibc hand every large array back to the kernel on free, which
@@ -83,7 +86,7 @@ def start_local_cluster(n_workers: int, silence_logs: int = logging.WARNING) -> 
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=silence_logs,
         )
 
