@@ -5,10 +5,18 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def _multi_hot(target: str, n_classes: int = 28) -> np.ndarray:
+    row = np.zeros(n_classes, np.uint8)
+    row[[int(t) for t in str(target).split()]] = 1
+    return row
 
 
 def hpa(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -93,7 +101,14 @@ def test_segment_train_predict_evaluate_report(synth):
     assert len(cells) == len(seg_cells)  # every segmented cell scored
     res = hpa("evaluate", str(pred / "submission.csv"), "--labels", str(data / "test_labels.csv"), "--json")
     result = json.loads(res.stdout)
-    assert result["n_images"] == 5 and 0.0 <= result["macro_f1"] <= 1.0
+    assert result["n_images"] == 5
+    # the command's score is sklearn's macro F1 of the submission against the labels
+    truth = pd.read_csv(data / "test_labels.csv", keep_default_na=False).set_index("Id")
+    y_true = np.array([_multi_hot(truth.loc[i, "Target"]) for i in sub["Id"]])
+    y_pred = np.array([_multi_hot(t) for t in sub["Predicted"]])
+    assert y_pred.sum(1).min() >= 1  # every image gets a label (fill_top)
+    expected = f1_score(y_true, y_pred, average="macro", zero_division=0)
+    assert result["macro_f1"] == pytest.approx(expected, abs=1e-12)
     hpa("report", str(pred), "--labels", str(data / "test_labels.csv"))
     assert (pred / "report" / "index.html").is_file()
     hpa("show", str(data / "test"), "--pred", str(pred), "--id", order[0])
