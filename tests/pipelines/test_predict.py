@@ -179,3 +179,43 @@ def test_views_are_prepared_ahead_in_order_and_bounded(monkeypatch):
         assert len(started) <= len(out) + 1 + 8  # never more than 8 waiting beyond the consumer
         out.append(item)
     assert out == list(range(40))  # submission order, whatever finishes first
+
+
+def test_pooling_option_changes_the_cell_pooling(tiny_dataset, tiny_model, tmp_path):
+    """--pooling mean: image score = (1 - w) * mean over cells + w * max over tiles."""
+    out = tmp_path / "pred"
+    predict_folder(
+        tiny_dataset["images"], tiny_model, out, masks=tiny_dataset["masks"], pooling="mean", progress=False
+    )
+    w = json.loads((tiny_model / "config.json").read_text())["tile_weight"]
+    cells = pd.read_parquet(out / "cell_predictions.parquet")
+    tiles = pd.read_parquet(out / "tile_predictions.parquet")
+    scores = pd.read_csv(out / "image_scores.csv").set_index("Id")
+    for name in ("Nucleoplasm", "Cytosol", "Plasma membrane"):
+        expected = (1 - w) * cells.groupby("image_id")[name].mean() + w * tiles.groupby("image_id")[
+            name
+        ].max()
+        got = scores[name].loc[expected.index]
+        assert np.allclose(got.to_numpy(), expected.to_numpy(), atol=1e-6), name
+        assert not np.allclose(cells.groupby("image_id")[name].mean(), cells.groupby("image_id")[name].max())
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["pooling"] == "mean"
+
+
+def test_no_fill_top_leaves_images_under_every_threshold_empty(tiny_dataset, tiny_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model, ignore=shutil.ignore_patterns("cache"))
+    thr = json.loads((model / "thresholds.json").read_text())
+    thr["thresholds"] = [0.999999] * len(thr["thresholds"])  # nothing passes
+    (model / "thresholds.json").write_text(json.dumps(thr))
+    kwargs = {"masks": tiny_dataset["masks"], "progress": False}
+    predict_folder(tiny_dataset["images"], model, tmp_path / "filled", **kwargs)
+    predict_folder(tiny_dataset["images"], model, tmp_path / "empty", fill_top=False, **kwargs)
+    filled = pd.read_csv(tmp_path / "filled" / "submission.csv", keep_default_na=False, dtype=str)
+    empty = pd.read_csv(tmp_path / "empty" / "submission.csv", keep_default_na=False)
+    assert (filled["Predicted"] != "").all() and (empty["Predicted"] == "").all()
+    # the filled class is the one relatively closest to its threshold: here the top score
+    scores = pd.read_csv(tmp_path / "filled" / "image_scores.csv").set_index("Id")
+    top = scores.to_numpy().argmax(1)
+    assert filled["Predicted"].tolist() == [str(k) for k in top]
