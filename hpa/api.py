@@ -1,0 +1,237 @@
+"""The Python API: the commands as functions, and a classifier held in memory.
+
+The folder functions are the ones the ``hpa`` command runs, so a script and the
+command give the same files::
+
+    import hpa
+
+    hpa.segment_folder("train/", "seg-train/")
+    hpa.train("train/", "train.csv", "seg-train/", "model/", epochs=3)
+    hpa.predict_folder("test/", "model/", "pred/", masks="seg-test/")
+    result = hpa.evaluate("pred/submission.csv", "test_labels.csv")
+
+For images already in memory, :class:`Classifier` loads a model folder once and
+scores one ``(H, W, 4)`` image at a time, segmenting it when no cell mask is given
+(like cellpose's ``model.eval`` or StarDist's ``predict_instances``)::
+
+    clf = hpa.Classifier.from_folder("model/")
+    result = clf.predict(image)            # or clf.predict(image, cells=cell_labels)
+    result.labels, result.cells            # image labels; one row per cell
+
+Heavy libraries (torch, timm) are imported when a function runs, not by ``import hpa``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from hpa.errors import HPAConfigError, HPADataError
+from hpa.pipelines.evaluate import evaluate
+from hpa.pipelines.predict import predict_folder
+from hpa.pipelines.segment import segment_folder
+
+if TYPE_CHECKING:
+    import torch
+
+    from hpa.classification.model import ModelConfig
+    from hpa.segmentation.config import SegmentConfig
+
+__all__ = ["CellPredictions", "Classifier", "evaluate", "predict_folder", "segment_folder", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    images: str | Path,
+    labels: str | Path,
+    masks: str | Path,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Train a cell classifier into the model folder ``out`` (``hpa train-cells``).
+
+    The settings start from the defaults for ``device`` (the table in the README) and
+    are overridden by ``settings``, which take the fields of
+    :class:`hpa.classification.train.TrainConfig` (``backbone``, ``crop_size``,
+    ``epochs``, ``batch_size``, ``folds``, ``fold``, ``lr``, ...).
+
+    Args:
+        images: folder of ``<Id>_<colour>.png`` channel files.
+        labels: label CSV (2018 ``Id,Target`` or 2021 ``ID,Label``).
+        masks: SEG_DIR written by :func:`segment_folder`.
+        out: model folder to write.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        resume: continue an interrupted run from ``out/last.ckpt``.
+        progress: show progress bars.
+        **settings: overrides of the device defaults.
+
+    Returns:
+        The metrics written to ``out/metrics.json``.
+
+    Raises:
+        HPAConfigError: a setting that ``TrainConfig`` does not have.
+    """
+    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
+    from hpa.config import default_workers, resolve_device
+    from hpa.io import read_labels
+    from hpa.pipelines.train import train_model
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise HPAConfigError(f"hpa.train: unknown setting(s) {', '.join(unknown)}; known: {sorted(known)}")
+    resolved = resolve_device(device)
+    data: dict[str, Any] = {**DEVICE_DEFAULTS[resolved], "workers": default_workers(), "device": resolved}
+    data.update(settings)
+    cfg = TrainConfig(**{k: v for k, v in data.items() if k in known})
+    return train_model(images, read_labels(labels), masks, out, cfg, resume=resume, progress=progress)
+
+
+@dataclass(frozen=True)
+class CellPredictions:
+    """What :meth:`Classifier.predict` found in one image.
+
+    Attributes:
+        cells: one row per cell: ``cell_id``, its box ``bbox_y0, bbox_x0, bbox_y1,
+            bbox_x1``, one probability column per class and ``predicted`` (the classes
+            over their thresholds, space-separated class numbers).
+        image_scores: ``(K,)`` float32 image-level scores (cells and tiles pooled as
+            ``hpa predict`` pools them).
+        labels: image-level classes over their thresholds (the top one when none is).
+        class_names: the model's ``K`` classes.
+        cell_mask: ``(H, W)`` int32 cell labels the cells were cut from.
+    """
+
+    cells: pd.DataFrame
+    image_scores: np.ndarray
+    labels: tuple[int, ...]
+    class_names: tuple[str, ...]
+    cell_mask: np.ndarray
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Names of :attr:`labels`."""
+        return tuple(self.class_names[k] for k in self.labels)
+
+
+class Classifier:
+    """A trained model folder in memory, scoring images one at a time.
+
+    Use :meth:`from_folder`; the network, its normalisation, crop settings, pooling
+    and tuned thresholds all come from the folder, as in ``hpa predict``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ModelConfig,
+        thresholds: np.ndarray,
+        *,
+        device: str = "cpu",
+        precision: str = "auto",
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.device = device
+        self.precision = precision
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, *, device: str = "auto", precision: str = "auto") -> Classifier:
+        """Load a model folder written by ``hpa train-cells``.
+
+        Args:
+            folder: the model folder (``config.json``, ``weights.safetensors``,
+                ``thresholds.json``).
+            device: ``auto``, ``cpu`` or ``cuda``.
+            precision: ``auto``, ``bf16`` or ``fp32`` autocast.
+        """
+        from hpa.aggregation import load_thresholds
+        from hpa.classification.model import THRESHOLDS_FILE, load_model
+        from hpa.config import resolve_device
+
+        resolved = resolve_device(device)
+        model, config = load_model(folder, resolved)
+        thresholds, _ = load_thresholds(Path(folder) / THRESHOLDS_FILE, config.class_names)
+        return cls(model, config, thresholds, device=resolved, precision=precision)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.config.class_names)
+
+    def predict(
+        self,
+        image: np.ndarray,
+        cells: np.ndarray | None = None,
+        *,
+        tta: int = 1,
+        segment_config: SegmentConfig | None = None,
+    ) -> CellPredictions:
+        """Score every cell of one image and pool them into image labels.
+
+        Args:
+            image: ``(H, W, 4)`` uint8 or uint16 channels in the order red, green,
+                blue, yellow (:data:`hpa.constants.CHANNELS`).
+            cells: ``(H, W)`` integer cell labels (0 = background); None segments the
+                image with :func:`hpa.segmentation.segment` (``segment_config``).
+            tta: dihedral test-time augmentation views (1, 2, 4 or 8).
+            segment_config: segmentation settings when ``cells`` is None.
+
+        Returns:
+            A :class:`CellPredictions`.
+
+        Raises:
+            HPADataError: the image is not ``(H, W, 4)`` uint8/uint16, or ``cells`` does
+                not match its size.
+        """
+        from hpa.aggregation import apply_thresholds
+        from hpa.classification.cache import image_views, views_index
+        from hpa.classification.inference import pool_views, score_views
+
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 4 or image.dtype not in (np.uint8, np.uint16):
+            raise HPADataError(
+                f"Classifier.predict needs an (H, W, 4) uint8 or uint16 image, got {image.shape} {image.dtype}"
+            )
+        if cells is None:
+            from hpa.segmentation import segment
+
+            cells, _ = segment(image, segment_config)
+        cells = np.asarray(cells)
+        views = image_views(image, cells.astype(np.int32, copy=False), "image", self.config.crop)
+        stacked = np.concatenate([views.crops, views.tiles])
+        probs = score_views(
+            self.model,
+            stacked,
+            self.config.mean,
+            self.config.std,
+            float(np.iinfo(image.dtype).max),
+            device=self.device,
+            tta=tta,
+            precision=self.precision,
+        )
+        index = views_index(views)
+        cfg = self.config
+        scores = pool_views(
+            index, probs, ["image"], cfg.pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles
+        )
+        labels = tuple(int(k) for k in np.flatnonzero(apply_thresholds(scores, self.thresholds)[0]))
+        is_cell = (index["kind"] == "cell").to_numpy()
+        table = index[is_cell].drop(columns=["image_id", "kind"]).reset_index(drop=True)
+        cell_probs = probs[is_cell]
+        called = apply_thresholds(cell_probs, self.thresholds, fill_top=False)
+        table = pd.concat([table, pd.DataFrame(cell_probs, columns=list(self.class_names))], axis=1)
+        table["predicted"] = [" ".join(map(str, np.flatnonzero(row))) for row in called]
+        log.debug("scored %d cells and %d tiles", int(is_cell.sum()), int((~is_cell).sum()))
+        return CellPredictions(table, scores[0], labels, self.class_names, cells)
