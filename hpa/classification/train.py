@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from hpa.classification.data import BatchLoader
 from hpa.classification.distributed import World, barrier, gather_rows
 from hpa.classification.inference import autocast, pool_views, resolve_precision, score_views
 from hpa.classification.losses import get_loss
+from hpa.config import check_count
+from hpa.errors import HPAConfigError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,25 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "auto"
     workers: int = 2
+
+    def __post_init__(self) -> None:
+        counts = {"crop_size": 8, "batch_size": 1, "folds": 2, "fold": 0, "workers": 1, "seed": 0}
+        for name, minimum in counts.items():
+            check_count(getattr(self, name), name, minimum)
+        check_count(self.epochs, "epochs", 1, optional=True)
+        check_count(self.max_steps, "max_steps", 1, optional=True)
+        if self.fold >= self.folds:
+            raise HPAConfigError(
+                f"fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}"
+            )
+        if not (self.use_cells or self.use_tiles):
+            raise HPAConfigError(
+                "use_cells and use_tiles both false (--no-cells --no-tiles): nothing to train on"
+            )
+        if not all(isinstance(g, int) and g >= 1 for g in self.tile_grids) or not self.tile_grids:
+            raise HPAConfigError(f"tile_grids must be positive integers, got {list(self.tile_grids)}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise HPAConfigError(f"lr must be a positive number, got {self.lr!r}")
 
 
 #: Candidate tile weights when :attr:`TrainConfig.tile_weight` is None (ties: the first).

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.config import default_workers, load_yaml, log_settings, resolve_device, save_json, save_yaml, to_dict
+from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, Labels, atomic_path, read_labels, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,20 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
     )
 
     cfg = from_dict(TrainConfig, data, source=args.config or "train-cells flags")
-    if not (cfg.use_cells or cfg.use_tiles):
-        raise ValueError("--no-cells and --no-tiles together leave nothing to train on")
+    check_backbone(cfg.backbone)
     return cfg
+
+
+def check_backbone(name: str) -> None:
+    """Raise :class:`HPAConfigError` unless ``name`` is a timm model, suggesting close names."""
+    import difflib
+
+    import timm
+
+    if not isinstance(name, str) or not timm.is_model(name):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise HPAConfigError(f"--backbone {name!r}: not a timm model{hint}; timm.list_models() lists them")
 
 
 def train_model(
