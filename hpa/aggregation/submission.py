@@ -145,7 +145,9 @@ def _parse_classes(target: str, n_classes: int, where: str) -> list[int]:
     for token in target.split():
         k = parse_class_number(token, target, where)
         if not 0 <= k < n_classes:
-            raise HPADataError(f"{where}: unknown class {k} (classes are 0-{n_classes - 1})")
+            other = n_classes == len(LABEL_SETS["2021"]) and k < len(LABEL_SETS["2018"])
+            hint = "; a 2018 submission scored against 2021 labels?" if other else ""
+            raise HPADataError(f"{where}: unknown class {k} (classes are 0-{n_classes - 1}{hint})")
         classes.append(k)
     return classes
 

@@ -292,6 +292,7 @@ def fit(
     resume: bool = False,
     on_best: Callable[[nn.Module, dict[str, Any]], None] | None = None,
     world: World | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train ``model`` and return the best epoch's model and the per-epoch history.
 
@@ -305,6 +306,9 @@ def fit(
             (on rank 0 only).
         world: the torchrun world; gradients are averaged over its ranks by DDP, and only
             rank 0 writes the checkpoint.
+        settings: what the run was started with, recorded in the checkpoint so that a
+            resumed run can be checked against it
+            (:func:`hpa.pipelines.train.check_resume`).
     """
     world = world or World()
     device = cfg.device
@@ -436,7 +440,17 @@ def fit(
                 on_best(scored, record)
         if world.is_main:
             _save_checkpoint(
-                checkpoint, model, optimizer, scheduler, epoch, step, best_f1, history, best_state, ema
+                checkpoint,
+                model,
+                optimizer,
+                scheduler,
+                epoch,
+                step,
+                best_f1,
+                history,
+                best_state,
+                ema,
+                settings,
             )
         barrier(world)
     if best_state is not None:
@@ -502,6 +516,7 @@ def _save_checkpoint(
     history: list[dict[str, Any]],
     best_state: dict[str, torch.Tensor] | None,
     ema: Any = None,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     from hpa.io import atomic_path
 
@@ -517,6 +532,8 @@ def _save_checkpoint(
     }
     if ema is not None:
         state["ema"] = ema.module.state_dict()
+    if settings is not None:
+        state["settings"] = settings
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

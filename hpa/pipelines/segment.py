@@ -246,6 +246,10 @@ def segment_folder(
     if config.backend == "cellpose" and workers > 1 and scheduler is None:
         log.info("cellpose backend: segmenting in-process (one model per device), not %d workers", workers)
         workers = 1
+    if config.backend == "cellpose" and scheduler is None:
+        from hpa.segmentation.cellpose_backend import check_models
+
+        check_models(config)  # a missing or foreign weights file fails before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     for sub in SUBDIRS:
         (out_dir / sub).mkdir(exist_ok=True)
