@@ -17,6 +17,7 @@ import csv
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,17 +59,21 @@ _CHANNEL_FILE = re.compile(
 _LISTINGS: dict[str, tuple[int, dict[tuple[str, str], list[str]]]] = {}
 
 
-def _channel_files(images_dir: Path) -> dict[tuple[str, str], list[str]]:
+def _channel_files(images_dir: Path, fresh: bool = False) -> dict[tuple[str, str], list[str]]:
     """``(Id, lower-case colour) -> file names`` of every channel file in a folder.
 
     Colour and extension match in any case (``X_RED.PNG`` as some exports write it);
-    the Id keeps its case. The listing is cached until the folder changes.
+    the Id keeps its case. The listing is cached until the folder's mtime changes; one
+    read within a second of the last change is not trusted (an mtime is coarser than a
+    nanosecond, so a file added just after it could leave it unchanged), nor is any with
+    ``fresh``.
     """
     key = str(images_dir.resolve())
     mtime = images_dir.stat().st_mtime_ns
     cached = _LISTINGS.get(key)
-    if cached is not None and cached[0] == mtime:
+    if not fresh and cached is not None and cached[0] == mtime:
         return cached[1]
+    settled = time.time_ns() - mtime > 1_000_000_000
     files: dict[tuple[str, str], list[str]] = {}
     for entry in os.scandir(images_dir):
         m = _CHANNEL_FILE.match(entry.name)
@@ -76,7 +81,8 @@ def _channel_files(images_dir: Path) -> dict[tuple[str, str], list[str]]:
             files.setdefault((m.group(1), m.group(2).lower()), []).append(entry.name)
     for names in files.values():
         names.sort()
-    _LISTINGS[key] = (mtime, files)
+    if settled:
+        _LISTINGS[key] = (mtime, files)
     return files
 
 
@@ -119,7 +125,7 @@ def list_image_ids(images_dir: str | Path) -> list[str]:
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise HPADataError(f"{images_dir}: not a folder")
-    return sorted({image_id for image_id, _ in _channel_files(images_dir)})
+    return sorted({image_id for image_id, _ in _channel_files(images_dir, fresh=True)})
 
 
 def check_folder_ids(images_dir: str | Path, ids: Sequence[str]) -> None:
@@ -132,7 +138,7 @@ def check_folder_ids(images_dir: str | Path, ids: Sequence[str]) -> None:
         HPADataError: names the offending file(s) and how many Ids are affected.
     """
     images_dir = Path(images_dir)
-    files = _channel_files(images_dir)
+    files = _channel_files(images_dir, fresh=True)
     bad: list[str] = []
     for image_id in ids:
         try:
