@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from hpa.aggregation import apply_thresholds, macro_f1, tune_thresholds
+from hpa.aggregation import POOLING_METHODS, apply_thresholds, macro_f1, tune_thresholds
+from hpa.classification.crops import CROP_SCALES
 from hpa.classification.data import BatchLoader
 from hpa.classification.distributed import World, barrier, gather_rows
 from hpa.classification.inference import autocast, pool_views, resolve_precision, score_views
-from hpa.classification.losses import get_loss
+from hpa.classification.losses import LOSSES, get_loss
 from hpa.config import check_count
 from hpa.errors import HPAConfigError
 
@@ -137,6 +138,16 @@ class TrainConfig:
             raise HPAConfigError(f"tile_grids must be positive integers, got {list(self.tile_grids)}")
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise HPAConfigError(f"lr must be a positive number, got {self.lr!r}")
+        choices = {"pooling": POOLING_METHODS, "crop_scale": CROP_SCALES, "loss": LOSSES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise HPAConfigError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        if self.tile_weight is not None and not (
+            isinstance(self.tile_weight, int | float) and 0.0 <= self.tile_weight <= 1.0
+        ):
+            raise HPAConfigError(f"tile_weight must be a number in [0, 1] or null, got {self.tile_weight!r}")
 
 
 #: Candidate tile weights when :attr:`TrainConfig.tile_weight` is None (ties: the first).
