@@ -298,7 +298,7 @@ class ThresholdsFile(NamedTuple):
     Attributes:
         thresholds: ``(C,)`` float64 thresholds, each in [0, 1].
         class_names: the ``C`` class names, in class-number order.
-        method: how they were tuned (``"f1"``, ``"rate"``), None where not tuned.
+        method: how they were chosen (``"f1"``, ``"rate"``, ...), None where not said.
         global_threshold: the global threshold of the tuning, None where not tuned.
     """
 
@@ -357,8 +357,8 @@ def load_thresholds_file(path: str | Path, expected_classes: Sequence[str] | Non
             + (f" ({len(outside)} classes outside)" if len(outside) > 1 else "")
         )
     method, global_t = data.get("method"), data.get("global_threshold")
-    if method is not None and method not in THRESHOLD_METHODS:
-        raise HPAConfigError(f"{path}: 'method' must be one of {THRESHOLD_METHODS} or null, got {method!r}")
+    if method is not None and not isinstance(method, str):
+        raise HPAConfigError(f"{path}: 'method' must be a string or null, got {method!r}")
     if global_t is not None and not (_is_number(global_t) and 0.0 <= global_t <= 1.0):
         raise HPAConfigError(
             f"{path}: 'global_threshold' must be a number in [0, 1] or null, got {global_t!r}"

@@ -302,7 +302,7 @@ def test_config_json_has_a_format_version(tmp_path):
     [
         (lambda d: d["thresholds"].__setitem__(3, 1.5), "must lie in \\[0, 1\\]; class 3"),
         (lambda d: d["thresholds"].__setitem__(0, -0.2), "must lie in \\[0, 1\\]; class 0"),
-        (lambda d: d.update(method="magic"), "'method'"),
+        (lambda d: d.update(method=3), "'method'"),
         (lambda d: d.update(thresholds=d["thresholds"][:1]), "1 thresholds for 28 class names"),
     ],
 )
