@@ -150,6 +150,8 @@ def train_model(
         raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
     if out.exists() and not out.is_dir():
         raise HPAConfigError(f"--out {out}: exists and is not a folder")
+    if out.is_symlink():  # the folder is swapped, not the link to it
+        out = out.resolve()
     world, device = distributed.init(cfg.device)
     cfg = replace(cfg, device=device, precision=resolve_precision(cfg.precision, device))
     if not world.is_main:

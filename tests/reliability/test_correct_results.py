@@ -9,6 +9,7 @@ fold split, and badly named channel files were found late or not at all.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -188,6 +189,31 @@ def test_resume_refuses_changed_settings(tiny_dataset, trained, tmp_path, monkey
         train_model(tiny_dataset["images"], labels, tiny_dataset["masks"], out, replace(TINY, **change),
                     cache_root=trained / "cache", resume=True, progress=False)  # fmt: skip
     assert named in str(info.value) and str(out / "last.ckpt") in str(info.value)
+
+
+def test_swap_in_and_recovery_from_a_kill_during_the_swap(tmp_path):
+    from hpa.pipelines.staging import prepare_staging, staging_dir, swap_in
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights.safetensors").write_text("old")
+    (target / "last.ckpt").write_text("ckpt")
+    staging = prepare_staging(target)
+    assert staging == staging_dir(target) and staging.is_dir() and not any(staging.iterdir())
+    (staging / "weights.safetensors").write_text("new")
+    swap_in(staging, target)
+    assert (target / "weights.safetensors").read_text() == "new"
+    assert (target / "last.ckpt").read_text() == "ckpt"  # carried over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    # a kill between the two renames of a swap: the old folder is put back
+    staging = prepare_staging(target)
+    (staging / "last.ckpt").write_text("moved")
+    (target / "last.ckpt").unlink()
+    os.replace(target, tmp_path / ".model.hpa-old")
+    staging = prepare_staging(target, rescue=("last.ckpt",))
+    assert (target / "weights.safetensors").read_text() == "new"
+    assert (target / "last.ckpt").read_text() == "moved"  # rescued for --resume
+    assert not any(staging.iterdir())
 
 
 # ------------------------------------- item 12: a failed image does not shift the split ---
