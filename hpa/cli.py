@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from hpa import __version__
 
@@ -40,6 +43,66 @@ _SCHEDULER_HELP = (
 )
 
 
+# ----------------------------------------------------- argument value checks ---
+# A bad value stops the command at parsing, with one line naming the flag.
+
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer (ASCII digits) no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        if not _INTEGER.fullmatch(text.strip()):
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+        value = int(text)
+        if value < minimum:
+            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+_POSITIVE = _at_least(1)
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with flags that depend on each other (None: nothing), right after parsing."""
+    if args.command == "train-cells":
+        if args.no_cells and args.no_tiles:
+            return "--no-cells and --no-tiles together leave nothing to train on"
+        if args.fold is not None and args.folds is not None and args.fold >= args.folds:
+            return f"--fold must be in 0..{args.folds - 1} for --folds {args.folds}, got {args.fold}"
+    text = getattr(args, "scheduler", None)
+    if text is not None:
+        forms = (r"local:[0-9]+", r"[a-z][a-z0-9+]*://\S+", r"[A-Za-z0-9_.\-]+:[0-9]+")
+        if not any(re.fullmatch(form, text) for form in forms):
+            return f"--scheduler {text!r}: expected a scheduler address (tcp://host:8786) or local:N"
+        if text.startswith("local:") and int(text[6:]) < 1:
+            return f"--scheduler {text!r}: local:N needs N >= 1 worker processes"
+    return None
+
+
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth",
@@ -47,12 +110,12 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         formatter_class=_FMT,
     )
     p.add_argument("out", help="output folder (train/, test/, train.csv, truth/, ...)")
-    p.add_argument("--n-train", type=int, default=40, help="training images")
-    p.add_argument("--n-test", type=int, default=10, help="test images")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    p.add_argument("--size", type=int, default=512, help="image side in pixels")
+    p.add_argument("--n-train", type=_POSITIVE, default=40, help="training images")
+    p.add_argument("--n-test", type=_POSITIVE, default=10, help="test images")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="random seed (same seed, same files)")
+    p.add_argument("--size", type=_at_least(64), default=512, help="image side in pixels (>= 64)")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth")
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--workers", type=_POSITIVE, default=1, help="worker processes")
 
 
 def _add_segment(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +133,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="segmentation backend (default: the --config file's, else watershed)",
     )
     p.add_argument("--ids", help="CSV whose first column lists the Ids to segment (default: all)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores)")
+    p.add_argument("--workers", type=_POSITIVE, default=None, help="worker processes (default: CPU cores)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_SCHEDULER_HELP)
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default=None, help="cellpose device (default: auto)"
@@ -103,7 +166,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--backbone", default=None, help="timm model name (default: by device)")
     m.add_argument("--pretrained", default=None, help="local timm checkpoint, or 'hub' to download")
-    m.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: by device)")
+    m.add_argument(
+        "--crop-size", type=_at_least(8), default=None, help="crop side in pixels, >= 8 (default: by device)"
+    )
     m.add_argument(
         "--crop-scale",
         choices=("box", "image"),
@@ -111,19 +176,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="box: each crop fits its cell; image: one window per image, structures keep their size",
     )
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default: by device)")
-    t.add_argument("--batch-size", type=int, default=None, help="batch size (default: by device)")
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    t.add_argument("--epochs", type=_POSITIVE, default=None, help="epochs (default: by device)")
+    t.add_argument("--batch-size", type=_POSITIVE, default=None, help="batch size (default: by device)")
+    t.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate")
     t.add_argument("--loss", choices=("bce", "focal", "softf1", "focal+softf1"), default=None)
-    t.add_argument("--folds", type=int, default=None, help="number of folds of the image split")
-    t.add_argument("--fold", type=int, default=None, help="which fold is validation")
+    t.add_argument("--folds", type=_at_least(2), default=None, help="number of folds of the image split")
+    t.add_argument("--fold", type=_at_least(0), default=None, help="which fold is validation")
     t.add_argument("--no-tiles", action="store_true", help="train on cell crops only")
     t.add_argument("--no-cells", action="store_true", help="train on whole-image tiles only")
-    t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
-    t.add_argument("--seed", type=int, default=None)
+    t.add_argument(
+        "--max-steps", type=_POSITIVE, default=None, help="stop after this many steps (smoke tests)"
+    )
+    t.add_argument("--seed", type=_at_least(0), default=None)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--precision", choices=_PRECISIONS, default=None, help=_PRECISION_HELP)
-    t.add_argument("--workers", type=int, default=None, help="data-loading worker processes")
+    t.add_argument("--workers", type=_POSITIVE, default=None, help="data-loading worker processes")
     t.add_argument("--config", help="YAML file of training settings; flags override it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
 
@@ -142,10 +209,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1, help="dihedral TTA views")
     p.add_argument("--pooling", choices=("max", "topk", "mean", "noisy-or"), default=None)
     p.add_argument("--no-fill-top", action="store_true", help="allow empty predictions")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=_POSITIVE, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=_PRECISIONS, default="auto", help=_PRECISION_HELP)
-    p.add_argument("--workers", type=int, default=None, help="CPU worker processes")
+    p.add_argument("--workers", type=_POSITIVE, default=None, help="CPU worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_SCHEDULER_HELP)
     p.add_argument(
         "--backend",
@@ -185,16 +252,16 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in data", formatter_class=_FMT)
     p.add_argument("--out", default="hpa-demo", help="output folder")
-    p.add_argument("--n-train", type=int, default=240, help="synthetic training images")
-    p.add_argument("--n-test", type=int, default=60, help="synthetic test images")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: by device)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=_POSITIVE, default=240, help="synthetic training images")
+    p.add_argument("--n-test", type=_POSITIVE, default=60, help="synthetic test images")
+    p.add_argument("--epochs", type=_POSITIVE, default=None, help="training epochs (default: by device)")
+    p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``hpa`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hpa",
         description="Protein localisation from Human Protein Atlas images: "
         "segment cells, train a cell-crop classifier, predict image labels.",
@@ -234,25 +301,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    problem = _check_args(args)
+    if problem:
+        prog = f"{parser.prog} {args.command}"
+        parser.exit(2, f"{prog}: error: {problem} (see '{prog} --help')\n")
     setup_logging(args.verbose, args.quiet)
     module_name, func_name = _HANDLERS[args.command].split(":")
-    handler = getattr(importlib.import_module(module_name), func_name)
-    from hpa.errors import HPAError
-
     try:
+        handler = getattr(importlib.import_module(module_name), func_name)
         result = handler(args)
-    except (HPAError, FileNotFoundError, NotADirectoryError) as exc:
-        log.error("%s", exc)
-        return 1
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except Exception as exc:
+        return _report_error(exc, args.verbose)
     # A handler returns its exit status, or (status, text) where text is the command's
     # result for standard output; diagnostics go to the log (stderr) meanwhile.
     code, text = result if isinstance(result, tuple) else (result, "")
     if text:
         print(text)
     return int(code or 0)
+
+
+def _report_error(exc: Exception, verbose: int) -> int:
+    """Log an error as one line (the traceback too with ``-v``); the exit status, 1."""
+    from hpa.errors import user_message
+
+    message = user_message(exc)
+    if message is not None:
+        message = " ".join(message.splitlines())
+    else:
+        message = f"unexpected error: {type(exc).__name__}: {exc}"
+        if not verbose:
+            message += " (rerun with -v for the traceback)"
+    log.error("%s", message, exc_info=exc if verbose else None)
+    return 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from hpa.errors import HPAConfigError
 from hpa.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problem = " ".join(str(exc).split())
+        raise HPAConfigError(f"{path}: not a valid UTF-8 YAML settings file ({problem})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        raise HPAConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     return data
 
 
@@ -38,14 +43,32 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        raise HPAConfigError(f"{source}: unknown setting(s) {unknown}; known: {sorted(names)}")
     values = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in data:
             v = data[f.name]
             # YAML and JSON give lists where the dataclass holds tuples.
             values[f.name] = tuple(v) if isinstance(v, list) else v
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise HPAConfigError(f"{source}: {exc}") from None
+
+
+def check_count(value: Any, name: str, minimum: int = 1, optional: bool = False) -> None:
+    """Raise unless ``value`` is an integer >= ``minimum`` (or None when ``optional``).
+
+    >>> check_count(3, "epochs")
+    >>> check_count(0, "epochs")
+    Traceback (most recent call last):
+    ...
+    hpa.errors.HPAConfigError: epochs must be an integer >= 1, got 0
+    """
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise HPAConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def resolve(cls: type[T], yaml_path: str | Path | None = None, **overrides: Any) -> T:
@@ -93,14 +116,20 @@ def resolve_device(device: str = "auto") -> str:
     """``"cuda"`` if asked for (or ``"auto"`` and a GPU is present), else ``"cpu"``.
 
     Raises:
-        RuntimeError: ``"cuda"`` was asked for and no CUDA device is visible.
+        HPAConfigError: ``"cuda"`` was asked for and no CUDA device is visible, or an
+            unknown device.
     """
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise HPAConfigError(f"--device {device!r}: expected auto, cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+        raise HPAConfigError(
+            f"--device cuda: torch {torch.__version__} ({build}) sees no CUDA device; use --device cpu or auto"
+        )
     return device
 
 

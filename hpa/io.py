@@ -17,6 +17,7 @@ import csv
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,20 +50,74 @@ def check_image_id(image_id: str) -> str:
     return image_id
 
 
+_CHANNEL_FILE = re.compile(
+    r"^(.+)_(" + "|".join(CHANNELS) + r")(" + "|".join(re.escape(e) for e in IMAGE_EXTENSIONS) + r")$",
+    re.IGNORECASE,
+)
+
+# folder -> (its mtime, {(Id, colour): [file names]}): one listing per folder and change
+_LISTINGS: dict[str, tuple[int, dict[tuple[str, str], list[str]]]] = {}
+
+
+def _channel_files(images_dir: Path, fresh: bool = False) -> dict[tuple[str, str], list[str]]:
+    """``(Id, lower-case colour) -> file names`` of every channel file in a folder.
+
+    Colour and extension match in any case (``X_RED.PNG`` as some exports write it);
+    the Id keeps its case. The listing is cached until the folder's mtime changes; one
+    read within a second of the last change is not trusted (an mtime is coarser than a
+    nanosecond, so a file added just after it could leave it unchanged), nor is any with
+    ``fresh``.
+    """
+    key = str(images_dir.resolve())
+    mtime = images_dir.stat().st_mtime_ns
+    cached = _LISTINGS.get(key)
+    if not fresh and cached is not None and cached[0] == mtime:
+        return cached[1]
+    settled = time.time_ns() - mtime > 1_000_000_000
+    files: dict[tuple[str, str], list[str]] = {}
+    for entry in os.scandir(images_dir):
+        m = _CHANNEL_FILE.match(entry.name)
+        if m:
+            files.setdefault((m.group(1), m.group(2).lower()), []).append(entry.name)
+    for names in files.values():
+        names.sort()
+    if settled:
+        _LISTINGS[key] = (mtime, files)
+    return files
+
+
 def channel_path(images_dir: str | Path, image_id: str, color: str) -> Path:
-    """Path of one channel file of a sample, trying every supported extension.
+    """Path of one channel file of a sample: ``<Id>_<color>.<ext>``, any supported extension.
+
+    Colour and extension are matched in any case (``<Id>_RED.PNG`` too).
 
     Raises:
-        HPADataError: no file for this channel exists.
+        HPADataError: no file for this channel exists, or several do (``.png`` and
+            ``.tif``, say), which would make the choice arbitrary; names them.
     """
     check_image_id(image_id)
     images_dir = Path(images_dir)
-    for ext in IMAGE_EXTENSIONS:
-        path = images_dir / f"{image_id}_{color}{ext}"
-        if path.is_file():
-            return path
+    if not images_dir.is_dir():
+        raise HPADataError(f"{images_dir}: not a folder")
+    names = _channel_files(images_dir).get((image_id, color.lower()), [])
+    if len(names) > 1:
+        raise HPADataError(
+            f"{images_dir}: Id {image_id} has {len(names)} {color} channel files ({', '.join(names)}); "
+            "which one to read is ambiguous: keep one"
+        )
+    if names:
+        return images_dir / names[0]
     tried = ", ".join(f"{image_id}_{color}{ext}" for ext in IMAGE_EXTENSIONS)
     raise HPADataError(f"{images_dir}: missing {color} channel for Id {image_id} (tried {tried})")
+
+
+def sample_paths(images_dir: str | Path, image_id: str) -> list[Path]:
+    """The four channel files of a sample, in :data:`hpa.constants.CHANNELS` order.
+
+    Raises:
+        HPADataError: as :func:`channel_path`.
+    """
+    return [channel_path(images_dir, image_id, c) for c in CHANNELS]
 
 
 def list_image_ids(images_dir: str | Path) -> list[str]:
@@ -70,16 +125,37 @@ def list_image_ids(images_dir: str | Path) -> list[str]:
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise HPADataError(f"{images_dir}: not a folder")
-    pattern = re.compile(
-        r"^(.+)_(" + "|".join(CHANNELS) + r")(" + "|".join(re.escape(e) for e in IMAGE_EXTENSIONS) + r")$",
-        re.IGNORECASE,
-    )
-    ids = set()
-    for entry in os.scandir(images_dir):
-        m = pattern.match(entry.name)
-        if m:
-            ids.add(m.group(1))
-    return sorted(ids)
+    return sorted({image_id for image_id, _ in _channel_files(images_dir, fresh=True)})
+
+
+def check_folder_ids(images_dir: str | Path, ids: Sequence[str]) -> None:
+    """Check, before any work, that every Id of ``ids`` can be named and looked up.
+
+    An Id that is not a plain name (:func:`check_image_id`) or that has two files for
+    one channel is an error; a missing channel is not (it is that image's failure).
+
+    Raises:
+        HPADataError: names the offending file(s) and how many Ids are affected.
+    """
+    images_dir = Path(images_dir)
+    files = _channel_files(images_dir, fresh=True)
+    bad: list[str] = []
+    for image_id in ids:
+        try:
+            check_image_id(image_id)
+        except HPADataError as exc:
+            names = [n for c in CHANNELS for n in files.get((image_id, c), [])]
+            bad.append(f"{', '.join(names) or image_id}: {exc}")
+            continue
+        for color in CHANNELS:
+            if len(files.get((image_id, color), [])) > 1:
+                try:
+                    channel_path(images_dir, image_id, color)
+                except HPADataError as exc:
+                    bad.append(str(exc))
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise HPADataError(f"{images_dir}: {bad[0]}{more}; fix the file names before running")
 
 
 # ----------------------------------------------------------------------- images ---
@@ -102,6 +178,7 @@ def read_grey(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise HPADataError(f"{path}: file not found")
+    _check_format(path)
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
@@ -127,6 +204,25 @@ def read_grey(path: str | Path) -> np.ndarray:
             raise HPADataError(f"{path}: floating-point images are not supported (got {img.dtype})")
         raise HPADataError(f"{path}: unsupported pixel type {img.dtype} (expected 8 or 16 bit)")
     return img
+
+
+# file format -> (its extensions, the signatures its files start with)
+_FORMATS = {
+    "PNG": ((".png",), (b"\x89PNG\r\n\x1a\n",)),
+    "JPEG": ((".jpg", ".jpeg"), (b"\xff\xd8\xff",)),
+    "TIFF": ((".tif", ".tiff"), (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")),
+}
+
+
+def _check_format(path: Path) -> None:
+    """Raise when a file's first bytes say it is another image format than its name says."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    actual = next((name for name, (_, sigs) in _FORMATS.items() if head.startswith(sigs)), None)
+    named = next((name for name, (exts, _) in _FORMATS.items() if path.suffix.lower() in exts), None)
+    if actual is not None and named is not None and actual != named:
+        ext = _FORMATS[actual][0][0]
+        raise HPADataError(f"{path}: a {actual} file named {path.suffix}; rename it to {ext}")
 
 
 def _png_complete(data: np.ndarray) -> bool:
@@ -190,7 +286,7 @@ def read_sample(images_dir: str | Path, image_id: str) -> np.ndarray:
         HPADataError: a channel is missing or unreadable, or the channels differ in
             size or bit depth.
     """
-    paths = [channel_path(images_dir, image_id, c) for c in CHANNELS]
+    paths = sample_paths(images_dir, image_id)
     planes = [read_grey(p) for p in paths]
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:
@@ -351,6 +447,28 @@ def _id_rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, str
         yield line_no, image_id, row
 
 
+_CLASS_NUMBER = re.compile(r"-?[0-9]+", re.ASCII)
+
+
+def parse_class_number(token: str, field: str, where: str) -> int:
+    """A class number written in ASCII digits (``int()`` would also take ``1_2`` or ``١٢``).
+
+    Args:
+        token: one class number of ``field``.
+        field: the whole field, for the message.
+        where: ``"FILE, line N"``, for the message.
+
+    Raises:
+        HPADataError: ``token`` is not an integer in ASCII digits; names ``where``.
+
+    >>> parse_class_number("12", "0 12", "x.csv, line 2")
+    12
+    """
+    if not _CLASS_NUMBER.fullmatch(token):
+        raise HPADataError(f"{where}: {token!r} in {field!r} is not a class number (ASCII digits 0-9 only)")
+    return int(token)
+
+
 # header (lower-cased) -> (label set, separator)
 _LABEL_FORMATS = {("id", "target"): ("2018", " "), ("id", "label"): ("2021", "|")}
 
@@ -373,8 +491,7 @@ def read_labels(path: str | Path, label_set: str | None = None) -> Labels:
     path = Path(path)
     if not path.is_file():
         raise HPADataError(f"{path}: label file not found")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+    with open_csv(path) as reader:
         try:
             header = next(reader)
         except StopIteration:
@@ -402,12 +519,7 @@ def read_labels(path: str | Path, label_set: str | None = None) -> Labels:
             target = row[1].strip() if len(row) > 1 else ""
             classes = []
             for token in target.replace(sep, " ").split():
-                try:
-                    k = int(token)
-                except ValueError:
-                    raise HPADataError(
-                        f"{path}, line {line_no}: {token!r} in {target!r} is not a class number"
-                    ) from None
+                k = parse_class_number(token, target, f"{path}, line {line_no}")
                 if not 0 <= k < n_classes:
                     raise HPADataError(
                         f"{path}, line {line_no}: unknown class {k} for Id {image_id} "
@@ -441,19 +553,35 @@ def write_labels(path: str | Path, labels: Labels) -> None:
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+#: First-column names (lower-cased) a header line of an Id list may have.
+ID_HEADERS = ("id", "image_id", "imageid")
+
+
 def read_id_list(path: str | Path) -> list[str]:
     """Ids from the first column of a CSV with a header (a sample submission, a label file).
 
+    The header is required: its first column must be named ``Id`` (any case) or
+    ``image_id``. A file whose first line is anything else, such as an Id list
+    without a header, is refused rather than read with its first Id taken for a header.
     Order is kept; a duplicate or unsafe Id is an error.
+
+    Raises:
+        HPADataError: missing or empty file, no header, a duplicate or unsafe Id (with
+            its line), or a file that is not UTF-8 CSV.
     """
     path = Path(path)
     if not path.is_file():
         raise HPADataError(f"{path}: Id list not found")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+    with open_csv(path) as reader:
         header = next(reader, None)
         if header is None:
             raise HPADataError(f"{path}: empty file")
+        first = header[0].strip() if header else ""
+        if first.lower() not in ID_HEADERS:
+            raise HPADataError(
+                f"{path}, line 1: expected a header line whose first column is 'Id', got {first!r}; "
+                "an Id list needs its header (without one its first Id would be lost): add a line 'Id' on top"
+            )
         ids: list[str] = []
         seen: set[str] = set()
         for line_no, image_id, _row in _id_rows(reader, path):
@@ -462,3 +590,27 @@ def read_id_list(path: str | Path) -> list[str]:
             seen.add(image_id)
             ids.append(image_id)
     return ids
+
+
+@contextlib.contextmanager
+def open_csv(path: str | Path) -> Iterator[Iterator[list[str]]]:
+    """A ``csv.reader`` over a UTF-8 file (a BOM is skipped) whose errors name the file.
+
+    Raises:
+        HPADataError: the file is not UTF-8 text (e.g. Latin-1), or a row is malformed
+            for the csv module (e.g. a field over its 131,072-character limit), with
+            the line.
+    """
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            yield reader
+        except UnicodeDecodeError as exc:
+            bad = exc.object[exc.start : exc.start + 1].hex()
+            raise HPADataError(
+                f"{path}: not UTF-8 text (byte 0x{bad} cannot be decoded); save the file as UTF-8, "
+                f"e.g. iconv -f latin1 -t utf-8"
+            ) from None
+        except csv.Error as exc:
+            raise HPADataError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None

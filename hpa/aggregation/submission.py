@@ -8,7 +8,6 @@ Id) raises :class:`hpa.io.HPADataError` naming the file or the Ids, with counts.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from hpa.constants import LABEL_SETS
-from hpa.io import HPADataError, Labels, check_image_id, format_target, write_text_atomic
+from hpa.io import (
+    HPADataError,
+    Labels,
+    check_image_id,
+    format_target,
+    open_csv,
+    parse_class_number,
+    write_text_atomic,
+)
 
 #: Header of a submission file.
 SUBMISSION_HEADER = ("Id", "Predicted")
@@ -97,8 +104,7 @@ def read_submission(
     rows: list[list[int]] = []
     first_line: dict[str, int] = {}
     duplicates: dict[str, list[int]] = {}
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+    with open_csv(path) as reader:
         header = next(reader, None)
         if header is None:
             raise HPADataError(f"{path}: empty submission file")
@@ -137,12 +143,11 @@ def read_submission(
 def _parse_classes(target: str, n_classes: int, where: str) -> list[int]:
     classes = []
     for token in target.split():
-        try:
-            k = int(token)
-        except ValueError:
-            raise HPADataError(f"{where}: {token!r} in {target!r} is not a class number") from None
+        k = parse_class_number(token, target, where)
         if not 0 <= k < n_classes:
-            raise HPADataError(f"{where}: unknown class {k} (classes are 0-{n_classes - 1})")
+            other = n_classes == len(LABEL_SETS["2021"]) and k < len(LABEL_SETS["2018"])
+            hint = "; a 2018 submission scored against 2021 labels?" if other else ""
+            raise HPADataError(f"{where}: unknown class {k} (classes are 0-{n_classes - 1}{hint})")
         classes.append(k)
     return classes
 

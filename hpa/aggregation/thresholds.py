@@ -19,11 +19,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from hpa.aggregation.metrics import f1_per_class
-from hpa.io import HPADataError, write_text_atomic
+from hpa.errors import HPAConfigError
+from hpa.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +260,7 @@ def save_thresholds(
     result_or_array: ThresholdResult | np.ndarray | Sequence[float],
     class_names: Sequence[str],
 ) -> None:
-    """Write ``thresholds.json`` atomically.
+    """Write ``thresholds.json`` atomically, thresholds clipped to [0, 1].
 
     Args:
         path: output file.
@@ -281,14 +283,37 @@ def save_thresholds(
         raise ValueError(f"{t.size} thresholds for {len(names)} class names")
     if not np.isfinite(t).all():
         raise ValueError("thresholds must be finite")
+    # A tuned cut past the highest (lowest) score can lie above 1 (below 0); for scores
+    # in [0, 1] the clipped value predicts the same, and the file holds probabilities.
+    t = np.clip(t, 0.0, 1.0)
+    if global_t is not None:
+        global_t = min(max(global_t, 0.0), 1.0)
     data = {"class_names": names, "thresholds": t.tolist(), "method": method, "global_threshold": global_t}
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def load_thresholds(
-    path: str | Path, expected_classes: Sequence[str] | None = None
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Read ``thresholds.json``.
+class ThresholdsFile(NamedTuple):
+    """The content of a ``thresholds.json`` (:func:`load_thresholds_file`).
+
+    Attributes:
+        thresholds: ``(C,)`` float64 thresholds, each in [0, 1].
+        class_names: the ``C`` class names, in class-number order.
+        method: how they were chosen (``"f1"``, ``"rate"``, ...), None where not said.
+        global_threshold: the global threshold of the tuning, None where not tuned.
+    """
+
+    thresholds: np.ndarray
+    class_names: tuple[str, ...]
+    method: str | None
+    global_threshold: float | None
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_thresholds_file(path: str | Path, expected_classes: Sequence[str] | None = None) -> ThresholdsFile:
+    """Read and check a ``thresholds.json``: the one parser of this file, used everywhere.
 
     Args:
         path: the file written by :func:`save_thresholds`.
@@ -296,37 +321,75 @@ def load_thresholds(
             different count or different names is an error.
 
     Returns:
-        ``(thresholds (C,) float64, class_names)``.
+        A :class:`ThresholdsFile`.
 
     Raises:
-        HPADataError: missing file, invalid JSON, missing or malformed fields, or a
-            class-count mismatch; the message names the file.
+        HPAConfigError: missing file, invalid JSON, a missing, mistyped or unknown
+            field, a threshold outside [0, 1], duplicated class names, or a
+            class-count mismatch; the message names the file and the field.
     """
     path = Path(path)
     if not path.is_file():
-        raise HPADataError(f"{path}: thresholds file not found")
+        raise HPAConfigError(f"{path}: thresholds file not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HPADataError(f"{path}: not a valid thresholds JSON file ({exc})") from None
+        raise HPAConfigError(f"{path}: not a valid thresholds JSON file ({exc})") from None
     if not isinstance(data, dict) or not {"class_names", "thresholds"} <= set(data):
-        raise HPADataError(f"{path}: expected a JSON object with 'class_names' and 'thresholds'")
+        raise HPAConfigError(f"{path}: expected a JSON object with 'class_names' and 'thresholds'")
+    unknown = sorted(set(data) - {"class_names", "thresholds", "method", "global_threshold"})
+    if unknown:
+        raise HPAConfigError(f"{path}: unknown field(s) {unknown}")
     names, values = data["class_names"], data["thresholds"]
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise HPADataError(f"{path}: 'class_names' must be a list of strings")
-    if not isinstance(values, list) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
-    ):
-        raise HPADataError(f"{path}: 'thresholds' must be a list of finite numbers")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise HPAConfigError(f"{path}: 'class_names' must be a non-empty list of strings")
+    if len(set(names)) != len(names):
+        raise HPAConfigError(f"{path}: 'class_names' holds duplicated names")
+    if not isinstance(values, list) or not all(_is_number(v) for v in values):
+        raise HPAConfigError(f"{path}: 'thresholds' must be a list of finite numbers")
     if len(values) != len(names):
-        raise HPADataError(f"{path}: {len(values)} thresholds for {len(names)} class names")
+        raise HPAConfigError(f"{path}: {len(values)} thresholds for {len(names)} class names")
+    outside = [k for k, v in enumerate(values) if not 0.0 <= v <= 1.0]
+    if outside:
+        k = outside[0]
+        raise HPAConfigError(
+            f"{path}: 'thresholds' must lie in [0, 1]; class {k} ({names[k]}) has {values[k]}"
+            + (f" ({len(outside)} classes outside)" if len(outside) > 1 else "")
+        )
+    method, global_t = data.get("method"), data.get("global_threshold")
+    if method is not None and not isinstance(method, str):
+        raise HPAConfigError(f"{path}: 'method' must be a string or null, got {method!r}")
+    if global_t is not None and not (_is_number(global_t) and 0.0 <= global_t <= 1.0):
+        raise HPAConfigError(
+            f"{path}: 'global_threshold' must be a number in [0, 1] or null, got {global_t!r}"
+        )
     if expected_classes is not None:
         expected = tuple(expected_classes)
         if len(expected) != len(names):
-            raise HPADataError(
+            raise HPAConfigError(
                 f"{path}: thresholds for {len(names)} classes, but the scores have {len(expected)} classes"
             )
         if tuple(names) != expected:
             diff = [k for k, (a, b) in enumerate(zip(names, expected)) if a != b]
-            raise HPADataError(f"{path}: class names differ from the expected ones at classes {diff[:5]}")
-    return np.asarray(values, dtype=np.float64), tuple(names)
+            raise HPAConfigError(f"{path}: class names differ from the expected ones at classes {diff[:5]}")
+    return ThresholdsFile(
+        np.asarray(values, dtype=np.float64),
+        tuple(names),
+        method,
+        None if global_t is None else float(global_t),
+    )
+
+
+def load_thresholds(
+    path: str | Path, expected_classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The thresholds and class names of a ``thresholds.json`` (:func:`load_thresholds_file`).
+
+    Returns:
+        ``(thresholds (C,) float64, class_names)``.
+
+    Raises:
+        HPAConfigError: as :func:`load_thresholds_file`.
+    """
+    spec = load_thresholds_file(path, expected_classes)
+    return spec.thresholds, spec.class_names

@@ -19,17 +19,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from hpa.classification.crops import CropSettings
 from hpa.config import from_dict
-from hpa.constants import CHANNELS
+from hpa.constants import CHANNELS, LABEL_SETS
+from hpa.errors import HPAConfigError
 from hpa.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -69,20 +72,114 @@ class ModelConfig:
     use_cells: bool = True
     use_tiles: bool = True
 
+    def __post_init__(self) -> None:
+        check_model_config(self)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
         data["crop"]["tile_grids"] = list(self.crop.tile_grids)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = CONFIG_FILE) -> ModelConfig:
+        """Build from ``config.json``'s content; every problem names ``source`` and the field.
+
+        Raises:
+            HPAConfigError: an unknown ``format_version``, a missing, unknown or mistyped
+                field, or inconsistent values (:func:`check_model_config`).
+        """
+        if not isinstance(data, dict):
+            raise HPAConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
         data = dict(data)
-        data["crop"] = from_dict(CropSettings, dict(data.get("crop", {})), source=f"{source}: crop")
+        version = data.pop("format_version", FORMAT_VERSION)  # folders of hpa < 0.2 have none
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise HPAConfigError(
+                f"{source}: format_version {version!r} is not one this hpa reads ({FORMAT_VERSION}); "
+                "use the hpa version that wrote the model, or retrain"
+            )
+        missing = [f for f in ("backbone", "class_names", "label_set") if f not in data]
+        if missing:
+            raise HPAConfigError(f"{source}: missing field(s) {missing}")
+        crop = data.get("crop", {})
+        if not isinstance(crop, dict):
+            raise HPAConfigError(f"{source}: field 'crop' must be an object, got {type(crop).__name__}")
+        data["crop"] = from_dict(CropSettings, crop, source=f"{source}: crop")
         return from_dict(cls, data, source=source)
+
+
+#: Version of the ``config.json`` layout; a reader refuses other versions.
+FORMAT_VERSION = 1
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Check types, lengths and ranges of a model config (fields are named in the error).
+
+    Raises:
+        HPAConfigError: e.g. a class list that is not the label set's, a ``mean`` or
+            ``std`` whose length is not ``in_chans``, unknown channels, a non-positive
+            ``std``, ``use_cells`` and ``use_tiles`` both false.
+    """
+    from hpa.aggregation import POOLING_METHODS
+
+    def bad(field_name: str, problem: str) -> HPAConfigError:
+        return HPAConfigError(f"field {field_name!r}: {problem}")
+
+    if not isinstance(cfg.backbone, str) or not cfg.backbone:
+        raise bad("backbone", f"expected a timm model name, got {cfg.backbone!r}")
+    if cfg.label_set not in LABEL_SETS:
+        raise bad("label_set", f"expected one of {sorted(LABEL_SETS)}, got {cfg.label_set!r}")
+    if tuple(cfg.class_names) != LABEL_SETS[cfg.label_set]:
+        raise bad(
+            "class_names",
+            f"{len(cfg.class_names)} names that are not the {cfg.label_set} label set's "
+            f"{len(LABEL_SETS[cfg.label_set])} classes in order",
+        )
+    if isinstance(cfg.in_chans, bool) or cfg.in_chans != len(CHANNELS):
+        raise bad("in_chans", f"expected {len(CHANNELS)}, got {cfg.in_chans!r}")
+    if sorted(cfg.channels) != sorted(CHANNELS):
+        raise bad("channels", f"expected an order of {list(CHANNELS)}, got {list(cfg.channels)}")
+    for name in ("mean", "std"):
+        values = getattr(cfg, name)
+        if len(values) != cfg.in_chans or not all(_is_number(v) for v in values):
+            raise bad(name, f"expected {cfg.in_chans} finite numbers (one per channel), got {list(values)}")
+    if not all(v > 0 for v in cfg.std):
+        raise bad("std", f"every value must be > 0, got {list(cfg.std)}")
+    if cfg.pooling not in POOLING_METHODS:
+        raise bad("pooling", f"expected one of {POOLING_METHODS}, got {cfg.pooling!r}")
+    if not (_is_number(cfg.tile_weight) and 0.0 <= cfg.tile_weight <= 1.0):
+        raise bad("tile_weight", f"expected a number in [0, 1], got {cfg.tile_weight!r}")
+    for name in ("use_cells", "use_tiles"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise bad(name, f"expected true or false, got {getattr(cfg, name)!r}")
+    if not (cfg.use_cells or cfg.use_tiles):
+        raise bad("use_cells", "use_cells and use_tiles are both false: the model would predict nothing")
+    crop = cfg.crop
+    if isinstance(crop.crop_size, bool) or not isinstance(crop.crop_size, int) or crop.crop_size < 8:
+        raise bad("crop.crop_size", f"expected an integer >= 8, got {crop.crop_size!r}")
+    if not (_is_number(crop.margin) and crop.margin >= 0):
+        raise bad("crop.margin", f"expected a number >= 0, got {crop.margin!r}")
+    if not crop.tile_grids or not all(
+        isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in crop.tile_grids
+    ):
+        raise bad("crop.tile_grids", f"expected positive integers, got {list(crop.tile_grids)}")
+
+
+def model_channel_order(cfg: ModelConfig) -> np.ndarray:
+    """Indices that reorder ``(..., 4)`` views from :data:`CHANNELS` order to the model's.
+
+    >>> cfg = ModelConfig("resnet18", LABEL_SETS["2018"], "2018", channels=("green", "red", "blue", "yellow"))
+    >>> model_channel_order(cfg).tolist()
+    [1, 0, 2, 3]
+    """
+    return np.array([CHANNELS.index(c) for c in cfg.channels], dtype=np.intp)
 
 
 def create_model(
@@ -150,7 +247,13 @@ def save_model_folder(folder: str | Path, config: ModelConfig, model: nn.Module)
 
 
 def load_model_config(folder: str | Path) -> ModelConfig:
-    """Read a model folder's ``config.json``."""
+    """Read and check a model folder's ``config.json``.
+
+    Raises:
+        FileNotFoundError: no ``config.json``.
+        HPAConfigError: not JSON, or any field missing, unknown, mistyped or out of
+            range (:meth:`ModelConfig.from_json`); the message names the file and field.
+    """
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(
@@ -158,13 +261,20 @@ def load_model_config(folder: str | Path) -> ModelConfig:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return ModelConfig.from_json(data, source=str(path))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: malformed model config ({exc})") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HPAConfigError(f"{path}: not a valid JSON file ({exc})") from None
+    return ModelConfig.from_json(data, source=str(path))
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, ModelConfig]:
-    """Build the network of a model folder and load its weights, in eval mode."""
+    """Build the network of a model folder and load its weights, in eval mode.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` or no weights file.
+        HPAConfigError: a malformed ``config.json``, an unknown backbone, or weights that
+            are not a safetensors file or do not fit the configured network.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -172,8 +282,25 @@ def load_model(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, Mode
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: model weights missing")
+    import timm
+
+    if not timm.is_model(config.backbone):
+        raise HPAConfigError(
+            f"{folder / CONFIG_FILE}: field 'backbone': {config.backbone!r} is not a timm model"
+        )
     model = create_model(config.backbone, config.num_classes, config.in_chans)
-    model.load_state_dict(load_file(str(weights), device="cpu"))
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise HPAConfigError(f"{weights}: not a readable safetensors file ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise HPAConfigError(
+            f"{weights}: the weights do not fit config.json's {config.backbone} with "
+            f"{config.num_classes} classes ({first[0].strip()})"
+        ) from None
     return model.to(device).to(memory_format=torch.channels_last).eval(), config
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,11 +30,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from hpa.aggregation import apply_thresholds, macro_f1, tune_thresholds
+from hpa.aggregation import POOLING_METHODS, apply_thresholds, macro_f1, tune_thresholds
+from hpa.classification.crops import CROP_SCALES
 from hpa.classification.data import BatchLoader
 from hpa.classification.distributed import World, barrier, gather_rows
 from hpa.classification.inference import autocast, pool_views, resolve_precision, score_views
-from hpa.classification.losses import get_loss
+from hpa.classification.losses import LOSSES, get_loss
+from hpa.config import check_count
+from hpa.errors import HPAConfigError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,35 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "auto"
     workers: int = 2
+
+    def __post_init__(self) -> None:
+        counts = {"crop_size": 8, "batch_size": 1, "folds": 2, "fold": 0, "workers": 1, "seed": 0}
+        for name, minimum in counts.items():
+            check_count(getattr(self, name), name, minimum)
+        check_count(self.epochs, "epochs", 1, optional=True)
+        check_count(self.max_steps, "max_steps", 1, optional=True)
+        if self.fold >= self.folds:
+            raise HPAConfigError(
+                f"fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}"
+            )
+        if not (self.use_cells or self.use_tiles):
+            raise HPAConfigError(
+                "use_cells and use_tiles both false (--no-cells --no-tiles): nothing to train on"
+            )
+        if not all(isinstance(g, int) and g >= 1 for g in self.tile_grids) or not self.tile_grids:
+            raise HPAConfigError(f"tile_grids must be positive integers, got {list(self.tile_grids)}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise HPAConfigError(f"lr must be a positive number, got {self.lr!r}")
+        choices = {"pooling": POOLING_METHODS, "crop_scale": CROP_SCALES, "loss": LOSSES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise HPAConfigError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        if self.tile_weight is not None and not (
+            isinstance(self.tile_weight, int | float) and 0.0 <= self.tile_weight <= 1.0
+        ):
+            raise HPAConfigError(f"tile_weight must be a number in [0, 1] or null, got {self.tile_weight!r}")
 
 
 #: Candidate tile weights when :attr:`TrainConfig.tile_weight` is None (ties: the first).
@@ -270,6 +303,7 @@ def fit(
     resume: bool = False,
     on_best: Callable[[nn.Module, dict[str, Any]], None] | None = None,
     world: World | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train ``model`` and return the best epoch's model and the per-epoch history.
 
@@ -283,6 +317,9 @@ def fit(
             (on rank 0 only).
         world: the torchrun world; gradients are averaged over its ranks by DDP, and only
             rank 0 writes the checkpoint.
+        settings: what the run was started with, recorded in the checkpoint so that a
+            resumed run can be checked against it
+            (:func:`hpa.pipelines.train.check_resume`).
     """
     world = world or World()
     device = cfg.device
@@ -414,7 +451,17 @@ def fit(
                 on_best(scored, record)
         if world.is_main:
             _save_checkpoint(
-                checkpoint, model, optimizer, scheduler, epoch, step, best_f1, history, best_state, ema
+                checkpoint,
+                model,
+                optimizer,
+                scheduler,
+                epoch,
+                step,
+                best_f1,
+                history,
+                best_state,
+                ema,
+                settings,
             )
         barrier(world)
     if best_state is not None:
@@ -480,6 +527,7 @@ def _save_checkpoint(
     history: list[dict[str, Any]],
     best_state: dict[str, torch.Tensor] | None,
     ema: Any = None,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     from hpa.io import atomic_path
 
@@ -495,6 +543,8 @@ def _save_checkpoint(
     }
     if ema is not None:
         state["ema"] = ema.module.state_dict()
+    if settings is not None:
+        state["settings"] = settings
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

@@ -16,6 +16,9 @@ from typing import Any
 
 from hpa.aggregation.metrics import format_report, macro_f1, per_class_report
 from hpa.aggregation.submission import align_submission, read_submission
+from hpa.aggregation.thresholds import load_thresholds_file
+from hpa.constants import LABEL_SETS
+from hpa.errors import HPAConfigError
 from hpa.io import read_labels
 
 log = logging.getLogger(__name__)
@@ -35,8 +38,11 @@ def evaluate(submission_path: str | Path, labels_path: str | Path) -> dict[str, 
 
     Raises:
         HPADataError: an unreadable file, or Ids missing, duplicated or unknown.
+        HPAConfigError: the submission was predicted with another label set's classes
+            (:func:`check_label_set`).
     """
     truth = read_labels(labels_path)
+    check_label_set(submission_path, truth.label_set, labels_path)
     sub_ids, sub_y = read_submission(submission_path, truth.label_set)
     y_true, y_pred = align_submission(sub_ids, sub_y, truth)
     score = macro_f1(y_true, y_pred)
@@ -62,6 +68,29 @@ def evaluate(submission_path: str | Path, labels_path: str | Path) -> dict[str, 
         "labels": str(labels_path),
         "per_class": per_class,
     }
+
+
+def check_label_set(submission_path: str | Path, label_set: str, labels_path: str | Path) -> None:
+    """Refuse a submission predicted with the other label set's classes.
+
+    Class numbers alone cannot tell a 2021 submission (classes 0-18) from a 2018 one,
+    so the ``thresholds.json`` that ``hpa predict`` writes beside its submission is
+    read: when its class names are those of another label set than the labels', the
+    scores would compare unrelated classes. Without that file nothing is checked.
+
+    Raises:
+        HPAConfigError: the submission's classes are another label set's.
+    """
+    spec_path = Path(submission_path).parent / "thresholds.json"
+    if not spec_path.is_file():
+        return
+    names = load_thresholds_file(spec_path).class_names
+    for other, classes in LABEL_SETS.items():
+        if other != label_set and tuple(names) == tuple(classes):
+            raise HPAConfigError(
+                f"{submission_path}: predicted with the {other} classes (per {spec_path}), but "
+                f"{labels_path} holds {label_set} labels; score it against {other} labels"
+            )
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpa.config import default_workers, log_settings, save_yaml
-from hpa.io import HPADataError, list_image_ids, read_id_list, write_text_atomic
+from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def score_images(
     """
     from hpa.classification.cache import views_index
     from hpa.classification.inference import score_views
+    from hpa.classification.model import model_channel_order
 
     tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config) for i in ids]
     failures: dict[str, str] = {}
@@ -140,24 +141,35 @@ def score_images(
     seg_tables: list[pd.DataFrame] = []
     pending: list[Any] = []
 
+    order = model_channel_order(cfg)
+
     def flush() -> None:
         if not pending:
             return
-        views = np.concatenate([np.concatenate([v.crops, v.tiles]) for v in pending])
-        scale = float(np.iinfo(views.dtype).max)
-        prob_parts.append(
-            score_views(
+        per_image = [np.concatenate([v.crops, v.tiles])[..., order] for v in pending]
+        sizes = [len(v) for v in per_image]
+        probs = np.empty((sum(sizes), cfg.num_classes), np.float32)
+        starts = np.cumsum([0, *sizes])
+        # 8- and 16-bit images are scaled by their own range: views of one bit depth
+        # are scored together (np.concatenate of both would promote 8-bit views to uint16)
+        for dtype in sorted({v.dtype.str for v in per_image}):
+            members = [k for k, v in enumerate(per_image) if v.dtype.str == dtype]
+            scored = score_views(
                 model,
-                views,
+                np.concatenate([per_image[k] for k in members]),
                 cfg.mean,
                 cfg.std,
-                scale,
+                float(np.iinfo(np.dtype(dtype)).max),
                 device=device,
                 batch_size=batch_size,
                 tta=tta,
                 precision=precision,
             )
-        )
+            offset = 0
+            for k in members:
+                probs[starts[k] : starts[k + 1]] = scored[offset : offset + sizes[k]]
+                offset += sizes[k]
+        prob_parts.append(probs)
         index_parts.extend(views_index(v) for v in pending)
         pending.clear()
 
@@ -475,6 +487,8 @@ def predict_folder(
 
         require_distributed()  # fail before writing anything
         parse_local(scheduler)
+    ids = list(ids) if ids is not None else list_image_ids(images)
+    check_folder_ids(images, ids)  # a badly named file fails now, not after the work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if scheduler is None:
@@ -485,11 +499,8 @@ def predict_folder(
         model, cfg = load_model(model_dir, device)
     else:  # each worker resolves the device and loads the model itself
         model, cfg = None, load_model_config(model_dir)
-    thresholds, names = load_thresholds(Path(model_dir) / THRESHOLDS_FILE)
-    if tuple(names) != tuple(cfg.class_names):
-        raise HPADataError(f"{model_dir}: thresholds.json classes differ from config.json classes")
+    thresholds, _ = load_thresholds(Path(model_dir) / THRESHOLDS_FILE, expected_classes=cfg.class_names)
     pooling = pooling or cfg.pooling
-    ids = list(ids) if ids is not None else list_image_ids(images)
     if scheduler is None:
         cores = default_workers()
         if masks is not None:

@@ -27,7 +27,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpa.config import default_workers, log_settings, resolve, save_yaml, to_dict
-from hpa.io import HPADataError, atomic_path, check_image_id, list_image_ids, read_id_list, write_text_atomic
+from hpa.io import (
+    HPADataError,
+    atomic_path,
+    check_folder_ids,
+    list_image_ids,
+    read_id_list,
+    write_text_atomic,
+)
 from hpa.segmentation import TABLE_COLUMNS, SegmentConfig, cell_table, segment
 
 log = logging.getLogger(__name__)
@@ -235,8 +242,7 @@ def segment_folder(
     if not images_dir.is_dir():
         raise NotADirectoryError(f"{images_dir}: image folder not found")
     ids = list(ids) if ids is not None else list_image_ids(images_dir)
-    for image_id in ids:
-        check_image_id(image_id)
+    check_folder_ids(images_dir, ids)  # bad or ambiguous file names fail before any work
     if scheduler is not None:
         from hpa.pipelines.cluster import parse_local, require_distributed
 
@@ -246,6 +252,10 @@ def segment_folder(
     if config.backend == "cellpose" and workers > 1 and scheduler is None:
         log.info("cellpose backend: segmenting in-process (one model per device), not %d workers", workers)
         workers = 1
+    if config.backend == "cellpose" and scheduler is None:
+        from hpa.segmentation.cellpose_backend import check_models
+
+        check_models(config)  # a missing or foreign weights file fails before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     for sub in SUBDIRS:
         (out_dir / sub).mkdir(exist_ok=True)

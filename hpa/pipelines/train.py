@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from hpa.config import default_workers, load_yaml, log_settings, resolve_device, save_json, save_yaml, to_dict
+from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, Labels, atomic_path, read_labels, write_text_atomic
+from hpa.pipelines.staging import prepare_staging, swap_in
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,11 @@ def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.nd
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
     if folds < 2:
-        raise ValueError(f"--folds must be at least 2, got {folds}")
+        raise HPAConfigError(f"--folds must be at least 2, got {folds}")
     if not 0 <= fold < folds:
-        raise ValueError(f"--fold must be in 0..{folds - 1}, got {fold}")
+        raise HPAConfigError(f"--fold must be in 0..{folds - 1}, got {fold}")
     if len(y) < folds:
-        raise ValueError(f"{len(y)} labelled images cannot be split into {folds} folds")
+        raise HPADataError(f"{len(y)} usable labelled images cannot be split into {folds} folds")
     splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for k, (train, val) in enumerate(splitter.split(np.zeros(len(y)), y)):
         if k == fold:
@@ -84,9 +86,20 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
     )
 
     cfg = from_dict(TrainConfig, data, source=args.config or "train-cells flags")
-    if not (cfg.use_cells or cfg.use_tiles):
-        raise ValueError("--no-cells and --no-tiles together leave nothing to train on")
+    check_backbone(cfg.backbone)
     return cfg
+
+
+def check_backbone(name: str) -> None:
+    """Raise :class:`HPAConfigError` unless ``name`` is a timm model, suggesting close names."""
+    import difflib
+
+    import timm
+
+    if not isinstance(name, str) or not timm.is_model(name):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise HPAConfigError(f"--backbone {name!r}: not a timm model{hint}; timm.list_models() lists them")
 
 
 def train_model(
@@ -135,11 +148,22 @@ def train_model(
     out, masks = Path(out), Path(masks)
     if not (masks / "cells").is_dir():
         raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
+    if out.exists() and not out.is_dir():
+        raise HPAConfigError(f"--out {out}: exists and is not a folder")
+    if out.is_symlink():  # the folder is swapped, not the link to it
+        out = out.resolve()
     world, device = distributed.init(cfg.device)
     cfg = replace(cfg, device=device, precision=resolve_precision(cfg.precision, device))
     if not world.is_main:
         progress = False
         logging.getLogger("hpa").setLevel(logging.WARNING)
+    settings = {**resume_settings(cfg, labels), "world_size": world.size}
+    checkpoint = out / CHECKPOINT_FILE
+    if resume:
+        check_resume(checkpoint, settings)
+    # The model folder is built beside OUT and swapped in at the end, so OUT always
+    # holds one run's complete model; last.ckpt stays in OUT, where --resume finds it.
+    staging = prepare_staging(out, rescue=(CHECKPOINT_FILE,)) if world.is_main else out
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     if cfg.device == "cpu":
@@ -156,14 +180,6 @@ def train_model(
     if not have_mask:
         raise HPADataError(f"{masks}: none of the labelled images has a cell mask")
     labels = labels.subset(have_mask)
-    train_idx, val_idx = split_images(labels.y, cfg.folds, cfg.fold, cfg.seed)
-    log.info(
-        "split: %d training images, %d validation images (fold %d of %d)",
-        len(train_idx),
-        len(val_idx),
-        cfg.fold,
-        cfg.folds,
-    )
 
     crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale)
     cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or masks / "crop-cache")
@@ -176,9 +192,20 @@ def train_model(
         distributed.barrier(world)
 
     ok = [i for i in labels.ids if i not in cache.failures]
+    if len(ok) < len(labels):
+        log.warning("%d image(s) could not be cropped and are left out of the split", len(labels) - len(ok))
     labels = labels.subset(ok)
-    train_ids = {labels.ids[k] for k in train_idx if labels.ids[k] in set(ok)}
-    val_ids = [labels.ids[k] for k in range(len(labels)) if labels.ids[k] not in train_ids]
+    # split the images that made it into the cache, and name the sides by Id
+    train_idx, val_idx = split_images(labels.y, cfg.folds, cfg.fold, cfg.seed)
+    train_ids = {labels.ids[k] for k in train_idx}
+    val_ids = [labels.ids[k] for k in val_idx]
+    log.info(
+        "split: %d training images, %d validation images (fold %d of %d)",
+        len(train_ids),
+        len(val_ids),
+        cfg.fold,
+        cfg.folds,
+    )
     row_of = {i: k for k, i in enumerate(labels.ids)}
     kinds = {"cell"} if not cfg.use_tiles else {"tile"} if not cfg.use_cells else {"cell", "tile"}
     index = cache.index
@@ -227,19 +254,20 @@ def train_model(
         use_tiles=cfg.use_tiles,
     )
     if world.is_main:
-        save_yaml(out / "train_config.yaml", {**to_dict(cfg), "world_size": world.size})
+        save_yaml(staging / "train_config.yaml", {**to_dict(cfg), "world_size": world.size})
         sides = ["train" if i in train_ids else "val" for i in labels.ids]
         split = pd.DataFrame({"image_id": labels.ids, "side": sides})
-        write_text_atomic(out / "split.csv", split.to_csv(index=False))
+        write_text_atomic(staging / "split.csv", split.to_csv(index=False))
     model = create_model(cfg.backbone, model_cfg.num_classes, 4, cfg.pretrained)
     model, history = fit(
         model,
         data,
         cfg,
-        out / "last.ckpt",
+        checkpoint,
         resume=resume,
-        on_best=lambda m, rec: save_model_folder(out, model_cfg, m),
+        on_best=lambda m, rec: save_model_folder(staging, model_cfg, m),
         world=world,
+        settings=settings,
     )
     metrics_now, probs, scores, tuned = evaluate_views(model.to(cfg.device), data, cfg, world)
     distributed.shutdown(world)
@@ -255,8 +283,8 @@ def train_model(
         )
         model_cfg = replace(model_cfg, tile_weight=weight)
         metrics_now, scores, tuned = score_images(data, probs, cfg, weight)
-    save_model_folder(out, model_cfg, model)
-    save_thresholds(out / THRESHOLDS_FILE, tuned, model_cfg.class_names)
+    save_model_folder(staging, model_cfg, model)
+    save_thresholds(staging / THRESHOLDS_FILE, tuned, model_cfg.class_names)
     y_pred = apply_thresholds(scores, tuned.thresholds)
     report = per_class_report(data.val_y, y_pred, model_cfg.class_names)
     metrics = {
@@ -270,18 +298,19 @@ def train_model(
         "tile_weight_selection": {str(w): f for w, f in selection.items()},
         "per_class": report.to_dict(orient="records"),
     }
-    save_json(out / "metrics.json", metrics)
-    write_text_atomic(out / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    save_json(staging / "metrics.json", metrics)
+    write_text_atomic(staging / "history.csv", pd.DataFrame(history).to_csv(index=False))
     cols = list(model_cfg.class_names)
     write_text_atomic(
-        out / "val_image_scores.csv",
+        staging / "val_image_scores.csv",
         pd.concat([pd.DataFrame({"Id": val_ids}), pd.DataFrame(scores, columns=cols)], axis=1).to_csv(
             index=False
         ),
     )
     val_index = index.iloc[val_rows].reset_index(drop=True)
-    with atomic_path(out / "val_cell_scores.parquet") as tmp:
+    with atomic_path(staging / "val_cell_scores.parquet") as tmp:
         pd.concat([val_index, pd.DataFrame(probs, columns=cols)], axis=1).to_parquet(tmp, index=False)
+    swap_in(staging, out)
     log.info(
         "model folder %s: val macro F1 %.4f (tuned thresholds), %.4f at 0.5; %.0f s",
         out,
@@ -290,6 +319,64 @@ def train_model(
         metrics["train_seconds"],
     )
     return metrics
+
+
+#: The checkpoint ``--resume`` continues from, in the model folder.
+CHECKPOINT_FILE = "last.ckpt"
+
+#: Settings that may change on ``--resume``: they change where and how fast a run goes,
+#: not what it trains.
+_RESUME_FREE = ("workers", "device", "precision")
+
+
+def resume_settings(cfg: Any, labels: Labels) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues: settings and labels.
+
+    Every training setting except :data:`_RESUME_FREE`, and a digest of the labels
+    (Ids, label set and classes), so that another label file is caught too.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(labels.label_set.encode())
+    digest.update("\n".join(labels.ids).encode())
+    digest.update(np.ascontiguousarray(labels.y, dtype=np.uint8).tobytes())
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in _RESUME_FREE}
+    return {**settings, "labels_sha256": digest.hexdigest()}
+
+
+def check_resume(checkpoint: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume ``checkpoint`` with other settings than the run that wrote it.
+
+    Raises:
+        HPAConfigError: the settings differ (each one named, old and new value), or the
+            checkpoint does not record them.
+    """
+    import torch
+
+    if not checkpoint.is_file():
+        return
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged file
+        raise HPAConfigError(f"{checkpoint}: cannot read the checkpoint to resume ({exc})") from None
+    saved = state.get("settings") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise HPAConfigError(
+            f"{checkpoint}: the checkpoint does not record its run's settings (an older hpa wrote it), "
+            "so --resume cannot check it continues the same run; rerun without --resume"
+        )
+    changed = []
+    for key in sorted(set(saved) | set(settings)):
+        if saved.get(key) != settings.get(key):
+            if key == "labels_sha256":
+                changed.append("the labels (file content)")
+            else:
+                changed.append(f"{key} {saved.get(key)!r} -> {settings.get(key)!r}")
+    if changed:
+        raise HPAConfigError(
+            f"--resume: {checkpoint} was written with other settings: {'; '.join(changed)}; "
+            "rerun with the interrupted run's settings, or without --resume to start over"
+        )
 
 
 def _best_epoch(history: list[dict[str, Any]]) -> int:

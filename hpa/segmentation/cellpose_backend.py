@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hpa.constants import BLUE
+from hpa.errors import HPAConfigError
 from hpa.segmentation.config import SegmentConfig
 from hpa.segmentation.postprocess import match_nuclei_to_cells
 from hpa.segmentation.watershed import channel_float, cytoplasm, estimate_nucleus_diameter
@@ -72,6 +73,9 @@ def resolve_weights(model: str) -> Path:
 def load_model(weights: str, device: str) -> Any:
     """A ``cellpose.models.CellposeModel`` for a weights file, cached per process.
 
+    Raises:
+        HPAConfigError: the file is not cellpose weights (torch loads state dicts only).
+
     Args:
         weights: path of an existing weights file (see :func:`resolve_weights`).
         device: ``"cpu"`` or ``"cuda"``.
@@ -80,7 +84,26 @@ def load_model(weights: str, device: str) -> Any:
     from cellpose.models import CellposeModel
 
     log.info("loading cellpose weights %s on %s", weights, device)
-    return CellposeModel(gpu=device == "cuda", pretrained_model=weights, device=torch.device(device))
+    try:
+        return CellposeModel(gpu=device == "cuda", pretrained_model=weights, device=torch.device(device))
+    except Exception as exc:  # torch.load and cellpose raise many types for a foreign file
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise HPAConfigError(
+            f"{weights}: not a cellpose weights file (a state dict saved by cellpose; pickled "
+            f"objects are never loaded): {type(exc).__name__}: {first}"
+        ) from None
+
+
+def check_models(config: SegmentConfig) -> None:
+    """Load the configured cellpose models once, so a bad weights file fails before any work.
+
+    Raises:
+        FileNotFoundError: a weights file is missing.
+        HPAConfigError: a file is not cellpose weights (e.g. a pickled object).
+    """
+    device = _device(config)
+    for name in (config.cellpose_model, config.cellpose_nuclei_model):
+        load_model(str(resolve_weights(name)), device)
 
 
 def _device(config: SegmentConfig) -> str:

@@ -7,7 +7,6 @@ See ``docs/artefacts.md``: ``submission.csv``, ``cell_predictions.parquet``,
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from hpa.aggregation.thresholds import load_thresholds_file
 from hpa.io import HPADataError, check_image_id, read_label_image, read_sample
 from hpa.visualization.classes import parse_class_list
 
@@ -107,8 +107,10 @@ def load_prediction_run(pred_dir: str | Path) -> PredictionRun:
         optional and empty or None where absent.
 
     Raises:
-        HPADataError: the folder, ``submission.csv``, ``cell_predictions.parquet`` or
-            ``thresholds.json`` is missing or malformed.
+        HPADataError: the folder, ``submission.csv`` or ``cell_predictions.parquet``
+            is missing or malformed.
+        HPAConfigError: ``thresholds.json`` is malformed
+            (:func:`hpa.aggregation.load_thresholds_file`).
     """
     root = Path(pred_dir)
     if not root.is_dir():
@@ -116,18 +118,8 @@ def load_prediction_run(pred_dir: str | Path) -> PredictionRun:
     for name in ("submission.csv", "cell_predictions.parquet", "thresholds.json"):
         if not (root / name).is_file():
             raise HPADataError(f"{root}: missing {name} (is this a PRED_DIR written by 'hpa predict'?)")
-    try:
-        spec = json.loads((root / "thresholds.json").read_text(encoding="utf-8"))
-        class_names = tuple(str(n) for n in spec["class_names"])
-        thresholds = np.asarray(spec["thresholds"], dtype=np.float64).reshape(-1)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise HPADataError(f"{root}/thresholds.json: expected class_names and thresholds ({exc})") from exc
-    if thresholds.size == 1:
-        thresholds = np.full(len(class_names), float(thresholds[0]))
-    if thresholds.size != len(class_names):
-        raise HPADataError(
-            f"{root}/thresholds.json: {thresholds.size} thresholds for {len(class_names)} classes"
-        )
+    spec = load_thresholds_file(root / "thresholds.json")
+    class_names, thresholds = spec.class_names, spec.thresholds
     sub = _read_csv(root / "submission.csv")
     if list(sub.columns[:2]) != ["Id", "Predicted"]:
         raise HPADataError(f"{root}/submission.csv: expected columns Id,Predicted, got {list(sub.columns)}")
@@ -165,5 +157,5 @@ def load_prediction_run(pred_dir: str | Path) -> PredictionRun:
         failures=failures,
         images_dir=images_dir,
         masks_dir=masks_dir,
-        method=spec.get("method"),
+        method=spec.method,
     )

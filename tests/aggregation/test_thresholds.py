@@ -16,7 +16,7 @@ from hpa.aggregation import (
     tune_thresholds,
 )
 from hpa.aggregation.metrics import f1_per_class
-from hpa.io import HPADataError
+from hpa.errors import HPAConfigError
 
 
 def _random_problem(seed: int, m: int = 120, c: int = 6, decimals: int | None = 2):
@@ -153,7 +153,7 @@ def test_save_load_round_trip(tmp_path):
 def test_malformed_thresholds_files(tmp_path, text, message):
     path = tmp_path / "thresholds.json"
     path.write_text(text)
-    with pytest.raises(HPADataError, match=message) as info:
+    with pytest.raises(HPAConfigError, match=message) as info:
         load_thresholds(path)
     assert str(path) in str(info.value)
 
@@ -161,9 +161,9 @@ def test_malformed_thresholds_files(tmp_path, text, message):
 def test_class_count_mismatch_and_missing_file(tmp_path):
     path = tmp_path / "thresholds.json"
     save_thresholds(path, [0.5, 0.5], ["A", "B"])
-    with pytest.raises(HPADataError, match="thresholds for 2 classes, but the scores have 3"):
+    with pytest.raises(HPAConfigError, match="thresholds for 2 classes, but the scores have 3"):
         load_thresholds(path, expected_classes=["A", "B", "C"])
-    with pytest.raises(HPADataError, match="class names differ"):
+    with pytest.raises(HPAConfigError, match="class names differ"):
         load_thresholds(path, expected_classes=["A", "X"])
-    with pytest.raises(HPADataError, match="not found"):
+    with pytest.raises(HPAConfigError, match="not found"):
         load_thresholds(tmp_path / "absent.json")
