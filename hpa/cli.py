@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from hpa import __version__
 
@@ -227,6 +230,23 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.getLogger("hpa").setLevel(level)
 
 
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`hpa.errors.Terminated`: a clean stop, like Ctrl-C.
+
+    A second SIGTERM during the clean-up ends the process at once. Returns the handler
+    it replaced (None outside the main thread, where none can be set).
+    """
+    from hpa.errors import Terminated
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hpa`` command; returns the exit status."""
     parser = build_parser()
@@ -235,18 +255,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.verbose, args.quiet)
-    module_name, func_name = _HANDLERS[args.command].split(":")
-    handler = getattr(importlib.import_module(module_name), func_name)
-    from hpa.errors import HPAError
+    from hpa.errors import HPAError, Terminated
 
+    previous = _stop_on_sigterm()
     try:
-        result = handler(args)
+        module_name, func_name = _HANDLERS[args.command].split(":")
+        result = getattr(importlib.import_module(module_name), func_name)(args)
     except (HPAError, FileNotFoundError, NotADirectoryError) as exc:
         log.error("%s", exc)
         return 1
+    except Terminated:
+        log.error("stopped by SIGTERM")
+        return 143
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     # A handler returns its exit status, or (status, text) where text is the command's
     # result for standard output; diagnostics go to the log (stderr) meanwhile.
     code, text = result if isinstance(result, tuple) else (result, "")

@@ -20,3 +20,11 @@ class HPAConfigError(HPAError, ValueError):
 
 class HPAClusterError(HPAError, RuntimeError):
     """The Dask cluster cannot run the job (dask missing, no workers, no shared folder)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM (``hpa`` CLI only).
+
+    It takes the path of Ctrl-C: ``finally`` blocks remove temporary files, worker pools
+    stop their workers, and the command exits with status 143 (128 + SIGTERM).
+    """

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from hpa.config import default_workers, log_settings, save_yaml
 from hpa.io import HPADataError, list_image_ids, read_id_list, write_text_atomic
+from hpa.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _prepared(tasks: list[tuple[str, str, str, Any, Any]], workers: int) -> Iter
     overlaps the model's forward passes without a process to start); more are processes.
     At most ``8 * workers`` images wait, so memory stays bounded however long the run.
     """
-    pool: Executor = ThreadPoolExecutor(1) if workers <= 1 else ProcessPoolExecutor(max_workers=workers)
+    pool: Executor = ThreadPoolExecutor(1) if workers <= 1 else process_pool(workers, len(tasks))
     with pool:
         pending: deque[Future] = deque()
         queue = iter(tasks)

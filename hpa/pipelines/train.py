@@ -300,6 +300,9 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
 
 def main(args: argparse.Namespace) -> int | tuple[int, str]:
     """Entry point of ``hpa train-cells``."""
+    from hpa.outputs import check_apart
+
+    check_apart(args.out, {"--images": args.images, "--masks": args.masks, "--labels": args.labels})
     cfg = resolve_train_config(args)
     labels = read_labels(args.labels)
     log_settings(
