@@ -166,3 +166,64 @@ def swap_in(built: str | Path, out: str | Path) -> None:
         os.replace(built, out)
     shutil.rmtree(old, ignore_errors=True)
     remove_stale_temporaries(out.parent)
+
+
+#: Prefix of the folder a staged run is built in, beside its target. Unlike a
+#: :func:`hpa.io.temp_name`, the name is the same for every run into one target, so a
+#: killed run's resumable parts (on-the-fly masks) are found by the next run.
+PARTIAL_PREFIX = ".hpa-partial-"
+
+
+class StagedFolder:
+    """Build a command's output folder beside it, then swap it in as a whole.
+
+    ``with StagedFolder(out, ...) as stage:`` checks that ``out`` may be replaced
+    (:func:`check_replaceable`), opens (or reuses) the folder
+    ``<parent>/.hpa-partial-<name>``, locks it against a second run into the same
+    target, and empties it but for the ``keep`` entries (resumable work of a killed
+    run). Write everything into ``stage.path``; :meth:`commit` marks it and swaps it
+    into place (:func:`swap_in`). Left without a commit (an error, a kill), ``out`` is
+    untouched and the partial folder waits for the next run.
+    """
+
+    def __init__(
+        self, out: str | Path, marker: str, known: Collection[str], what: str, keep: Collection[str] = ()
+    ) -> None:
+        self.out = Path(out)
+        self.marker, self.known, self.what, self.keep = marker, known, what, keep
+        self.path = self.out.parent / f"{PARTIAL_PREFIX}{self.out.name}"
+        self._lock: int | None = None
+
+    def __enter__(self) -> StagedFolder:
+        import fcntl
+
+        check_replaceable(self.out, self.marker, self.known, self.what)
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / self.marker, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HPAConfigError(
+                f"--out {self.out}: another {self.what} is writing this folder now ({self.path} is locked)"
+            ) from None
+        self._lock = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps({"written_by": self.what}) + "\n").encode())
+        for entry in os.scandir(self.path):
+            if entry.name in (self.marker, *self.keep):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        return self
+
+    def commit(self) -> None:
+        """Swap the finished folder into the place of ``out``."""
+        swap_in(self.path, self.out)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
