@@ -42,11 +42,22 @@ _PR_SET_PDEATHSIG = 1
 _ORPHAN_EXIT = 1
 
 
+def _ended(pid: int) -> bool:
+    """True when process ``pid`` is gone or has ended and waits to be reaped (a zombie)."""
+    if not pid_alive(pid):
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"Z", b"X")
+
+
 def _orphaned(main_pid: int, main_tempdir: str) -> None:
-    """This worker's main process is gone: remove its multiprocessing folder and exit."""
-    if pid_alive(main_pid):
-        os._exit(_ORPHAN_EXIT)  # stopped by the pool itself: the folder is still in use
-    shutil.rmtree(main_tempdir, ignore_errors=True)
+    """This worker is to stop: if its main process has ended, remove that one's folder too."""
+    if _ended(main_pid):
+        shutil.rmtree(main_tempdir, ignore_errors=True)
     os._exit(_ORPHAN_EXIT)
 
 
@@ -59,7 +70,7 @@ def _watch(main_pid: int, main_tempdir: str) -> None:
     if fd is not None:
         select.select([fd], [], [])  # readable once the process has ended
     else:
-        while pid_alive(main_pid):
+        while not _ended(main_pid):
             time.sleep(0.5)
     _orphaned(main_pid, main_tempdir)
 
@@ -74,7 +85,7 @@ def _init_worker(main_pid: int, main_tempdir: str, forkserver: bool) -> None:
         signal.signal(signal.SIGTERM, lambda *_: _orphaned(main_pid, main_tempdir))
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if not pid_alive(main_pid):  # died before the watch began
+    if _ended(main_pid):  # died before the watch began
         _orphaned(main_pid, main_tempdir)
     threading.Thread(target=_watch, args=(main_pid, main_tempdir), daemon=True, name="hpa-watchdog").start()
 
