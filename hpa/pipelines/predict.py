@@ -68,9 +68,13 @@ def _prepare(task: tuple[str, str, str, Any, Any]) -> Any:
             cells = read_label_image(path)
             table = None
         else:  # the same files as hpa segment: OUT/masks is a complete SEG_DIR
-            from hpa.pipelines.segment import segment_and_write
+            from hpa.pipelines.segment import is_finished, output_paths, segment_and_write
 
-            cells, table = segment_and_write(image, masks_dir, image_id, seg_config)
+            if is_finished(masks_dir, image_id):  # by an interrupted run: resumed
+                paths = output_paths(masks_dir, image_id)
+                cells, table = read_label_image(paths["cells"]), pd.read_parquet(paths["table"])
+            else:
+                cells, table = segment_and_write(image, masks_dir, image_id, seg_config)
         return image_views(image, cells, image_id, crop), table
     except (HPADataError, OSError, ValueError, TypeError) as exc:
         return image_id, f"{type(exc).__name__}: {exc}"

@@ -300,9 +300,11 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
 
 def main(args: argparse.Namespace) -> int | tuple[int, str]:
     """Entry point of ``hpa train-cells``."""
+    from hpa.io import remove_stale_temporaries
     from hpa.outputs import check_apart
 
     check_apart(args.out, {"--images": args.images, "--masks": args.masks, "--labels": args.labels})
+    remove_stale_temporaries(args.out)  # of a run killed while writing the model folder
     cfg = resolve_train_config(args)
     labels = read_labels(args.labels)
     log_settings(
