@@ -11,8 +11,10 @@ predict, the crop cache, synth). Its rules:
 * Workers die with the main process, however it ends. On Linux each worker asks the
   kernel for a signal when its parent (the fork server) dies, and every worker also
   watches the main process itself; an orphaned worker removes the main process's
-  ``pymp-*`` folder (the fork server's socket) and exits, so a ``kill -9`` of the main
-  process leaves no worker, fork server, resource tracker nor temporary folder behind.
+  ``pymp-*`` folder (the fork server's socket) and exits. The fork server, which
+  outlives the pools and exits with the main process, removes that folder too
+  (:mod:`hpa._forkserver`), so a ``kill -9`` of the main process, during or after its
+  pools, leaves no worker, fork server, resource tracker nor temporary folder behind.
 * Leaving the pool's ``with`` block by an exception (Ctrl-C, SIGTERM, an error) stops
   the workers at once instead of waiting for their running tasks.
 """
@@ -39,6 +41,7 @@ from hpa.io import pid_alive
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_TEMPDIR_ENV = "HPA_MP_TEMPDIR"  # read by hpa._forkserver in the fork server
 _ORPHAN_EXIT = 1
 
 
@@ -143,6 +146,9 @@ def process_pool(workers: int, n_tasks: int) -> ProcessPoolExecutor:
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     tempdir = multiprocessing.util.get_temp_dir()  # the fork server's socket lives here
+    if method == "forkserver":  # takes effect when the fork server starts (the first pool)
+        os.environ[_TEMPDIR_ENV] = f"{os.getpid()}:{tempdir}"
+        ctx.set_forkserver_preload(["__main__", "hpa._forkserver"])
     return _Pool(
         max_workers=size,
         mp_context=ctx,
