@@ -223,7 +223,10 @@ class StagedFolder:
         """Swap the finished folder into the place of ``out``."""
         swap_in(self.path, self.out)
 
-    def __exit__(self, *exc: object) -> None:
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if self._lock is None:
+            return
+        if exc_type is not None and self.path.is_dir() and os.listdir(self.path) == [self.marker]:
+            shutil.rmtree(self.path, ignore_errors=True)  # failed before any work: leave nothing
+        os.close(self._lock)
+        self._lock = None

@@ -236,3 +236,28 @@ def test_killed_predict_leaves_the_previous_complete_output(
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["tta"] == 8 and not stage.exists() and not temporaries(tmp_path)
     assert (out / "submission.csv").read_bytes() != b""
+
+
+def test_staged_folder_has_one_writer_and_swaps_in_whole(tmp_path: Path) -> None:
+    from hpa.outputs import StagedFolder
+
+    out = tmp_path / "run"
+
+    def stage() -> StagedFolder:
+        return StagedFolder(out, ".hpa-test", ("result.txt",), "the test")
+
+    with stage() as first:
+        with pytest.raises(HPAConfigError, match="another the test is writing"), stage():
+            pass
+        (first.path / "result.txt").write_text("one\n")
+        assert not out.exists()  # nothing in place before the commit
+        first.commit()
+    assert (out / "result.txt").read_text() == "one\n" and (out / ".hpa-test").is_file()
+    with pytest.raises(RuntimeError), stage():
+        raise RuntimeError("failed before any work")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no empty staging folder left
+    with stage() as second:
+        (second.path / "result.txt").write_text("two\n")
+        second.commit()
+    assert (out / "result.txt").read_text() == "two\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
