@@ -11,9 +11,11 @@ import importlib
 import logging
 import math
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from hpa import __version__
 
@@ -294,6 +296,23 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.getLogger("hpa").setLevel(level)
 
 
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`hpa.errors.Terminated`: a clean stop, like Ctrl-C.
+
+    A second SIGTERM during the clean-up ends the process at once. Returns the handler
+    it replaced (None outside the main thread, where none can be set).
+    """
+    from hpa.errors import Terminated
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``hpa`` command; returns the exit status."""
     parser = build_parser()
@@ -306,15 +325,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog = f"{parser.prog} {args.command}"
         parser.exit(2, f"{prog}: error: {problem} (see '{prog} --help')\n")
     setup_logging(args.verbose, args.quiet)
-    module_name, func_name = _HANDLERS[args.command].split(":")
+    from hpa.errors import Terminated
+
+    previous = _stop_on_sigterm()
     try:
+        module_name, func_name = _HANDLERS[args.command].split(":")
         handler = getattr(importlib.import_module(module_name), func_name)
         result = handler(args)
+    except Terminated:
+        log.error("stopped by SIGTERM")
+        return 143
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
     except Exception as exc:
         return _report_error(exc, args.verbose)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     # A handler returns its exit status, or (status, text) where text is the command's
     # result for standard output; diagnostics go to the log (stderr) meanwhile.
     code, text = result if isinstance(result, tuple) else (result, "")

@@ -59,3 +59,11 @@ def user_message(exc: BaseException) -> str | None:
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
         return str(exc)
     return None
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM (``hpa`` CLI only).
+
+    It takes the path of Ctrl-C: ``finally`` blocks remove temporary files, worker pools
+    stop their workers, and the command exits with status 143 (128 + SIGTERM).
+    """

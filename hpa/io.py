@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 import re
-import tempfile
+import secrets
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ import numpy as np
 
 from hpa.constants import CHANNELS, IMAGE_EXTENSIONS, LABEL_SETS
 from hpa.errors import HPADataError
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- ids ---
 
@@ -343,23 +347,80 @@ def percentile_stretch(image: np.ndarray, low: float = 0.5, high: float = 99.8) 
 
 # ------------------------------------------------------------------ atomic output ---
 
-# The process umask, read once at import (os.umask can only be read by setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+
+#: Every temporary file or folder hpa writes is named ``.hpa-tmp-<pid>-<random>-<name>``:
+#: the pid of the writing process tells a leftover of a killed run (pid gone) from the
+#: work of a live one, and nothing a user names by hand looks like it.
+TEMP_PREFIX = ".hpa-tmp-"
+_TEMP_NAME = re.compile(r"^\.hpa-tmp-(\d+)-[0-9a-f]{8}-.+$")
+
+
+def temp_name(name: str) -> str:
+    """A unique temporary name for ``name``, owned by this process.
+
+    >>> temp_name("cells.parquet").startswith(f".hpa-tmp-{os.getpid()}-")
+    True
+    """
+    return f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}"
+
+
+def temp_owner(name: str) -> int | None:
+    """The pid in a :func:`temp_name`, or None when ``name`` is not one of ours."""
+    m = _TEMP_NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists but is not ours
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the :func:`temp_name` files and folders in ``folder`` whose process is gone.
+
+    Only names of the exact ``.hpa-tmp-<pid>-<random>-<name>`` form are touched, and only
+    when no process ``<pid>`` is alive: the temporaries of a live run and every file a
+    user made stay.
+
+    Returns:
+        The paths removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in os.scandir(folder):
+        pid = temp_owner(entry.name)
+        if pid is None or pid_alive(pid):
+            continue
+        path = Path(entry.path)
+        log.info("removing %s, left by an interrupted run", path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    The temporary is named by :func:`temp_name`. On an exception it is removed and
+    ``path`` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    tmp_path = path.parent / temp_name(path.name)
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the usual open() mode
     os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual open() mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -25,7 +25,14 @@ from tqdm import tqdm
 
 from hpa.classification.crops import CropSettings, cell_boxes, crop_cells, image_tiles
 from hpa.constants import CHANNELS
-from hpa.io import HPADataError, channel_path, read_label_image, read_sample
+from hpa.io import (
+    HPADataError,
+    channel_path,
+    read_label_image,
+    read_sample,
+    remove_stale_temporaries,
+    temp_name,
+)
 from hpa.parallel import process_pool
 
 log = logging.getLogger(__name__)
@@ -175,7 +182,7 @@ def iter_views(
     if workers <= 1:
         yield from map(_work, tasks)
         return
-    with process_pool(workers) as pool:
+    with process_pool(workers, len(tasks)) as pool:
         yield from pool.map(_work, tasks, chunksize=4)
 
 
@@ -215,35 +222,14 @@ def build_cache(
     if (folder / "meta.json").is_file():
         log.info("reusing crop cache %s", folder)
         return CropCache(folder)
-    _remove_stale_builds(Path(cache_root))
-    tmp = Path(cache_root) / f".{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temporaries(cache_root)  # the builds of killed runs
+    tmp = Path(cache_root) / temp_name(key)
     tmp.mkdir(parents=True)
     try:
         return _build(tmp, folder, key, images_dir, seg_dir, ids, settings, workers, progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # an interrupted build leaves nothing behind
         raise
-
-
-def _remove_stale_builds(cache_root: Path) -> None:
-    """Remove the temporary folders of builds whose process is gone (killed mid-build)."""
-    for tmp in cache_root.glob(".*.tmp-*"):
-        pid = tmp.name.rpartition("-")[2]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        log.info("removing %s, left by an interrupted cache build", tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but is not ours
-        return True
-    return True
 
 
 def _build(

@@ -40,6 +40,7 @@ def run_demo(
     from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
     from hpa.config import default_workers, from_dict
     from hpa.io import read_id_list, read_labels
+    from hpa.outputs import check_apart
     from hpa.pipelines.evaluate import evaluate
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.segment import segment_folder
@@ -47,6 +48,7 @@ def run_demo(
     from hpa.synthetic import write_dataset
 
     t0 = time.perf_counter()
+    check_apart(out, {"(the shipped samples)": SHIPPED_SAMPLES})
     out = Path(out)
     device = resolve_device(device)
     data = out / "data"

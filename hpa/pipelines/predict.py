@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from tqdm import tqdm
 
 from hpa.config import default_workers, log_settings, save_yaml
 from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list, write_text_atomic
+from hpa.outputs import StagedFolder, check_apart
+from hpa.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +68,13 @@ def _prepare(task: tuple[str, str, str, Any, Any]) -> Any:
             cells = read_label_image(path)
             table = None
         else:  # the same files as hpa segment: OUT/masks is a complete SEG_DIR
-            from hpa.pipelines.segment import segment_and_write
+            from hpa.pipelines.segment import is_finished, output_paths, segment_and_write
 
-            cells, table = segment_and_write(image, masks_dir, image_id, seg_config)
+            if is_finished(masks_dir, image_id):  # by an interrupted run: resumed
+                paths = output_paths(masks_dir, image_id)
+                cells, table = read_label_image(paths["cells"]), pd.read_parquet(paths["table"])
+            else:
+                cells, table = segment_and_write(image, masks_dir, image_id, seg_config)
         return image_views(image, cells, image_id, crop), table
     except (HPADataError, OSError, ValueError, TypeError) as exc:
         return image_id, f"{type(exc).__name__}: {exc}"
@@ -79,7 +87,7 @@ def _prepared(tasks: list[tuple[str, str, str, Any, Any]], workers: int) -> Iter
     overlaps the model's forward passes without a process to start); more are processes.
     At most ``8 * workers`` images wait, so memory stays bounded however long the run.
     """
-    pool: Executor = ThreadPoolExecutor(1) if workers <= 1 else ProcessPoolExecutor(max_workers=workers)
+    pool: Executor = ThreadPoolExecutor(1) if workers <= 1 else process_pool(workers, len(tasks))
     with pool:
         pending: deque[Future] = deque()
         queue = iter(tasks)
@@ -249,7 +257,21 @@ def write_predictions(
 
 # ----------------------------------------------------------------- Dask cluster ---
 
-PARTS_DIR = "parts"
+#: The marker file of a prediction folder, and every name ``hpa predict`` (and ``hpa show``
+#: and ``hpa report`` by default) writes in it: only such a folder is ever replaced.
+PREDICT_MARKER = ".hpa-predict"
+PREDICT_ENTRIES = (
+    "submission.csv",
+    "image_scores.csv",
+    "cell_predictions.parquet",
+    "tile_predictions.parquet",
+    "thresholds.json",
+    "failures.csv",
+    "config.yaml",
+    "masks",
+    "report",
+    "overlays",
+)
 
 # (model folder, weights mtime, device) -> (model, config): a worker process loads its model once
 _MODEL_CACHE: dict[tuple[str, int, str], tuple[Any, Any]] = {}
@@ -365,8 +387,9 @@ def _score_on_cluster(
 ) -> ScoredViews:
     """Score ``ids`` in shards on a Dask cluster, each worker on its own device.
 
-    Shard parts go to ``OUT/parts``, which is removed once they are merged; a failed
-    shard stops the run and leaves the parts for inspection.
+    Shard parts go to a folder ``parts-<run>`` made by this run in ``out`` (the staged
+    prediction folder), removed once they are merged; a failed shard stops the run and
+    leaves the parts for inspection until the next run into the same folder.
 
     Raises:
         hpa.pipelines.cluster.ClusterError: a worker cannot see the folders, or a shard
@@ -383,9 +406,7 @@ def _score_on_cluster(
         worker_addresses,
     )
 
-    parts = out / PARTS_DIR
-    if parts.exists():
-        shutil.rmtree(parts)  # the shards of an interrupted run
+    parts = out / f"parts-{uuid.uuid4().hex[:12]}"  # this run's own: nothing else is ever removed
     parts.mkdir(parents=True)
     readable = [images, model_dir] + ([masks_dir] if seg_config is None else [])
     with connect(scheduler) as client:
@@ -463,18 +484,57 @@ def predict_folder(
             (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker
             processes. The Ids are cut into shards; each worker loads the model once,
             scores its shards on its own device (``device`` is resolved there) and writes
-            them to ``OUT/parts``, merged here. ``out``, ``images``, ``model_dir`` and
-            ``masks`` must be on a filesystem every worker shares; ``workers`` is unused.
+            them to a folder of this run's own in the staged output, merged here. ``out``,
+            ``images``, ``model_dir`` and ``masks`` must be on a filesystem every worker
+            shares; ``workers`` is unused.
         precision: ``auto``, ``bf16`` or ``fp32`` autocast
             (:func:`hpa.classification.inference.resolve_precision`).
 
     Returns:
         A :class:`PredictSummary`.
 
+    The run is built in ``<parent>/.hpa-partial-<name>`` beside ``out`` and swapped
+    into place at the end (:class:`hpa.outputs.StagedFolder`), so ``out`` always holds
+    one run's complete output: the previous one until this run has finished. Masks
+    segmented on the fly are kept there by a killed run and resumed by the next one
+    (the masks of the previous finished run are reused when their settings match).
+
     Raises:
         hpa.pipelines.cluster.ClusterError: with ``scheduler``, dask.distributed is not
             installed, a worker cannot see the folders, or a shard was lost.
+        HPAConfigError: ``out`` is, holds or sits inside an input folder, or holds
+            files ``hpa predict`` did not write, or another run is writing it.
     """
+    out = Path(out)
+    check_apart(out, {"IMAGES": images, "--model": model_dir, "--masks": masks})
+    with StagedFolder(out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=("masks",)) as stage:
+        summary = _predict_staged(
+            stage.path, images, model_dir, out, masks, ids, tta, pooling, fill_top, batch_size,
+            device, workers, backend, progress, scheduler, precision,
+        )  # fmt: skip
+        stage.commit()
+    return summary
+
+
+def _predict_staged(
+    work: Path,
+    images: str | Path,
+    model_dir: str | Path,
+    out: Path,
+    masks: str | Path | None,
+    ids: Sequence[str] | None,
+    tta: int,
+    pooling: str | None,
+    fill_top: bool,
+    batch_size: int | None,
+    device: str,
+    workers: int | None,
+    backend: str,
+    progress: bool,
+    scheduler: str | None,
+    precision: str,
+) -> PredictSummary:
+    """:func:`predict_folder` writing into ``work``, the folder that becomes ``out``."""
     import torch
 
     from hpa.aggregation import load_thresholds
@@ -489,8 +549,6 @@ def predict_folder(
         parse_local(scheduler)
     ids = list(ids) if ids is not None else list_image_ids(images)
     check_folder_ids(images, ids)  # a badly named file fails now, not after the work
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if scheduler is None:
         from hpa.classification.inference import resolve_precision
 
@@ -517,17 +575,18 @@ def predict_folder(
             torch.set_num_threads(threads)
 
     seg_config = None
-    masks_dir = Path(masks) if masks else out / "masks"
+    masks_dir = Path(masks) if masks else work / "masks"
     if masks is None:
         from hpa.segmentation import SegmentConfig
 
         seg_config = SegmentConfig(backend=backend)
+        _resume_masks(masks_dir, out / "masks", to_dict(seg_config))
         save_yaml(masks_dir / "config.yaml", to_dict(seg_config))
     elif not (masks_dir / "cells").is_dir():
         raise HPADataError(f"{masks_dir}: not a segmentation folder (no cells/)")
     settings = {
         "images": str(Path(images).resolve()),
-        "masks": str(masks_dir.resolve()),
+        "masks": str(Path(masks).resolve() if masks else out.resolve() / "masks"),
         "model": str(Path(model_dir).resolve()),
         "device": device,
         "precision": precision,
@@ -544,7 +603,7 @@ def predict_folder(
     if scheduler is not None:  # workers and batch size are the workers' own, by device
         settings.update(scheduler=scheduler, workers=None)
     log_settings("predict settings", settings)
-    save_yaml(out / "config.yaml", settings)
+    save_yaml(work / "config.yaml", settings)
 
     if scheduler is None:
         assert workers is not None and batch_size is not None
@@ -565,9 +624,9 @@ def predict_folder(
     else:
         scored = _score_on_cluster(
             scheduler, Path(model_dir).resolve(), cfg.class_names, Path(images).resolve(), ids,
-            masks_dir.resolve(), seg_config, device, batch_size, tta, out.resolve(), progress, precision,
+            masks_dir.resolve(), seg_config, device, batch_size, tta, work.resolve(), progress, precision,
         )  # fmt: skip
-    n_cells = write_predictions(out, ids, scored, cfg, thresholds, pooling, fill_top)
+    n_cells = write_predictions(work, ids, scored, cfg, thresholds, pooling, fill_top)
     if scored.seg_tables:
         _write_parquet(masks_dir / "cells.parquet", pd.concat(scored.seg_tables, ignore_index=True))
     summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, out)
@@ -581,6 +640,33 @@ def predict_folder(
         out,
     )
     return summary
+
+
+def _resume_masks(masks_dir: Path, previous: Path, settings: dict[str, Any]) -> None:
+    """Prepare the on-the-fly SEG_DIR ``masks_dir`` of a staged run for resuming.
+
+    Masks left there by a killed run are kept when made with ``settings`` (else removed);
+    a new ``masks_dir`` starts from the masks of the previous finished run
+    (``previous``, hard links: every file is replaced by rename, never rewritten) when
+    their settings match.
+    """
+    import shutil
+
+    from hpa.pipelines.segment import settings_differences
+
+    if masks_dir.is_dir() and settings_differences(masks_dir, settings):
+        log.info("%s: masks of an interrupted run with other settings; segmenting anew", masks_dir)
+        shutil.rmtree(masks_dir)
+    if masks_dir.is_dir() or not (previous / "config.yaml").is_file():
+        return
+    if settings_differences(previous, settings):
+        return
+    try:
+        shutil.copytree(previous, masks_dir, copy_function=os.link)
+    except OSError:  # no hard links here: copy
+        shutil.rmtree(masks_dir, ignore_errors=True)
+        shutil.copytree(previous, masks_dir)
+    log.info("reusing the masks of the previous run in %s", previous)
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:

@@ -14,27 +14,31 @@ import argparse
 import csv
 import io
 import logging
-import multiprocessing
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from tqdm import tqdm
 
-from hpa.config import default_workers, log_settings, resolve, save_yaml, to_dict
+from hpa.config import default_workers, load_yaml, log_settings, resolve, save_yaml, to_dict
+from hpa.errors import HPAConfigError
 from hpa.io import (
     HPADataError,
     atomic_path,
     check_folder_ids,
     list_image_ids,
     read_id_list,
+    remove_stale_temporaries,
     write_text_atomic,
 )
+from hpa.outputs import check_apart
+from hpa.parallel import process_pool
 from hpa.segmentation import TABLE_COLUMNS, SegmentConfig, cell_table, segment
 
 log = logging.getLogger(__name__)
@@ -117,12 +121,6 @@ def segment_one(
         return image_id, 0, f"{type(exc).__name__}: {exc}"
 
 
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one image per process; threads would only compete
-
-
 def _star(job: tuple[str, str, str, SegmentConfig]) -> tuple[str, int, str | None]:
     return segment_one(*job)
 
@@ -131,7 +129,9 @@ def _segment_task(
     images_dir: str, out_dir: str, image_id: str, config: SegmentConfig
 ) -> tuple[str, int, str | None]:
     """A Dask task: one image, on a worker that runs one task per thread."""
-    _init_worker()
+    import cv2
+
+    cv2.setNumThreads(1)  # one image per task; OpenCV's threads would only compete
     return segment_one(images_dir, out_dir, image_id, config)
 
 
@@ -165,20 +165,56 @@ def _run(
         for job in jobs:
             yield _star(job)
         return
-    # never plain fork: a parent that has imported torch (prediction) can deadlock its children
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+    with process_pool(workers, len(jobs)) as pool:
         yield from pool.map(_star, jobs, chunksize=1)
 
 
 def _remove_stray_temporaries(out_dir: Path) -> None:
+    """Remove the temporaries of killed runs (:func:`hpa.io.remove_stale_temporaries`)."""
     for sub in (*SUBDIRS, "."):
-        folder = out_dir / sub
-        if folder.is_dir():
-            for stray in folder.glob(".*.tmp*"):
-                log.info("removing %s left by an interrupted run", stray)
-                stray.unlink(missing_ok=True)
+        remove_stale_temporaries(out_dir / sub)
+
+
+def settings_differences(out_dir: str | Path, settings: dict[str, Any]) -> list[str]:
+    """The settings that differ between ``out_dir/config.yaml`` and ``settings``.
+
+    Settings that do not reach the masks (the cellpose ones under the watershed backend)
+    are not compared. A SEG_DIR without ``config.yaml`` differs in nothing.
+
+    Returns:
+        One ``"name: recorded -> now"`` line per differing setting (empty: same settings).
+    """
+    path = Path(out_dir) / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        recorded = load_yaml(path)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise HPAConfigError(f"{path}: unreadable settings of an earlier run ({exc})") from None
+    watershed = settings.get("backend") == "watershed" and recorded.get("backend") == "watershed"
+    names = [k for k in dict.fromkeys([*recorded, *settings]) if not (watershed and k.startswith("cellpose"))]
+    return [
+        f"{k}: {recorded.get(k, '(unset)')!r} -> {settings.get(k, '(unset)')!r}"
+        for k in names
+        if recorded.get(k) != settings.get(k)
+    ]
+
+
+def check_same_settings(out_dir: str | Path, settings: dict[str, Any]) -> None:
+    """Refuse to add masks made with other settings to a SEG_DIR that holds finished images.
+
+    Raises:
+        HPAConfigError: naming the SEG_DIR and each differing setting.
+    """
+    out_dir = Path(out_dir)
+    if not any((out_dir / "tables").glob("*.parquet")):
+        return  # nothing finished yet: the settings are free to change
+    diff = settings_differences(out_dir, settings)
+    if diff:
+        raise HPAConfigError(
+            f"--out {out_dir}: holds masks made with other settings ({'; '.join(diff)}); "
+            "use the same settings to resume, or another folder"
+        )
 
 
 def merge_tables(out_dir: str | Path) -> pd.DataFrame:
@@ -235,6 +271,8 @@ def segment_folder(
     Raises:
         hpa.pipelines.cluster.ClusterError: with ``scheduler``, dask.distributed is not
             installed or a worker cannot see or write ``out_dir``.
+        HPAConfigError: ``out_dir`` is, holds or sits inside ``images_dir``, or holds
+            finished images segmented with other settings.
     """
     start = time.perf_counter()
     config = config or SegmentConfig()
@@ -256,6 +294,8 @@ def segment_folder(
         from hpa.segmentation.cellpose_backend import check_models
 
         check_models(config)  # a missing or foreign weights file fails before any work
+    check_apart(out_dir, {"IMAGES": images_dir})
+    check_same_settings(out_dir, to_dict(config))
     out_dir.mkdir(parents=True, exist_ok=True)
     for sub in SUBDIRS:
         (out_dir / sub).mkdir(exist_ok=True)

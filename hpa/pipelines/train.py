@@ -16,7 +16,7 @@ import pandas as pd
 from hpa.config import default_workers, load_yaml, log_settings, resolve_device, save_json, save_yaml, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, Labels, atomic_path, read_labels, write_text_atomic
-from hpa.pipelines.staging import prepare_staging, swap_in
+from hpa.outputs import prepare_staging, swap_in_keeping
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def train_model(
     val_index = index.iloc[val_rows].reset_index(drop=True)
     with atomic_path(staging / "val_cell_scores.parquet") as tmp:
         pd.concat([val_index, pd.DataFrame(probs, columns=cols)], axis=1).to_parquet(tmp, index=False)
-    swap_in(staging, out)
+    swap_in_keeping(staging, out)
     log.info(
         "model folder %s: val macro F1 %.4f (tuned thresholds), %.4f at 0.5; %.0f s",
         out,
@@ -387,6 +387,11 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
 
 def main(args: argparse.Namespace) -> int | tuple[int, str]:
     """Entry point of ``hpa train-cells``."""
+    from hpa.io import remove_stale_temporaries
+    from hpa.outputs import check_apart
+
+    check_apart(args.out, {"--images": args.images, "--masks": args.masks, "--labels": args.labels})
+    remove_stale_temporaries(args.out)  # of a run killed while writing the model folder
     cfg = resolve_train_config(args)
     labels = read_labels(args.labels)
     log_settings(

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hpa.io import HPADataError, check_image_id, write_png
+from hpa.outputs import check_apart
 from hpa.visualization.classes import image_title
 from hpa.visualization.composite import parse_channels
 from hpa.visualization.overlay import render_overlay
@@ -109,6 +110,7 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
     run = load_prediction_run(args.pred)
     ids = _ids(args.id, run)
     out = Path(args.out) if args.out else run.root / "overlays"
+    check_apart(out, {"IMAGES": args.images, "--pred": args.pred}, may_sit_inside=("--pred",))
     written = draw_overlays(
         run, ids, out, images_dir=args.images, channels=args.channels, truth=_truth(args.labels, run)
     )

@@ -19,7 +19,6 @@ import argparse
 import csv
 import io
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from hpa.constants import CHANNELS
 from hpa.io import Labels, write_label_image, write_labels, write_png, write_text_atomic
+from hpa.parallel import process_pool
 from hpa.synthetic.sample import N_CLASSES, generate_sample
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def write_dataset(
     )
     bar = dict(total=len(jobs), desc="synth", unit="img")
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers, len(jobs)) as pool:
             results = list(tqdm(pool.map(_write_one, jobs, chunksize=4), **bar))
     else:
         results = [_write_one(j) for j in tqdm(jobs, **bar)]

@@ -9,16 +9,16 @@ Layout of the report folder (every link relative, no network)::
     overlays/<Id>.png     the full overlay (:func:`hpa.visualization.render_overlay`)
     images/<Id>.html      one page per image: overlay, image scores, table of cells
 
-The report is built in a temporary folder beside the target and renamed into place,
-so a killed run leaves any earlier report untouched.
+The report is built in a temporary folder beside the target and swapped into place
+(:func:`hpa.outputs.swap_in`), so a killed run leaves any earlier report untouched. The
+folder carries a marker file, :data:`REPORT_MARKER`: only such a folder (or an empty
+one) is ever replaced.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from hpa.io import HPADataError, write_bytes_atomic, write_png, write_text_atomic
+from hpa.io import HPADataError, temp_name, write_bytes_atomic, write_png, write_text_atomic
+from hpa.outputs import check_apart, check_replaceable, swap_in, write_marker
 from hpa.visualization.classes import cell_calls, image_title
 from hpa.visualization.overlay import overlay_panel, render_overlay
 from hpa.visualization.pages import image_page, index_page, summary_page
@@ -34,6 +35,11 @@ from hpa.visualization.preddir import PredictionRun
 from hpa.visualization.summary import class_summary, f1_chart_png
 
 log = logging.getLogger(__name__)
+
+#: The file that marks a folder as a report ``hpa report`` wrote (and may replace).
+REPORT_MARKER = ".hpa-report"
+#: Everything a report folder holds besides the marker.
+REPORT_ENTRIES = ("index.html", "summary.html", "f1.png", "thumbs", "overlays", "images")
 
 #: Longest side of a report overlay panel and of a gallery thumbnail, pixels.
 OVERLAY_SIDE = 768
@@ -48,16 +54,6 @@ def write_jpeg(path: str | Path, image: np.ndarray, quality: int = 85) -> None:
     if not ok:
         raise OSError(f"{path}: JPEG encoding failed")
     write_bytes_atomic(path, buf.tobytes())
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_report(
@@ -77,7 +73,9 @@ def write_report(
 
     Args:
         run: the run (:func:`hpa.visualization.preddir.load_prediction_run`).
-        out: report folder to write (replaced as a whole if it exists).
+        out: report folder to write: new, empty, or an earlier report (which is
+            replaced as a whole); never an input folder, the prediction folder itself
+            or the current directory.
         images_dir: folder of channel files; default: the one in the run's config.
         truth: true class numbers per Id; adds the truth, F1 and confusions.
         ids: Ids to include, in order; default: every Id of the submission.
@@ -87,15 +85,19 @@ def write_report(
     Returns:
         Path of ``index.html``.
     """
+    folder = Path(images_dir) if images_dir is not None else run.images_dir
+    check_apart(out, {"PRED_DIR": run.root, "--images": folder}, may_sit_inside=("PRED_DIR",))
+    check_replaceable(out, REPORT_MARKER, REPORT_ENTRIES, "hpa report")
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     ids = list(ids if ids is not None else run.ids)
-    folder = Path(images_dir) if images_dir is not None else run.images_dir
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = out.parent / temp_name(out.name)
+    tmp.mkdir()
     try:
         has_thumb = _write_images(run, tmp, ids, folder, truth, overlay_side, thumb_side)
         _write_pages(run, tmp, ids, truth, has_thumb, folder)
-        _replace_dir(tmp, out)
+        write_marker(tmp, REPORT_MARKER, "hpa report")
+        swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -90,9 +90,11 @@ def test_interrupted_builds_leave_no_temporary_folder(tiny_dataset, tmp_path, mo
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    stale = tmp_path / f".abc.tmp-{int(dead.stdout)}"  # left by a killed build (its process is gone)
+    stale = (
+        tmp_path / f".hpa-tmp-{int(dead.stdout)}-0123abcd-abc"
+    )  # left by a killed build (its process is gone)
     stale.mkdir()
-    live = tmp_path / f".abc.tmp-{os.getpid()}"  # a build in progress: kept
+    live = tmp_path / f".hpa-tmp-{os.getpid()}-0123abcd-abc"  # a build in progress: kept
     live.mkdir()
 
     def broken(*args, **kwargs):

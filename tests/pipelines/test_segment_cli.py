@@ -78,7 +78,7 @@ def test_cli_writes_seg_dir_and_records_failures(images: Path, tmp_path: Path) -
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["backend"] == "watershed" and "min_cell_area" in config
     assert "1 failed" in result.stderr and "failures.csv" in result.stderr
-    assert not list(out.rglob("*.tmp*"))
+    assert not list(out.rglob(".hpa-tmp-*"))
 
 
 def test_ids_and_all_failed_exit_code(images: Path, tmp_path: Path) -> None:
@@ -104,7 +104,10 @@ def test_rerun_skips_and_resumes_to_identical_files(images: Path, tmp_path: Path
     segment_folder(images, killed, ids=ids, workers=1, progress=False)
     (killed / "tables" / "img-b.parquet").unlink()
     (killed / "cells" / "img-b.png").write_bytes(b"half-written")
-    (killed / "cells" / ".img-c.png.x1y2.tmp.png").write_bytes(b"junk")
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (killed / "cells" / f".hpa-tmp-{int(dead.stdout)}-0a1b2c3d-img-c.png").write_bytes(b"junk")
     (killed / "cells.parquet").unlink()
     resumed = segment_folder(images, killed, ids=ids, workers=2, progress=False)
     assert (resumed.n_done, resumed.n_skipped) == (1, 2)

@@ -192,7 +192,8 @@ def test_resume_refuses_changed_settings(tiny_dataset, trained, tmp_path, monkey
 
 
 def test_swap_in_and_recovery_from_a_kill_during_the_swap(tmp_path):
-    from hpa.pipelines.staging import prepare_staging, staging_dir, swap_in
+    from hpa.outputs import prepare_staging, staging_dir
+    from hpa.outputs import swap_in_keeping as swap_in
 
     target = tmp_path / "model"
     target.mkdir()

@@ -1,0 +1,161 @@
+"""Issue 12, processes (items 13, 14): workers die with their command; one capped pool.
+
+The killed commands run with their own ``TMPDIR``, so the ``pymp-*`` folders of their
+fork servers are seen; their process trees are sampled with psutil while they run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from reliability_helpers import (
+    descendants,
+    hpa_cmd,
+    hpa_env,
+    settle,
+    temporaries,
+    wait_until,
+    write_images,
+    write_untrained_model,
+)
+
+from hpa.pipelines.predict import predict_folder
+
+
+def _pool_workers(pid: int) -> set[int]:
+    """Descendants of ``pid`` that are pool workers (not the fork server nor the resource tracker).
+
+    The fork server and the resource tracker are children of ``pid``; the workers are
+    the fork server's children (with its command line) or, spawned, ``pid``'s own.
+    """
+    workers = set()
+    for child in descendants(pid):
+        try:
+            proc = psutil.Process(child)
+            line, parent = " ".join(proc.cmdline()), proc.ppid()
+        except psutil.NoSuchProcess:
+            continue
+        if parent != pid or ("forkserver" not in line and "resource_tracker" not in line):
+            workers.add(child)
+    return workers
+
+
+# ------------------------------------------------------------------ 14. one pool ---
+
+
+def test_process_pool_is_capped_and_never_plain_fork() -> None:
+    from hpa.parallel import process_pool
+
+    with process_pool(1000, 3) as pool:
+        pids = {f.result() for f in [pool.submit(os.getpid) for _ in range(6)]}
+        assert pool._max_workers <= 3  # type: ignore[attr-defined]
+        assert pool._mp_context.get_start_method() in ("forkserver", "spawn")  # type: ignore[attr-defined]
+    assert 1 <= len(pids) <= 3
+
+
+def test_predict_workers_capped_by_the_number_of_images(
+    tiny_dataset: dict[str, Path], tmp_path: Path
+) -> None:
+    model = write_untrained_model(tmp_path / "model")
+    peak: set[int] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak.update(_pool_workers(os.getpid()))
+            stop.wait(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        summary = predict_folder(
+            tiny_dataset["images"],
+            model,
+            tmp_path / "pred",
+            ids=["img000", "img001", "img002"],
+            workers=12,
+            progress=False,
+        )  # fmt: skip  (segments on the fly: the pool does the heavy part)
+    finally:
+        stop.set()
+        sampler.join()
+    assert summary.n_failed == 0
+    assert 1 <= len(peak) <= 3, f"{len(peak)} worker processes for 3 images"
+
+
+# --------------------------------------------------------- 13. killed main process ---
+
+
+def _kill_case(tmp_path: Path, kind: str) -> tuple[list[str], Path]:
+    images = tmp_path / "images"
+    write_images(images, 16, scale=6)  # 576 px: a few seconds of work for two workers
+    out = tmp_path / "out"
+    if kind == "segment":
+        return hpa_cmd("segment", images, "--out", out, "--workers", "2"), out
+    if kind == "predict":
+        model = write_untrained_model(tmp_path / "model")
+        return hpa_cmd("predict", images, "--model", model, "--out", out, "--workers", "2"), out
+    # the crop-cache build of train-cells (its first step): masks from a segment run
+    seg = tmp_path / "seg"
+    done = subprocess.run(
+        hpa_cmd("segment", images, "--out", seg, "--workers", "1"), env=hpa_env(), timeout=600
+    )
+    assert done.returncode == 0
+    labels = tmp_path / "train.csv"
+    labels.write_text("Id,Target\n" + "".join(f"s{k:02d},{k % 3}\n" for k in range(16)))
+    cmd = hpa_cmd(
+        "train-cells", "--images", images, "--labels", labels, "--masks", seg, "--out", out,
+        "--cache", tmp_path / "cache", "--backbone", "test_resnet", "--crop-size", "32", "--epochs", "1",
+        "--folds", "2", "--workers", "2", "--device", "cpu",
+    )  # fmt: skip
+    return cmd, tmp_path / "cache"
+
+
+@pytest.mark.parametrize(
+    ("kind", "sig"),
+    [
+        ("segment", signal.SIGKILL),
+        ("segment", signal.SIGTERM),
+        ("predict", signal.SIGKILL),
+        ("predict", signal.SIGTERM),
+        ("cache", signal.SIGKILL),
+    ],
+)
+def test_killed_command_leaves_no_process_nor_folder(kind: str, sig: int, tmp_path: Path) -> None:
+    cmd, out = _kill_case(tmp_path, kind)
+    tmpdir = tmp_path / "tmp"
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: a surviving worker would hold a pipe open
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, env=hpa_env(tmpdir), stdout=subprocess.DEVNULL, stderr=err)
+    seen: set[int] = set()
+    try:
+
+        def working() -> bool:
+            seen.update(descendants(proc.pid))
+            return bool(_pool_workers(proc.pid)) or proc.poll() is not None
+
+        assert wait_until(working, 300) and proc.poll() is None, "no worker started"
+        for _ in range(10):  # let the pool get going
+            seen.update(descendants(proc.pid))
+            time.sleep(0.05)
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert seen, "no child process was seen"
+    assert not settle(seen), f"alive after the main process ended: {settle(seen)}"
+    assert not list(tmpdir.glob("pymp-*"))
+    if sig == signal.SIGTERM:
+        stderr = log.read_text()
+        assert proc.returncode == 143, stderr[-2000:]
+        assert "stopped by SIGTERM" in stderr
+        assert not temporaries(out)
