@@ -192,6 +192,32 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
+# ------------------------------------------------ multi-channel TIFF input (issue 15) ---
+
+_CHANNEL_MAP_COMMANDS = ("segment", "train-cells", "predict", "show", "report")
+
+
+def _add_channel_map(sub: argparse._SubParsersAction) -> None:
+    """``--channel-map`` on every command that reads images."""
+    for name in _CHANNEL_MAP_COMMANDS:
+        sub.choices[name].add_argument(
+            "--channel-map",
+            default=None,
+            metavar="MAP",
+            help="for one multi-channel TIFF/OME-TIFF per sample: which channel is which, by index "
+            "or OME name, e.g. microtubules=0,protein=1,nucleus=2,er=3 (default: RGBY order; "
+            "3 channels = no ER)",
+        )
+
+
+def _parse_channel_map(args: argparse.Namespace) -> None:
+    """Replace ``args.channel_map`` text by a :class:`hpa.io_tiff.ChannelMap` (HPAConfigError if bad)."""
+    if getattr(args, "channel_map", None):
+        from hpa.io_tiff import ChannelMap
+
+        args.channel_map = ChannelMap.parse(args.channel_map)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``hpa`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -215,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_demo,
     ):
         add(sub)
+    _add_channel_map(sub)
     return parser
 
 
@@ -240,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hpa.errors import HPAError
 
     try:
+        _parse_channel_map(args)
         result = handler(args)
     except (HPAError, FileNotFoundError, NotADirectoryError) as exc:
         log.error("%s", exc)

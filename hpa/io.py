@@ -20,12 +20,16 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from hpa.constants import CHANNELS, IMAGE_EXTENSIONS, LABEL_SETS
 from hpa.errors import HPADataError
+
+if TYPE_CHECKING:
+    from hpa.io_tiff import ChannelMap
 
 # --------------------------------------------------------------------------- ids ---
 
@@ -66,7 +70,13 @@ def channel_path(images_dir: str | Path, image_id: str, color: str) -> Path:
 
 
 def list_image_ids(images_dir: str | Path) -> list[str]:
-    """Sorted Ids of the samples in a folder (every Id with at least one channel file)."""
+    """Sorted Ids of the samples in a folder (every Id with at least one channel file).
+
+    Multi-channel TIFF / OME-TIFF files (``<Id>.tif``, ``<Id>.ome.tif``, see
+    :mod:`hpa.io_tiff`) count as samples too.
+    """
+    from hpa.io_tiff import list_stack_ids
+
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise HPADataError(f"{images_dir}: not a folder")
@@ -79,7 +89,7 @@ def list_image_ids(images_dir: str | Path) -> list[str]:
         m = pattern.match(entry.name)
         if m:
             ids.add(m.group(1))
-    return sorted(ids)
+    return sorted(ids.union(list_stack_ids(images_dir)))
 
 
 # ----------------------------------------------------------------------- images ---
@@ -176,21 +186,52 @@ def _lossy_colour_to_grey(planes: list[np.ndarray], path: Path) -> np.ndarray:
     return np.round(mean).astype(used[0].dtype)
 
 
-def read_sample(images_dir: str | Path, image_id: str) -> np.ndarray:
+def sample_paths(images_dir: str | Path, image_id: str) -> list[Path]:
+    """The file(s) of one sample: its multi-channel TIFF, else its four channel files.
+
+    Raises:
+        HPADataError: the sample has no file, or has both kinds.
+    """
+    from hpa.io_tiff import stack_path
+
+    check_image_id(image_id)
+    stack = stack_path(images_dir, image_id)
+    if stack is None:
+        return [channel_path(images_dir, image_id, c) for c in CHANNELS]
+    if any((Path(images_dir) / f"{image_id}_red{ext}").is_file() for ext in IMAGE_EXTENSIONS):
+        raise HPADataError(
+            f"{images_dir}: Id {image_id} has both {stack.name} and per-channel files; keep one"
+        )
+    return [stack]
+
+
+def read_sample(images_dir: str | Path, image_id: str, channel_map: ChannelMap | None = None) -> np.ndarray:
     """Read the four channels of one sample.
 
     Args:
-        images_dir: folder holding ``<Id>_{red,green,blue,yellow}.<ext>`` files.
+        images_dir: folder holding ``<Id>_{red,green,blue,yellow}.<ext>`` files, or
+            one multi-channel ``<Id>.tif`` / ``<Id>.ome.tif`` per sample.
         image_id: the sample's Id.
+        channel_map: which channel of a multi-channel file is which
+            (:class:`hpa.io_tiff.ChannelMap`); per-channel files take none.
 
     Returns:
         ``(H, W, 4)`` array in red, green, blue, yellow order; uint8 or uint16 as stored.
 
     Raises:
-        HPADataError: a channel is missing or unreadable, or the channels differ in
-            size or bit depth.
+        HPADataError: a channel is missing or unreadable, the channels differ in
+            size or bit depth, or a channel map is given for per-channel files.
     """
-    paths = [channel_path(images_dir, image_id, c) for c in CHANNELS]
+    paths = sample_paths(images_dir, image_id)
+    if len(paths) == 1:
+        from hpa.io_tiff import read_stack
+
+        return read_stack(paths[0], channel_map)
+    if channel_map is not None:
+        raise HPADataError(
+            f"{images_dir}: Id {image_id} is stored as per-channel files; "
+            f"--channel-map {channel_map.spec!r} applies to multi-channel TIFFs only"
+        )
     planes = [read_grey(p) for p in paths]
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:
