@@ -26,6 +26,7 @@ _HANDLERS = {
     "show": "hpa.pipelines.visualize:show_main",
     "report": "hpa.pipelines.visualize:report_main",
     "demo": "hpa.pipelines.demo:main",
+    "export": "hpa.pipelines.export:main",
 }
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
@@ -192,9 +193,24 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
-# ------------------------------------------------ multi-channel TIFF input (issue 15) ---
+# ----------------------------------- bioimage interoperability (issue 15) ---
 
-_CHANNEL_MAP_COMMANDS = ("segment", "train-cells", "predict", "show", "report")
+_CHANNEL_MAP_COMMANDS = ("segment", "train-cells", "predict", "show", "report", "export")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a prediction run for QuPath (GeoJSON) or napari/Fiji (OME-Zarr)",
+        formatter_class=_FMT,
+    )
+    p.add_argument("pred", help="PRED_DIR written by 'hpa predict'")
+    p.add_argument("--to", required=True, choices=("geojson", "ome-zarr"), help="output format")
+    p.add_argument("--out", required=True, help="output folder: <Id>.geojson or <Id>.ome.zarr per image")
+    p.add_argument("--id", nargs="*", default=None, help="Ids to export (default: all predicted)")
+    p.add_argument(
+        "--images", default=None, help="folder of the images, ome-zarr only (default: from PRED_DIR)"
+    )
 
 
 def _add_channel_map(sub: argparse._SubParsersAction) -> None:
@@ -239,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_show,
         _add_report,
         _add_demo,
+        _add_export,
     ):
         add(sub)
     _add_channel_map(sub)
