@@ -1,7 +1,7 @@
 """An image and its cells as OME-Zarr (OME-NGFF 0.4, Zarr format 2).
 
-Layout of ``<Id>.ome.zarr``, as ome-zarr-py writes it and napari-ome-zarr, QuPath and
-Fiji (MoBIE/n5-viewer) read it::
+Layout of ``<Id>.ome.zarr``, as ome-zarr-py writes it and OME-NGFF readers
+(napari-ome-zarr, Fiji's MoBIE / n5-viewer) read it::
 
     .zattrs            multiscales (axes c, y, x; one level) and omero (HPA channel colours)
     0/                 (4, H, W) uint8/uint16 image, channels in red, green, blue, yellow order
