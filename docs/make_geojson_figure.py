@@ -18,11 +18,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Polygon  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import Polygon
 
-from hpa.visualization.composite import composite  # noqa: E402
-from hpa.visualization.preddir import load_prediction_run  # noqa: E402
+from hpa.visualization.composite import composite
+from hpa.visualization.preddir import load_prediction_run
 
 DOCS = Path(__file__).resolve().parent
 
