@@ -48,8 +48,11 @@ def check_collection(collection: dict, cells: np.ndarray) -> dict[int, dict]:
         geom = shape(feature["geometry"])
         assert geom.geom_type == "Polygon" and geom.is_valid, (cid, shapely.is_valid_reason(geom))
         assert frame.contains(geom)
-        mask = ndi.binary_fill_holes(cells == cid)  # the outer contour leaves holes in
-        assert iou(rasterise(feature["geometry"]["coordinates"][0], (h, w)), mask) > 0.95, cid
+        x0, y0, x1, y1 = (int(v) for v in np.round(geom.bounds))  # pixel corners: the cell's box
+        mask = ndi.binary_fill_holes(cells[y0:y1, x0:x1] == cid)  # the outer contour leaves holes in
+        ring = np.asarray(feature["geometry"]["coordinates"][0]) - (x0, y0)
+        assert iou(rasterise(ring.tolist(), mask.shape), mask) > 0.95, cid
+        assert (cells[y0:y1, x0:x1] == cid).sum() == (cells == cid).sum()  # the box holds the whole cell
         assert feature["properties"]["measurements"]["Area px^2"] == (cells == cid).sum()
     return features
 
@@ -181,3 +184,20 @@ def test_label_png_opens_as_objects_in_cellprofiler_and_fiji(real_run, tmp_path)
     tif = tmp_path / "cells.tif"  # Fiji's File > Save As > Tiff keeps the 16-bit ids
     tifffile.imwrite(tif, seen)
     np.testing.assert_array_equal(tifffile.imread(tif), ours)
+
+
+@pytest.mark.realdata
+def test_geojson_on_real_2048px_reference_cells(shared_data):
+    """HPA Cell Segmentation reference masks (2048 px, uint8 and uint16): every cell kept."""
+    from hpa.interop.geojson import cell_features
+
+    paths = [
+        sorted((shared_data / "hpa-2021-samples" / "reference-masks").glob("*_cellmask.png"))[0],
+        shared_data / "hpa-16bit-sample" / "1000_A12_2_cellmask.png",
+    ]
+    for path in paths:
+        cells = read_label_image(path)
+        ids = [int(i) for i in np.unique(cells) if i]
+        table = pd.DataFrame({"cell_id": ids, **{n: np.full(len(ids), 0.9) for n in CLASSES}})
+        features = check_collection(cell_features(cells, table, CLASSES, np.full(len(CLASSES), 0.5)), cells)
+        assert all(f["properties"]["classification"]["name"] == CLASSES[0] for f in features.values())
