@@ -239,7 +239,8 @@ def read_stack(path: str | Path, channel_map: ChannelMap | None = None) -> np.nd
     """Read a multi-channel TIFF / OME-TIFF as an HPA sample.
 
     Args:
-        path: the file; channels first or last, singleton Z/T axes allowed.
+        path: the file; its first image (series) is read, full resolution, channels
+            first or last, singleton Z/T axes allowed.
         channel_map: which channel is which (default: :func:`default_indices`).
 
     Returns:

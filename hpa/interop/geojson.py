@@ -112,7 +112,8 @@ def cell_features(
         ring = outer_contour(region.image) + offset
         props: dict[str, Any] = {"objectType": "detection", "isLocked": False, "name": f"cell {cid}"}
         measurements: dict[str, float] = {"cell_id": cid, "Area px^2": float(region.area)}
-        feature: dict[str, Any] = {"type": "Feature", "id": f"cell-{cid}", "geometry": _polygon(ring)}
+        # no "id": QuPath reads it as a UUID and makes its own where it is absent
+        feature: dict[str, Any] = {"type": "Feature", "geometry": _polygon(ring)}
         if nuclei is not None:
             nucleus = nuclei[y0:y1, x0:x1] == cid
             if nucleus.any():
