@@ -83,6 +83,19 @@ def test_segment_train_predict_show_report_on_ome_tiff(tiny_dataset, tiffs, tmp_
     hpa("show", str(tiffs), "--pred", str(tmp_path / "pred-tif"), "--id", first)
     drawn = [cv2.imread(str(tmp_path / p / "overlays" / f"{first}.png")) for p in ("pred-png", "pred-tif")]
     np.testing.assert_array_equal(drawn[0], drawn[1])
+    hpa(
+        "export",
+        str(tmp_path / "pred-tif"),
+        "--to",
+        "ome-zarr",
+        "--out",
+        str(tmp_path / "zarr"),
+        "--id",
+        first,
+    )
+    zarr = pytest.importorskip("zarr")
+    stored = zarr.open_group(str(tmp_path / "zarr" / f"{first}.ome.zarr"), mode="r")["0"][...]
+    np.testing.assert_array_equal(np.moveaxis(stored, 0, -1), read_sample(pngs, first))  # RGBY again
     hpa("report", str(tmp_path / "pred-tif"))
     assert (tmp_path / "pred-tif" / "report" / "index.html").is_file()
     n_overlays = len(list((tmp_path / "pred-tif" / "report" / "overlays").glob("*.png")))
