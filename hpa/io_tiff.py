@@ -138,7 +138,7 @@ class ChannelMap:
             if names is None:
                 raise HPADataError(
                     f"{path}: --channel-map {self.spec!r} names channel {source!r}, but the file "
-                    "has no OME channel names; map by index (0, 1, ...)"
+                    "has no OME name for each channel; map by index (0, 1, ...)"
                 )
             hits = [k for k, n in enumerate(names) if n.strip().lower() == source.lower()]
             if not hits:
@@ -148,16 +148,17 @@ class ChannelMap:
             if len(hits) > 1:
                 raise HPADataError(f"{path}: channel name {source!r} is ambiguous: channels {hits} carry it")
             out.append(hits[0])
-        _check_distinct(out, f"{path}: --channel-map {self.spec!r}")
+        _check_distinct(out, f"{path}: --channel-map {self.spec!r}", HPADataError)
         return out
 
 
-def _check_distinct(sources: list[Any], where: str) -> None:
+def _check_distinct(sources: list[Any], where: str, error: type[Exception] = HPAConfigError) -> None:
+    """Raise ``error`` where two HPA channels take the same source (index or name)."""
     keys = [s.lower() if isinstance(s, str) else s for s in sources]
     for key in keys:
         roles = [_STAINS[r] for r, k in enumerate(keys) if k is not None and k == key]
         if len(roles) > 1:
-            raise HPAConfigError(f"{where}: ambiguous, channel {key!r} is mapped to {' and '.join(roles)}")
+            raise error(f"{where}: ambiguous, channel {key!r} is mapped to {' and '.join(roles)}")
 
 
 def default_indices(n_channels: int, path: Path) -> list[int | None]:

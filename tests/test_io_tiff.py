@@ -170,7 +170,12 @@ def test_map_that_does_not_fit_the_file(tmp_path):
     write_stack(tmp_path / "ome.ome.tif", random_planes(4, np.uint8), names=("DAPI", "GFP", "DAPI", "ER"))
     cases = [
         ("plain", "microtubules=0,protein=1,nucleus=4", "uses channel 4, the file has 4"),
-        ("plain", BY_NAME, "has no OME channel names"),
+        ("plain", BY_NAME, "has no OME name for each channel"),
+        (
+            "ome",
+            "microtubules=ER,protein=1,nucleus=GFP",
+            "ambiguous, channel 1 is mapped to protein and nucleus",
+        ),
         ("ome", "microtubules=ER,protein=GFP,nucleus=Hoechst", "no channel named 'Hoechst'"),
         ("ome", "microtubules=ER,protein=GFP,nucleus=DAPI", "'DAPI' is ambiguous"),
     ]
