@@ -69,7 +69,8 @@ def main() -> int:
     image, _ = run.load(image_id)
     collection = json.loads((Path(args.geojson) / f"{image_id}.geojson").read_text())
     n = len(collection["features"])
-    draw(composite(image), collection, f"{image_id}: {n} cells from {image_id}.geojson", Path(args.out))
+    title = f"{image_id[:8]}…: {n} cells read back from its .geojson (class colour; white: nucleus)"
+    draw(composite(image), collection, title, Path(args.out))
     logging.getLogger("make_geojson_figure").info("wrote %s", args.out)
     return 0
 
