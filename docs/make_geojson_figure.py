@@ -6,6 +6,15 @@ shows what QuPath imports::
 
     hpa export PRED_DIR --to geojson --out GEOJSON_DIR
     python docs/make_geojson_figure.py PRED_DIR GEOJSON_DIR [--id ID] [--out docs/geojson_overlay.png]
+
+docs/geojson_overlay.png came from (D: a folder of ``hpa synth``/``hpa segment`` output,
+120 training images, as ``hpa demo`` writes it)::
+
+    hpa train-cells --images D/data/train --labels D/data/train.csv --masks D/seg/train --out D/model \
+        --backbone resnet10t --crop-size 48 --epochs 1 --max-steps 40 --batch-size 32 --device cpu
+    hpa predict data/hpa-samples/images --model D/model --out D/pred-real --device cpu
+    hpa export D/pred-real --to geojson --out D/pred-real/geojson
+    python docs/make_geojson_figure.py D/pred-real D/pred-real/geojson
 """
 
 from __future__ import annotations
