@@ -36,13 +36,16 @@ CHANNEL_HEX = ("FF0000", "00FF00", "0000FF", "FFFF00")
 _CHUNK = 1024
 
 
-def _zarr() -> Any:
+def require_zarr() -> Any:
+    """The ``zarr`` module (format 3 API), or HPAConfigError saying how to install it."""
     try:
         import zarr
     except ImportError as exc:
         raise HPAConfigError(
             "--to ome-zarr needs the zarr package: python -m pip install 'hpa-cells[interop]'"
         ) from exc
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise HPAConfigError(f"--to ome-zarr needs zarr >= 3 (Python >= 3.11), found zarr {zarr.__version__}")
     return zarr
 
 
@@ -80,7 +83,7 @@ def write_ome_zarr(
     Returns:
         ``path``.
     """
-    zarr = _zarr()
+    zarr = require_zarr()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

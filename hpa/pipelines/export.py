@@ -76,6 +76,10 @@ def export_run(
     """
     if to not in FORMATS:
         raise HPADataError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
+    if to == "ome-zarr":
+        from hpa.interop.omezarr import require_zarr
+
+        require_zarr()  # one clear error before any image
     run = load_prediction_run(pred_dir)
     if channel_map is not None:
         import dataclasses
