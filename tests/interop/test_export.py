@@ -201,3 +201,37 @@ def test_geojson_on_real_2048px_reference_cells(shared_data):
         table = pd.DataFrame({"cell_id": ids, **{n: np.full(len(ids), 0.9) for n in CLASSES}})
         features = check_collection(cell_features(cells, table, CLASSES, np.full(len(CLASSES), 0.5)), cells)
         assert all(f["properties"]["classification"]["name"] == CLASSES[0] for f in features.values())
+
+
+def test_channel_map_flag_overrides_the_run(synthetic_run, tmp_path):
+    """export and report read another folder of OME-TIFFs with the map they are given."""
+    import cv2
+    import tifffile
+
+    from hpa.io_tiff import ChannelMap
+    from hpa.pipelines.visualize import make_report
+
+    pngs = synthetic_run.parent / "images"
+    image = read_sample(pngs, "syn")
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    tifffile.imwrite(
+        stacks / "syn.ome.tif",
+        np.stack([image[..., k] for k in (3, 2, 1, 0)]),
+        photometric="minisblack",
+        metadata={"axes": "CYX", "Channel": {"Name": ["ER", "DNA", "Target", "MT"]}},
+    )
+    cmap = ChannelMap.parse("microtubules=MT,protein=Target,nucleus=DNA,er=ER")
+    written, failed = export_run(
+        synthetic_run, "ome-zarr", tmp_path / "z", images_dir=stacks, channel_map=cmap
+    )
+    assert not failed
+    zarr = pytest.importorskip("zarr")
+    np.testing.assert_array_equal(
+        np.moveaxis(zarr.open_group(str(written[0]), mode="r")["0"][...], 0, -1), image
+    )
+    make_report(synthetic_run, images=stacks, out=tmp_path / "r-tif", channel_map=cmap)
+    make_report(synthetic_run, images=pngs, out=tmp_path / "r-png")
+    drawn = [cv2.imread(str(tmp_path / r / "overlays" / "syn.png")) for r in ("r-tif", "r-png")]
+    assert drawn[0] is not None
+    np.testing.assert_array_equal(drawn[0], drawn[1])
