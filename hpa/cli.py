@@ -31,6 +31,7 @@ _HANDLERS = {
     "show": "hpa.pipelines.visualize:show_main",
     "report": "hpa.pipelines.visualize:report_main",
     "demo": "hpa.pipelines.demo:main",
+    "export": "hpa.pipelines.export:main",
 }
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
@@ -261,6 +262,47 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
+# ----------------------------------- bioimage interoperability (issue 15) ---
+
+_CHANNEL_MAP_COMMANDS = ("segment", "train-cells", "predict", "show", "report", "export")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a prediction run for QuPath (GeoJSON) or napari/Fiji (OME-Zarr)",
+        formatter_class=_FMT,
+    )
+    p.add_argument("pred", help="PRED_DIR written by 'hpa predict'")
+    p.add_argument("--to", required=True, choices=("geojson", "ome-zarr"), help="output format")
+    p.add_argument("--out", required=True, help="output folder: <Id>.geojson or <Id>.ome.zarr per image")
+    p.add_argument("--id", nargs="*", default=None, help="Ids to export (default: all predicted)")
+    p.add_argument(
+        "--images", default=None, help="folder of the images, ome-zarr only (default: from PRED_DIR)"
+    )
+
+
+def _add_channel_map(sub: argparse._SubParsersAction) -> None:
+    """``--channel-map`` on every command that reads images."""
+    for name in _CHANNEL_MAP_COMMANDS:
+        sub.choices[name].add_argument(
+            "--channel-map",
+            default=None,
+            metavar="MAP",
+            help="for one multi-channel TIFF/OME-TIFF per sample: which channel is which, by index "
+            "or OME name, e.g. microtubules=0,protein=1,nucleus=2,er=3 (default: RGBY order; "
+            "3 channels = no ER)",
+        )
+
+
+def _parse_channel_map(args: argparse.Namespace) -> None:
+    """Replace ``args.channel_map`` text by a :class:`hpa.io_tiff.ChannelMap` (HPAConfigError if bad)."""
+    if getattr(args, "channel_map", None):
+        from hpa.io_tiff import ChannelMap
+
+        args.channel_map = ChannelMap.parse(args.channel_map)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``hpa`` argument parser."""
     parser = _Parser(
@@ -282,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_show,
         _add_report,
         _add_demo,
+        _add_export,
     ):
         add(sub)
+    _add_channel_map(sub)
     return parser
 
 
@@ -331,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module_name, func_name = _HANDLERS[args.command].split(":")
         handler = getattr(importlib.import_module(module_name), func_name)
+        _parse_channel_map(args)
         result = handler(args)
     except Terminated:
         log.error("stopped by SIGTERM")

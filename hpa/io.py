@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -31,6 +32,9 @@ from hpa.constants import CHANNELS, IMAGE_EXTENSIONS, LABEL_SETS
 from hpa.errors import HPADataError
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from hpa.io_tiff import ChannelMap
 
 # --------------------------------------------------------------------------- ids ---
 
@@ -115,21 +119,19 @@ def channel_path(images_dir: str | Path, image_id: str, color: str) -> Path:
     raise HPADataError(f"{images_dir}: missing {color} channel for Id {image_id} (tried {tried})")
 
 
-def sample_paths(images_dir: str | Path, image_id: str) -> list[Path]:
-    """The four channel files of a sample, in :data:`hpa.constants.CHANNELS` order.
-
-    Raises:
-        HPADataError: as :func:`channel_path`.
-    """
-    return [channel_path(images_dir, image_id, c) for c in CHANNELS]
-
-
 def list_image_ids(images_dir: str | Path) -> list[str]:
-    """Sorted Ids of the samples in a folder (every Id with at least one channel file)."""
+    """Sorted Ids of the samples in a folder (every Id with at least one channel file).
+
+    Multi-channel TIFF / OME-TIFF files (``<Id>.tif``, ``<Id>.ome.tif``, see
+    :mod:`hpa.io_tiff`) count as samples too.
+    """
+    from hpa.io_tiff import list_stack_ids
+
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise HPADataError(f"{images_dir}: not a folder")
-    return sorted({image_id for image_id, _ in _channel_files(images_dir, fresh=True)})
+    ids = {image_id for image_id, _ in _channel_files(images_dir, fresh=True)}
+    return sorted(ids.union(list_stack_ids(images_dir)))
 
 
 def check_folder_ids(images_dir: str | Path, ids: Sequence[str]) -> None:
@@ -276,21 +278,53 @@ def _lossy_colour_to_grey(planes: list[np.ndarray], path: Path) -> np.ndarray:
     return np.round(mean).astype(used[0].dtype)
 
 
-def read_sample(images_dir: str | Path, image_id: str) -> np.ndarray:
+def sample_paths(images_dir: str | Path, image_id: str) -> list[Path]:
+    """The file(s) of one sample: its multi-channel TIFF, else its four channel files.
+
+    Raises:
+        HPADataError: the sample has no file, or has both kinds.
+    """
+    from hpa.io_tiff import stack_path
+
+    check_image_id(image_id)
+    stack = stack_path(images_dir, image_id)
+    if stack is None:
+        return [channel_path(images_dir, image_id, c) for c in CHANNELS]
+    files = _channel_files(Path(images_dir))
+    if any((image_id, c) in files for c in CHANNELS):
+        raise HPADataError(
+            f"{images_dir}: Id {image_id} has both {stack.name} and per-channel files; keep one"
+        )
+    return [stack]
+
+
+def read_sample(images_dir: str | Path, image_id: str, channel_map: ChannelMap | None = None) -> np.ndarray:
     """Read the four channels of one sample.
 
     Args:
-        images_dir: folder holding ``<Id>_{red,green,blue,yellow}.<ext>`` files.
+        images_dir: folder holding ``<Id>_{red,green,blue,yellow}.<ext>`` files, or
+            one multi-channel ``<Id>.tif`` / ``<Id>.ome.tif`` per sample.
         image_id: the sample's Id.
+        channel_map: which channel of a multi-channel file is which
+            (:class:`hpa.io_tiff.ChannelMap`); per-channel files take none.
 
     Returns:
         ``(H, W, 4)`` array in red, green, blue, yellow order; uint8 or uint16 as stored.
 
     Raises:
-        HPADataError: a channel is missing or unreadable, or the channels differ in
-            size or bit depth.
+        HPADataError: a channel is missing or unreadable, the channels differ in
+            size or bit depth, or a channel map is given for per-channel files.
     """
     paths = sample_paths(images_dir, image_id)
+    if len(paths) == 1:
+        from hpa.io_tiff import read_stack
+
+        return read_stack(paths[0], channel_map)
+    if channel_map is not None:
+        raise HPADataError(
+            f"{images_dir}: Id {image_id} is stored as per-channel files; "
+            f"--channel-map {channel_map.spec!r} applies to multi-channel TIFFs only"
+        )
     planes = [read_grey(p) for p in paths]
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:

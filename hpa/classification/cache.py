@@ -27,12 +27,13 @@ from hpa.classification.crops import CropSettings, cell_boxes, crop_cells, image
 from hpa.constants import CHANNELS
 from hpa.io import (
     HPADataError,
-    channel_path,
     read_label_image,
     read_sample,
     remove_stale_temporaries,
+    sample_paths,
     temp_name,
 )
+from hpa.io_tiff import ChannelMap
 from hpa.parallel import process_pool
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,14 @@ def mask_path(seg_dir: str | Path, image_id: str) -> Path:
 
 
 def load_views(
-    images_dir: str | Path, seg_dir: str | Path, image_id: str, settings: CropSettings
+    images_dir: str | Path,
+    seg_dir: str | Path,
+    image_id: str,
+    settings: CropSettings,
+    channel_map: ChannelMap | None = None,
 ) -> ImageViews:
-    """Read an image and its cell mask and cut its views."""
-    image = read_sample(images_dir, image_id)
+    """Read an image (``channel_map``: see :mod:`hpa.io_tiff`) and its cell mask and cut its views."""
+    image = read_sample(images_dir, image_id, channel_map)
     path = mask_path(seg_dir, image_id)
     if not path.is_file():
         raise HPADataError(f"{path}: no cell mask for Id {image_id}; run hpa segment first")
@@ -111,16 +116,24 @@ def load_views(
 
 def _files_signature(images_dir: Path, seg_dir: Path, image_id: str) -> list[int]:
     sig = []
-    paths = [channel_path(images_dir, image_id, c) for c in CHANNELS] + [mask_path(seg_dir, image_id)]
+    paths = [*sample_paths(images_dir, image_id), mask_path(seg_dir, image_id)]
     for p in paths:
         st = p.stat()
         sig += [st.st_size, st.st_mtime_ns]
     return sig
 
 
-def cache_key(images_dir: str | Path, seg_dir: str | Path, ids: Sequence[str], settings: CropSettings) -> str:
-    """A hash of the settings and of every input file's size and modification time."""
+def cache_key(
+    images_dir: str | Path,
+    seg_dir: str | Path,
+    ids: Sequence[str],
+    settings: CropSettings,
+    channel_map: ChannelMap | None = None,
+) -> str:
+    """A hash of the settings, the channel map and every input file's size and modification time."""
     h = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
+    if channel_map is not None:
+        h.update(repr(channel_map.sources).encode())
     for image_id in ids:
         h.update(image_id.encode())
         try:
@@ -162,12 +175,11 @@ class CropCache:
         return len(self.index)
 
 
-def _work(task: tuple[str, str, str, CropSettings]) -> ImageViews | tuple[str, str]:
-    images_dir, seg_dir, image_id, settings = task
+def _work(task: tuple[str, str, str, CropSettings, ChannelMap | None]) -> ImageViews | tuple[str, str]:
     try:
-        return load_views(images_dir, seg_dir, image_id, settings)
+        return load_views(*task)
     except (HPADataError, OSError, ValueError) as exc:
-        return image_id, str(exc)
+        return task[2], str(exc)
 
 
 def iter_views(
@@ -176,9 +188,10 @@ def iter_views(
     ids: Sequence[str],
     settings: CropSettings,
     workers: int = 1,
+    channel_map: ChannelMap | None = None,
 ) -> Iterator[ImageViews | tuple[str, str]]:
     """Views of each Id, in order, cut in ``workers`` processes; ``(Id, error)`` on failure."""
-    tasks = [(str(images_dir), str(seg_dir), i, settings) for i in ids]
+    tasks = [(str(images_dir), str(seg_dir), i, settings, channel_map) for i in ids]
     if workers <= 1:
         yield from map(_work, tasks)
         return
@@ -202,6 +215,7 @@ def build_cache(
     cache_root: str | Path,
     workers: int = 1,
     progress: bool = True,
+    channel_map: ChannelMap | None = None,
 ) -> CropCache:
     """Build (or reuse) the crop cache of ``ids``.
 
@@ -213,11 +227,12 @@ def build_cache(
         cache_root: folder holding caches, one subfolder per key.
         workers: processes cutting views.
         progress: show a progress bar.
+        channel_map: which channel of a multi-channel TIFF is which (:mod:`hpa.io_tiff`).
 
     Returns:
         The cache. Images that cannot be read are logged and listed in ``failures``.
     """
-    key = cache_key(images_dir, seg_dir, ids, settings)
+    key = cache_key(images_dir, seg_dir, ids, settings, channel_map)
     folder = Path(cache_root) / key
     if (folder / "meta.json").is_file():
         log.info("reusing crop cache %s", folder)
@@ -226,7 +241,7 @@ def build_cache(
     tmp = Path(cache_root) / temp_name(key)
     tmp.mkdir(parents=True)
     try:
-        return _build(tmp, folder, key, images_dir, seg_dir, ids, settings, workers, progress)
+        return _build(tmp, folder, key, images_dir, seg_dir, ids, settings, workers, progress, channel_map)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # an interrupted build leaves nothing behind
         raise
@@ -242,6 +257,7 @@ def _build(
     settings: CropSettings,
     workers: int,
     progress: bool,
+    channel_map: ChannelMap | None = None,
 ) -> CropCache:
     rows: list[pd.DataFrame] = []
     failures: dict[str, str] = {}
@@ -250,7 +266,7 @@ def _build(
     size = settings.crop_size
     with (tmp / "views.bin").open("wb") as fh:
         bar = tqdm(
-            iter_views(images_dir, seg_dir, ids, settings, workers),
+            iter_views(images_dir, seg_dir, ids, settings, workers, channel_map),
             total=len(ids),
             desc="cutting crops",
             unit="img",

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from hpa.config import default_workers, log_settings, save_yaml
 from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list, write_text_atomic
+from hpa.io_tiff import check_channel_map
 from hpa.outputs import StagedFolder, check_apart
 from hpa.parallel import process_pool
 
@@ -53,14 +54,14 @@ class PredictSummary:
 # ------------------------------------------------------------------ worker side ---
 
 
-def _prepare(task: tuple[str, str, str, Any, Any]) -> Any:
+def _prepare(task: tuple[str, str, str, Any, Any, Any]) -> Any:
     """Read, segment (or load masks) and cut the views of one image, in a worker."""
     from hpa.classification.cache import image_views, mask_path
     from hpa.io import read_label_image, read_sample
 
-    images_dir, masks_dir, image_id, crop, seg_config = task
+    images_dir, masks_dir, image_id, crop, seg_config, channel_map = task
     try:
-        image = read_sample(images_dir, image_id)
+        image = read_sample(images_dir, image_id, channel_map)
         if seg_config is None:
             path = mask_path(masks_dir, image_id)
             if not path.is_file():
@@ -80,7 +81,7 @@ def _prepare(task: tuple[str, str, str, Any, Any]) -> Any:
         return image_id, f"{type(exc).__name__}: {exc}"
 
 
-def _prepared(tasks: list[tuple[str, str, str, Any, Any]], workers: int) -> Iterator[Any]:
+def _prepared(tasks: list[tuple[str, str, str, Any, Any, Any]], workers: int) -> Iterator[Any]:
     """Prepared views of ``tasks`` in order, made ahead of the classifier.
 
     One worker is a thread (reading, decoding and resizing release the GIL, so it
@@ -133,16 +134,18 @@ def score_images(
     tta: int = 1,
     progress: bool = True,
     precision: str = "auto",
+    channel_map: Any = None,
 ) -> ScoredViews:
     """Score every cell and tile of ``ids``; segment on the fly when ``seg_config`` is given.
 
     Workers prepare views while this process runs the model on full batches.
+    ``channel_map`` (:class:`hpa.io_tiff.ChannelMap`) is for multi-channel TIFF input.
     """
     from hpa.classification.cache import views_index
     from hpa.classification.inference import score_views
     from hpa.classification.model import model_channel_order
 
-    tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config) for i in ids]
+    tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config, channel_map) for i in ids]
     failures: dict[str, str] = {}
     index_parts: list[pd.DataFrame] = []
     prob_parts: list[np.ndarray] = []
@@ -308,6 +311,7 @@ def _score_shard(
     batch_size: int | None,
     tta: int,
     precision: str = "auto",
+    channel_map: Any = None,
 ) -> str:
     """A Dask task: score one shard of Ids on this worker's device; write its part files.
 
@@ -333,6 +337,7 @@ def _score_shard(
         tta,
         progress=False,
         precision=precision,
+        channel_map=channel_map,
     )
     paths = _shard_paths(parts_dir, k)
     failures = pd.DataFrame({"image_id": list(scored.failures), "error": list(scored.failures.values())})
@@ -384,6 +389,7 @@ def _score_on_cluster(
     out: Path,
     progress: bool,
     precision: str = "auto",
+    channel_map: Any = None,
 ) -> ScoredViews:
     """Score ``ids`` in shards on a Dask cluster, each worker on its own device.
 
@@ -426,6 +432,7 @@ def _score_on_cluster(
                 batch_size,
                 tta,
                 precision,
+                channel_map,
             )
             for k, shard in enumerate(shards)
         ]
@@ -463,6 +470,7 @@ def predict_folder(
     progress: bool = True,
     scheduler: str | None = None,
     precision: str = "auto",
+    channel_map: Any = None,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
@@ -489,6 +497,8 @@ def predict_folder(
             shares; ``workers`` is unused.
         precision: ``auto``, ``bf16`` or ``fp32`` autocast
             (:func:`hpa.classification.inference.resolve_precision`).
+        channel_map: which channel of a multi-channel TIFF is which
+            (:class:`hpa.io_tiff.ChannelMap`); saved in ``config.yaml``.
 
     Returns:
         A :class:`PredictSummary`.
@@ -510,7 +520,7 @@ def predict_folder(
     with StagedFolder(out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=("masks",)) as stage:
         summary = _predict_staged(
             stage.path, images, model_dir, out, masks, ids, tta, pooling, fill_top, batch_size,
-            device, workers, backend, progress, scheduler, precision,
+            device, workers, backend, progress, scheduler, precision, channel_map,
         )  # fmt: skip
         stage.commit()
     return summary
@@ -533,6 +543,7 @@ def _predict_staged(
     progress: bool,
     scheduler: str | None,
     precision: str,
+    channel_map: Any,
 ) -> PredictSummary:
     """:func:`predict_folder` writing into ``work``, the folder that becomes ``out``."""
     import torch
@@ -547,6 +558,7 @@ def _predict_staged(
 
         require_distributed()  # fail before writing anything
         parse_local(scheduler)
+    check_channel_map(images, channel_map)
     ids = list(ids) if ids is not None else list_image_ids(images)
     check_folder_ids(images, ids)  # a badly named file fails now, not after the work
     if scheduler is None:
@@ -599,6 +611,7 @@ def _predict_staged(
         "segmented_on_the_fly": masks is None,
         "segmentation_backend": backend if masks is None else None,
         "n_images": len(ids),
+        "channel_map": channel_map.spec if channel_map is not None else None,
     }
     if scheduler is not None:  # workers and batch size are the workers' own, by device
         settings.update(scheduler=scheduler, workers=None)
@@ -620,11 +633,13 @@ def _predict_staged(
             tta,
             progress,
             precision=precision,
+            channel_map=channel_map,
         )
     else:
         scored = _score_on_cluster(
             scheduler, Path(model_dir).resolve(), cfg.class_names, Path(images).resolve(), ids,
             masks_dir.resolve(), seg_config, device, batch_size, tta, work.resolve(), progress, precision,
+            channel_map,
         )  # fmt: skip
     n_cells = write_predictions(work, ids, scored, cfg, thresholds, pooling, fill_top)
     if scored.seg_tables:
@@ -694,6 +709,7 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         backend=args.backend,
         scheduler=getattr(args, "scheduler", None),
         precision=getattr(args, "precision", "auto"),
+        channel_map=getattr(args, "channel_map", None),
     )
     text = (
         f"submission: {summary.out / 'submission.csv'} ({summary.n_images} images, "

@@ -37,6 +37,7 @@ from hpa.io import (
     remove_stale_temporaries,
     write_text_atomic,
 )
+from hpa.io_tiff import ChannelMap, check_channel_map
 from hpa.outputs import check_apart
 from hpa.parallel import process_pool
 from hpa.segmentation import TABLE_COLUMNS, SegmentConfig, cell_table, segment
@@ -104,9 +105,16 @@ def segment_and_write(
 
 
 def segment_one(
-    images_dir: str | Path, out_dir: str | Path, image_id: str, config: SegmentConfig
+    images_dir: str | Path,
+    out_dir: str | Path,
+    image_id: str,
+    config: SegmentConfig,
+    channel_map: ChannelMap | None = None,
 ) -> tuple[str, int, str | None]:
     """Segment one image and write its files; never raises for a bad image.
+
+    ``channel_map`` says which channel of a multi-channel TIFF is which (see
+    :mod:`hpa.io_tiff`).
 
     Returns:
         ``(image_id, n_cells, error)``; ``error`` is None on success, else a message.
@@ -114,29 +122,37 @@ def segment_one(
     from hpa.io import read_sample
 
     try:
-        image = read_sample(images_dir, image_id)
+        image = read_sample(images_dir, image_id, channel_map)
         _, table = segment_and_write(image, out_dir, image_id, config)
         return image_id, len(table), None
     except (HPADataError, ValueError, TypeError, OSError, RuntimeError) as exc:
         return image_id, 0, f"{type(exc).__name__}: {exc}"
 
 
-def _star(job: tuple[str, str, str, SegmentConfig]) -> tuple[str, int, str | None]:
+#: One image to segment: images folder, SEG_DIR, Id, settings, channel map.
+_Job = tuple[str, str, str, SegmentConfig, ChannelMap | None]
+
+
+def _star(job: _Job) -> tuple[str, int, str | None]:
     return segment_one(*job)
 
 
 def _segment_task(
-    images_dir: str, out_dir: str, image_id: str, config: SegmentConfig
+    images_dir: str,
+    out_dir: str,
+    image_id: str,
+    config: SegmentConfig,
+    channel_map: ChannelMap | None = None,
 ) -> tuple[str, int, str | None]:
     """A Dask task: one image, on a worker that runs one task per thread."""
     import cv2
 
     cv2.setNumThreads(1)  # one image per task; OpenCV's threads would only compete
-    return segment_one(images_dir, out_dir, image_id, config)
+    return segment_one(images_dir, out_dir, image_id, config, channel_map)
 
 
 def _run_on_cluster(
-    jobs: list[tuple[str, str, str, SegmentConfig]], scheduler: str, images_dir: Path, out_dir: Path
+    jobs: list[_Job], scheduler: str, images_dir: Path, out_dir: Path
 ) -> Iterator[tuple[str, int, str | None]]:
     """Segment ``jobs`` on a Dask cluster; yield results as they complete.
 
@@ -148,7 +164,7 @@ def _run_on_cluster(
     from hpa.pipelines.cluster import as_completed_results, check_shared_folders, connect
 
     images_dir, out_dir = images_dir.resolve(), out_dir.resolve()  # workers may run elsewhere
-    jobs = [(str(images_dir), str(out_dir), image_id, config) for _, _, image_id, config in jobs]
+    jobs = [(str(images_dir), str(out_dir), *job[2:]) for job in jobs]
     names = [job[2] for job in jobs]
     with connect(scheduler) as client:
         check_shared_folders(client, out_dir, readable=[images_dir])
@@ -158,9 +174,7 @@ def _run_on_cluster(
     _remove_stray_temporaries(out_dir)
 
 
-def _run(
-    jobs: list[tuple[str, str, str, SegmentConfig]], workers: int
-) -> Iterator[tuple[str, int, str | None]]:
+def _run(jobs: list[_Job], workers: int) -> Iterator[tuple[str, int, str | None]]:
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield _star(job)
@@ -250,6 +264,7 @@ def segment_folder(
     workers: int | None = None,
     progress: bool = True,
     scheduler: str | None = None,
+    channel_map: ChannelMap | None = None,
 ) -> SegmentSummary:
     """Segment every sample of ``images_dir`` into the SEG_DIR ``out_dir``.
 
@@ -264,6 +279,8 @@ def segment_folder(
             processes: a scheduler address (``tcp://host:8786``) or ``local:N`` for a
             local cluster of N worker processes (``workers`` is then unused). The
             workers write into ``out_dir``, which must be on a filesystem they share.
+        channel_map: which channel of a multi-channel TIFF is which
+            (:mod:`hpa.io_tiff`); saved with the images folder in ``inputs.yaml``.
 
     Returns:
         A :class:`SegmentSummary`; failures are listed in ``out_dir/failures.csv``.
@@ -279,6 +296,7 @@ def segment_folder(
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     if not images_dir.is_dir():
         raise NotADirectoryError(f"{images_dir}: image folder not found")
+    check_channel_map(images_dir, channel_map)
     ids = list(ids) if ids is not None else list_image_ids(images_dir)
     check_folder_ids(images_dir, ids)  # bad or ambiguous file names fail before any work
     if scheduler is not None:
@@ -301,11 +319,13 @@ def segment_folder(
         (out_dir / sub).mkdir(exist_ok=True)
     _remove_stray_temporaries(out_dir)
     save_yaml(out_dir / "config.yaml", to_dict(config))
+    inputs = {"images": str(images_dir.resolve()), "channel_map": channel_map.spec if channel_map else None}
+    save_yaml(out_dir / "inputs.yaml", inputs)  # for viewers: hpa.interop.napari
     todo = [i for i in ids if not is_finished(out_dir, i)]
     n_skipped = len(ids) - len(todo)
     if n_skipped:
         log.info("%d of %d images already finished, skipping them", n_skipped, len(ids))
-    jobs = [(str(images_dir), str(out_dir), i, config) for i in todo]
+    jobs: list[_Job] = [(str(images_dir), str(out_dir), i, config, channel_map) for i in todo]
     failures: list[tuple[str, str]] = []
     n_done = n_cells = 0
     results: Iterator[tuple[str, int, str | None]]
@@ -361,6 +381,7 @@ def main(args: argparse.Namespace) -> int:
         config=config,
         workers=args.workers,
         scheduler=getattr(args, "scheduler", None),
+        channel_map=getattr(args, "channel_map", None),
     )
     if summary.n_done + summary.n_skipped == 0:
         log.error("no image was segmented (%d failed)", summary.n_failed)

@@ -111,6 +111,7 @@ def train_model(
     cache_root: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    channel_map: Any = None,
 ) -> dict[str, Any]:
     """Train a classifier and write its model folder.
 
@@ -122,6 +123,8 @@ def train_model(
         cfg: a :class:`hpa.classification.train.TrainConfig`.
         cache_root: crop cache folder (default ``$HPA_CACHE_DIR`` or ``MASKS/crop-cache``).
         resume: continue from ``OUT/last.ckpt``.
+        channel_map: which channel of a multi-channel TIFF is which
+            (:class:`hpa.io_tiff.ChannelMap`).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -143,8 +146,10 @@ def train_model(
         select_tile_weight,
         set_seed,
     )
+    from hpa.io_tiff import check_channel_map
 
     t_start = time.perf_counter()
+    check_channel_map(images, channel_map)
     out, masks = Path(out), Path(masks)
     if not (masks / "cells").is_dir():
         raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
@@ -186,7 +191,14 @@ def train_model(
     if not world.is_main:  # rank 0 builds the cache once; the others open it
         distributed.barrier(world)
     cache = build_cache(
-        images, masks, list(labels.ids), crop, cache_root, workers=cfg.workers, progress=progress
+        images,
+        masks,
+        list(labels.ids),
+        crop,
+        cache_root,
+        workers=cfg.workers,
+        progress=progress,
+        channel_map=channel_map,
     )
     if world.is_main:
         distributed.barrier(world)
@@ -403,10 +415,18 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
             "images": args.images,
             "masks": args.masks,
             "out": args.out,
+            "channel_map": args.channel_map.spec if getattr(args, "channel_map", None) else None,
         },
     )
     metrics = train_model(
-        args.images, labels, args.masks, args.out, cfg, cache_root=args.cache, resume=args.resume
+        args.images,
+        labels,
+        args.masks,
+        args.out,
+        cfg,
+        cache_root=args.cache,
+        resume=args.resume,
+        channel_map=getattr(args, "channel_map", None),
     )
     from hpa.classification.distributed import world_from_env
 

@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -107,7 +109,7 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
         parse_channels(args.channels)
     except ValueError as exc:
         raise HPADataError(str(exc)) from exc
-    run = load_prediction_run(args.pred)
+    run = _with_channel_map(load_prediction_run(args.pred), getattr(args, "channel_map", None))
     ids = _ids(args.id, run)
     out = Path(args.out) if args.out else run.root / "overlays"
     check_apart(out, {"IMAGES": args.images, "--pred": args.pred}, may_sit_inside=("--pred",))
@@ -118,14 +120,23 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
     return (0 if written and len(written) == len(ids) else 1), text
 
 
+def _with_channel_map(run: PredictionRun, channel_map: Any) -> PredictionRun:
+    """The run, reading its images with ``channel_map`` when given (else the run's own)."""
+    return run if channel_map is None else dataclasses.replace(run, channel_map=channel_map)
+
+
 def make_report(
     pred: str | Path,
     images: str | Path | None = None,
     labels: str | Path | None = None,
     out: str | Path | None = None,
+    channel_map: Any = None,
 ) -> Path:
-    """Write the HTML report of a prediction run; returns the path of its ``index.html``."""
-    run = load_prediction_run(pred)
+    """Write the HTML report of a prediction run; returns the path of its ``index.html``.
+
+    ``channel_map`` (:class:`hpa.io_tiff.ChannelMap`) overrides the one the run used.
+    """
+    run = _with_channel_map(load_prediction_run(pred), channel_map)
     if images is None and run.images_dir is None:
         log.warning("%s/config.yaml names no images folder and no images were given: no overlays", run.root)
     target = Path(out) if out else run.root / "report"
@@ -144,5 +155,5 @@ def report_main(args: argparse.Namespace) -> tuple[int, str]:
     Returns:
         0 on success.
     """
-    index = make_report(args.pred, args.images, args.labels, args.out)
+    index = make_report(args.pred, args.images, args.labels, args.out, getattr(args, "channel_map", None))
     return 0, f"wrote the report to {index}"

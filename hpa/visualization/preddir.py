@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,8 @@ class PredictionRun:
         images_dir: the images folder named in ``config.yaml`` (None if absent).
         masks_dir: the SEG_DIR named in ``config.yaml`` (None if absent).
         method: how the thresholds were chosen, if ``thresholds.json`` says.
+        channel_map: the :class:`hpa.io_tiff.ChannelMap` the run read its multi-channel
+            TIFFs with (``config.yaml``), None for per-channel files.
     """
 
     root: Path
@@ -51,6 +54,7 @@ class PredictionRun:
     images_dir: Path | None = None
     masks_dir: Path | None = None
     method: str | None = None
+    channel_map: Any = None
 
     def cells_of(self, image_id: str) -> pd.DataFrame:
         """Rows of ``cell_predictions`` for one image (possibly empty)."""
@@ -79,7 +83,7 @@ class PredictionRun:
         folder = images_dir or self.images_dir
         if folder is None:
             raise HPADataError(f"{self.root}/config.yaml names no images folder; pass --images")
-        image = read_sample(folder, image_id)
+        image = read_sample(folder, image_id, self.channel_map)
         cells = read_label_image(self.mask_path(image_id))
         if cells.shape != image.shape[:2]:
             raise HPADataError(
@@ -139,12 +143,16 @@ def load_prediction_run(pred_dir: str | Path) -> PredictionRun:
         fail = _read_csv(root / "failures.csv")
         if {"image_id", "error"} <= set(fail.columns):
             failures = dict(zip(fail["image_id"].astype(str), fail["error"].astype(str)))
-    images_dir = masks_dir = None
+    images_dir = masks_dir = channel_map = None
     if (root / "config.yaml").is_file():
         config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
         if isinstance(config, dict):
             images_dir = Path(config["images"]) if config.get("images") else None
             masks_dir = Path(config["masks"]) if config.get("masks") else None
+            if config.get("channel_map"):
+                from hpa.io_tiff import ChannelMap
+
+                channel_map = ChannelMap.parse(str(config["channel_map"]))
     log.debug("%s: %d images, %d cells, %d classes", root, len(predicted), len(cells), len(class_names))
     return PredictionRun(
         root=root,
@@ -158,4 +166,5 @@ def load_prediction_run(pred_dir: str | Path) -> PredictionRun:
         images_dir=images_dir,
         masks_dir=masks_dir,
         method=spec.method,
+        channel_map=channel_map,
     )

@@ -1,0 +1,181 @@
+"""napari reader: open a SEG_DIR or PRED_DIR as four channel layers and a cell Labels layer.
+
+Registered by the npe2 manifest ``hpa/interop/napari.yaml`` (entry point
+``napari.manifest``; ``pip install 'hpa-cells[napari]'``). Drop on napari, or
+``napari --plugin hpa-cells PATH``:
+
+- ``PRED_DIR`` (``hpa predict``) or ``SEG_DIR`` (``hpa segment``): its first image;
+- ``.../cells/<Id>.png`` inside either: that image.
+
+Layers: the red, green, blue and yellow channels as additive image layers in their HPA
+colours, then a Labels layer of the cells whose ``features`` is the image's per-cell
+table (``index`` = cell id), so hovering a cell shows its values: for a PRED_DIR every
+class probability and the top call (``top_class``, ``top_probability``), for a SEG_DIR the
+rows of ``cells.parquet``. The images folder and channel map come from the run
+(``PRED_DIR/config.yaml``, ``SEG_DIR/inputs.yaml``); without them only the Labels layer
+opens. Nothing here imports napari: the reader returns napari's layer data tuples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from hpa.constants import CHANNEL_STAINS, CHANNELS
+from hpa.errors import HPADataError
+from hpa.io import read_label_image, read_sample
+from hpa.io_tiff import ChannelMap
+from hpa.visualization.classes import cell_calls
+from hpa.visualization.composite import STRETCH_HIGH, STRETCH_LOW
+from hpa.visualization.preddir import load_prediction_run
+
+log = logging.getLogger(__name__)
+
+#: napari's layer data tuple: ``(data, keyword arguments of add_<type>, layer type)``.
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def _is_pred_dir(folder: Path) -> bool:
+    return (folder / "cell_predictions.parquet").is_file() and (folder / "thresholds.json").is_file()
+
+
+def _is_seg_dir(folder: Path) -> bool:
+    return (folder / "cells").is_dir() and (
+        (folder / "nuclei").is_dir() or (folder / "cells.parquet").is_file()
+    )
+
+
+def _locate(path: str | Path) -> tuple[Path, str | None] | None:
+    """``(run folder, Id or None)`` of a path this reader opens, else None."""
+    path = Path(path)
+    if path.is_dir():
+        return (path, None) if _is_pred_dir(path) or _is_seg_dir(path) else None
+    if path.suffix.lower() == ".png" and path.parent.name == "cells":
+        seg = path.parent.parent
+        if _is_seg_dir(seg):
+            run = seg.parent if seg.name == "masks" and _is_pred_dir(seg.parent) else seg
+            return run, path.stem
+    return None
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """The npe2 reader command: :func:`read_run` when ``path`` is a run napari should open here."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return read_run if _locate(path) is not None else None
+
+
+def read_run(path: str | list[str]) -> list[LayerData]:
+    """Layer data of one image of a SEG_DIR or PRED_DIR (see the module docstring).
+
+    Returns:
+        Four ``"image"`` layers (``(H, W)`` uint8/uint16 channel planes), then one
+        ``"labels"`` layer (``(H, W)`` int32 cell ids) with its ``features`` table; only
+        the Labels layer when the run names no readable images folder.
+
+    Raises:
+        HPADataError: ``path`` is not a run, or its files are missing or unreadable.
+    """
+    target = path[0] if isinstance(path, list) else path
+    found = _locate(target)
+    if found is None:
+        raise HPADataError(
+            f"{target}: not a SEG_DIR or PRED_DIR written by hpa (nor cells/<Id>.png inside one)"
+        )
+    folder, image_id = found
+    if _is_pred_dir(folder):
+        return _pred_layers(folder, image_id)
+    return _seg_layers(folder, image_id)
+
+
+def _pred_layers(folder: Path, image_id: str | None) -> list[LayerData]:
+    run = load_prediction_run(folder)
+    if not run.ids:
+        raise HPADataError(f"{folder}: the run predicted no image")
+    image_id = image_id or _first(run.ids, folder)
+    cells = read_label_image(run.mask_path(image_id))
+    table = run.cells_of(image_id)
+    calls = cell_calls(table, run.class_names, run.thresholds)
+    features = pd.DataFrame(
+        {
+            "index": table["cell_id"].to_numpy(dtype=np.int64),
+            "top_class": [run.class_names[k] if k >= 0 else "" for k in calls["top_class"]],
+            "top_probability": calls["top_prob"].to_numpy(),
+        }
+    )
+    features = pd.concat([features, table[list(run.class_names)].reset_index(drop=True)], axis=1)
+    return _layers(image_id, cells, features, run.images_dir, run.channel_map)
+
+
+def _seg_layers(folder: Path, image_id: str | None) -> list[LayerData]:
+    ids = sorted(p.stem for p in (folder / "cells").glob("*.png"))
+    if not ids:
+        raise HPADataError(f"{folder}/cells: no mask")
+    image_id = image_id or _first(ids, folder)
+    cells = read_label_image(folder / "cells" / f"{image_id}.png")
+    table_path = folder / "tables" / f"{image_id}.parquet"
+    table = pd.read_parquet(table_path) if table_path.is_file() else pd.DataFrame({"cell_id": []})
+    features = table.drop(columns=["image_id"], errors="ignore").rename(columns={"cell_id": "index"})
+    images_dir, channel_map = _seg_inputs(folder)
+    return _layers(image_id, cells, features, images_dir, channel_map)
+
+
+def _seg_inputs(folder: Path) -> tuple[Path | None, ChannelMap | None]:
+    """Images folder and channel map of a SEG_DIR, from its ``inputs.yaml``."""
+    path = folder / "inputs.yaml"
+    if not path.is_file():
+        return None, None
+    inputs = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    images = Path(inputs["images"]) if inputs.get("images") else None
+    spec = inputs.get("channel_map")
+    return images, ChannelMap.parse(str(spec)) if spec else None
+
+
+def _first(ids: Any, folder: Path) -> str:
+    if len(ids) > 1:
+        log.info(
+            "%s: opening %s, the first of %d images (open cells/<Id>.png for another)",
+            folder,
+            ids[0],
+            len(ids),
+        )
+    return str(ids[0])
+
+
+def _layers(
+    image_id: str,
+    cells: np.ndarray,
+    features: pd.DataFrame,
+    images_dir: Path | None,
+    channel_map: ChannelMap | None,
+) -> list[LayerData]:
+    layers: list[LayerData] = []
+    if images_dir is not None and images_dir.is_dir():
+        image = read_sample(images_dir, image_id, channel_map)
+        if image.shape[:2] != cells.shape:
+            raise HPADataError(
+                f"Id {image_id}: image {image.shape[:2]} and cell mask {cells.shape} differ in size"
+            )
+        for k, colour in enumerate(CHANNELS):
+            plane = image[..., k]
+            lo, hi = np.percentile(plane, (STRETCH_LOW, STRETCH_HIGH))
+            kwargs = {
+                "name": f"{image_id} {colour} ({CHANNEL_STAINS[colour]})",
+                "colormap": colour,
+                "blending": "additive",
+                "contrast_limits": [float(lo), float(max(hi, lo + 1))],
+            }
+            layers.append((plane, kwargs, "image"))
+    else:
+        log.warning("Id %s: images folder %s not found; opening the cells only", image_id, images_dir)
+    labels_kwargs = {"name": f"{image_id} cells", "features": features.reset_index(drop=True), "opacity": 0.5}
+    layers.append((cells, labels_kwargs, "labels"))
+    return layers

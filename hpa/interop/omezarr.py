@@ -1,0 +1,192 @@
+"""An image and its cells as OME-Zarr (OME-NGFF 0.4, Zarr format 2).
+
+Layout of ``<Id>.ome.zarr``, as ome-zarr-py writes it and OME-NGFF readers
+(napari-ome-zarr, Fiji's MoBIE / n5-viewer) read it::
+
+    .zattrs            multiscales (axes c, y, x; one level) and omero (HPA channel colours)
+    0/                 (4, H, W) uint8/uint16 image, channels in red, green, blue, yellow order
+    labels/.zattrs     {"labels": ["cells"]}
+    labels/cells/      multiscales (axes y, x) and image-label (class colour of each cell,
+                       and per cell its top class and class probabilities)
+    labels/cells/0/    (H, W) uint32 cell labels, 0 = background
+
+The folder is written beside its final name and renamed into place. The ``zarr`` package
+(light: numcodecs, donfig, crc32c) is needed; ``ome-zarr-py`` is not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hpa.constants import CHANNEL_STAINS, CHANNELS
+from hpa.errors import HPAConfigError
+from hpa.visualization.classes import DIM_COLOUR, cell_calls, class_palette
+
+NGFF_VERSION = "0.4"
+#: Display colour of each channel, as in :mod:`hpa.visualization.composite`.
+CHANNEL_HEX = ("FF0000", "00FF00", "0000FF", "FFFF00")
+_CHUNK = 1024
+
+
+def require_zarr() -> Any:
+    """The ``zarr`` module (format 3 API), or HPAConfigError saying how to install it."""
+    try:
+        import zarr
+    except ImportError as exc:
+        raise HPAConfigError(
+            "--to ome-zarr needs the zarr package: python -m pip install 'hpa-cells[interop]'"
+        ) from exc
+    if int(zarr.__version__.split(".")[0]) < 3:
+        raise HPAConfigError(f"--to ome-zarr needs zarr >= 3 (Python >= 3.11), found zarr {zarr.__version__}")
+    return zarr
+
+
+def _multiscales(axes: list[dict[str, str]], name: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "version": NGFF_VERSION,
+            "name": name,
+            "axes": axes,
+            "datasets": [
+                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}]}
+            ],
+        }
+    ]
+
+
+def write_ome_zarr(
+    path: str | Path,
+    image: np.ndarray,
+    cells: np.ndarray,
+    cell_table: pd.DataFrame,
+    class_names: Sequence[str],
+    thresholds: Sequence[float] | np.ndarray,
+) -> Path:
+    """Write one image and its cell labels as an OME-Zarr folder (replacing an older one).
+
+    Args:
+        path: the ``<Id>.ome.zarr`` folder to write.
+        image: ``(H, W, 4)`` uint8/uint16 sample in red, green, blue, yellow order.
+        cells: ``(H, W)`` integer cell labels.
+        cell_table: the image's rows of ``cell_predictions.parquet``.
+        class_names: class names in class-number order.
+        thresholds: ``(C,)`` per-class thresholds.
+
+    Returns:
+        ``path``.
+    """
+    zarr = require_zarr()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        _write_array(root, "0", np.moveaxis(image, -1, 0), (1, _CHUNK, _CHUNK))
+        hi = int(np.iinfo(image.dtype).max)
+        root.attrs.update(
+            {
+                "multiscales": _multiscales(
+                    [
+                        {"name": "c", "type": "channel"},
+                        {"name": "y", "type": "space"},
+                        {"name": "x", "type": "space"},
+                    ],
+                    path.name,
+                ),
+                "omero": {
+                    "version": NGFF_VERSION,
+                    "channels": [
+                        {
+                            "label": f"{c} ({CHANNEL_STAINS[c]})",
+                            "color": CHANNEL_HEX[k],
+                            "active": True,
+                            "window": {
+                                "min": 0,
+                                "max": hi,
+                                "start": 0,
+                                "end": int(image[..., k].max()) or hi,
+                            },
+                        }
+                        for k, c in enumerate(CHANNELS)
+                    ],
+                    "rdefs": {"model": "color"},
+                },
+            }
+        )
+        labels = root.create_group("labels")
+        labels.attrs["labels"] = ["cells"]
+        group = labels.create_group("cells")
+        _write_array(group, "0", cells.astype(np.uint32), (_CHUNK, _CHUNK))
+        group.attrs.update(
+            {
+                "multiscales": _multiscales(
+                    [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}], "cells"
+                ),
+                "image-label": {
+                    "version": NGFF_VERSION,
+                    "source": {"image": "../../"},
+                    **_label_properties(cells, cell_table, class_names, thresholds),
+                },
+            }
+        )
+        _replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...]) -> None:
+    chunks = tuple(min(c, s) for c, s in zip(chunks, data.shape))
+    array = group.create_array(
+        name,
+        shape=data.shape,
+        chunks=chunks,
+        dtype=data.dtype,
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+    )
+    array[...] = data
+
+
+def _label_properties(
+    cells: np.ndarray,
+    cell_table: pd.DataFrame,
+    class_names: Sequence[str],
+    thresholds: Sequence[float] | np.ndarray,
+) -> dict[str, Any]:
+    """``colors`` and ``properties`` of the image-label metadata: one entry per cell."""
+    ids = [int(i) for i in np.unique(cells) if i]
+    palette = class_palette(len(class_names))
+    by_id = cell_table.set_index("cell_id") if len(cell_table) else None
+    calls = cell_calls(cell_table, class_names, thresholds).set_index("cell_id") if len(cell_table) else None
+    colors, properties = [], []
+    for cid in ids:
+        prop: dict[str, Any] = {"label-value": cid}
+        rgb: Sequence[int] = DIM_COLOUR
+        if by_id is not None and calls is not None and cid in by_id.index:
+            top = int(calls.loc[cid, "top_class"])
+            prop["class"] = class_names[top] if top >= 0 else ""
+            prop.update({n: round(float(by_id.loc[cid, n]), 6) for n in class_names})
+            if top >= 0:
+                rgb = palette[top]
+        colors.append({"label-value": cid, "rgba": [int(v) for v in rgb] + [255]})
+        properties.append(prop)
+    return {"colors": colors, "properties": properties}
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Move the finished folder ``tmp`` onto ``path``; an older ``path`` is removed after."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

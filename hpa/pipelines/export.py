@@ -1,0 +1,110 @@
+"""``hpa export PRED_DIR --to geojson|ome-zarr --out DIR``: a run for QuPath, napari, Fiji.
+
+``geojson`` writes ``DIR/<Id>.geojson`` (one FeatureCollection of cells per image,
+:mod:`hpa.interop.geojson`); it needs the run's masks only. ``ome-zarr`` writes
+``DIR/<Id>.ome.zarr`` (image and cell labels, :mod:`hpa.interop.omezarr`); it also reads
+the images, from the folder in ``PRED_DIR/config.yaml`` or ``--images``. An image that
+fails is logged and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from hpa.errors import HPADataError
+from hpa.io import check_image_id, read_label_image
+from hpa.visualization.preddir import PredictionRun, load_prediction_run
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("geojson", "ome-zarr")
+
+
+def export_image(
+    run: PredictionRun, image_id: str, to: str, out: Path, images_dir: Path | None = None
+) -> Path:
+    """Export one image of a run; returns the path written.
+
+    Raises:
+        HPADataError: its mask or image is missing or unreadable, or they differ in size.
+    """
+    table = run.cells_of(image_id)
+    if to == "geojson":
+        from hpa.interop.geojson import cell_features, write_geojson
+
+        mask = run.mask_path(image_id)
+        if not mask.is_file():
+            raise HPADataError(f"{mask}: no cell mask for Id {image_id}")
+        cells = read_label_image(mask)
+        nuclei_path = mask.parent.parent / "nuclei" / mask.name
+        nuclei = read_label_image(nuclei_path) if nuclei_path.is_file() else None
+        path = out / f"{image_id}.geojson"
+        write_geojson(path, cell_features(cells, table, run.class_names, run.thresholds, nuclei))
+        return path
+    from hpa.interop.omezarr import write_ome_zarr
+
+    image, cells = run.load(image_id, images_dir)
+    return write_ome_zarr(out / f"{image_id}.ome.zarr", image, cells, table, run.class_names, run.thresholds)
+
+
+def export_run(
+    pred_dir: str | Path,
+    to: str,
+    out: str | Path,
+    ids: Sequence[str] | None = None,
+    images_dir: str | Path | None = None,
+    channel_map: Any = None,
+) -> tuple[list[Path], dict[str, str]]:
+    """Export the images of a prediction run.
+
+    Args:
+        pred_dir: PRED_DIR written by ``hpa predict``.
+        to: ``"geojson"`` or ``"ome-zarr"``.
+        out: output folder.
+        ids: Ids to export (default: every Id of the run).
+        images_dir: folder of the images (default: the run's); ``ome-zarr`` only.
+        channel_map: :class:`hpa.io_tiff.ChannelMap` overriding the run's own.
+
+    Returns:
+        ``(paths written, Id -> error of the images that failed)``.
+    """
+    if to not in FORMATS:
+        raise HPADataError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
+    if to == "ome-zarr":
+        from hpa.interop.omezarr import require_zarr
+
+        require_zarr()  # one clear error before any image
+    run = load_prediction_run(pred_dir)
+    if channel_map is not None:
+        import dataclasses
+
+        run = dataclasses.replace(run, channel_map=channel_map)
+    ids = [check_image_id(i) for i in ids] if ids else list(run.ids)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(images_dir) if images_dir is not None else None
+    written, failed = [], {}
+    for image_id in tqdm(ids, desc=f"export {to}", unit="img"):
+        try:
+            written.append(export_image(run, image_id, to, out, folder))
+        except (HPADataError, ValueError, OSError) as exc:
+            failed[image_id] = str(exc)
+            log.error("Id %s: not exported (%s)", image_id, exc)
+    return written, failed
+
+
+def main(args: argparse.Namespace) -> tuple[int, str]:
+    """Handler of ``hpa export``: 0 when every image was exported."""
+    written, failed = export_run(
+        args.pred, args.to, args.out, args.id, args.images, getattr(args, "channel_map", None)
+    )
+    text = f"exported {len(written)} image(s) as {args.to} to {args.out}"
+    if failed:
+        text += f"; {len(failed)} failed"
+    return (0 if written and not failed else 1), text

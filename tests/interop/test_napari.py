@@ -1,0 +1,115 @@
+"""The napari reader, called as napari would, without a display (napari need not be installed)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tifffile
+import tomllib
+from npe2 import PluginManifest
+
+from hpa.constants import CHANNELS
+from hpa.interop.napari import get_reader, read_run
+from hpa.io import list_image_ids, read_label_image, read_sample
+from hpa.io_tiff import ChannelMap
+from hpa.pipelines.segment import segment_folder
+
+from .runs import CLASSES, TOP
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = REPO_ROOT / "hpa" / "interop" / "napari.yaml"
+
+
+def test_manifest_is_valid_and_registered():
+    manifest = PluginManifest.from_file(MANIFEST)  # validates against npe2's schema
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert manifest.name == project["project"]["name"]
+    assert project["project"]["entry-points"]["napari.manifest"] == {manifest.name: "hpa.interop:napari.yaml"}
+    assert "interop/napari.yaml" in project["tool"]["setuptools"]["package-data"]["hpa"]
+    assert "napari" in project["project"]["optional-dependencies"]
+    (reader,) = manifest.contributions.readers
+    (command,) = [c for c in manifest.contributions.commands if c.id == reader.command]
+    module, func = command.python_name.split(":")
+    assert getattr(importlib.import_module(module), func) is get_reader
+    assert reader.accepts_directories
+
+
+def check_channels(layers, image: np.ndarray) -> None:
+    assert [t for _, _, t in layers] == ["image"] * 4 + ["labels"]
+    for k, (data, kwargs, _) in enumerate(layers[:4]):
+        np.testing.assert_array_equal(data, image[..., k])
+        assert kwargs["colormap"] == CHANNELS[k] and kwargs["blending"] == "additive"
+        lo, hi = kwargs["contrast_limits"]
+        assert 0 <= lo < hi
+
+
+def test_pred_dir_layers(synthetic_run, tmp_path):
+    assert get_reader(str(synthetic_run)) is read_run
+    assert get_reader(str(tmp_path)) is None  # an empty folder is not ours
+    assert get_reader(str(synthetic_run / "submission.csv")) is None
+    layers = read_run(str(synthetic_run))
+    images = synthetic_run.parent / "images"
+    check_channels(layers, read_sample(images, "syn"))
+    cells, kwargs, _ = layers[-1]
+    np.testing.assert_array_equal(cells, read_label_image(synthetic_run.parent / "seg" / "cells" / "syn.png"))
+    features = kwargs["features"]
+    assert features["index"].tolist() == [int(i) for i in np.unique(cells) if i]
+    expected = pd.read_parquet(synthetic_run / "cell_predictions.parquet").set_index("cell_id")
+    by_cell = features.set_index("index")
+    for cid, top in TOP.items():
+        assert by_cell.loc[cid, "top_class"] == (CLASSES[top] if top is not None else "")
+        np.testing.assert_allclose(
+            by_cell.loc[cid, list(CLASSES)].to_numpy(float), expected.loc[cid, list(CLASSES)]
+        )
+    # a mask file of a SEG_DIR opens that image; this SEG_DIR names no images (no inputs.yaml)
+    mask = synthetic_run.parent / "seg" / "cells" / "syn.png"
+    assert get_reader([str(mask)]) is read_run
+    (only,) = read_run([str(mask)])
+    np.testing.assert_array_equal(only[0], cells)
+
+
+def test_seg_dir_of_real_samples(real_run):
+    seg = real_run.parent / "seg"
+    images = read_run(str(seg))[0][0]
+    ids = list_image_ids(REPO_ROOT / "data" / "hpa-samples" / "images")
+    second = seg / "cells" / f"{ids[1]}.png"
+    layers = read_run(str(second))
+    check_channels(layers, read_sample(REPO_ROOT / "data" / "hpa-samples" / "images", ids[1]))
+    assert images.shape == layers[0][0].shape
+    features = layers[-1][1]["features"]
+    table = pd.read_parquet(seg / "cells.parquet")
+    table = table[table["image_id"] == ids[1]]
+    assert features["index"].tolist() == table["cell_id"].tolist()
+    assert features["area"].tolist() == table["area"].tolist()
+
+
+def test_seg_dir_of_ome_tiffs_uses_its_channel_map(repo_data, tmp_path):
+    folder = repo_data / "hpa-samples" / "images"
+    image_id = list_image_ids(folder)[0]
+    png = read_sample(folder, image_id)
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    tifffile.imwrite(
+        stacks / f"{image_id}.ome.tif",
+        np.stack([png[..., 2], png[..., 1], png[..., 0], png[..., 3]]),
+        photometric="minisblack",
+        metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "GFP", "Tubulin", "ER"]}},
+    )
+    cmap = ChannelMap.parse("microtubules=Tubulin,protein=GFP,nucleus=DAPI,er=ER")
+    segment_folder(stacks, tmp_path / "seg", workers=1, progress=False, channel_map=cmap)
+    check_channels(read_run(str(tmp_path / "seg")), png)
+
+
+def test_seg_dir_without_images_opens_the_cells_only(tmp_path, real_run):
+    seg = real_run.parent / "seg"
+    copy = tmp_path / "seg"
+    (copy / "cells").mkdir(parents=True)
+    (copy / "nuclei").mkdir()
+    name = sorted((seg / "cells").glob("*.png"))[0].name
+    (copy / "cells" / name).write_bytes((seg / "cells" / name).read_bytes())
+    layers = read_run(str(copy))
+    assert [t for _, _, t in layers] == ["labels"]
+    assert layers[0][1]["features"].empty
