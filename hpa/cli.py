@@ -153,12 +153,49 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         default="watershed",
         help="segmentation backend when --masks is not given",
     )
+    _add_single_cell_output(p)
+
+
+def _add_single_cell_output(p: argparse.ArgumentParser) -> None:
+    """``hpa predict``'s 2021 single-cell output flags (hpa.pipelines.single_cell)."""
+    g = p.add_argument_group("single-cell output (2021 format)")
+    g.add_argument(
+        "--format",
+        choices=("2018", "2021", "both"),
+        default=None,
+        help="2018: submission.csv; 2021: submission_2021.csv (every cell, RLE masks); both "
+        "(default: the model's label set)",
+    )
+    g.add_argument(
+        "--cell-score",
+        choices=("cell", "image", "product", "geometric"),
+        default=None,
+        help="a cell's 2021 confidence: its own probability, its image's, their product or "
+        "geometric mean (default: product, chosen by benchmarks/single_cell_bench.py)",
+    )
+    g.add_argument(
+        "--min-cell-score",
+        type=float,
+        default=None,
+        help="lowest confidence listed in submission_2021.csv (default: 0.01)",
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="macro F1 of a submission against labels", formatter_class=_FMT)
-    p.add_argument("submission", help="submission.csv (Id,Predicted)")
-    p.add_argument("--labels", required=True, help="label CSV with the truth")
+    p = sub.add_parser(
+        "evaluate",
+        help="macro F1 of a submission against labels, or cell-level mAP of a 2021 submission",
+        formatter_class=_FMT,
+    )
+    p.add_argument("submission", help="submission.csv (Id,Predicted) or submission_2021.csv")
+    p.add_argument("--labels", default=None, help="label CSV with the truth (2018 format)")
+    p.add_argument(
+        "--format",
+        choices=("2018", "2021"),
+        default=None,
+        help="2018: image labels, macro F1; 2021: cells, mAP at IoU >= 0.6 (default: 2021 with --truth)",
+    )
+    p.add_argument("--truth", default=None, help="2021: folder of cells/<Id>.png and cell_labels_2021.csv")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -197,8 +197,12 @@ def write_predictions(
     thresholds: np.ndarray,
     pooling: str,
     fill_top: bool,
+    submission: bool = True,
 ) -> int:
     """Pool, threshold and write the submission and the tables of a prediction run.
+
+    Args:
+        submission: write the 2018-style ``submission.csv`` (False for ``--format 2021``).
 
     Returns:
         The number of cells scored.
@@ -214,7 +218,8 @@ def write_predictions(
     y_pred[failed_rows] = 0
 
     columns = list(cfg.class_names)
-    write_submission(out / "submission.csv", ids, y_pred)
+    if submission:
+        write_submission(out / "submission.csv", ids, y_pred)
     image_scores = pd.concat([pd.DataFrame({"Id": list(ids)}), pd.DataFrame(scores, columns=columns)], axis=1)
     write_text_atomic(out / "image_scores.csv", image_scores.to_csv(index=False))
     cell_rows = (index["kind"] == "cell").to_numpy()
@@ -429,6 +434,9 @@ def predict_folder(
     progress: bool = True,
     scheduler: str | None = None,
     precision: str = "auto",
+    fmt: str | None = None,
+    cell_score: str | None = None,
+    min_cell_score: float | None = None,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
@@ -454,6 +462,11 @@ def predict_folder(
             ``masks`` must be on a filesystem every worker shares; ``workers`` is unused.
         precision: ``auto``, ``bf16`` or ``fp32`` autocast
             (:func:`hpa.classification.inference.resolve_precision`).
+        fmt: ``2018`` (``submission.csv``), ``2021`` (``submission_2021.csv`` and the
+            2021 per-cell table) or ``both``; default: the model's label set
+            (:mod:`hpa.pipelines.single_cell`).
+        cell_score: the 2021 cell confidence rule (default: the benchmark's choice).
+        min_cell_score: the lowest confidence listed in ``submission_2021.csv``.
 
     Returns:
         A :class:`PredictSummary`.
@@ -467,6 +480,7 @@ def predict_folder(
     from hpa.aggregation import load_thresholds
     from hpa.classification.model import THRESHOLDS_FILE, load_model, load_model_config
     from hpa.config import resolve_device, to_dict
+    from hpa.pipelines import single_cell
 
     t0 = time.perf_counter()
     if scheduler is not None:
@@ -488,6 +502,7 @@ def predict_folder(
     if tuple(names) != tuple(cfg.class_names):
         raise HPADataError(f"{model_dir}: thresholds.json classes differ from config.json classes")
     pooling = pooling or cfg.pooling
+    fmt = single_cell.resolve_format(fmt, cfg.class_names)
     ids = list(ids) if ids is not None else list_image_ids(images)
     if scheduler is None:
         cores = default_workers()
@@ -528,7 +543,12 @@ def predict_folder(
         "segmented_on_the_fly": masks is None,
         "segmentation_backend": backend if masks is None else None,
         "n_images": len(ids),
+        "format": fmt,
     }
+    if fmt != "2018":
+        cell_score = cell_score or single_cell.DEFAULT_CELL_SCORE
+        min_cell_score = single_cell.DEFAULT_MIN_SCORE if min_cell_score is None else min_cell_score
+        settings.update(cell_score=cell_score, min_cell_score=min_cell_score)
     if scheduler is not None:  # workers and batch size are the workers' own, by device
         settings.update(scheduler=scheduler, workers=None)
     log_settings("predict settings", settings)
@@ -555,9 +575,12 @@ def predict_folder(
             scheduler, Path(model_dir).resolve(), cfg.class_names, Path(images).resolve(), ids,
             masks_dir.resolve(), seg_config, device, batch_size, tta, out.resolve(), progress, precision,
         )  # fmt: skip
-    n_cells = write_predictions(out, ids, scored, cfg, thresholds, pooling, fill_top)
+    n_cells = write_predictions(out, ids, scored, cfg, thresholds, pooling, fill_top, fmt != "2021")
     if scored.seg_tables:
         _write_parquet(masks_dir / "cells.parquet", pd.concat(scored.seg_tables, ignore_index=True))
+    if fmt != "2018":
+        assert cell_score is not None and min_cell_score is not None
+        single_cell.write_single_cell(out, cell_score, min_cell_score, progress)
     summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, out)
     log.info(
         "predicted %d images (%d failed, %d cells) in %.1f s, %.2f images/s; outputs in %s",
@@ -596,9 +619,13 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         backend=args.backend,
         scheduler=getattr(args, "scheduler", None),
         precision=getattr(args, "precision", "auto"),
+        fmt=getattr(args, "format", None),
+        cell_score=getattr(args, "cell_score", None),
+        min_cell_score=getattr(args, "min_cell_score", None),
     )
+    written = [n for n in ("submission.csv", "submission_2021.csv") if (summary.out / n).is_file()]
     text = (
-        f"submission: {summary.out / 'submission.csv'} ({summary.n_images} images, "
+        f"submission: {', '.join(str(summary.out / n) for n in written)} ({summary.n_images} images, "
         f"{summary.n_failed} failed, {summary.n_cells} cells, {summary.images_per_s:.2f} images/s)"
     )
     return (0 if summary.n_failed < summary.n_images else 1), text
