@@ -207,6 +207,7 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: PRED_DIR/overlays)")
     p.add_argument("--channels", default="rgby", help="channels of the composite, e.g. rgby or g")
     p.add_argument("--labels", default=None, help="label CSV: show the truth in the title")
+    _add_scheme(p)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -217,6 +218,17 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default=None, help="folder of channel files (default: from PRED_DIR)")
     p.add_argument("--labels", default=None, help="label CSV: add F1 charts and the truth")
     p.add_argument("--out", default=None, help="report folder (default: PRED_DIR/report)")
+    _add_scheme(p)
+
+
+def _add_scheme(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheme",
+        choices=("2018", "2021"),
+        default="2018",
+        help="2018: the model's own cell predictions; 2021: the run's 2021 per-cell labels "
+        "(hpa predict --format 2021|both)",
+    )
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

@@ -106,7 +106,7 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
         parse_channels(args.channels)
     except ValueError as exc:
         raise HPADataError(str(exc)) from exc
-    run = load_prediction_run(args.pred)
+    run = load_prediction_run(args.pred, getattr(args, "scheme", "2018"))
     ids = _ids(args.id, run)
     out = Path(args.out) if args.out else run.root / "overlays"
     written = draw_overlays(
@@ -121,9 +121,14 @@ def make_report(
     images: str | Path | None = None,
     labels: str | Path | None = None,
     out: str | Path | None = None,
+    scheme: str = "2018",
 ) -> Path:
-    """Write the HTML report of a prediction run; returns the path of its ``index.html``."""
-    run = load_prediction_run(pred)
+    """Write the HTML report of a prediction run; returns the path of its ``index.html``.
+
+    ``scheme="2021"`` reports the run's 2021 per-cell labels (``hpa predict --format
+    2021|both``); ``labels`` is then a 2021 label file.
+    """
+    run = load_prediction_run(pred, scheme)
     if images is None and run.images_dir is None:
         log.warning("%s/config.yaml names no images folder and no images were given: no overlays", run.root)
     target = Path(out) if out else run.root / "report"
@@ -142,5 +147,5 @@ def report_main(args: argparse.Namespace) -> tuple[int, str]:
     Returns:
         0 on success.
     """
-    index = make_report(args.pred, args.images, args.labels, args.out)
+    index = make_report(args.pred, args.images, args.labels, args.out, getattr(args, "scheme", "2018"))
     return 0, f"wrote the report to {index}"
