@@ -253,17 +253,29 @@ def load_cell_truth(truth_dir: str | Path) -> dict[str, CellTruth]:
 def evaluate_2021(submission_path: str | Path, truth_dir: str | Path) -> dict[str, Any]:
     """Cell-level mAP (IoU >= 0.6, 19 classes) of a 2021 submission.
 
+    The annotated images present in the submission are scored (a truth folder may hold
+    more, e.g. the training split of ``hpa synth``).
+
     Returns:
-        ``{"map", "n_images", "n_truth_cells", "submission", "truth", "per_class":
+        ``{"map", "n_images", "n_annotated_not_submitted", "n_truth_cells", "submission", "truth", "per_class":
         [{"class", "name", "ap", "truth_cells", "predictions", "true_positives"}]}``,
         JSON-ready (an AP without truth cells is None).
 
     Raises:
-        HPADataError: unreadable files, an annotated image missing from the submission,
-            or a submission image whose size differs from its truth mask.
+        HPADataError: unreadable files, no submission image annotated, or a submission
+            image whose size differs from its truth mask.
     """
-    truth = load_cell_truth(truth_dir)
+    annotated = load_cell_truth(truth_dir)
     rows = {r.image_id: r for r in read_submission_2021(submission_path)}
+    # a truth folder may annotate more images than were predicted (hpa synth's holds the
+    # training split too): the submission's annotated images are scored
+    truth = {i: t for i, t in annotated.items() if i in rows}
+    if not truth:
+        raise HPADataError(
+            f"{submission_path}: none of its {len(rows)} Ids has annotated cells in {truth_dir}"
+        )
+    if len(truth) < len(annotated):
+        log.info("%d annotated image(s) not in the submission are not scored", len(annotated) - len(truth))
     for image_id, cells in truth.items():
         row = rows.get(image_id)
         h, w = cells.labels.shape
@@ -289,6 +301,7 @@ def evaluate_2021(submission_path: str | Path, truth_dir: str | Path) -> dict[st
     return {
         "map": None if np.isnan(result.mean_ap) else result.mean_ap,
         "n_images": len(truth),
+        "n_annotated_not_submitted": len(annotated) - len(truth),
         "n_truth_cells": int(sum(len(t.classes) for t in truth.values())),
         "submission": str(submission_path),
         "truth": str(truth_dir),

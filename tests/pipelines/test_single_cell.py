@@ -117,6 +117,14 @@ def test_evaluate_2021_needs_truth_and_checks_sizes(tiny_dataset, truth_dir, tmp
     done = subprocess.run([sys.executable, "-m", "hpa", "evaluate", str(sub), "--truth", str(truth_dir)],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1 and "50x50" in done.stderr and "Traceback" not in done.stderr
+    # a truth folder annotating more images than were predicted: the predicted ones count
+    sub.write_text("ID,ImageWidth,ImageHeight,PredictionString\n" + "".join(f"{i},96,96,\n" for i in ids[:2]))
+    result = evaluate_2021(sub, truth_dir)
+    assert result["n_images"] == 2 and result["n_annotated_not_submitted"] == len(ids) - 2
+    assert result["map"] == 0.0  # no prediction: AP 0 for every class with truth cells
+    sub.write_text("ID,ImageWidth,ImageHeight,PredictionString\nother,96,96,\n")
+    with pytest.raises(HPADataError, match="none of its 1 Ids has annotated cells"):
+        evaluate_2021(sub, truth_dir)
 
 
 def test_run_2021_labels_load_for_show_and_report(tiny_dataset, models, tmp_path):
