@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--n-big", type=int, default=6, help="2048 px images for the overhead figure")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: CPU defaults)")
+    ap.add_argument("--train-images", type=int, default=None,
+                    help="train on the first N training images only (default: all)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=3)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -79,14 +81,23 @@ def main() -> None:
         if not (out / f"seg-{split}" / "cells.parquet").is_file():
             times[f"segment {split}"] = hpa("segment", str(data / split), "--out", str(out / f"seg-{split}"))
     models = {"2018": data / "train.csv", "2021": data / "train_2021.csv"}
+    tag = ""
+    if args.train_images:
+        from hpa.io import read_labels, write_labels
+
+        tag = f"-first{args.train_images}"
+        for scheme, path in list(models.items()):
+            labels = read_labels(path)
+            models[scheme] = path.with_name(f"{path.stem}{tag}.csv")
+            write_labels(models[scheme], labels.subset(labels.ids[: args.train_images]))
     results: dict[str, dict] = {}
     for scheme, labels in models.items():
-        model = out / f"model-{scheme}"
+        model = out / f"model-{scheme}{tag}"
         if not (model / "thresholds.json").is_file():
             times[f"train {scheme}"] = hpa("train-cells", "--images", str(data / "train"), "--labels",
                                            str(labels), "--masks", str(out / "seg-train"), "--out",
                                            str(model), *epochs)  # fmt: skip
-        pred = out / f"pred-{scheme}"
+        pred = out / f"pred-{scheme}{tag}"
         times[f"predict {scheme}"] = hpa("predict", str(data / "test"), "--model", str(model), "--masks",
                                          str(out / "seg-test"), "--out", str(pred), "--format", "both")  # fmt: skip
         results[scheme] = score_rules(pred, data / "truth")
@@ -102,7 +113,7 @@ def main() -> None:
         from hpa.pipelines.single_cell import write_single_cell
 
         pred = out / "pred-big"
-        big["predict_s"] = hpa("predict", str(big_data / "test"), "--model", str(out / "model-2018"),
+        big["predict_s"] = hpa("predict", str(big_data / "test"), "--model", str(out / f"model-2018{tag}"),
                                "--masks", str(out / "seg-big"), "--out", str(pred), "--format", "2018")  # fmt: skip
         t0 = time.perf_counter()
         write_single_cell(pred, progress=False)
@@ -123,13 +134,15 @@ def report(s: dict) -> str:
         "## Single-cell output, 2021 format (`benchmarks/single_cell_bench.py`)",
         "",
         f"Command: `python benchmarks/single_cell_bench.py --n-train {a['n_train']} --n-test {a['n_test']} "
-        f"--n-big {a['n_big']}{' --epochs ' + str(a['epochs']) if a['epochs'] else ''}` (one run, every "
+        f"--n-big {a['n_big']}{' --epochs ' + str(a['epochs']) if a['epochs'] else ''}"
+        f"{' --train-images ' + str(a['train_images']) if a['train_images'] else ''}` (one run, every "
         "figure below).  ",
         f"Machine: {s['machine']}, shared with other jobs while it ran (timings are noisy). "
         f"Bench wall time {s['wall_s']:.0f} s.",
         "",
-        f"Synthetic benchmark: {a['n_train']} train / {a['n_test']} test images at 512 px (hpa synth "
-        f"seed {a['seed']}), watershed masks, CPU training defaults. Cell mAP: IoU >= 0.6 between our "
+        f"Synthetic benchmark: {a['train_images'] or a['n_train']} train / {a['n_test']} test images at "
+        f"512 px (hpa synth seed {a['seed']}), watershed masks, CPU training defaults"
+        f"{', ' + str(a['epochs']) + ' epochs' if a['epochs'] else ''}. Cell mAP: IoU >= 0.6 between our "
         "segmentation and the drawn cells, 19 classes, against `truth/cell_labels_2021.csv` (a cell "
         "without its image's pattern is Negative).",
         "",
