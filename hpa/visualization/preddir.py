@@ -143,6 +143,10 @@ def load_prediction_run(pred_dir: str | Path, scheme: str = "2018") -> Predictio
     sub_name, cells_name, thresholds_name = _SCHEME_FILES[scheme]
     for name in _SCHEME_FILES[scheme]:
         if not (root / name).is_file():
+            if scheme == "2018" and (root / _SCHEME_FILES["2021"][0]).is_file():
+                raise HPADataError(
+                    f"{root}: missing {name}: the run has the 2021 format only; use --scheme 2021"
+                )
             hint = " with --format 2021 or both" if scheme == "2021" else ""
             raise HPADataError(f"{root}: missing {name} (is this a PRED_DIR written by 'hpa predict'{hint}?)")
     try:
