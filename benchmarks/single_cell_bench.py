@@ -110,19 +110,22 @@ def main() -> None:
                 "--seed", str(args.seed + 1), "--workers", "2")  # fmt: skip
         if not (out / "seg-big" / "cells.parquet").is_file():
             big["segment_s"] = hpa("segment", str(big_data / "test"), "--out", str(out / "seg-big"))
+        from hpa.pipelines.predict import predict_folder
         from hpa.pipelines.single_cell import write_single_cell
 
         pred = out / "pred-big"
-        big["predict_s"] = hpa("predict", str(big_data / "test"), "--model", str(out / f"model-2018{tag}"),
-                               "--masks", str(out / "seg-big"), "--out", str(pred), "--format", "2018")  # fmt: skip
+        # in this process, so that predict's time is its own (no interpreter start or imports)
+        summary = predict_folder(big_data / "test", out / f"model-2018{tag}", pred, masks=out / "seg-big",
+                                 progress=False, fmt="2018")  # fmt: skip
+        big["predict_s"] = summary.seconds
         t0 = time.perf_counter()
         write_single_cell(pred, progress=False)
         big["write_2021_s"] = time.perf_counter() - t0
         big["n"] = args.n_big
-    summary = {"results": results, "times": times, "big": big, "machine": machine(),
+    record = {"results": results, "times": times, "big": big, "machine": machine(),
                "wall_s": time.perf_counter() - t_start, "args": vars(args)}  # fmt: skip
-    (out / "single_cell_bench.json").write_text(json.dumps(summary, indent=2))
-    print(report(summary))
+    (out / "single_cell_bench.json").write_text(json.dumps(record, indent=2))
+    print(report(record))
 
 
 def report(s: dict) -> str:
@@ -160,7 +163,7 @@ def report(s: dict) -> str:
         lines += [
             "",
             f"At 2048 px ({b['n']} synthetic images, masks given, 2018 model): `hpa predict` "
-            f"{b['predict_s']:.1f} s ({b['predict_s'] / b['n']:.2f} s/image, process start included); "
+            f"{b['predict_s']:.1f} s ({b['predict_s'] / b['n']:.2f} s/image, model loading included); "
             f"writing the 2021 outputs {b['write_2021_s']:.1f} s ({b['write_2021_s'] / b['n']:.2f} s/image): "
             f"**+{100 * ratio:.1f} %** of predict's time (target < 20 %).",
         ]
