@@ -223,12 +223,49 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         default="watershed",
         help="segmentation backend when --masks is not given",
     )
+    _add_single_cell_output(p)
+
+
+def _add_single_cell_output(p: argparse.ArgumentParser) -> None:
+    """``hpa predict``'s 2021 single-cell output flags (hpa.pipelines.single_cell)."""
+    g = p.add_argument_group("single-cell output (2021 format)")
+    g.add_argument(
+        "--format",
+        choices=("2018", "2021", "both"),
+        default=None,
+        help="2018: submission.csv; 2021: submission_2021.csv (every cell, RLE masks); both "
+        "(default: the model's label set)",
+    )
+    g.add_argument(
+        "--cell-score",
+        choices=("cell", "image", "product", "geometric"),
+        default=None,
+        help="a cell's 2021 confidence: its own probability, its image's, their product or "
+        "geometric mean (default: product, chosen by benchmarks/single_cell_bench.py)",
+    )
+    g.add_argument(
+        "--min-cell-score",
+        type=float,
+        default=None,
+        help="lowest confidence listed in submission_2021.csv (default: 0.01)",
+    )
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="macro F1 of a submission against labels", formatter_class=_FMT)
-    p.add_argument("submission", help="submission.csv (Id,Predicted)")
-    p.add_argument("--labels", required=True, help="label CSV with the truth")
+    p = sub.add_parser(
+        "evaluate",
+        help="macro F1 of a submission against labels, or cell-level mAP of a 2021 submission",
+        formatter_class=_FMT,
+    )
+    p.add_argument("submission", help="submission.csv (Id,Predicted) or submission_2021.csv")
+    p.add_argument("--labels", default=None, help="label CSV with the truth (2018 format)")
+    p.add_argument(
+        "--format",
+        choices=("2018", "2021"),
+        default=None,
+        help="2018: image labels, macro F1; 2021: cells, mAP at IoU >= 0.6 (default: 2021 with --truth)",
+    )
+    p.add_argument("--truth", default=None, help="2021: folder of cells/<Id>.png and cell_labels_2021.csv")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -240,6 +277,7 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: PRED_DIR/overlays)")
     p.add_argument("--channels", default="rgby", help="channels of the composite, e.g. rgby or g")
     p.add_argument("--labels", default=None, help="label CSV: show the truth in the title")
+    _add_scheme(p)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -250,6 +288,17 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default=None, help="folder of channel files (default: from PRED_DIR)")
     p.add_argument("--labels", default=None, help="label CSV: add F1 charts and the truth")
     p.add_argument("--out", default=None, help="report folder (default: PRED_DIR/report)")
+    _add_scheme(p)
+
+
+def _add_scheme(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scheme",
+        choices=("2018", "2021"),
+        default="2018",
+        help="2018: the model's own cell predictions; 2021: the run's 2021 per-cell labels "
+        "(hpa predict --format 2021|both)",
+    )
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

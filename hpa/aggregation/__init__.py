@@ -2,6 +2,9 @@
 
 Pure numpy/pandas (scikit-learn only inside :func:`per_class_report`); never imports
 torch, so predictions can be re-thresholded and evaluated without the model stack.
+The single-cell (2021) side lives in :mod:`~hpa.aggregation.single_cell` (class mapping,
+cell scores), :mod:`~hpa.aggregation.rle` (mask encoding, with pycocotools),
+:mod:`~hpa.aggregation.submission_2021` and :mod:`~hpa.aggregation.cell_map` (the metric).
 """
 
 from hpa.aggregation.metrics import f1_per_class, format_report, macro_f1, per_class_report

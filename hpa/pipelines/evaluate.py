@@ -105,7 +105,24 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> tuple[int, str]:
-    """Entry point of ``hpa evaluate SUBMISSION --labels LABELS [--json]``: status and report text."""
+    """Entry point of ``hpa evaluate SUBMISSION --labels LABELS [--json]``: status and report text.
+
+    With ``--format 2021 --truth TRUTH_DIR``, the cell-level mAP of a 2021 submission
+    (:func:`hpa.pipelines.single_cell.evaluate_2021`).
+    """
+    fmt = getattr(args, "format", None) or ("2021" if getattr(args, "truth", None) else "2018")
+    if fmt == "2021":
+        from hpa.pipelines.single_cell import evaluate_2021, format_result_2021
+
+        if not getattr(args, "truth", None):
+            raise HPAConfigError(
+                "--format 2021 needs --truth TRUTH_DIR (cells/<Id>.png, cell_labels_2021.csv)"
+            )
+        cell_result = evaluate_2021(args.submission, args.truth)
+        text = json.dumps(cell_result, indent=2) if args.json else format_result_2021(cell_result)
+        return 0, text
+    if not args.labels:
+        raise HPAConfigError("--format 2018 needs --labels LABELS.csv")
     result = evaluate(args.submission, args.labels)
     if getattr(args, "json", False):
         return 0, json.dumps(result, indent=2)

@@ -220,8 +220,12 @@ def write_predictions(
     thresholds: np.ndarray,
     pooling: str,
     fill_top: bool,
+    submission: bool = True,
 ) -> int:
     """Pool, threshold and write the submission and the tables of a prediction run.
+
+    Args:
+        submission: write the 2018-style ``submission.csv`` (False for ``--format 2021``).
 
     Returns:
         The number of cells scored.
@@ -237,7 +241,8 @@ def write_predictions(
     y_pred[failed_rows] = 0
 
     columns = list(cfg.class_names)
-    write_submission(out / "submission.csv", ids, y_pred)
+    if submission:
+        write_submission(out / "submission.csv", ids, y_pred)
     image_scores = pd.concat([pd.DataFrame({"Id": list(ids)}), pd.DataFrame(scores, columns=columns)], axis=1)
     write_text_atomic(out / "image_scores.csv", image_scores.to_csv(index=False))
     cell_rows = (index["kind"] == "cell").to_numpy()
@@ -269,6 +274,9 @@ PREDICT_ENTRIES = (
     "cell_predictions.parquet",
     "tile_predictions.parquet",
     "thresholds.json",
+    "submission_2021.csv",
+    "cell_predictions_2021.parquet",
+    "thresholds_2021.json",
     "failures.csv",
     "config.yaml",
     "masks",
@@ -471,6 +479,9 @@ def predict_folder(
     scheduler: str | None = None,
     precision: str = "auto",
     channel_map: Any = None,
+    fmt: str | None = None,
+    cell_score: str | None = None,
+    min_cell_score: float | None = None,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
@@ -499,6 +510,11 @@ def predict_folder(
             (:func:`hpa.classification.inference.resolve_precision`).
         channel_map: which channel of a multi-channel TIFF is which
             (:class:`hpa.io_tiff.ChannelMap`); saved in ``config.yaml``.
+        fmt: ``2018`` (``submission.csv``), ``2021`` (``submission_2021.csv`` and the
+            2021 per-cell table) or ``both``; default: the model's label set
+            (:mod:`hpa.pipelines.single_cell`).
+        cell_score: the 2021 cell confidence rule (default: the benchmark's choice).
+        min_cell_score: the lowest confidence listed in ``submission_2021.csv``.
 
     Returns:
         A :class:`PredictSummary`.
@@ -520,7 +536,8 @@ def predict_folder(
     with StagedFolder(out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=("masks",)) as stage:
         summary = _predict_staged(
             stage.path, images, model_dir, out, masks, ids, tta, pooling, fill_top, batch_size,
-            device, workers, backend, progress, scheduler, precision, channel_map,
+            device, workers, backend, progress, scheduler, precision, channel_map, fmt, cell_score,
+            min_cell_score,
         )  # fmt: skip
         stage.commit()
     return summary
@@ -544,6 +561,9 @@ def _predict_staged(
     scheduler: str | None,
     precision: str,
     channel_map: Any,
+    fmt: str | None,
+    cell_score: str | None,
+    min_cell_score: float | None,
 ) -> PredictSummary:
     """:func:`predict_folder` writing into ``work``, the folder that becomes ``out``."""
     import torch
@@ -551,6 +571,7 @@ def _predict_staged(
     from hpa.aggregation import load_thresholds
     from hpa.classification.model import THRESHOLDS_FILE, load_model, load_model_config
     from hpa.config import resolve_device, to_dict
+    from hpa.pipelines import single_cell
 
     t0 = time.perf_counter()
     if scheduler is not None:
@@ -571,6 +592,7 @@ def _predict_staged(
         model, cfg = None, load_model_config(model_dir)
     thresholds, _ = load_thresholds(Path(model_dir) / THRESHOLDS_FILE, expected_classes=cfg.class_names)
     pooling = pooling or cfg.pooling
+    fmt = single_cell.resolve_format(fmt, cfg.class_names)
     if scheduler is None:
         cores = default_workers()
         if masks is not None:
@@ -612,7 +634,12 @@ def _predict_staged(
         "segmentation_backend": backend if masks is None else None,
         "n_images": len(ids),
         "channel_map": channel_map.spec if channel_map is not None else None,
+        "format": fmt,
     }
+    if fmt != "2018":
+        cell_score = cell_score or single_cell.DEFAULT_CELL_SCORE
+        min_cell_score = single_cell.DEFAULT_MIN_SCORE if min_cell_score is None else min_cell_score
+        settings.update(cell_score=cell_score, min_cell_score=min_cell_score)
     if scheduler is not None:  # workers and batch size are the workers' own, by device
         settings.update(scheduler=scheduler, workers=None)
     log_settings("predict settings", settings)
@@ -641,9 +668,12 @@ def _predict_staged(
             masks_dir.resolve(), seg_config, device, batch_size, tta, work.resolve(), progress, precision,
             channel_map,
         )  # fmt: skip
-    n_cells = write_predictions(work, ids, scored, cfg, thresholds, pooling, fill_top)
+    n_cells = write_predictions(work, ids, scored, cfg, thresholds, pooling, fill_top, fmt != "2021")
     if scored.seg_tables:
         _write_parquet(masks_dir / "cells.parquet", pd.concat(scored.seg_tables, ignore_index=True))
+    if fmt != "2018":
+        assert cell_score is not None and min_cell_score is not None
+        single_cell.write_single_cell(work, cell_score, min_cell_score, progress, masks_dir=masks_dir)
     summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, out)
     log.info(
         "predicted %d images (%d failed, %d cells) in %.1f s, %.2f images/s; outputs in %s",
@@ -710,9 +740,13 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         scheduler=getattr(args, "scheduler", None),
         precision=getattr(args, "precision", "auto"),
         channel_map=getattr(args, "channel_map", None),
+        fmt=getattr(args, "format", None),
+        cell_score=getattr(args, "cell_score", None),
+        min_cell_score=getattr(args, "min_cell_score", None),
     )
+    written = [n for n in ("submission.csv", "submission_2021.csv") if (summary.out / n).is_file()]
     text = (
-        f"submission: {summary.out / 'submission.csv'} ({summary.n_images} images, "
+        f"submission: {', '.join(str(summary.out / n) for n in written)} ({summary.n_images} images, "
         f"{summary.n_failed} failed, {summary.n_cells} cells, {summary.images_per_s:.2f} images/s)"
     )
     return (0 if summary.n_failed < summary.n_images else 1), text

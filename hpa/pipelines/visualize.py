@@ -109,7 +109,9 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
         parse_channels(args.channels)
     except ValueError as exc:
         raise HPADataError(str(exc)) from exc
-    run = _with_channel_map(load_prediction_run(args.pred), getattr(args, "channel_map", None))
+    run = _with_channel_map(
+        load_prediction_run(args.pred, getattr(args, "scheme", "2018")), getattr(args, "channel_map", None)
+    )
     ids = _ids(args.id, run)
     out = Path(args.out) if args.out else run.root / "overlays"
     check_apart(out, {"IMAGES": args.images, "--pred": args.pred}, may_sit_inside=("--pred",))
@@ -131,12 +133,15 @@ def make_report(
     labels: str | Path | None = None,
     out: str | Path | None = None,
     channel_map: Any = None,
+    scheme: str = "2018",
 ) -> Path:
     """Write the HTML report of a prediction run; returns the path of its ``index.html``.
 
     ``channel_map`` (:class:`hpa.io_tiff.ChannelMap`) overrides the one the run used.
+    ``scheme="2021"`` reports the run's 2021 per-cell labels (``hpa predict --format
+    2021|both``); ``labels`` is then a 2021 label file.
     """
-    run = _with_channel_map(load_prediction_run(pred), channel_map)
+    run = _with_channel_map(load_prediction_run(pred, scheme), channel_map)
     if images is None and run.images_dir is None:
         log.warning("%s/config.yaml names no images folder and no images were given: no overlays", run.root)
     target = Path(out) if out else run.root / "report"
@@ -155,5 +160,12 @@ def report_main(args: argparse.Namespace) -> tuple[int, str]:
     Returns:
         0 on success.
     """
-    index = make_report(args.pred, args.images, args.labels, args.out, getattr(args, "channel_map", None))
+    index = make_report(
+        args.pred,
+        args.images,
+        args.labels,
+        args.out,
+        channel_map=getattr(args, "channel_map", None),
+        scheme=getattr(args, "scheme", "2018"),
+    )
     return 0, f"wrote the report to {index}"

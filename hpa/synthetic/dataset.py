@@ -8,6 +8,12 @@ Layout of ``OUT``::
     sample_submission.csv  Id,Predicted ("0"), test Ids in shuffled order
     truth/cells/<Id>.png   truth/nuclei/<Id>.png  (uint16 instance labels, train and test)
     truth/cell_labels.csv  image_id,cell_id,Target
+    truth/cell_labels_2021.csv  image_id,cell_id,Label (2021 classes, '|'-separated)
+    train_2021.csv  test_labels_2021.csv  ID,Label (image labels in the 2021 scheme)
+
+The 2021 labels map the 2018 ones by :data:`hpa.aggregation.single_cell.MAP_2018_TO_2021`:
+a cell without any mapped pattern (none of the image's patterns, or only dropped ones) is
+Negative; an image is Negative when none of its cells carries a mapped pattern.
 
 Every image has its own seed, spawned from ``np.random.SeedSequence(seed)``, so the files
 are the same whatever the number of worker processes.
@@ -24,8 +30,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hpa.aggregation.single_cell import map_labels_2018_to_2021
 from hpa.constants import CHANNELS
-from hpa.io import Labels, write_label_image, write_labels, write_png, write_text_atomic
+from hpa.io import Labels, format_target, write_label_image, write_labels, write_png, write_text_atomic
 from hpa.parallel import process_pool
 from hpa.synthetic.sample import N_CLASSES, generate_sample
 
@@ -44,7 +51,11 @@ def image_id(split: str, index: int) -> str:
     return f"synth-{split}-{index:05d}"
 
 
-def _write_one(job: _Job) -> tuple[str, tuple[int, ...], dict[int, tuple[int, ...]]]:
+# (Id, image labels, cell id -> labels), 2018 class numbers
+_Result = tuple[str, tuple[int, ...], dict[int, tuple[int, ...]]]
+
+
+def _write_one(job: _Job) -> _Result:
     split, iid, seq, size, bit_depth, out = job
     sample = generate_sample(np.random.default_rng(seq), size=size, bit_depth=bit_depth)
     root = Path(out)
@@ -120,7 +131,24 @@ def write_dataset(
         for cell_id in sorted(cell_labels):
             writer.writerow([iid, cell_id, " ".join(map(str, cell_labels[cell_id]))])
     write_text_atomic(out / "truth" / "cell_labels.csv", buf.getvalue())
+    _write_2021_labels(out, train, test)
     log.info("wrote %d images and their truth to %s", len(results), out)
+
+
+def _write_2021_labels(out: Path, train: list[_Result], test: list[_Result]) -> None:
+    """The 2021-scheme truth: per-cell labels and image labels of each split."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image_id", "cell_id", "Label"])
+    for iid, _, cell_labels in train + test:
+        ids = sorted(cell_labels)
+        y = map_labels_2018_to_2021(_multi_hot([cell_labels[k] for k in ids]))
+        for cell_id, row in zip(ids, y, strict=True):
+            writer.writerow([iid, cell_id, format_target(row, "|")])
+    write_text_atomic(out / "truth" / "cell_labels_2021.csv", buf.getvalue())
+    for name, results in (("train_2021.csv", train), ("test_labels_2021.csv", test)):
+        y = map_labels_2018_to_2021(_multi_hot([r[1] for r in results]))
+        write_labels(out / name, Labels(tuple(r[0] for r in results), y, "2021"))
 
 
 def main(args: argparse.Namespace) -> int:

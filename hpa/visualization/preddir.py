@@ -93,6 +93,19 @@ class PredictionRun:
         return image, cells
 
 
+def _union_of_cells(cells: pd.DataFrame, ids: list[str], negative: int) -> dict[str, tuple[int, ...]]:
+    """Image classes of the 2021 view: its cells' localisations, else Negative."""
+    out: dict[str, tuple[int, ...]] = {}
+    by_image = {i: g for i, g in cells.groupby("image_id", sort=False)["predicted"]}
+    for image_id in ids:
+        found: set[int] = set()
+        for text in by_image.get(image_id, ()):
+            found.update(parse_class_list(text))
+        local = sorted(k for k in found if k != negative)
+        out[image_id] = tuple(local) if local else ((negative,) if found else ())
+    return out
+
+
 def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
     try:
         return pd.read_csv(path, keep_default_na=False, dtype={"Id": str, "image_id": str}, **kwargs)  # type: ignore[call-overload]
@@ -100,11 +113,23 @@ def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
         raise HPADataError(f"{path}: cannot read CSV ({exc})") from exc
 
 
-def load_prediction_run(pred_dir: str | Path) -> PredictionRun:
+# scheme -> (submission, cell table, thresholds) files of a PRED_DIR
+_SCHEME_FILES = {
+    "2018": ("submission.csv", "cell_predictions.parquet", "thresholds.json"),
+    "2021": ("submission_2021.csv", "cell_predictions_2021.parquet", "thresholds_2021.json"),
+}
+
+
+def load_prediction_run(pred_dir: str | Path, scheme: str = "2018") -> PredictionRun:
     """Read the artefacts of a PRED_DIR.
 
     Args:
         pred_dir: folder written by ``hpa predict``.
+        scheme: ``2018``: the model's own image and cell predictions; ``2021``: the 2021
+            per-cell labels of ``hpa predict --format 2021|both``
+            (``cell_predictions_2021.parquet``, ``thresholds_2021.json``); an image's
+            predicted classes are then the union of its cells' localisations (Negative
+            when no cell has one).
 
     Returns:
         The run; ``image_scores``, ``failures`` and the folders of ``config.yaml`` are
@@ -119,25 +144,38 @@ def load_prediction_run(pred_dir: str | Path) -> PredictionRun:
     root = Path(pred_dir)
     if not root.is_dir():
         raise HPADataError(f"{root}: prediction folder not found")
-    for name in ("submission.csv", "cell_predictions.parquet", "thresholds.json"):
+    if scheme not in _SCHEME_FILES:
+        raise HPADataError(f"unknown scheme {scheme!r}; choose from {', '.join(_SCHEME_FILES)}")
+    sub_name, cells_name, thresholds_name = _SCHEME_FILES[scheme]
+    for name in _SCHEME_FILES[scheme]:
         if not (root / name).is_file():
-            raise HPADataError(f"{root}: missing {name} (is this a PRED_DIR written by 'hpa predict'?)")
-    spec = load_thresholds_file(root / "thresholds.json")
+            if scheme == "2018" and (root / _SCHEME_FILES["2021"][0]).is_file():
+                raise HPADataError(
+                    f"{root}: missing {name}: the run has the 2021 format only; use --scheme 2021"
+                )
+            hint = " with --format 2021 or both" if scheme == "2021" else ""
+            raise HPADataError(f"{root}: missing {name} (is this a PRED_DIR written by 'hpa predict'{hint}?)")
+    spec = load_thresholds_file(root / thresholds_name)
     class_names, thresholds = spec.class_names, spec.thresholds
-    sub = _read_csv(root / "submission.csv")
-    if list(sub.columns[:2]) != ["Id", "Predicted"]:
-        raise HPADataError(f"{root}/submission.csv: expected columns Id,Predicted, got {list(sub.columns)}")
-    predicted = {check_image_id(str(i)): parse_class_list(p) for i, p in zip(sub["Id"], sub["Predicted"])}
     try:
-        cells = pd.read_parquet(root / "cell_predictions.parquet")
+        cells = pd.read_parquet(root / cells_name)
     except Exception as exc:  # pyarrow raises several types for a broken file
-        raise HPADataError(f"{root}/cell_predictions.parquet: cannot read ({exc})") from exc
+        raise HPADataError(f"{root}/{cells_name}: cannot read ({exc})") from exc
     missing = [c for c in ("image_id", "cell_id", *class_names) if c not in cells.columns]
     if missing:
-        raise HPADataError(f"{root}/cell_predictions.parquet: missing columns {missing[:5]}")
+        raise HPADataError(f"{root}/{cells_name}: missing columns {missing[:5]}")
     cells["image_id"] = cells["image_id"].astype(str)
-    scores_path = root / "image_scores.csv"
-    scores = _read_csv(scores_path).set_index("Id") if scores_path.is_file() else pd.DataFrame()
+    if scheme == "2021":
+        ids = [check_image_id(str(i)) for i in _read_csv(root / sub_name, usecols=[0]).iloc[:, 0]]
+        predicted = _union_of_cells(cells, ids, len(class_names) - 1)
+        scores = pd.DataFrame()
+    else:
+        sub = _read_csv(root / sub_name)
+        if list(sub.columns[:2]) != ["Id", "Predicted"]:
+            raise HPADataError(f"{root}/{sub_name}: expected columns Id,Predicted, got {list(sub.columns)}")
+        predicted = {check_image_id(str(i)): parse_class_list(p) for i, p in zip(sub["Id"], sub["Predicted"])}
+        scores_path = root / "image_scores.csv"
+        scores = _read_csv(scores_path).set_index("Id") if scores_path.is_file() else pd.DataFrame()
     failures: dict[str, str] = {}
     if (root / "failures.csv").is_file():
         fail = _read_csv(root / "failures.csv")
