@@ -120,27 +120,31 @@ def _as_blue(grey: np.ndarray) -> np.ndarray:
     return image
 
 
-def nuclei_cases(data: Path) -> tuple[list[Case], list[Case], list[Case]]:
-    """(DSB tuning half, DSB left-out half, stardist sample): grey images fed as blue.
+def dsb_split(data: Path) -> tuple[list[Path], list[Path]]:
+    """(tuning half, left-out half) of the DSB 2018 image files, fixed by :data:`DSB_SPLIT_SEED`.
 
-    The split is a permutation of the sorted DSB file names by :data:`DSB_SPLIT_SEED`,
-    so it never changes between runs.
+    The halves are a permutation of the sorted file names, so they never change between runs.
     """
+    files = sorted((data / "nuclei-groundtruth" / "dsb2018-fluo" / "images").glob("*.png"))
+    order = np.random.default_rng(DSB_SPLIT_SEED).permutation(len(files))
+    half = len(files) // 2
+    return [files[k] for k in sorted(order[:half])], [files[k] for k in sorted(order[half:])]
+
+
+def _dsb_case(path: Path) -> Case:
+    truth = read_grey(path.parent.parent / "labels" / path.name).astype(np.int32)
+    return (path.stem[:10], _as_blue(read_grey(path)), truth)
+
+
+def nuclei_cases(data: Path) -> tuple[list[Case], list[Case], list[Case]]:
+    """(DSB tuning half, DSB left-out half, stardist sample): grey images fed as blue."""
     import tifffile
 
-    folder = data / "nuclei-groundtruth"
-    dsb = []
-    for p in sorted((folder / "dsb2018-fluo" / "images").glob("*.png")):
-        truth = read_grey(folder / "dsb2018-fluo" / "labels" / p.name).astype(np.int32)
-        dsb.append((p.stem[:10], _as_blue(read_grey(p)), truth))
-    order = np.random.default_rng(DSB_SPLIT_SEED).permutation(len(dsb))
-    half = len(dsb) // 2
-    tune = [dsb[k] for k in sorted(order[:half])]
-    test = [dsb[k] for k in sorted(order[half:])]
-    star = folder / "stardist-sample"
+    tune, test = dsb_split(data)
+    star = data / "nuclei-groundtruth" / "stardist-sample"
     stardist = [("stardist", _as_blue(tifffile.imread(star / "img2d.tif")),
                  tifffile.imread(star / "mask2d.tif").astype(np.int32))]  # fmt: skip
-    return tune, test, stardist
+    return [_dsb_case(p) for p in tune], [_dsb_case(p) for p in test], stardist
 
 
 def synthetic_cases(n: int = 8, size: int = 512, seed: int = 2026) -> tuple[list[Case], list[Case]] | None:
