@@ -68,7 +68,7 @@ Segmenter = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 DSB_SPLIT_SEED = 2018
 #: settings searched on the tuning parts only (each grid crosses its values)
 CELL_GRID: dict[str, tuple[float, ...]] = {
-    "cell_threshold_scale": (0.5, 0.7, 1.0),
+    "cell_threshold_scale": (0.7, 1.0, 1.4),
     "max_cell_radius": (1.5, 2.0, 3.0),
 }
 NUCLEI_GRID: dict[str, tuple[float, ...]] = {

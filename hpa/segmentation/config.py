@@ -90,16 +90,16 @@ class SegmentConfig:
     nucleus_background: float = 1.5
     nucleus_local_block: float = 0.0
     nucleus_local_offset: float = -0.3
-    nucleus_split_h: float = 0.04
+    nucleus_split_h: float = 0.03
     nucleus_split_smooth: float = 0.05
     nucleus_split_cap: float = 0.5
     nucleus_split_intensity: float = 0.0
     min_nucleus_area: float = 0.15
     # cells
     cell_smooth: float = 0.08
-    cell_threshold_scale: float = 0.5
+    cell_threshold_scale: float = 1.0
     cell_compactness: float = 0.0
-    max_cell_radius: float = 2.0
+    max_cell_radius: float = 3.0
     min_cell_area: float = 0.5
     keep_cells_without_nucleus: bool = False
     # cellpose backend
