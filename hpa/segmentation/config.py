@@ -56,6 +56,8 @@ class SegmentConfig:
         cell_smooth: Gaussian sigma of the cytoplasm (red + yellow), in nucleus diameters.
         cell_threshold_scale: the cytoplasm foreground threshold is this factor times
             the Otsu threshold of the log cytoplasm intensity, measured above background.
+            Where red and yellow carry no signal at all, a cell is every pixel within
+            ``max_cell_radius`` of its nucleus.
         cell_compactness: compactness of the seeded watershed of cells.
         max_cell_radius: a cell reaches at most this many nucleus diameters beyond its
             nucleus.
@@ -90,7 +92,7 @@ class SegmentConfig:
     nucleus_background: float = 1.5
     nucleus_local_block: float = 0.0
     nucleus_local_offset: float = -0.3
-    nucleus_split_h: float = 0.03
+    nucleus_split_h: float = 0.04
     nucleus_split_smooth: float = 0.05
     nucleus_split_cap: float = 0.5
     nucleus_split_intensity: float = 0.0
