@@ -25,6 +25,7 @@ log = logging.getLogger("hpa")
 _HANDLERS = {
     "synth": "hpa.synthetic.dataset:main",
     "segment": "hpa.pipelines.segment:main",
+    "train-segmenter": "hpa.pipelines.train_segmenter:main",
     "train-cells": "hpa.pipelines.train:main",
     "predict": "hpa.pipelines.predict:main",
     "evaluate": "hpa.pipelines.evaluate:main",
@@ -152,6 +153,42 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="cellpose nuclei model name or weights file (default: nuclei)",
     )
+
+
+def _add_train_segmenter(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-segmenter",
+        help="train a cellpose model for 'hpa segment --backend cellpose'",
+        formatter_class=_FMT,
+    )
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--images", required=True, help="folder of <Id>_<color>.png samples or grey nucleus images"
+    )
+    g.add_argument(
+        "--masks",
+        required=True,
+        help="label images: SEG_DIR or 'hpa synth' truth/ (<kind>/<Id>.png), <Id>_cellmask.png, <name>.png",
+    )
+    g.add_argument("--out", required=True, help="SEGMODEL folder to write (weights + segmodel.json)")
+    m = p.add_argument_group("model")
+    m.add_argument("--kind", choices=("cells", "nuclei"), default="cells", help="what the model segments")
+    m.add_argument(
+        "--from",
+        dest="init",
+        default="random",
+        help="initial weights: random, a local cellpose model (cyto3, nuclei), a weights file or SEGMODEL",
+    )
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=100, help="epochs (the first 10 warm the learning rate up)")
+    t.add_argument(
+        "--images-per-epoch", type=int, default=0, help="random crops per epoch; 0 = one per image"
+    )
+    t.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate")
+    t.add_argument("--batch-size", type=int, default=8, help="crops per step")
+    t.add_argument("--crop", type=int, default=224, help="training crop side, pixels")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -367,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         _add_synth,
         _add_segment,
+        _add_train_segmenter,
         _add_train,
         _add_predict,
         _add_evaluate,

@@ -5,7 +5,7 @@
 
 ``nuclei`` prints the F1 at IoU 0.5 of every hand-annotated image (``--every k`` keeps
 one image in k, ``--worst n`` lists the n worst) with the estimated nucleus diameter;
-``hpa`` and ``synthetic`` call the benchmark's own functions; ``speed`` times
+``hpa`` and ``synthetic`` print the benchmark's F1 columns (IoU 0.5-0.9, mean 0.5:0.95); ``speed`` times
 :func:`hpa.segmentation.segment` on 20 real HPA samples resized to 512 px.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from segment_bench import _shrink, hpa_accuracy, synthetic_accuracy  # noqa: E402
+from segment_bench import COLUMNS, _shrink, _watershed, hpa_cases, score_cases, synthetic_cases  # noqa: E402
 
 from hpa.io import read_grey, read_sample  # noqa: E402
 from hpa.segmentation import SegmentConfig, estimate_nucleus_diameter, f1_at, segment  # noqa: E402
@@ -88,6 +88,10 @@ def run_speed(data: Path, config: SegmentConfig, n: int = 20) -> float:
     return ms
 
 
+def _columns(values: np.ndarray) -> str:
+    return ", ".join(f"{c} {v:.3f}" for c, v in zip(COLUMNS, values))
+
+
 def parse_overrides(items: list[str]) -> SegmentConfig:
     """``SegmentConfig`` with ``key=value`` overrides (types from the defaults)."""
     base = SegmentConfig()
@@ -117,10 +121,18 @@ def main() -> int:
     if args.what in ("nuclei", "all"):
         run_nuclei(data, config, args.every, args.worst)
     if args.what in ("hpa", "all"):
-        log.info("hpa %s", {k: round(v, 4) for k, v in hpa_accuracy(data).items()})
+        for side in (None, 512):
+            cells = score_cases(hpa_cases(data, side), _watershed(config), 0).mean(axis=0)
+            log.info("hpa cells %s: %s", side or "native", _columns(cells))
     if args.what in ("synthetic", "all"):
-        syn = synthetic_accuracy()
-        log.info("synthetic %s", syn and {k: round(v, 4) for k, v in syn.items()})
+        syn = synthetic_cases()
+        for which, kind in enumerate(("cells", "nuclei")):
+            if syn is not None:
+                log.info(
+                    "synthetic %s: %s",
+                    kind,
+                    _columns(score_cases(syn[which], _watershed(config), which).mean(axis=0)),
+                )
     if args.what in ("speed", "all"):
         run_speed(data, config)
     return 0

@@ -23,6 +23,7 @@ def test_help_is_fast_and_imports_nothing_heavy():
 MINIMAL_ARGS = {
     "synth": ["out"],
     "segment": ["imgs", "--out", "seg"],
+    "train-segmenter": ["--images", "i", "--masks", "m", "--out", "o"],
     "train-cells": ["--images", "i", "--labels", "l.csv", "--masks", "m", "--out", "o"],
     "predict": ["imgs", "--model", "m", "--out", "o"],
     "evaluate": ["sub.csv", "--labels", "l.csv"],

@@ -15,20 +15,32 @@ import numpy as np
 
 from hpa.segmentation.config import BACKENDS, SegmentConfig
 from hpa.segmentation.measure import TABLE_COLUMNS, cell_table
-from hpa.segmentation.metrics import MatchResult, f1_at, match_labels
+from hpa.segmentation.metrics import (
+    COCO_IOUS,
+    REPORT_IOUS,
+    MatchResult,
+    f1_at,
+    f1_curve,
+    match_labels,
+    mean_f1,
+)
 from hpa.segmentation.postprocess import match_nuclei_to_cells, postprocess
 from hpa.segmentation.watershed import estimate_nucleus_diameter
 
 __all__ = [
     "BACKENDS",
+    "COCO_IOUS",
+    "REPORT_IOUS",
     "TABLE_COLUMNS",
     "MatchResult",
     "SegmentConfig",
     "cell_table",
     "estimate_nucleus_diameter",
     "f1_at",
+    "f1_curve",
     "match_labels",
     "match_nuclei_to_cells",
+    "mean_f1",
     "postprocess",
     "segment",
 ]

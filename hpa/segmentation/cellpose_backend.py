@@ -10,6 +10,7 @@ error that says where to put it, raised before cellpose would try the network.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,8 +26,46 @@ from hpa.segmentation.watershed import channel_float, cytoplasm, estimate_nucleu
 
 log = logging.getLogger(__name__)
 
+#: files of a SEGMODEL folder written by ``hpa train-segmenter``
+SEGMODEL_META = "segmodel.json"
+SEGMODEL_WEIGHTS = "weights"
+
 #: Weights file names of cellpose's built-in models, where they differ from the name.
 _BUILTIN_FILES = {"nuclei": "nucleitorch_0", "cyto": "cytotorch_0", "cyto2": "cyto2torch_0"}
+
+
+def segmodel_weights(folder: Path, kind: str | None = None) -> Path:
+    """The weights file of a SEGMODEL folder (``segmodel.json`` + ``weights``), checked for ``kind``."""
+    meta_path = folder / SEGMODEL_META
+    if not meta_path.is_file():
+        raise HPAConfigError(
+            f"{folder}: not a SEGMODEL folder (no {SEGMODEL_META}; see 'hpa train-segmenter')"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HPAConfigError(f"{meta_path}: invalid JSON ({exc})") from exc
+    if kind is not None and meta.get("kind") != kind:
+        raise HPAConfigError(f"{folder}: a {meta.get('kind')!r} model, but a {kind!r} model is needed here")
+    weights = folder / SEGMODEL_WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder}: SEGMODEL weights file {SEGMODEL_WEIGHTS} is missing")
+    return weights
+
+
+def model_input(image: np.ndarray, kind: str) -> np.ndarray:
+    """What a cellpose model of ``kind`` sees of a sample (the same in training and use).
+
+    Args:
+        image: ``(H, W, 4)`` uint8/uint16 sample; green is not read.
+        kind: ``"cells"``: ``(H, W, 2)`` float32, cytoplasm (red + yellow) and blue, for
+            cellpose channels ``[1, 2]``; ``"nuclei"``: ``(H, W)`` float32 blue, for ``[0, 0]``.
+    """
+    blue = channel_float(image, BLUE)
+    blue = blue / max(float(blue.max()), 1e-6)
+    if kind == "nuclei":
+        return blue.astype(np.float32)
+    return np.stack([cytoplasm(image), blue], axis=-1).astype(np.float32)
 
 
 def cellpose_model_dir() -> Path:
@@ -35,21 +74,27 @@ def cellpose_model_dir() -> Path:
     return Path(env) if env else Path.home() / ".cellpose" / "models"
 
 
-def resolve_weights(model: str) -> Path:
-    """The weights file of a cellpose model name or path; never downloads.
+def resolve_weights(model: str, kind: str | None = None) -> Path:
+    """The weights file of a cellpose model name, weights file or SEGMODEL folder; never downloads.
 
     Args:
-        model: a weights file path, or a built-in name such as ``cyto3`` or ``nuclei``.
+        model: a weights file path, a SEGMODEL folder written by ``hpa train-segmenter``,
+            or a built-in name such as ``cyto3`` or ``nuclei``.
+        kind: ``"cells"`` or ``"nuclei"``: a SEGMODEL folder must have been trained for it.
 
     Returns:
         Path of an existing weights file.
 
     Raises:
         FileNotFoundError: the file is absent; the message names the file and folder.
+        HPAConfigError: a SEGMODEL folder of the other kind, or a folder without
+            ``segmodel.json``.
     """
     path = Path(model).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        return segmodel_weights(path, kind)
     from cellpose.models import MODEL_NAMES
 
     if model in MODEL_NAMES:
@@ -155,18 +200,15 @@ def segment_cellpose(
         FileNotFoundError: weights missing (checked before cellpose is imported).
     """
     if models is None:
-        cyto_weights = resolve_weights(config.cellpose_model)
-        nuclei_weights = resolve_weights(config.cellpose_nuclei_model)
+        cyto_weights = resolve_weights(config.cellpose_model, "cells")
+        nuclei_weights = resolve_weights(config.cellpose_nuclei_model, "nuclei")
         device = _device(config)
         models = (load_model(str(cyto_weights), device), load_model(str(nuclei_weights), device))
     cyto_model, nuclei_model = models
     nucleus_d = estimate_nucleus_diameter(image, config)
     cell_d = config.cellpose_diameter or config.cellpose_cell_to_nucleus * nucleus_d
-    blue = channel_float(image, BLUE)
-    blue = blue / max(float(blue.max()), 1e-6)
-    x = np.stack([cytoplasm(image), blue], axis=-1).astype(np.float32)
-    cells = run_model(cyto_model, x, [1, 2], cell_d, config)
-    nuclei = run_model(nuclei_model, blue, [0, 0], nucleus_d, config)
+    cells = run_model(cyto_model, model_input(image, "cells"), [1, 2], cell_d, config)
+    nuclei = run_model(nuclei_model, model_input(image, "nuclei"), [0, 0], nucleus_d, config)
     nuclei = match_nuclei_to_cells(cells, nuclei, config.min_nucleus_overlap)
     log.debug("cellpose: %d cells, nucleus diameter %.1f px", cells.max(), nucleus_d)
     return cells, nuclei, nucleus_d

@@ -7,9 +7,15 @@ in order of decreasing IoU (at IoU > 0.5 the matching is unique anyway).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+#: IoU thresholds of the benchmark's table, and those averaged by :func:`mean_f1`
+#: (0.5:0.95 in steps of 0.05, as COCO and cellpose's ``average_precision`` use them).
+REPORT_IOUS = (0.5, 0.6, 0.7, 0.8, 0.9)
+COCO_IOUS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))
 
 
 def iou_table(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,3 +119,45 @@ def match_labels(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5
 def f1_at(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> float:
     """Matched-object F1 of ``pred`` against ``truth`` at an IoU threshold."""
     return match_labels(truth, pred, iou_threshold).f1
+
+
+def f1_curve(truth: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = REPORT_IOUS) -> np.ndarray:
+    """Matched-object F1 at several IoU thresholds (each >= 0.5) from one matching.
+
+    Above IoU 0.5 an object overlaps at most one other that well, so one matching at the
+    lowest threshold holds for every higher one: the true positives at ``t`` are the
+    matched pairs with IoU >= ``t``. The counts equal those of
+    ``cellpose.metrics.average_precision`` (which reports TP / (TP + FP + FN)).
+
+    Args:
+        truth: ``(H, W)`` integer true labels, 0 = background.
+        pred: ``(H, W)`` integer predicted labels.
+        thresholds: IoU thresholds, each >= 0.5.
+
+    Returns:
+        ``(len(thresholds),)`` float64 F1 values.
+
+    >>> t = np.array([[1, 1, 1, 1, 0, 2, 2]]); p = np.array([[1, 1, 1, 0, 0, 2, 2]])
+    >>> f1_curve(t, p, (0.5, 0.8)).tolist()
+    [1.0, 0.5]
+    """
+    if min(thresholds) < 0.5:
+        raise ValueError(f"f1_curve needs IoU thresholds >= 0.5 (unique matching), got {min(thresholds)}")
+    r = match_labels(truth, pred, min(thresholds))
+    n_true, n_pred = r.tp + r.fn, r.tp + r.fp
+    out = []
+    for t in thresholds:
+        tp = int(np.count_nonzero(r.ious >= t))
+        denom = n_true + n_pred
+        out.append(2 * tp / denom if denom else 1.0)
+    return np.array(out, dtype=np.float64)
+
+
+def mean_f1(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean of the matched F1 over IoU 0.5:0.95 (:data:`COCO_IOUS`).
+
+    >>> t = np.array([[1, 1, 1, 1, 0, 2, 2]])
+    >>> mean_f1(t, t)
+    1.0
+    """
+    return float(f1_curve(truth, pred, COCO_IOUS).mean())

@@ -258,7 +258,7 @@ def segment_cells(cyto: np.ndarray, nuclei: np.ndarray, diameter: float, config:
     """Grow each nucleus into its cell over the cytoplasm signal.
 
     Foreground is the cytoplasm above ``config.cell_threshold_scale`` times its Otsu
-    threshold over background, plus the nuclei, no further than
+    threshold over background (everything, if red and yellow are flat), plus the nuclei, no further than
     ``config.max_cell_radius`` nucleus diameters from a nucleus; a watershed of the
     inverted smoothed cytoplasm seeded with the nuclei splits it into cells.
 
@@ -275,7 +275,10 @@ def segment_cells(cyto: np.ndarray, nuclei: np.ndarray, diameter: float, config:
     background = float(np.percentile(sm, 2))
     lg = _log_plane(np.maximum(sm - background, 0.0), 0.01)
     t = _otsu(lg)
-    fg = lg > t + np.log(config.cell_threshold_scale)
+    if float(sm.max()) > background:
+        fg = lg > t + np.log(config.cell_threshold_scale)
+    else:  # no cytoplasm signal (e.g. a nucleus-only image): cells reach max_cell_radius
+        fg = np.ones(sm.shape, bool)
     fg |= nuclei > 0
     if config.max_cell_radius > 0:
         reach = ndi.distance_transform_edt(nuclei == 0)
