@@ -102,7 +102,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cache", default=None, help="crop cache folder (default: MASKS/crop-cache)")
     m = p.add_argument_group("model")
     m.add_argument("--backbone", default=None, help="timm model name (default: by device)")
-    m.add_argument("--pretrained", default=None, help="local timm checkpoint, or 'hub' to download")
+    m.add_argument(
+        "--pretrained",
+        default=None,
+        help="imagenet (packaged EfficientNet-Lite0 weights, offline), a local checkpoint, "
+        "'hub' to download, or none (default: by device)",
+    )
     m.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: by device)")
     m.add_argument(
         "--crop-scale",

@@ -30,6 +30,7 @@ from torch import nn
 from hpa.classification.crops import CropSettings
 from hpa.config import from_dict
 from hpa.constants import CHANNELS
+from hpa.errors import HPAConfigError
 from hpa.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,18 @@ def create_model(
         backbone: timm model name, e.g. ``"resnet18"`` or ``"efficientnet_b0"``.
         num_classes: outputs of the new head.
         in_chans: input channels; timm adapts a 3-channel first layer itself.
-        pretrained: ``None`` for random initialisation; a local checkpoint file
-            (``.safetensors``, ``.pth``, ``.bin``) for ImageNet-style weights, loaded
-            and adapted offline by timm (head dropped when the class count differs);
-            ``"hub"`` for timm's default pretrained weights, downloaded by timm.
+        pretrained: ``None`` for random initialisation; ``"imagenet"`` for the ImageNet
+            weights of EfficientNet-Lite0 shipped in a package (offline; ``backbone``
+            must be ``efficientnet_lite0``); a local checkpoint file (``.safetensors``,
+            ``.pth``, ``.bin``) in timm's layout, or in efficientnet_pytorch's for a
+            timm EfficientNet, loaded and adapted offline by timm (head dropped when the
+            class count differs); ``"hub"`` for timm's default pretrained weights,
+            downloaded by timm.
 
     Raises:
         ValueError: unknown backbone.
+        HPAConfigError: ``"imagenet"`` with another backbone, or a checkpoint whose
+            tensors do not fit the backbone (the first mismatch is named).
         FileNotFoundError: the local checkpoint does not exist.
         RuntimeError: hub weights asked for but not reachable, with what to do instead.
     """
@@ -113,7 +119,7 @@ def create_model(
     if not timm.is_model(backbone):
         raise ValueError(f"unknown timm backbone {backbone!r}; see timm.list_models()")
     kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-    if pretrained is None:
+    if pretrained is None or pretrained == "none":
         return timm.create_model(backbone, pretrained=False, **kwargs)
     if pretrained == "hub":
         try:
@@ -126,9 +132,24 @@ def create_model(
                 f"{backbone} names its Hugging Face repository) and pass the file with "
                 f"--pretrained PATH, or copy the Hugging Face cache to {cache}."
             ) from exc
+    from hpa.classification import pretrained as weights
+
+    if pretrained == weights.IMAGENET:
+        if backbone != weights.IMAGENET_BACKBONE:
+            raise HPAConfigError(
+                f"--pretrained imagenet holds {weights.IMAGENET_BACKBONE} weights; the backbone is "
+                f"{backbone!r} (use --backbone {weights.IMAGENET_BACKBONE}, or --pretrained none/PATH/hub)"
+            )
+        state = weights.timm_state_from_efficientnet_pytorch(backbone, weights.imagenet_weights_file())
+        return weights.create_from_state(backbone, state, num_classes, in_chans, drop_rate)
     path = Path(pretrained).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained checkpoint not found (give a file, or 'hub')")
+        raise FileNotFoundError(
+            f"{path}: pretrained checkpoint not found (give a file, 'imagenet', 'hub' or 'none')"
+        )
+    if weights.is_efficientnet_pytorch(weights.read_state_dict(path)):
+        state = weights.timm_state_from_efficientnet_pytorch(backbone, path)
+        return weights.create_from_state(backbone, state, num_classes, in_chans, drop_rate)
     log.info(
         "loading %s weights from %s and adapting the first layer to %d channels", backbone, path, in_chans
     )
