@@ -110,6 +110,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: by device)")
     m.add_argument(
+        "--channels",
+        default=None,
+        help="input channels: rgby, rgb, gby, or merges such as g,b,r+y (r+y = their mean); default rgby",
+    )
+    m.add_argument(
         "--crop-scale",
         choices=("box", "image"),
         default=None,

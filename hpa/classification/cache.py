@@ -305,16 +305,21 @@ def _build(
 
 
 def channel_stats(
-    cache: CropCache, rows: np.ndarray, max_views: int = 2000, seed: int = 0
+    cache: CropCache, rows: np.ndarray, max_views: int = 2000, seed: int = 0, mix: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of the [0, 1]-scaled views in ``rows`` (a random subset).
 
+    Args:
+        mix: ``(C, 4)`` channel mixing matrix; the statistics are those of the mixed inputs.
+
     Returns:
-        ``(mean, std)``, each ``(4,)`` float64.
+        ``(mean, std)``, each ``(C,)`` float64 (``(4,)`` without ``mix``).
     """
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(rows, size=min(max_views, len(rows)), replace=False))
     x = np.asarray(cache.views[pick], dtype=np.float64) / cache.scale
+    if mix is not None:
+        x = x @ np.asarray(mix, dtype=np.float64).T
     mean = x.mean(axis=(0, 1, 2))
     std = x.std(axis=(0, 1, 2))
     return mean, np.maximum(std, 1e-3)

@@ -7,7 +7,8 @@ A model folder holds everything ``hpa predict --model DIR`` needs:
 * ``weights.safetensors``: the state dict (never a pickled module);
 * ``thresholds.json``: per-class thresholds tuned on validation images.
 
-The network is any timm backbone created with ``in_chans=4``. Cell crops and
+The network is any timm backbone created with one input per chosen channel (the four
+stains by default, see :mod:`hpa.classification.channels`). Cell crops and
 whole-image tiles go through the same network and head: they are the same kind of
 input (4-channel squares of one size) seen at different scales, so sharing the
 weights doubles the data each feature is learnt from and costs one forward pass per
@@ -48,8 +49,9 @@ class ModelConfig:
         backbone: timm model name.
         class_names: output classes, in order.
         label_set: ``"2018"`` or ``"2021"``.
-        in_chans: input channels (4: red, green, blue, yellow).
-        channels: channel order of the input.
+        in_chans: input channels, ``len(channels)``.
+        channels: the input channels, each a stain or a merge of stains (``"red+yellow"``
+            is their mean; :mod:`hpa.classification.channels`); default the four stains.
         mean, std: per-channel normalisation of inputs scaled to [0, 1].
         crop: how cell crops and tiles are cut.
         pooling: cell-to-image pooling used when tuning the thresholds.
@@ -198,13 +200,23 @@ def load_model(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, Mode
     return model.to(device).to(memory_format=torch.channels_last).eval(), config
 
 
-def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:
-    """``(B, H, W, C)`` integer views to normalised ``(B, C, H, W)`` float32.
+def normalise(
+    batch: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    scale: float,
+    mix: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(B, H, W, 4)`` integer views to normalised ``(B, C, H, W)`` float32 network inputs.
 
     Args:
         batch: raw views (uint8 or int32 holding uint16 values).
         mean, std: ``(C,)`` statistics of the [0, 1]-scaled inputs.
         scale: the dtype's maximum (255 or 65535).
+        mix: ``(C, 4)`` matrix making the input channels from the stains
+            (:func:`hpa.classification.channels.channel_matrix`); None = the four as they are.
     """
     x = batch.permute(0, 3, 1, 2).float().div_(scale)
+    if mix is not None:
+        x = torch.einsum("oc,bchw->bohw", mix, x)
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

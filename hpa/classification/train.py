@@ -83,6 +83,8 @@ class TrainConfig:
         precision: ``bf16`` or ``fp32`` autocast (``auto`` is resolved for the device by
             :func:`hpa.classification.inference.resolve_precision`).
         workers: processes cutting crops when the cache is built.
+        channels: input channels, as ``--channels`` takes them (``rgby``, ``rgb``,
+            ``g,b,r+y``; :func:`hpa.classification.channels.parse_channels`).
     """
 
     backbone: str = "resnet10t"
@@ -115,6 +117,7 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "auto"
     workers: int = 2
+    channels: str = "rgby"
 
 
 #: Candidate tile weights when :attr:`TrainConfig.tile_weight` is None (ties: the first).
@@ -158,7 +161,8 @@ class TrainData:
         train_rows, val_rows: cache rows of each side.
         train_targets: ``(len(train_rows), K)`` float32 labels inherited from the images.
         val_ids: validation image Ids; ``val_y``: their ``(M, K)`` labels.
-        mean, std: normalisation statistics.
+        mean, std: normalisation statistics (of the mixed input channels).
+        mix: ``(C, 4)`` channel mixing matrix, or None for the four stains as they are.
     """
 
     views: np.ndarray
@@ -171,6 +175,7 @@ class TrainData:
     val_y: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    mix: np.ndarray | None = None
 
 
 def set_seed(seed: int) -> None:
@@ -227,6 +232,7 @@ def evaluate_views(
         device=cfg.device,
         batch_size=max(cfg.batch_size, 128),
         precision=cfg.precision,
+        mix=data.mix,
     )
     positions, probs = gather_rows(world, mine, probs)
     probs = probs[np.argsort(positions, kind="stable")]
@@ -305,6 +311,7 @@ def fit(
         drop_last=len(data.train_rows) > cfg.batch_size * world.size,
         world=world,
         weights=balance_weights(data.train_targets, cfg.balance) if cfg.balance > 0 else None,
+        mix=data.mix,
     )
     if cfg.epochs is None:
         raise ValueError("fit needs cfg.epochs; train_model resolves None with auto_epochs")

@@ -131,6 +131,7 @@ def score_images(
     Workers prepare views while this process runs the model on full batches.
     """
     from hpa.classification.cache import views_index
+    from hpa.classification.channels import channel_matrix, is_identity
     from hpa.classification.inference import score_views
 
     tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config) for i in ids]
@@ -139,6 +140,7 @@ def score_images(
     prob_parts: list[np.ndarray] = []
     seg_tables: list[pd.DataFrame] = []
     pending: list[Any] = []
+    mix = None if is_identity(cfg.channels) else channel_matrix(cfg.channels)
 
     def flush() -> None:
         if not pending:
@@ -156,6 +158,7 @@ def score_images(
                 batch_size=batch_size,
                 tta=tta,
                 precision=precision,
+                mix=mix,
             )
         )
         index_parts.extend(views_index(v) for v in pending)

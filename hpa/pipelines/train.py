@@ -69,6 +69,7 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "max_steps": args.max_steps,
         "workers": args.workers,
+        "channels": getattr(args, "channels", None),
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.no_tiles:
@@ -118,6 +119,7 @@ def train_model(
     from hpa.aggregation import apply_thresholds, per_class_report, save_thresholds
     from hpa.classification import distributed
     from hpa.classification.cache import CELL, build_cache, channel_stats, mask_path
+    from hpa.classification.channels import channel_matrix, is_identity, parse_channels
     from hpa.classification.crops import CropSettings
     from hpa.classification.inference import resolve_precision
     from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, create_model, save_model_folder
@@ -132,6 +134,7 @@ def train_model(
     )
 
     t_start = time.perf_counter()
+    channels = parse_channels(cfg.channels)
     out, masks = Path(out), Path(masks)
     if not (masks / "cells").is_dir():
         raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
@@ -189,7 +192,8 @@ def train_model(
     if not len(train_rows) or not len(val_rows):
         raise HPADataError("no training or no validation views: check the masks and the label file")
     targets = labels.y[[row_of[i] for i in index["image_id"].to_numpy()[train_rows]]].astype(np.float32)
-    mean, std = channel_stats(cache, train_rows, seed=cfg.seed)
+    mix = None if is_identity(channels) else channel_matrix(channels)
+    mean, std = channel_stats(cache, train_rows, seed=cfg.seed, mix=mix)
     if cfg.epochs is None:
         cfg = replace(cfg, epochs=auto_epochs(len(train_rows)))
         log.info("epochs: %d (automatic for %d training views)", cfg.epochs, len(train_rows))
@@ -212,12 +216,15 @@ def train_model(
         labels.subset(val_ids).y,
         mean,
         std,
+        mix,
     )
 
     model_cfg = ModelConfig(
         backbone=cfg.backbone,
         class_names=tuple(labels.class_names),
         label_set=labels.label_set,
+        in_chans=len(channels),
+        channels=channels,
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
         crop=crop,
@@ -231,7 +238,7 @@ def train_model(
         sides = ["train" if i in train_ids else "val" for i in labels.ids]
         split = pd.DataFrame({"image_id": labels.ids, "side": sides})
         write_text_atomic(out / "split.csv", split.to_csv(index=False))
-    model = create_model(cfg.backbone, model_cfg.num_classes, 4, cfg.pretrained)
+    model = create_model(cfg.backbone, model_cfg.num_classes, len(channels), cfg.pretrained)
     model, history = fit(
         model,
         data,
