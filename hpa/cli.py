@@ -125,8 +125,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=None, help="batch size (default: by device)")
     t.add_argument("--lr", type=float, default=None, help="peak learning rate")
     t.add_argument("--loss", choices=("bce", "focal", "softf1", "focal+softf1"), default=None)
-    t.add_argument("--folds", type=int, default=None, help="number of folds of the image split")
-    t.add_argument("--fold", type=int, default=None, help="which fold is validation")
+    t.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="number of folds of the image split (default 5); without --fold, trains every fold "
+        "into OUT/fold-<k>/ and tunes thresholds on the out-of-fold scores",
+    )
+    t.add_argument("--fold", type=int, default=None, help="train this fold only (default 0 without --folds)")
     t.add_argument("--no-tiles", action="store_true", help="train on cell crops only")
     t.add_argument("--no-cells", action="store_true", help="train on whole-image tiles only")
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
@@ -145,7 +151,20 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         formatter_class=_FMT,
     )
     p.add_argument("images", help="folder of channel files to predict")
-    p.add_argument("--model", required=True, help="model folder written by 'hpa train-cells'")
+    p.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="model folder written by 'hpa train-cells' (a --folds folder averages its folds); "
+        "repeat to average several",
+    )
+    p.add_argument(
+        "--model-weights",
+        type=float,
+        nargs="+",
+        default=None,
+        help="weight of each --model in the average (default: equal)",
+    )
     p.add_argument("--out", required=True, help="output folder PRED_DIR")
     p.add_argument("--masks", help="SEG_DIR from 'hpa segment' (default: segment on the fly)")
     p.add_argument("--ids", help="sample_submission.csv: Ids and their order (default: all, sorted)")

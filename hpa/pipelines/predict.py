@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpa.config import default_workers, log_settings, save_yaml
+from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, list_image_ids, read_id_list, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -418,7 +419,7 @@ def _score_on_cluster(
 
 def predict_folder(
     images: str | Path,
-    model_dir: str | Path,
+    model_dir: str | Path | Sequence[str | Path],
     out: str | Path,
     masks: str | Path | None = None,
     ids: Sequence[str] | None = None,
@@ -432,12 +433,15 @@ def predict_folder(
     progress: bool = True,
     scheduler: str | None = None,
     precision: str = "auto",
+    model_weights: Sequence[float] | None = None,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
     Args:
         images: folder of channel files.
-        model_dir: model folder of ``hpa train-cells``.
+        model_dir: model folder of ``hpa train-cells``, or several whose probabilities
+            are averaged (:func:`hpa.classification.ensemble.load_predictor`); a
+            ``--folds`` folder averages its folds.
         out: PRED_DIR to write.
         masks: SEG_DIR of ``hpa segment``; None = segment on the fly into ``OUT/masks``.
         ids: Ids in submission order (default: every Id in ``images``, sorted).
@@ -457,6 +461,7 @@ def predict_folder(
             ``masks`` must be on a filesystem every worker shares; ``workers`` is unused.
         precision: ``auto``, ``bf16`` or ``fp32`` autocast
             (:func:`hpa.classification.inference.resolve_precision`).
+        model_weights: weight of each of several ``model_dir`` (default: equal).
 
     Returns:
         A :class:`PredictSummary`.
@@ -468,10 +473,15 @@ def predict_folder(
     import torch
 
     from hpa.aggregation import load_thresholds
-    from hpa.classification.model import THRESHOLDS_FILE, load_model, load_model_config
+    from hpa.classification.ensemble import load_predictor, read_ensemble
+    from hpa.classification.model import THRESHOLDS_FILE, load_model_config
     from hpa.config import resolve_device, to_dict
 
     t0 = time.perf_counter()
+    model_dirs = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
+    if scheduler is not None and (len(model_dirs) > 1 or read_ensemble(model_dirs[0]) is not None):
+        raise HPAConfigError("--scheduler scores one plain model folder; average several without it")
+    model_dir = model_dirs[0]
     if scheduler is not None:
         from hpa.pipelines.cluster import parse_local, require_distributed
 
@@ -484,12 +494,12 @@ def predict_folder(
 
         device = resolve_device(device)
         precision = resolve_precision(precision, device)
-        model, cfg = load_model(model_dir, device)
+        model, cfg, thresholds = load_predictor(model_dirs, model_weights, device)
     else:  # each worker resolves the device and loads the model itself
         model, cfg = None, load_model_config(model_dir)
-    thresholds, names = load_thresholds(Path(model_dir) / THRESHOLDS_FILE)
-    if tuple(names) != tuple(cfg.class_names):
-        raise HPADataError(f"{model_dir}: thresholds.json classes differ from config.json classes")
+        thresholds, names = load_thresholds(Path(model_dir) / THRESHOLDS_FILE)
+        if tuple(names) != tuple(cfg.class_names):
+            raise HPADataError(f"{model_dir}: thresholds.json classes differ from config.json classes")
     pooling = pooling or cfg.pooling
     ids = list(ids) if ids is not None else list_image_ids(images)
     if scheduler is None:
@@ -519,7 +529,10 @@ def predict_folder(
     settings = {
         "images": str(Path(images).resolve()),
         "masks": str(masks_dir.resolve()),
-        "model": str(Path(model_dir).resolve()),
+        "model": [str(Path(m).resolve()) for m in model_dirs]
+        if len(model_dirs) > 1
+        else str(Path(model_dir).resolve()),
+        "model_weights": list(model_weights) if model_weights else None,
         "device": device,
         "precision": precision,
         "workers": workers,
@@ -599,6 +612,7 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         backend=args.backend,
         scheduler=getattr(args, "scheduler", None),
         precision=getattr(args, "precision", "auto"),
+        model_weights=getattr(args, "model_weights", None),
     )
     text = (
         f"submission: {summary.out / 'submission.csv'} ({summary.n_images} images, "

@@ -320,10 +320,20 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
             "out": args.out,
         },
     )
+    from hpa.classification.distributed import world_from_env
+
+    if args.folds is not None and args.fold is None:  # every fold, out-of-fold thresholds
+        from hpa.pipelines.folds import train_folds
+
+        oof = train_folds(args.images, labels, args.masks, args.out, cfg, cache_root=args.cache)
+        if not world_from_env().is_main:
+            return 0
+        return 0, (
+            f"{cfg.folds} fold models written to {args.out}: out-of-fold macro F1 {oof['oof_macro_f1']:.4f}"
+        )
     metrics = train_model(
         args.images, labels, args.masks, args.out, cfg, cache_root=args.cache, resume=args.resume
     )
-    from hpa.classification.distributed import world_from_env
 
     if not world_from_env().is_main:
         return 0
