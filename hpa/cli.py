@@ -95,9 +95,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         formatter_class=_FMT,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--images", required=True, help="folder of training channel files")
-    g.add_argument("--labels", required=True, help="train.csv (2018 Id,Target or 2021 ID,Label)")
-    g.add_argument("--masks", required=True, help="SEG_DIR written by 'hpa segment'")
+    g.add_argument(
+        "--images",
+        required=True,
+        action="append",
+        help="folder of training channel files; repeat with --labels and --masks to add sources "
+        "(e.g. Kaggle 2018 and HPAv18 JPEGs)",
+    )
+    g.add_argument(
+        "--labels", required=True, action="append", help="train.csv (2018 Id,Target or 2021 ID,Label)"
+    )
+    g.add_argument("--masks", required=True, action="append", help="SEG_DIR written by 'hpa segment'")
     g.add_argument("--out", required=True, help="model folder to write")
     g.add_argument("--cache", default=None, help="crop cache folder (default: MASKS/crop-cache)")
     m = p.add_argument_group("model")

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,6 +86,16 @@ def views_index(views: ImageViews) -> pd.DataFrame:
     )
 
 
+#: A folder, or ``{image_id: folder}`` when the images come from several folders
+#: (``hpa train-cells`` with several ``--images``/``--masks`` pairs).
+Folders = str | Path | Mapping[str, str | Path]
+
+
+def folder_of(where: Folders, image_id: str) -> Path:
+    """The folder holding ``image_id``: ``where`` itself, or its entry for the Id."""
+    return Path(where[image_id]) if isinstance(where, Mapping) else Path(where)
+
+
 def mask_path(seg_dir: str | Path, image_id: str) -> Path:
     """The cell mask file that ``hpa segment`` wrote for an Id."""
     return Path(seg_dir) / "cells" / f"{image_id}.png"
@@ -111,13 +121,14 @@ def _files_signature(images_dir: Path, seg_dir: Path, image_id: str) -> list[int
     return sig
 
 
-def cache_key(images_dir: str | Path, seg_dir: str | Path, ids: Sequence[str], settings: CropSettings) -> str:
+def cache_key(images_dir: Folders, seg_dir: Folders, ids: Sequence[str], settings: CropSettings) -> str:
     """A hash of the settings and of every input file's size and modification time."""
     h = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
     for image_id in ids:
         h.update(image_id.encode())
         try:
-            h.update(repr(_files_signature(Path(images_dir), Path(seg_dir), image_id)).encode())
+            sig = _files_signature(folder_of(images_dir, image_id), folder_of(seg_dir, image_id), image_id)
+            h.update(repr(sig).encode())
         except (HPADataError, OSError):
             h.update(b"missing")
     return h.hexdigest()[:16]
@@ -164,14 +175,14 @@ def _work(task: tuple[str, str, str, CropSettings]) -> ImageViews | tuple[str, s
 
 
 def iter_views(
-    images_dir: str | Path,
-    seg_dir: str | Path,
+    images_dir: Folders,
+    seg_dir: Folders,
     ids: Sequence[str],
     settings: CropSettings,
     workers: int = 1,
 ) -> Iterator[ImageViews | tuple[str, str]]:
     """Views of each Id, in order, cut in ``workers`` processes; ``(Id, error)`` on failure."""
-    tasks = [(str(images_dir), str(seg_dir), i, settings) for i in ids]
+    tasks = [(str(folder_of(images_dir, i)), str(folder_of(seg_dir, i)), i, settings) for i in ids]
     if workers <= 1:
         yield from map(_work, tasks)
         return
@@ -188,8 +199,8 @@ def _convert(views: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def build_cache(
-    images_dir: str | Path,
-    seg_dir: str | Path,
+    images_dir: Folders,
+    seg_dir: Folders,
     ids: Sequence[str],
     settings: CropSettings,
     cache_root: str | Path,
@@ -199,8 +210,8 @@ def build_cache(
     """Build (or reuse) the crop cache of ``ids``.
 
     Args:
-        images_dir: folder of channel files.
-        seg_dir: the SEG_DIR of ``hpa segment`` (``cells/<Id>.png``).
+        images_dir: folder of channel files (or ``{image_id: folder}``).
+        seg_dir: the SEG_DIR of ``hpa segment`` (``cells/<Id>.png``; or ``{image_id: folder}``).
         ids: image Ids to cut.
         settings: crop settings.
         cache_root: folder holding caches, one subfolder per key.
@@ -250,8 +261,8 @@ def _build(
     tmp: Path,
     folder: Path,
     key: str,
-    images_dir: str | Path,
-    seg_dir: str | Path,
+    images_dir: Folders,
+    seg_dir: Folders,
     ids: Sequence[str],
     settings: CropSettings,
     workers: int,

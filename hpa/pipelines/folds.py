@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,9 @@ def _check_same_settings(folder: Path, cfg: Any) -> None:
 
 
 def train_folds(
-    images: str | Path,
+    images: str | Path | Mapping[str, str | Path],
     labels: Labels,
-    masks: str | Path,
+    masks: str | Path | Mapping[str, str | Path],
     out: str | Path,
     cfg: Any,
     cache_root: str | Path | None = None,

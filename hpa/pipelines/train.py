@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,9 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
 
 
 def train_model(
-    images: str | Path,
+    images: str | Path | Mapping[str, str | Path],
     labels: Labels,
-    masks: str | Path,
+    masks: str | Path | Mapping[str, str | Path],
     out: str | Path,
     cfg: Any,
     cache_root: str | Path | None = None,
@@ -103,9 +104,10 @@ def train_model(
     """Train a classifier and write its model folder.
 
     Args:
-        images: folder of channel files.
+        images: folder of channel files, or ``{image_id: folder}`` for images from
+            several folders (:func:`combine_sources`).
         labels: image labels (2018 or 2021 set).
-        masks: SEG_DIR of ``hpa segment``.
+        masks: SEG_DIR of ``hpa segment``, or ``{image_id: SEG_DIR}``.
         out: the model folder to write.
         cfg: a :class:`hpa.classification.train.TrainConfig`.
         cache_root: crop cache folder (default ``$HPA_CACHE_DIR`` or ``MASKS/crop-cache``).
@@ -118,7 +120,7 @@ def train_model(
 
     from hpa.aggregation import apply_thresholds, per_class_report, save_thresholds
     from hpa.classification import distributed
-    from hpa.classification.cache import CELL, build_cache, channel_stats, mask_path
+    from hpa.classification.cache import CELL, build_cache, channel_stats, folder_of, mask_path
     from hpa.classification.channels import channel_matrix, is_identity, parse_channels
     from hpa.classification.crops import CropSettings
     from hpa.classification.inference import resolve_precision
@@ -135,9 +137,11 @@ def train_model(
 
     t_start = time.perf_counter()
     channels = parse_channels(cfg.channels)
-    out, masks = Path(out), Path(masks)
-    if not (masks / "cells").is_dir():
-        raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
+    out = Path(out)
+    seg_dirs = sorted({str(p) for p in masks.values()}) if isinstance(masks, Mapping) else [str(masks)]
+    for seg in map(Path, seg_dirs):
+        if not (seg / "cells").is_dir():
+            raise HPADataError(f"{seg}: not a segmentation folder (no cells/); run hpa segment first")
     world, device = distributed.init(cfg.device)
     cfg = replace(cfg, device=device, precision=resolve_precision(cfg.precision, device))
     if not world.is_main:
@@ -148,16 +152,16 @@ def train_model(
     if cfg.device == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))
 
-    have_mask = [i for i in labels.ids if mask_path(masks, i).is_file()]
+    have_mask = [i for i in labels.ids if mask_path(folder_of(masks, i), i).is_file()]
     if len(have_mask) < len(labels):
         log.warning(
             "%d of %d labelled images have no mask in %s and are left out",
             len(labels) - len(have_mask),
             len(labels),
-            masks,
+            ", ".join(seg_dirs),
         )
     if not have_mask:
-        raise HPADataError(f"{masks}: none of the labelled images has a cell mask")
+        raise HPADataError(f"{', '.join(seg_dirs)}: none of the labelled images has a cell mask")
     labels = labels.subset(have_mask)
     train_idx, val_idx = split_images(labels.y, cfg.folds, cfg.fold, cfg.seed)
     log.info(
@@ -169,7 +173,7 @@ def train_model(
     )
 
     crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale)
-    cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or masks / "crop-cache")
+    cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or Path(seg_dirs[0]) / "crop-cache")
     if not world.is_main:  # rank 0 builds the cache once; the others open it
         distributed.barrier(world)
     cache = build_cache(
@@ -299,6 +303,41 @@ def train_model(
     return metrics
 
 
+def combine_sources(
+    images: Sequence[str | Path], labels: Sequence[Labels], masks: Sequence[str | Path]
+) -> tuple[dict[str, Path], Labels, dict[str, Path]]:
+    """One training set from several ``--images DIR --labels CSV --masks SEG_DIR`` triples.
+
+    Args:
+        images, labels, masks: one entry per source, in the same order.
+
+    Returns:
+        ``({image_id: images folder}, all labels, {image_id: SEG_DIR})``.
+
+    Raises:
+        HPAConfigError: the counts differ, the label sets differ, or an Id is in two sources.
+    """
+    from hpa.errors import HPAConfigError
+
+    if not len(images) == len(labels) == len(masks):
+        raise HPAConfigError(
+            f"{len(images)} --images, {len(labels)} --labels and {len(masks)} --masks: give one of each per source"
+        )
+    sets = {lab.label_set for lab in labels}
+    if len(sets) > 1:
+        raise HPAConfigError(f"the --labels files use different label sets ({', '.join(sorted(sets))})")
+    image_dir: dict[str, Path] = {}
+    seg_dir: dict[str, Path] = {}
+    for folder, lab, seg in zip(images, labels, masks):
+        for i in lab.ids:
+            if i in image_dir:
+                raise HPAConfigError(f"Id {i} is labelled in two sources ({image_dir[i]} and {folder})")
+            image_dir[i], seg_dir[i] = Path(folder), Path(seg)
+    ids = tuple(i for lab in labels for i in lab.ids)
+    y = np.concatenate([lab.y for lab in labels])
+    return image_dir, Labels(ids, y, labels[0].label_set), seg_dir
+
+
 def _best_epoch(history: list[dict[str, Any]]) -> int:
     if not history:
         return 0
@@ -308,7 +347,18 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
 def main(args: argparse.Namespace) -> int | tuple[int, str]:
     """Entry point of ``hpa train-cells``."""
     cfg = resolve_train_config(args)
-    labels = read_labels(args.labels)
+    images: Any = args.images
+    masks: Any = args.masks
+    if isinstance(args.images, list):  # --images/--labels/--masks may be repeated
+        if len(args.images) == len(args.labels) == len(args.masks) == 1:
+            images, labels, masks = args.images[0], read_labels(args.labels[0]), args.masks[0]
+        else:
+            images, labels, masks = combine_sources(
+                args.images, [read_labels(p) for p in args.labels], args.masks
+            )
+            log.info("%d images from %d sources", len(labels), len(args.images))
+    else:
+        labels = read_labels(args.labels)
     log_settings(
         "train-cells settings",
         {
@@ -325,15 +375,13 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     if args.folds is not None and args.fold is None:  # every fold, out-of-fold thresholds
         from hpa.pipelines.folds import train_folds
 
-        oof = train_folds(args.images, labels, args.masks, args.out, cfg, cache_root=args.cache)
+        oof = train_folds(images, labels, masks, args.out, cfg, cache_root=args.cache)
         if not world_from_env().is_main:
             return 0
         return 0, (
             f"{cfg.folds} fold models written to {args.out}: out-of-fold macro F1 {oof['oof_macro_f1']:.4f}"
         )
-    metrics = train_model(
-        args.images, labels, args.masks, args.out, cfg, cache_root=args.cache, resume=args.resume
-    )
+    metrics = train_model(images, labels, masks, args.out, cfg, cache_root=args.cache, resume=args.resume)
 
     if not world_from_env().is_main:
         return 0
