@@ -58,8 +58,10 @@ class TrainConfig:
         lr: peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_epochs: linear warm-up length, in epochs (may be fractional).
-        freeze_epochs: epochs with the backbone frozen; -1 = 1 with pretrained weights,
-            0 without (a random backbone gains nothing from it).
+        freeze_epochs: epochs with the backbone frozen (weights and BatchNorm statistics);
+            -1 = 1 with pretrained weights, 0 without (a random backbone gains nothing
+            from it); :data:`FREEZE_ALL` (-2) = the whole run with pretrained weights
+            (only the head learns: a linear probe on the pretrained features), 0 without.
         loss: ``bce``, ``focal``, ``softf1`` or ``focal+softf1``.
         folds, fold: the image split (fold ``fold`` of ``folds`` is validation).
         seed: the run's seed (split, initialisation, shuffling, augmentation).
@@ -119,6 +121,9 @@ class TrainConfig:
     workers: int = 2
     channels: str = "rgby"
 
+
+#: :attr:`TrainConfig.freeze_epochs` value: the backbone stays frozen for the whole run.
+FREEZE_ALL = -2
 
 #: Candidate tile weights when :attr:`TrainConfig.tile_weight` is None (ties: the first).
 TILE_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)
@@ -191,6 +196,31 @@ def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
     for p in model.parameters():
         if id(p) not in head:
             p.requires_grad_(trainable)
+
+
+def _frozen_epochs(cfg: TrainConfig) -> int:
+    """Epochs with a frozen backbone, as :attr:`TrainConfig.freeze_epochs` says."""
+    if cfg.freeze_epochs >= 0:
+        return cfg.freeze_epochs
+    if not cfg.pretrained:
+        return 0
+    if cfg.freeze_epochs == FREEZE_ALL:
+        return int(cfg.epochs or 0)
+    if cfg.freeze_epochs == -1:
+        return 1
+    raise ValueError(f"freeze_epochs must be >= 0, -1 or {FREEZE_ALL}, got {cfg.freeze_epochs}")
+
+
+def _freeze_norm_stats(model: nn.Module) -> None:
+    """Keep a frozen backbone's BatchNorm statistics: its norm layers run in eval mode.
+
+    Frozen weights with batch statistics would still drift (running means follow every
+    batch), and a head trained on them would not see the features it is scored on.
+    """
+    head = {id(m) for m in model.get_classifier().modules()}  # type: ignore[operator]
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head:
+            m.eval()
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Any:
@@ -328,7 +358,7 @@ def fit(
         lr=cfg.lr,
     )
     scheduler = _make_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch))
-    freeze = cfg.freeze_epochs if cfg.freeze_epochs >= 0 else (1 if cfg.pretrained else 0)
+    freeze = _frozen_epochs(cfg)
     ema = _make_ema(model, cfg.ema)
     history: list[dict[str, Any]] = []
     start_epoch, step, best_f1 = 0, 0, -1.0
@@ -357,6 +387,8 @@ def fit(
             net, net_trainable = _wrap(model, world, device), trainable
         size = _epoch_size(cfg, epoch)
         model.train()
+        if not trainable:
+            _freeze_norm_stats(model)
         loader.epoch = epoch
         t0, seen, run_loss = time.perf_counter(), 0, 0.0
         bar = tqdm(

@@ -47,15 +47,39 @@ def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.nd
     raise AssertionError("unreachable")
 
 
+def _pretrained_for_backbone(backbone: str, pretrained: str | None, explicit: bool) -> str | None:
+    """The start of a run: ``none`` means random; the default ImageNet start only fits its backbone.
+
+    The device defaults start ``efficientnet_lite0`` from the packaged ImageNet weights;
+    another ``--backbone`` without an explicit ``--pretrained`` starts at random (logged),
+    since no weights for it ship with the package.
+    """
+    from hpa.classification.pretrained import IMAGENET, IMAGENET_BACKBONE
+
+    if pretrained is None or str(pretrained).lower() == "none":
+        return None
+    if pretrained == IMAGENET and backbone != IMAGENET_BACKBONE and not explicit:
+        log.info(
+            "backbone %s: no packaged ImageNet weights (those are %s's), random start; "
+            "give --pretrained PATH or hub for another start",
+            backbone,
+            IMAGENET_BACKBONE,
+        )
+        return None
+    return pretrained
+
+
 def resolve_train_config(args: argparse.Namespace) -> Any:
     """Defaults for the device, then ``--config`` YAML, then explicit flags."""
     from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
 
     device = resolve_device(args.device)
-    data: dict[str, Any] = dict(DEVICE_DEFAULTS[device])
-    data["workers"] = default_workers()
+    defaults: dict[str, Any] = dict(DEVICE_DEFAULTS[device])
+    data: dict[str, Any] = {}
     if args.config:
         data.update(load_yaml(args.config))
+    explicit = "pretrained" in data or args.pretrained is not None
+    data = {**defaults, "workers": default_workers(), **data}
     flags = {
         "backbone": args.backbone,
         "pretrained": args.pretrained,
@@ -73,6 +97,7 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
         "channels": getattr(args, "channels", None),
     }
     data.update({k: v for k, v in flags.items() if v is not None})
+    data["pretrained"] = _pretrained_for_backbone(data["backbone"], data.get("pretrained"), explicit)
     if args.no_tiles:
         data["use_tiles"] = False
     if args.no_cells:
