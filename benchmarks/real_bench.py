@@ -88,7 +88,7 @@ ROWS = [
     Row("hpav18", "ImageNet start, + 11 HPAv18 samples in every training fold", Probe(extra=True)),
     Row(
         "train-default",
-        "hpa train-cells --folds 5, no-flag CPU defaults (fine-tuned)",
+        "hpa train-cells --folds 5 with the no-flag CPU defaults",
         train=dict(epochs=3),
     ),
     Row("crop96", "ImageNet start, 96 px crops", Probe(crop_size=96)),
@@ -181,6 +181,19 @@ def embed(src: Source, probe: Probe, out: Path, ref: Source) -> tuple[pd.DataFra
 
 def fit_head(x: np.ndarray, y: np.ndarray, seed: int = SEED, steps: int = 300) -> Any:
     """A linear head on standardised features: BCE, AdamW, full batch. Returns a predict function."""
+    import torch
+
+    # one thread: on a shared, oversubscribed CPU, OpenMP threads waiting for each other
+    # made these small products many times slower
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_head(x, y, seed, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_head(x: np.ndarray, y: np.ndarray, seed: int, steps: int) -> Any:
     import torch
 
     mu, sd = x.mean(0), x.std(0) + 1e-6
