@@ -150,7 +150,7 @@ def test_ema_weights_are_the_ones_validated_and_saved(tiny_dataset, tmp_path):
 
 
 def _train_cells_args(tiny_dataset, out, cache):
-    """train-cells arguments shared by the command-line tests: tiny backbone, 3 folds, one worker, CPU."""
+    """train-cells arguments shared by the command-line tests: tiny backbone, fold 0 of 3, one worker, CPU."""
     return [
         "train-cells",
         "--images", str(tiny_dataset["images"]),
@@ -161,6 +161,7 @@ def _train_cells_args(tiny_dataset, out, cache):
         "--backbone", "test_resnet",
         "--crop-size", "32",
         "--folds", "3",
+        "--fold", "0",
         "--device", "cpu",
         "--workers", "1",
     ]  # fmt: skip
