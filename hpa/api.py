@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,9 @@ def train(
     The settings start from the defaults for ``device`` (the table in the README) and
     are overridden by ``settings``, which take the fields of
     :class:`hpa.classification.train.TrainConfig` (``backbone``, ``crop_size``,
-    ``epochs``, ``batch_size``, ``folds``, ``fold``, ``lr``, ...).
+    ``epochs``, ``batch_size``, ``folds``, ``fold``, ``lr``, ...). As with
+    ``hpa train-cells``, ``folds`` without ``fold`` trains every fold into
+    ``out/fold-<k>/`` and tunes the thresholds on the out-of-fold scores.
 
     Args:
         images: folder of ``<Id>_<colour>.png`` channel files.
@@ -95,6 +98,10 @@ def train(
     data: dict[str, Any] = {**DEVICE_DEFAULTS[resolved], "workers": default_workers(), "device": resolved}
     data.update(settings)
     cfg = TrainConfig(**{k: v for k, v in data.items() if k in known})
+    if "folds" in settings and "fold" not in settings:  # as train-cells --folds K: every fold
+        from hpa.pipelines.folds import train_folds
+
+        return train_folds(images, read_labels(labels), masks, out, cfg, progress=progress)
     return train_model(images, read_labels(labels), masks, out, cfg, resume=resume, progress=progress)
 
 
@@ -148,22 +155,30 @@ class Classifier:
         self.precision = precision
 
     @classmethod
-    def from_folder(cls, folder: str | Path, *, device: str = "auto", precision: str = "auto") -> Classifier:
-        """Load a model folder written by ``hpa train-cells``.
+    def from_folder(
+        cls,
+        folder: str | Path | Sequence[str | Path],
+        *,
+        weights: Sequence[float] | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+    ) -> Classifier:
+        """Load a model folder written by ``hpa train-cells``, as ``hpa predict --model`` does.
 
         Args:
-            folder: the model folder (``config.json``, ``weights.safetensors``,
-                ``thresholds.json``).
+            folder: a model folder (``config.json``, ``weights.safetensors``,
+                ``thresholds.json``), a ``--folds`` folder (its folds averaged, with the
+                out-of-fold thresholds), or several folders to average.
+            weights: weight of each of several folders (default: equal).
             device: ``auto``, ``cpu`` or ``cuda``.
             precision: ``auto``, ``bf16`` or ``fp32`` autocast.
         """
-        from hpa.aggregation import load_thresholds
-        from hpa.classification.model import THRESHOLDS_FILE, load_model
+        from hpa.classification.ensemble import load_predictor
         from hpa.config import resolve_device
 
         resolved = resolve_device(device)
-        model, config = load_model(folder, resolved)
-        thresholds, _ = load_thresholds(Path(folder) / THRESHOLDS_FILE, config.class_names)
+        folders = [folder] if isinstance(folder, str | Path) else list(folder)
+        model, config, thresholds = load_predictor(folders, weights, resolved)
         return cls(model, config, thresholds, device=resolved, precision=precision)
 
     @property
@@ -197,6 +212,7 @@ class Classifier:
         """
         from hpa.aggregation import apply_thresholds
         from hpa.classification.cache import image_views, views_index
+        from hpa.classification.channels import channel_matrix, is_identity
         from hpa.classification.inference import pool_views, score_views
 
         image = np.asarray(image)
@@ -220,6 +236,7 @@ class Classifier:
             device=self.device,
             tta=tta,
             precision=self.precision,
+            mix=None if is_identity(self.config.channels) else channel_matrix(self.config.channels),
         )
         index = views_index(views)
         cfg = self.config

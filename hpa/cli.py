@@ -198,16 +198,34 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         formatter_class=_FMT,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--images", required=True, help="folder of training channel files")
-    g.add_argument("--labels", required=True, help="train.csv (2018 Id,Target or 2021 ID,Label)")
-    g.add_argument("--masks", required=True, help="SEG_DIR written by 'hpa segment'")
+    g.add_argument(
+        "--images",
+        required=True,
+        action="append",
+        help="folder of training channel files; repeat with --labels and --masks to add sources "
+        "(e.g. Kaggle 2018 and HPAv18 JPEGs)",
+    )
+    g.add_argument(
+        "--labels", required=True, action="append", help="train.csv (2018 Id,Target or 2021 ID,Label)"
+    )
+    g.add_argument("--masks", required=True, action="append", help="SEG_DIR written by 'hpa segment'")
     g.add_argument("--out", required=True, help="model folder to write")
     g.add_argument("--cache", default=None, help="crop cache folder (default: MASKS/crop-cache)")
     m = p.add_argument_group("model")
     m.add_argument("--backbone", default=None, help="timm model name (default: by device)")
-    m.add_argument("--pretrained", default=None, help="local timm checkpoint, or 'hub' to download")
+    m.add_argument(
+        "--pretrained",
+        default=None,
+        help="imagenet (packaged EfficientNet-Lite0 weights, offline), a local checkpoint, "
+        "'hub' to download, or none (default: by device)",
+    )
     m.add_argument(
         "--crop-size", type=_at_least(8), default=None, help="crop side in pixels, >= 8 (default: by device)"
+    )
+    m.add_argument(
+        "--channels",
+        default=None,
+        help="input channels: rgby, rgb, gby, or merges such as g,b,r+y (r+y = their mean); default rgby",
     )
     m.add_argument(
         "--crop-scale",
@@ -220,8 +238,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=_POSITIVE, default=None, help="batch size (default: by device)")
     t.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate")
     t.add_argument("--loss", choices=("bce", "focal", "softf1", "focal+softf1"), default=None)
-    t.add_argument("--folds", type=_at_least(2), default=None, help="number of folds of the image split")
-    t.add_argument("--fold", type=_at_least(0), default=None, help="which fold is validation")
+    t.add_argument(
+        "--folds",
+        type=_at_least(2),
+        default=None,
+        help="number of folds of the image split (default 5); without --fold, trains every fold "
+        "into OUT/fold-<k>/ and tunes thresholds on the out-of-fold scores",
+    )
+    t.add_argument(
+        "--fold", type=_at_least(0), default=None, help="train this fold only (default 0 without --folds)"
+    )
     t.add_argument("--no-tiles", action="store_true", help="train on cell crops only")
     t.add_argument("--no-cells", action="store_true", help="train on whole-image tiles only")
     t.add_argument(
@@ -242,7 +268,20 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         formatter_class=_FMT,
     )
     p.add_argument("images", help="folder of channel files to predict")
-    p.add_argument("--model", required=True, help="model folder written by 'hpa train-cells'")
+    p.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="model folder written by 'hpa train-cells' (a --folds folder averages its folds); "
+        "repeat to average several",
+    )
+    p.add_argument(
+        "--model-weights",
+        type=float,
+        nargs="+",
+        default=None,
+        help="weight of each --model in the average (default: equal)",
+    )
     p.add_argument("--out", required=True, help="output folder PRED_DIR")
     p.add_argument("--masks", help="SEG_DIR from 'hpa segment' (default: segment on the fly)")
     p.add_argument("--ids", help="sample_submission.csv: Ids and their order (default: all, sorted)")

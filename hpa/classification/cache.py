@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,6 +94,16 @@ def views_index(views: ImageViews) -> pd.DataFrame:
     )
 
 
+#: A folder, or ``{image_id: folder}`` when the images come from several folders
+#: (``hpa train-cells`` with several ``--images``/``--masks`` pairs).
+Folders = str | Path | Mapping[str, str | Path]
+
+
+def folder_of(where: Folders, image_id: str) -> Path:
+    """The folder holding ``image_id``: ``where`` itself, or its entry for the Id."""
+    return Path(where[image_id]) if isinstance(where, Mapping) else Path(where)
+
+
 def mask_path(seg_dir: str | Path, image_id: str) -> Path:
     """The cell mask file that ``hpa segment`` wrote for an Id."""
     return Path(seg_dir) / "cells" / f"{image_id}.png"
@@ -124,8 +134,8 @@ def _files_signature(images_dir: Path, seg_dir: Path, image_id: str) -> list[int
 
 
 def cache_key(
-    images_dir: str | Path,
-    seg_dir: str | Path,
+    images_dir: Folders,
+    seg_dir: Folders,
     ids: Sequence[str],
     settings: CropSettings,
     channel_map: ChannelMap | None = None,
@@ -137,7 +147,8 @@ def cache_key(
     for image_id in ids:
         h.update(image_id.encode())
         try:
-            h.update(repr(_files_signature(Path(images_dir), Path(seg_dir), image_id)).encode())
+            sig = _files_signature(folder_of(images_dir, image_id), folder_of(seg_dir, image_id), image_id)
+            h.update(repr(sig).encode())
         except (HPADataError, OSError):
             h.update(b"missing")
     return h.hexdigest()[:16]
@@ -183,15 +194,17 @@ def _work(task: tuple[str, str, str, CropSettings, ChannelMap | None]) -> ImageV
 
 
 def iter_views(
-    images_dir: str | Path,
-    seg_dir: str | Path,
+    images_dir: Folders,
+    seg_dir: Folders,
     ids: Sequence[str],
     settings: CropSettings,
     workers: int = 1,
     channel_map: ChannelMap | None = None,
 ) -> Iterator[ImageViews | tuple[str, str]]:
     """Views of each Id, in order, cut in ``workers`` processes; ``(Id, error)`` on failure."""
-    tasks = [(str(images_dir), str(seg_dir), i, settings, channel_map) for i in ids]
+    tasks = [
+        (str(folder_of(images_dir, i)), str(folder_of(seg_dir, i)), i, settings, channel_map) for i in ids
+    ]
     if workers <= 1:
         yield from map(_work, tasks)
         return
@@ -208,8 +221,8 @@ def _convert(views: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def build_cache(
-    images_dir: str | Path,
-    seg_dir: str | Path,
+    images_dir: Folders,
+    seg_dir: Folders,
     ids: Sequence[str],
     settings: CropSettings,
     cache_root: str | Path,
@@ -220,8 +233,8 @@ def build_cache(
     """Build (or reuse) the crop cache of ``ids``.
 
     Args:
-        images_dir: folder of channel files.
-        seg_dir: the SEG_DIR of ``hpa segment`` (``cells/<Id>.png``).
+        images_dir: folder of channel files (or ``{image_id: folder}``).
+        seg_dir: the SEG_DIR of ``hpa segment`` (``cells/<Id>.png``; or ``{image_id: folder}``).
         ids: image Ids to cut.
         settings: crop settings.
         cache_root: folder holding caches, one subfolder per key.
@@ -251,8 +264,8 @@ def _build(
     tmp: Path,
     folder: Path,
     key: str,
-    images_dir: str | Path,
-    seg_dir: str | Path,
+    images_dir: Folders,
+    seg_dir: Folders,
     ids: Sequence[str],
     settings: CropSettings,
     workers: int,
@@ -307,16 +320,21 @@ def _build(
 
 
 def channel_stats(
-    cache: CropCache, rows: np.ndarray, max_views: int = 2000, seed: int = 0
+    cache: CropCache, rows: np.ndarray, max_views: int = 2000, seed: int = 0, mix: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of the [0, 1]-scaled views in ``rows`` (a random subset).
 
+    Args:
+        mix: ``(C, 4)`` channel mixing matrix; the statistics are those of the mixed inputs.
+
     Returns:
-        ``(mean, std)``, each ``(4,)`` float64.
+        ``(mean, std)``, each ``(C,)`` float64 (``(4,)`` without ``mix``).
     """
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(rows, size=min(max_views, len(rows)), replace=False))
     x = np.asarray(cache.views[pick], dtype=np.float64) / cache.scale
+    if mix is not None:
+        x = x @ np.asarray(mix, dtype=np.float64).T
     mean = x.mean(axis=(0, 1, 2))
     std = x.std(axis=(0, 1, 2))
     return mean, np.maximum(std, 1e-3)

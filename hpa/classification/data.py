@@ -78,6 +78,8 @@ class BatchLoader:
         world: under torchrun, each rank iterates its own share of every epoch.
         weights: ``(len(rows),)`` sampling weights; an epoch then draws ``len(rows)``
             rows with replacement in proportion to them (rare classes oversampled).
+        mix: ``(C, 4)`` channel mixing matrix (:func:`hpa.classification.channels.channel_matrix`);
+            None = the four stains as they are. ``mean`` and ``std`` are then ``(C,)``.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class BatchLoader:
         drop_last: bool = False,
         world: World | None = None,
         weights: np.ndarray | None = None,
+        mix: np.ndarray | None = None,
     ):
         self.views, self.rows, self.targets = views, np.asarray(rows), targets
         self.batch_size, self.scale, self.device = batch_size, scale, device
@@ -106,6 +109,7 @@ class BatchLoader:
         self.drop_last = drop_last
         self.world = world or World()
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        self.mix = None if mix is None else torch.as_tensor(mix, dtype=torch.float32, device=device)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -150,7 +154,7 @@ class BatchLoader:
             if isinstance(item, Exception):
                 raise item
             x, y = item
-            x = normalise(x.to(self.device, non_blocking=True), self.mean, self.std, self.scale)
+            x = normalise(x.to(self.device, non_blocking=True), self.mean, self.std, self.scale, self.mix)
             if self.augment:
                 x = augment(x, gen, self.jitter)
             yield x, (None if y is None else y.to(self.device, non_blocking=True))

@@ -72,6 +72,7 @@ def score_views(
     batch_size: int = 256,
     tta: int = 1,
     precision: str = "auto",
+    mix: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class probabilities of views.
 
@@ -85,6 +86,7 @@ def score_views(
         batch_size: views per forward pass.
         tta: number of dihedral transforms averaged (1, 2, 4 or 8).
         precision: ``auto``, ``bf16`` or ``fp32`` (see :func:`resolve_precision`).
+        mix: ``(C, 4)`` channel mixing matrix of the model's inputs; None = the four stains.
 
     Returns:
         ``(len(rows), K)`` float32 probabilities.
@@ -93,7 +95,7 @@ def score_views(
         raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
     rows = np.arange(len(views)) if rows is None else np.asarray(rows)
     loader = BatchLoader(
-        views, rows, None, batch_size, np.asarray(mean), np.asarray(std), scale, device=device
+        views, rows, None, batch_size, np.asarray(mean), np.asarray(std), scale, device=device, mix=mix
     )
     out = []
     precision = resolve_precision(precision, device)

@@ -7,7 +7,8 @@ A model folder holds everything ``hpa predict --model DIR`` needs:
 * ``weights.safetensors``: the state dict (never a pickled module);
 * ``thresholds.json``: per-class thresholds tuned on validation images.
 
-The network is any timm backbone created with ``in_chans=4``. Cell crops and
+The network is any timm backbone created with one input per chosen channel (the four
+stains by default, see :mod:`hpa.classification.channels`). Cell crops and
 whole-image tiles go through the same network and head: they are the same kind of
 input (4-channel squares of one size) seen at different scales, so sharing the
 weights doubles the data each feature is learnt from and costs one forward pass per
@@ -25,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from hpa.classification.channels import parse_channels
 from hpa.classification.crops import CropSettings
 from hpa.config import from_dict
 from hpa.constants import CHANNELS, LABEL_SETS
@@ -50,8 +51,9 @@ class ModelConfig:
         backbone: timm model name.
         class_names: output classes, in order.
         label_set: ``"2018"`` or ``"2021"``.
-        in_chans: input channels (4: red, green, blue, yellow).
-        channels: channel order of the input.
+        in_chans: input channels, ``len(channels)``.
+        channels: the input channels, each a stain or a merge of stains (``"red+yellow"``
+            is their mean; :mod:`hpa.classification.channels`); default the four stains.
         mean, std: per-channel normalisation of inputs scaled to [0, 1].
         crop: how cell crops and tiles are cut.
         pooling: cell-to-image pooling used when tuning the thresholds.
@@ -142,10 +144,17 @@ def check_model_config(cfg: ModelConfig) -> None:
             f"{len(cfg.class_names)} names that are not the {cfg.label_set} label set's "
             f"{len(LABEL_SETS[cfg.label_set])} classes in order",
         )
-    if isinstance(cfg.in_chans, bool) or cfg.in_chans != len(CHANNELS):
-        raise bad("in_chans", f"expected {len(CHANNELS)}, got {cfg.in_chans!r}")
-    if sorted(cfg.channels) != sorted(CHANNELS):
-        raise bad("channels", f"expected an order of {list(CHANNELS)}, got {list(cfg.channels)}")
+    try:
+        valid = parse_channels(",".join(cfg.channels)) == tuple(cfg.channels)
+    except (HPAConfigError, TypeError):
+        valid = False
+    if not valid:
+        raise bad(
+            "channels",
+            f"expected stains of {list(CHANNELS)} or '+'-joined merges, each once, got {list(cfg.channels)}",
+        )
+    if isinstance(cfg.in_chans, bool) or cfg.in_chans != len(cfg.channels):
+        raise bad("in_chans", f"expected {len(cfg.channels)} (one per channel), got {cfg.in_chans!r}")
     for name in ("mean", "std"):
         values = getattr(cfg, name)
         if len(values) != cfg.in_chans or not all(_is_number(v) for v in values):
@@ -172,16 +181,6 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise bad("crop.tile_grids", f"expected positive integers, got {list(crop.tile_grids)}")
 
 
-def model_channel_order(cfg: ModelConfig) -> np.ndarray:
-    """Indices that reorder ``(..., 4)`` views from :data:`CHANNELS` order to the model's.
-
-    >>> cfg = ModelConfig("resnet18", LABEL_SETS["2018"], "2018", channels=("green", "red", "blue", "yellow"))
-    >>> model_channel_order(cfg).tolist()
-    [1, 0, 2, 3]
-    """
-    return np.array([CHANNELS.index(c) for c in cfg.channels], dtype=np.intp)
-
-
 def create_model(
     backbone: str,
     num_classes: int,
@@ -195,13 +194,18 @@ def create_model(
         backbone: timm model name, e.g. ``"resnet18"`` or ``"efficientnet_b0"``.
         num_classes: outputs of the new head.
         in_chans: input channels; timm adapts a 3-channel first layer itself.
-        pretrained: ``None`` for random initialisation; a local checkpoint file
-            (``.safetensors``, ``.pth``, ``.bin``) for ImageNet-style weights, loaded
-            and adapted offline by timm (head dropped when the class count differs);
-            ``"hub"`` for timm's default pretrained weights, downloaded by timm.
+        pretrained: ``None`` for random initialisation; ``"imagenet"`` for the ImageNet
+            weights of EfficientNet-Lite0 shipped in a package (offline; ``backbone``
+            must be ``efficientnet_lite0``); a local checkpoint file (``.safetensors``,
+            ``.pth``, ``.bin``) in timm's layout, or in efficientnet_pytorch's for a
+            timm EfficientNet, loaded and adapted offline by timm (head dropped when the
+            class count differs); ``"hub"`` for timm's default pretrained weights,
+            downloaded by timm.
 
     Raises:
         ValueError: unknown backbone.
+        HPAConfigError: ``"imagenet"`` with another backbone, or a checkpoint whose
+            tensors do not fit the backbone (the first mismatch is named).
         FileNotFoundError: the local checkpoint does not exist.
         RuntimeError: hub weights asked for but not reachable, with what to do instead.
     """
@@ -210,7 +214,7 @@ def create_model(
     if not timm.is_model(backbone):
         raise ValueError(f"unknown timm backbone {backbone!r}; see timm.list_models()")
     kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-    if pretrained is None:
+    if pretrained is None or pretrained == "none":
         return timm.create_model(backbone, pretrained=False, **kwargs)
     if pretrained == "hub":
         try:
@@ -223,9 +227,24 @@ def create_model(
                 f"{backbone} names its Hugging Face repository) and pass the file with "
                 f"--pretrained PATH, or copy the Hugging Face cache to {cache}."
             ) from exc
+    from hpa.classification import pretrained as weights
+
+    if pretrained == weights.IMAGENET:
+        if backbone != weights.IMAGENET_BACKBONE:
+            raise HPAConfigError(
+                f"--pretrained imagenet holds {weights.IMAGENET_BACKBONE} weights; the backbone is "
+                f"{backbone!r} (use --backbone {weights.IMAGENET_BACKBONE}, or --pretrained none/PATH/hub)"
+            )
+        state = weights.timm_state_from_efficientnet_pytorch(backbone, weights.imagenet_weights_file())
+        return weights.create_from_state(backbone, state, num_classes, in_chans, drop_rate)
     path = Path(pretrained).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained checkpoint not found (give a file, or 'hub')")
+        raise FileNotFoundError(
+            f"{path}: pretrained checkpoint not found (give a file, 'imagenet', 'hub' or 'none')"
+        )
+    if weights.is_efficientnet_pytorch(weights.read_state_dict(path)):
+        state = weights.timm_state_from_efficientnet_pytorch(backbone, path)
+        return weights.create_from_state(backbone, state, num_classes, in_chans, drop_rate)
     log.info(
         "loading %s weights from %s and adapting the first layer to %d channels", backbone, path, in_chans
     )
@@ -304,13 +323,23 @@ def load_model(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, Mode
     return model.to(device).to(memory_format=torch.channels_last).eval(), config
 
 
-def normalise(batch: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:
-    """``(B, H, W, C)`` integer views to normalised ``(B, C, H, W)`` float32.
+def normalise(
+    batch: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    scale: float,
+    mix: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(B, H, W, 4)`` integer views to normalised ``(B, C, H, W)`` float32 network inputs.
 
     Args:
         batch: raw views (uint8 or int32 holding uint16 values).
         mean, std: ``(C,)`` statistics of the [0, 1]-scaled inputs.
         scale: the dtype's maximum (255 or 65535).
+        mix: ``(C, 4)`` matrix making the input channels from the stains
+            (:func:`hpa.classification.channels.channel_matrix`); None = the four as they are.
     """
     x = batch.permute(0, 3, 1, 2).float().div_(scale)
+    if mix is not None:
+        x = torch.einsum("oc,bchw->bohw", mix, x)
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -62,8 +62,10 @@ class TrainConfig:
         lr: peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_epochs: linear warm-up length, in epochs (may be fractional).
-        freeze_epochs: epochs with the backbone frozen; -1 = 1 with pretrained weights,
-            0 without (a random backbone gains nothing from it).
+        freeze_epochs: epochs with the backbone frozen (weights and BatchNorm statistics);
+            -1 = 1 with pretrained weights, 0 without (a random backbone gains nothing
+            from it); :data:`FREEZE_ALL` (-2) = the whole run with pretrained weights
+            (only the head learns: a linear probe on the pretrained features), 0 without.
         loss: ``bce``, ``focal``, ``softf1`` or ``focal+softf1``.
         folds, fold: the image split (fold ``fold`` of ``folds`` is validation).
         seed: the run's seed (split, initialisation, shuffling, augmentation).
@@ -87,6 +89,8 @@ class TrainConfig:
         precision: ``bf16`` or ``fp32`` autocast (``auto`` is resolved for the device by
             :func:`hpa.classification.inference.resolve_precision`).
         workers: processes cutting crops when the cache is built.
+        channels: input channels, as ``--channels`` takes them (``rgby``, ``rgb``,
+            ``g,b,r+y``; :func:`hpa.classification.channels.parse_channels`).
     """
 
     backbone: str = "resnet10t"
@@ -119,6 +123,7 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "auto"
     workers: int = 2
+    channels: str = "rgby"
 
     def __post_init__(self) -> None:
         counts = {"crop_size": 8, "batch_size": 1, "folds": 2, "fold": 0, "workers": 1, "seed": 0}
@@ -149,6 +154,9 @@ class TrainConfig:
         ):
             raise HPAConfigError(f"tile_weight must be a number in [0, 1] or null, got {self.tile_weight!r}")
 
+
+#: :attr:`TrainConfig.freeze_epochs` value: the backbone stays frozen for the whole run.
+FREEZE_ALL = -2
 
 #: Candidate tile weights when :attr:`TrainConfig.tile_weight` is None (ties: the first).
 TILE_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)
@@ -191,7 +199,8 @@ class TrainData:
         train_rows, val_rows: cache rows of each side.
         train_targets: ``(len(train_rows), K)`` float32 labels inherited from the images.
         val_ids: validation image Ids; ``val_y``: their ``(M, K)`` labels.
-        mean, std: normalisation statistics.
+        mean, std: normalisation statistics (of the mixed input channels).
+        mix: ``(C, 4)`` channel mixing matrix, or None for the four stains as they are.
     """
 
     views: np.ndarray
@@ -204,6 +213,7 @@ class TrainData:
     val_y: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    mix: np.ndarray | None = None
 
 
 def set_seed(seed: int) -> None:
@@ -219,6 +229,31 @@ def _set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
     for p in model.parameters():
         if id(p) not in head:
             p.requires_grad_(trainable)
+
+
+def _frozen_epochs(cfg: TrainConfig) -> int:
+    """Epochs with a frozen backbone, as :attr:`TrainConfig.freeze_epochs` says."""
+    if cfg.freeze_epochs >= 0:
+        return cfg.freeze_epochs
+    if not cfg.pretrained:
+        return 0
+    if cfg.freeze_epochs == FREEZE_ALL:
+        return int(cfg.epochs or 0)
+    if cfg.freeze_epochs == -1:
+        return 1
+    raise ValueError(f"freeze_epochs must be >= 0, -1 or {FREEZE_ALL}, got {cfg.freeze_epochs}")
+
+
+def _freeze_norm_stats(model: nn.Module) -> None:
+    """Keep a frozen backbone's BatchNorm statistics: its norm layers run in eval mode.
+
+    Frozen weights with batch statistics would still drift (running means follow every
+    batch), and a head trained on them would not see the features it is scored on.
+    """
+    head = {id(m) for m in model.get_classifier().modules()}  # type: ignore[operator]
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head:
+            m.eval()
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Any:
@@ -260,6 +295,7 @@ def evaluate_views(
         device=cfg.device,
         batch_size=max(cfg.batch_size, 128),
         precision=cfg.precision,
+        mix=data.mix,
     )
     positions, probs = gather_rows(world, mine, probs)
     probs = probs[np.argsort(positions, kind="stable")]
@@ -342,6 +378,7 @@ def fit(
         drop_last=len(data.train_rows) > cfg.batch_size * world.size,
         world=world,
         weights=balance_weights(data.train_targets, cfg.balance) if cfg.balance > 0 else None,
+        mix=data.mix,
     )
     if cfg.epochs is None:
         raise ValueError("fit needs cfg.epochs; train_model resolves None with auto_epochs")
@@ -358,7 +395,7 @@ def fit(
         lr=cfg.lr,
     )
     scheduler = _make_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch))
-    freeze = cfg.freeze_epochs if cfg.freeze_epochs >= 0 else (1 if cfg.pretrained else 0)
+    freeze = _frozen_epochs(cfg)
     ema = _make_ema(model, cfg.ema)
     history: list[dict[str, Any]] = []
     start_epoch, step, best_f1 = 0, 0, -1.0
@@ -387,6 +424,8 @@ def fit(
             net, net_trainable = _wrap(model, world, device), trainable
         size = _epoch_size(cfg, epoch)
         model.train()
+        if not trainable:
+            _freeze_norm_stats(model)
         loader.epoch = epoch
         t0, seen, run_loss = time.perf_counter(), 0, 0.0
         bar = tqdm(

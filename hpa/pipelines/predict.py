@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpa.config import default_workers, log_settings, save_yaml
+from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list, write_text_atomic
 from hpa.io_tiff import check_channel_map
 from hpa.outputs import StagedFolder, check_apart
@@ -142,8 +143,8 @@ def score_images(
     ``channel_map`` (:class:`hpa.io_tiff.ChannelMap`) is for multi-channel TIFF input.
     """
     from hpa.classification.cache import views_index
+    from hpa.classification.channels import channel_matrix, is_identity
     from hpa.classification.inference import score_views
-    from hpa.classification.model import model_channel_order
 
     tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config, channel_map) for i in ids]
     failures: dict[str, str] = {}
@@ -151,13 +152,13 @@ def score_images(
     prob_parts: list[np.ndarray] = []
     seg_tables: list[pd.DataFrame] = []
     pending: list[Any] = []
-
-    order = model_channel_order(cfg)
+    # the model's inputs from the four stains: a choice, an order or a merge of them
+    mix = None if is_identity(cfg.channels) else channel_matrix(cfg.channels)
 
     def flush() -> None:
         if not pending:
             return
-        per_image = [np.concatenate([v.crops, v.tiles])[..., order] for v in pending]
+        per_image = [np.concatenate([v.crops, v.tiles]) for v in pending]
         sizes = [len(v) for v in per_image]
         probs = np.empty((sum(sizes), cfg.num_classes), np.float32)
         starts = np.cumsum([0, *sizes])
@@ -175,6 +176,7 @@ def score_images(
                 batch_size=batch_size,
                 tta=tta,
                 precision=precision,
+                mix=mix,
             )
             offset = 0
             for k in members:
@@ -464,7 +466,7 @@ def _score_on_cluster(
 
 def predict_folder(
     images: str | Path,
-    model_dir: str | Path,
+    model_dir: str | Path | Sequence[str | Path],
     out: str | Path,
     masks: str | Path | None = None,
     ids: Sequence[str] | None = None,
@@ -482,12 +484,15 @@ def predict_folder(
     fmt: str | None = None,
     cell_score: str | None = None,
     min_cell_score: float | None = None,
+    model_weights: Sequence[float] | None = None,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
     Args:
         images: folder of channel files.
-        model_dir: model folder of ``hpa train-cells``.
+        model_dir: model folder of ``hpa train-cells``, or several whose probabilities
+            are averaged (:func:`hpa.classification.ensemble.load_predictor`); a
+            ``--folds`` folder averages its folds.
         out: PRED_DIR to write.
         masks: SEG_DIR of ``hpa segment``; None = segment on the fly into ``OUT/masks``.
         ids: Ids in submission order (default: every Id in ``images``, sorted).
@@ -515,6 +520,7 @@ def predict_folder(
             (:mod:`hpa.pipelines.single_cell`).
         cell_score: the 2021 cell confidence rule (default: the benchmark's choice).
         min_cell_score: the lowest confidence listed in ``submission_2021.csv``.
+        model_weights: weight of each of several ``model_dir`` (default: equal).
 
     Returns:
         A :class:`PredictSummary`.
@@ -532,12 +538,13 @@ def predict_folder(
             files ``hpa predict`` did not write, or another run is writing it.
     """
     out = Path(out)
-    check_apart(out, {"IMAGES": images, "--model": model_dir, "--masks": masks})
+    models = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
+    check_apart(out, {"IMAGES": images, "--masks": masks, **{f"--model {m}": m for m in models}})
     with StagedFolder(out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=("masks",)) as stage:
         summary = _predict_staged(
             stage.path, images, model_dir, out, masks, ids, tta, pooling, fill_top, batch_size,
             device, workers, backend, progress, scheduler, precision, channel_map, fmt, cell_score,
-            min_cell_score,
+            min_cell_score, model_weights,
         )  # fmt: skip
         stage.commit()
     return summary
@@ -546,7 +553,7 @@ def predict_folder(
 def _predict_staged(
     work: Path,
     images: str | Path,
-    model_dir: str | Path,
+    model_dir: str | Path | Sequence[str | Path],
     out: Path,
     masks: str | Path | None,
     ids: Sequence[str] | None,
@@ -564,16 +571,22 @@ def _predict_staged(
     fmt: str | None,
     cell_score: str | None,
     min_cell_score: float | None,
+    model_weights: Sequence[float] | None,
 ) -> PredictSummary:
     """:func:`predict_folder` writing into ``work``, the folder that becomes ``out``."""
     import torch
 
     from hpa.aggregation import load_thresholds
-    from hpa.classification.model import THRESHOLDS_FILE, load_model, load_model_config
+    from hpa.classification.ensemble import load_predictor, read_ensemble
+    from hpa.classification.model import THRESHOLDS_FILE, load_model_config
     from hpa.config import resolve_device, to_dict
     from hpa.pipelines import single_cell
 
     t0 = time.perf_counter()
+    model_dirs = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
+    if scheduler is not None and (len(model_dirs) > 1 or read_ensemble(model_dirs[0]) is not None):
+        raise HPAConfigError("--scheduler scores one plain model folder; average several without it")
+    model_dir = model_dirs[0]
     if scheduler is not None:
         from hpa.pipelines.cluster import parse_local, require_distributed
 
@@ -587,10 +600,10 @@ def _predict_staged(
 
         device = resolve_device(device)
         precision = resolve_precision(precision, device)
-        model, cfg = load_model(model_dir, device)
+        model, cfg, thresholds = load_predictor(model_dirs, model_weights, device)
     else:  # each worker resolves the device and loads the model itself
         model, cfg = None, load_model_config(model_dir)
-    thresholds, _ = load_thresholds(Path(model_dir) / THRESHOLDS_FILE, expected_classes=cfg.class_names)
+        thresholds, _ = load_thresholds(Path(model_dir) / THRESHOLDS_FILE, expected_classes=cfg.class_names)
     pooling = pooling or cfg.pooling
     fmt = single_cell.resolve_format(fmt, cfg.class_names)
     if scheduler is None:
@@ -620,8 +633,11 @@ def _predict_staged(
         raise HPADataError(f"{masks_dir}: not a segmentation folder (no cells/)")
     settings = {
         "images": str(Path(images).resolve()),
-        "masks": str(Path(masks).resolve() if masks else out.resolve() / "masks"),
-        "model": str(Path(model_dir).resolve()),
+        "masks": str(masks_dir.resolve()),
+        "model": [str(Path(m).resolve()) for m in model_dirs]
+        if len(model_dirs) > 1
+        else str(Path(model_dir).resolve()),
+        "model_weights": list(model_weights) if model_weights else None,
         "device": device,
         "precision": precision,
         "workers": workers,
@@ -743,6 +759,7 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         fmt=getattr(args, "format", None),
         cell_score=getattr(args, "cell_score", None),
         min_cell_score=getattr(args, "min_cell_score", None),
+        model_weights=getattr(args, "model_weights", None),
     )
     written = [n for n in ("submission.csv", "submission_2021.csv") if (summary.out / n).is_file()]
     text = (

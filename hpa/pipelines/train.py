@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,15 +49,39 @@ def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.nd
     raise AssertionError("unreachable")
 
 
+def _pretrained_for_backbone(backbone: str, pretrained: str | None, explicit: bool) -> str | None:
+    """The start of a run: ``none`` means random; the default ImageNet start only fits its backbone.
+
+    The device defaults start ``efficientnet_lite0`` from the packaged ImageNet weights;
+    another ``--backbone`` without an explicit ``--pretrained`` starts at random (logged),
+    since no weights for it ship with the package.
+    """
+    from hpa.classification.pretrained import IMAGENET, IMAGENET_BACKBONE
+
+    if pretrained is None or str(pretrained).lower() == "none":
+        return None
+    if pretrained == IMAGENET and backbone != IMAGENET_BACKBONE and not explicit:
+        log.info(
+            "backbone %s: no packaged ImageNet weights (those are %s's), random start; "
+            "give --pretrained PATH or hub for another start",
+            backbone,
+            IMAGENET_BACKBONE,
+        )
+        return None
+    return pretrained
+
+
 def resolve_train_config(args: argparse.Namespace) -> Any:
     """Defaults for the device, then ``--config`` YAML, then explicit flags."""
     from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
 
     device = resolve_device(args.device)
-    data: dict[str, Any] = dict(DEVICE_DEFAULTS[device])
-    data["workers"] = default_workers()
+    defaults: dict[str, Any] = dict(DEVICE_DEFAULTS[device])
+    data: dict[str, Any] = {}
     if args.config:
         data.update(load_yaml(args.config))
+    explicit = "pretrained" in data or args.pretrained is not None
+    data = {**defaults, "workers": default_workers(), **data}
     flags = {
         "backbone": args.backbone,
         "pretrained": args.pretrained,
@@ -71,8 +96,10 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "max_steps": args.max_steps,
         "workers": args.workers,
+        "channels": getattr(args, "channels", None),
     }
     data.update({k: v for k, v in flags.items() if v is not None})
+    data["pretrained"] = _pretrained_for_backbone(data["backbone"], data.get("pretrained"), explicit)
     if args.no_tiles:
         data["use_tiles"] = False
     if args.no_cells:
@@ -103,9 +130,9 @@ def check_backbone(name: str) -> None:
 
 
 def train_model(
-    images: str | Path,
+    images: str | Path | Mapping[str, str | Path],
     labels: Labels,
-    masks: str | Path,
+    masks: str | Path | Mapping[str, str | Path],
     out: str | Path,
     cfg: Any,
     cache_root: str | Path | None = None,
@@ -116,9 +143,10 @@ def train_model(
     """Train a classifier and write its model folder.
 
     Args:
-        images: folder of channel files.
+        images: folder of channel files, or ``{image_id: folder}`` for images from
+            several folders (:func:`combine_sources`).
         labels: image labels (2018 or 2021 set).
-        masks: SEG_DIR of ``hpa segment``.
+        masks: SEG_DIR of ``hpa segment``, or ``{image_id: SEG_DIR}``.
         out: the model folder to write.
         cfg: a :class:`hpa.classification.train.TrainConfig`.
         cache_root: crop cache folder (default ``$HPA_CACHE_DIR`` or ``MASKS/crop-cache``).
@@ -133,7 +161,8 @@ def train_model(
 
     from hpa.aggregation import apply_thresholds, per_class_report, save_thresholds
     from hpa.classification import distributed
-    from hpa.classification.cache import CELL, build_cache, channel_stats, mask_path
+    from hpa.classification.cache import CELL, build_cache, channel_stats, folder_of, mask_path
+    from hpa.classification.channels import channel_matrix, is_identity, parse_channels
     from hpa.classification.crops import CropSettings
     from hpa.classification.inference import resolve_precision
     from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, create_model, save_model_folder
@@ -149,10 +178,15 @@ def train_model(
     from hpa.io_tiff import check_channel_map
 
     t_start = time.perf_counter()
-    check_channel_map(images, channel_map)
-    out, masks = Path(out), Path(masks)
-    if not (masks / "cells").is_dir():
-        raise HPADataError(f"{masks}: not a segmentation folder (no cells/); run hpa segment first")
+    channels = parse_channels(cfg.channels)
+    image_dirs = sorted({str(p) for p in images.values()}) if isinstance(images, Mapping) else [str(images)]
+    for folder in image_dirs:
+        check_channel_map(folder, channel_map)
+    out = Path(out)
+    seg_dirs = sorted({str(p) for p in masks.values()}) if isinstance(masks, Mapping) else [str(masks)]
+    for seg in map(Path, seg_dirs):
+        if not (seg / "cells").is_dir():
+            raise HPADataError(f"{seg}: not a segmentation folder (no cells/); run hpa segment first")
     if out.exists() and not out.is_dir():
         raise HPAConfigError(f"--out {out}: exists and is not a folder")
     if out.is_symlink():  # the folder is swapped, not the link to it
@@ -174,20 +208,20 @@ def train_model(
     if cfg.device == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))
 
-    have_mask = [i for i in labels.ids if mask_path(masks, i).is_file()]
+    have_mask = [i for i in labels.ids if mask_path(folder_of(masks, i), i).is_file()]
     if len(have_mask) < len(labels):
         log.warning(
             "%d of %d labelled images have no mask in %s and are left out",
             len(labels) - len(have_mask),
             len(labels),
-            masks,
+            ", ".join(seg_dirs),
         )
     if not have_mask:
-        raise HPADataError(f"{masks}: none of the labelled images has a cell mask")
+        raise HPADataError(f"{', '.join(seg_dirs)}: none of the labelled images has a cell mask")
     labels = labels.subset(have_mask)
 
     crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale)
-    cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or masks / "crop-cache")
+    cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or Path(seg_dirs[0]) / "crop-cache")
     if not world.is_main:  # rank 0 builds the cache once; the others open it
         distributed.barrier(world)
     cache = build_cache(
@@ -228,7 +262,8 @@ def train_model(
     if not len(train_rows) or not len(val_rows):
         raise HPADataError("no training or no validation views: check the masks and the label file")
     targets = labels.y[[row_of[i] for i in index["image_id"].to_numpy()[train_rows]]].astype(np.float32)
-    mean, std = channel_stats(cache, train_rows, seed=cfg.seed)
+    mix = None if is_identity(channels) else channel_matrix(channels)
+    mean, std = channel_stats(cache, train_rows, seed=cfg.seed, mix=mix)
     if cfg.epochs is None:
         cfg = replace(cfg, epochs=auto_epochs(len(train_rows)))
         log.info("epochs: %d (automatic for %d training views)", cfg.epochs, len(train_rows))
@@ -251,12 +286,15 @@ def train_model(
         labels.subset(val_ids).y,
         mean,
         std,
+        mix,
     )
 
     model_cfg = ModelConfig(
         backbone=cfg.backbone,
         class_names=tuple(labels.class_names),
         label_set=labels.label_set,
+        in_chans=len(channels),
+        channels=channels,
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
         crop=crop,
@@ -270,7 +308,7 @@ def train_model(
         sides = ["train" if i in train_ids else "val" for i in labels.ids]
         split = pd.DataFrame({"image_id": labels.ids, "side": sides})
         write_text_atomic(staging / "split.csv", split.to_csv(index=False))
-    model = create_model(cfg.backbone, model_cfg.num_classes, 4, cfg.pretrained)
+    model = create_model(cfg.backbone, model_cfg.num_classes, len(channels), cfg.pretrained)
     model, history = fit(
         model,
         data,
@@ -391,6 +429,41 @@ def check_resume(checkpoint: Path, settings: dict[str, Any]) -> None:
         )
 
 
+def combine_sources(
+    images: Sequence[str | Path], labels: Sequence[Labels], masks: Sequence[str | Path]
+) -> tuple[dict[str, Path], Labels, dict[str, Path]]:
+    """One training set from several ``--images DIR --labels CSV --masks SEG_DIR`` triples.
+
+    Args:
+        images, labels, masks: one entry per source, in the same order.
+
+    Returns:
+        ``({image_id: images folder}, all labels, {image_id: SEG_DIR})``.
+
+    Raises:
+        HPAConfigError: the counts differ, the label sets differ, or an Id is in two sources.
+    """
+    from hpa.errors import HPAConfigError
+
+    if not len(images) == len(labels) == len(masks):
+        raise HPAConfigError(
+            f"{len(images)} --images, {len(labels)} --labels and {len(masks)} --masks: give one of each per source"
+        )
+    sets = {lab.label_set for lab in labels}
+    if len(sets) > 1:
+        raise HPAConfigError(f"the --labels files use different label sets ({', '.join(sorted(sets))})")
+    image_dir: dict[str, Path] = {}
+    seg_dir: dict[str, Path] = {}
+    for folder, lab, seg in zip(images, labels, masks):
+        for i in lab.ids:
+            if i in image_dir:
+                raise HPAConfigError(f"Id {i} is labelled in two sources ({image_dir[i]} and {folder})")
+            image_dir[i], seg_dir[i] = Path(folder), Path(seg)
+    ids = tuple(i for lab in labels for i in lab.ids)
+    y = np.concatenate([lab.y for lab in labels])
+    return image_dir, Labels(ids, y, labels[0].label_set), seg_dir
+
+
 def _best_epoch(history: list[dict[str, Any]]) -> int:
     if not history:
         return 0
@@ -402,10 +475,27 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     from hpa.io import remove_stale_temporaries
     from hpa.outputs import check_apart
 
-    check_apart(args.out, {"--images": args.images, "--masks": args.masks, "--labels": args.labels})
+    inputs = {
+        f"{flag} {path}": path
+        for flag in ("--images", "--masks", "--labels")
+        for path in (lambda v: v if isinstance(v, list) else [v])(getattr(args, flag[2:]))
+    }
+    check_apart(args.out, inputs)
+    channel_map = getattr(args, "channel_map", None)
     remove_stale_temporaries(args.out)  # of a run killed while writing the model folder
     cfg = resolve_train_config(args)
-    labels = read_labels(args.labels)
+    images: Any = args.images
+    masks: Any = args.masks
+    if isinstance(args.images, list):  # --images/--labels/--masks may be repeated
+        if len(args.images) == len(args.labels) == len(args.masks) == 1:
+            images, labels, masks = args.images[0], read_labels(args.labels[0]), args.masks[0]
+        else:
+            images, labels, masks = combine_sources(
+                args.images, [read_labels(p) for p in args.labels], args.masks
+            )
+            log.info("%d images from %d sources", len(labels), len(args.images))
+    else:
+        labels = read_labels(args.labels)
     log_settings(
         "train-cells settings",
         {
@@ -418,17 +508,29 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
             "channel_map": args.channel_map.spec if getattr(args, "channel_map", None) else None,
         },
     )
+    from hpa.classification.distributed import world_from_env
+
+    if args.folds is not None and args.fold is None:  # every fold, out-of-fold thresholds
+        from hpa.pipelines.folds import train_folds
+
+        oof = train_folds(
+            images, labels, masks, args.out, cfg, cache_root=args.cache, channel_map=channel_map
+        )
+        if not world_from_env().is_main:
+            return 0
+        return 0, (
+            f"{cfg.folds} fold models written to {args.out}: out-of-fold macro F1 {oof['oof_macro_f1']:.4f}"
+        )
     metrics = train_model(
-        args.images,
+        images,
         labels,
-        args.masks,
+        masks,
         args.out,
         cfg,
         cache_root=args.cache,
         resume=args.resume,
-        channel_map=getattr(args, "channel_map", None),
+        channel_map=channel_map,
     )
-    from hpa.classification.distributed import world_from_env
 
     if not world_from_env().is_main:
         return 0

@@ -62,6 +62,8 @@ def test_segment_train_predict_evaluate_report(synth):
         "16",
         "--folds",
         "3",
+        "--fold",
+        "0",
         "--device",
         "cpu",
     )

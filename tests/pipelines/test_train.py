@@ -157,7 +157,7 @@ def test_ema_weights_are_the_ones_validated_and_saved(tiny_dataset, tmp_path):
 
 
 def _train_cells_args(tiny_dataset, out, cache):
-    """train-cells arguments shared by the command-line tests: tiny backbone, 3 folds, one worker, CPU."""
+    """train-cells arguments shared by the command-line tests: tiny backbone, fold 0 of 3, one worker, CPU."""
     return [
         "train-cells",
         "--images", str(tiny_dataset["images"]),
@@ -168,6 +168,7 @@ def _train_cells_args(tiny_dataset, out, cache):
         "--backbone", "test_resnet",
         "--crop-size", "32",
         "--folds", "3",
+        "--fold", "0",
         "--device", "cpu",
         "--workers", "1",
     ]  # fmt: skip
@@ -232,3 +233,27 @@ def test_automatic_epochs_follow_the_data_size(tiny_dataset, tmp_path):
     _train(tiny_dataset, labels, out, cfg, tmp_path)
     saved = (out / "train_config.yaml").read_text()
     assert "epochs: 12" in saved  # a tiny set gets the most epochs, and the file says how many
+
+
+def test_freeze_all_trains_the_head_alone(tiny_dataset, tmp_path):
+    """freeze_epochs -2 with a pretrained start: backbone weights and BatchNorm statistics stay as loaded."""
+    import timm
+    import torch
+    from safetensors.torch import load_file, save_file
+    from timm.models import adapt_input_conv
+
+    from hpa.classification.train import FREEZE_ALL
+
+    start = timm.create_model("test_resnet", num_classes=1000, in_chans=3)
+    ckpt = tmp_path / "start.safetensors"
+    save_file({k: v.contiguous() for k, v in start.state_dict().items()}, str(ckpt))
+    out = tmp_path / "frozen"
+    cfg = replace(TINY, pretrained=str(ckpt), freeze_epochs=FREEZE_ALL, ema=0.0)
+    _train(tiny_dataset, read_labels(tiny_dataset["labels"]), out, cfg, tmp_path)
+    saved = load_file(str(out / "weights.safetensors"))
+    loaded = start.state_dict()
+    head = {k for k in saved if k.startswith(start.default_cfg["classifier"])}
+    body = [k for k in saved if k not in head and "num_batches_tracked" not in k and k != "conv1.0.weight"]
+    assert body and all(torch.equal(saved[k], loaded[k]) for k in body)  # includes running_mean/var
+    torch.testing.assert_close(saved["conv1.0.weight"], adapt_input_conv(4, loaded["conv1.0.weight"]))
+    assert all(saved[k].shape[0] == 28 for k in head if saved[k].ndim)  # a new 28-class head was trained

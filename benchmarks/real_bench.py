@@ -1,0 +1,455 @@
+"""Classification on real HPA images: 5-fold cross-validation on the 67 shared Kaggle samples.
+
+Data: ``hpa-real/kaggle-2018`` (67 samples, official 2018 labels), segmented once with
+``hpa segment`` (watershed) into ``OUT/seg-*`` and reused. Every row is judged by its
+out-of-fold (OOF) image scores: 5 folds of iterative stratification (the split of
+``hpa train-cells``), each image scored by the fold that did not train on it. The
+thresholds applied to a fold's images are tuned on the OOF scores of the *other* four
+folds (cross-fitted), so no image is scored with thresholds fitted on itself. Macro F1
+is over the classes with at least 5 positives (9 classes); per-class F1 is reported.
+
+Two kinds of rows:
+
+* **probe** rows (cheap: this 2-core machine is shared): the backbone is frozen and
+  every view (cell crop, tile) is embedded once, in eval mode, with the product's crop
+  cache, channel mixing and normalisation; a linear head is then fitted per fold on
+  the views' inherited labels (AdamW, full batch), view probabilities are pooled per
+  image by the product's ``pool_views`` (max over cells, max over tiles, mean of the
+  two). Rows vary one thing at a time: random vs ImageNet start, tiles only vs cells +
+  tiles, channels, crop size, the 11 HPAv18 samples added to every training fold, one
+  fold vs the 5-fold average (judged on 15 external real images: the 11 HPAv18
+  samples and the 4 samples of ``hpa-2021-samples``, none of them among the 67).
+* **train** rows: ``hpa train-cells --folds 5`` itself (``hpa.pipelines.folds``), the
+  whole recipe with its own out-of-fold thresholds, re-scored here with cross-fitted
+  thresholds.
+
+Row results are cached in ``OUT/rows/<name>.json`` (delete one to rerun it); the report
+goes to ``OUT/RESULTS-real.md``.
+
+Usage::
+
+    python benchmarks/real_bench.py --out benchmarks/out/real [--rows baseline,imagenet,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from segment_bench import machine  # benchmarks/ is on sys.path when run as a script
+
+log = logging.getLogger("real_bench")
+
+MIN_POSITIVES = 5
+FOLDS = 5
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe row: frozen features of one start, channels and crop size; a linear head per fold."""
+
+    start: str = "imagenet"  # imagenet | random
+    channels: str = "rgby"
+    crop_size: int = 64
+    use_cells: bool = True
+    use_tiles: bool = True
+    extra: bool = False  # the HPAv18 samples join every training fold
+    external: bool = False  # one fold vs 5-fold average on the external images
+    backbone: str = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    what: str
+    probe: Probe | None = None
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides of a train row
+
+
+ROWS = [
+    Row("baseline", "every class for every image (chance)"),
+    Row("imagenet", "ImageNet start, cells + tiles, rgby, 64 px", Probe(external=True)),
+    Row("tiles-only", "ImageNet start, tiles only (whole-image classification)", Probe(use_cells=False)),
+    Row("cells-only", "ImageNet start, cells only", Probe(use_tiles=False)),
+    Row("random", "random start, cells + tiles", Probe(start="random", backbone="efficientnet_lite0")),
+    Row("rgb", "ImageNet start, channels rgb", Probe(channels="rgb")),
+    Row("gbr+y", "ImageNet start, channels g,b,r+y", Probe(channels="g,b,r+y")),
+    Row("hpav18", "ImageNet start, + 11 HPAv18 samples in every training fold", Probe(extra=True)),
+    Row(
+        "train-default",
+        "hpa train-cells --folds 5 with the no-flag CPU defaults",
+        train=dict(epochs=3),
+    ),
+    Row("crop96", "ImageNet start, 96 px crops", Probe(crop_size=96)),
+    Row("crop128", "ImageNet start, 128 px crops", Probe(crop_size=128)),
+]
+
+
+# ------------------------------------------------------------------------- data ---
+
+
+@dataclass
+class Source:
+    name: str
+    images: Path
+    labels: Any  # hpa.io.Labels
+    masks: Path
+
+
+def segmented(out: Path, name: str, images: Path) -> Path:
+    """``hpa segment`` of a folder into ``OUT/seg-<name>`` (resumes: finished images are kept)."""
+    seg = out / f"seg-{name}"
+    cmd = [sys.executable, "-m", "hpa", "-q", "segment", str(images), "--out", str(seg), "--workers", "1"]
+    subprocess.run(cmd, check=True)
+    return seg
+
+
+def sources(data: Path, out: Path) -> dict[str, Source]:
+    from hpa.io import list_image_ids, read_labels
+
+    real = data / "hpa-real"
+    found = {}
+    for name, images, labels in (
+        ("kaggle", real / "kaggle-2018" / "images", real / "kaggle-2018" / "train.csv"),
+        ("hpav18", real / "hpav18" / "images", real / "hpav18" / "labels.csv"),
+        ("hpa2021", data / "hpa-2021-samples" / "images", data / "hpa-2021-samples" / "labels_2018.csv"),
+    ):
+        lab = read_labels(labels)
+        lab = lab.subset([i for i in lab.ids if i in set(list_image_ids(images))])
+        found[name] = Source(name, images, lab, segmented(out, name, images))
+    return found
+
+
+# ------------------------------------------------------------------ features ---
+
+
+def embed(src: Source, probe: Probe, out: Path, ref: Source) -> tuple[pd.DataFrame, np.ndarray, float]:
+    """Frozen features of every view of ``src`` (cached in ``OUT/features``).
+
+    Inputs are normalised with the statistics of ``ref``'s views (the training set), as
+    a model folder does for every image it scores.
+
+    Returns:
+        ``(index, (N, D) float32 features, seconds spent embedding now)``.
+    """
+    import torch
+
+    from hpa.classification.cache import build_cache, channel_stats
+    from hpa.classification.channels import channel_matrix, parse_channels
+    from hpa.classification.crops import CropSettings
+    from hpa.classification.data import BatchLoader
+    from hpa.classification.inference import autocast
+    from hpa.classification.model import create_model
+
+    key = f"{src.name}-{probe.backbone}-{probe.start}-{probe.channels.replace(',', '_')}-{probe.crop_size}"
+    path = out / "features" / f"{key}.npz"
+    settings = CropSettings(probe.crop_size)
+    cache = build_cache(src.images, src.masks, list(src.labels.ids), settings, out / "crop-cache", workers=1)
+    if path.is_file():
+        return cache.index, np.load(path)["features"], 0.0
+    t0 = time.perf_counter()
+    mix = channel_matrix(parse_channels(probe.channels))
+    torch.manual_seed(SEED)
+    net = create_model(
+        probe.backbone, 0, mix.shape[0], "imagenet" if probe.start == "imagenet" else None
+    ).eval()
+    ref_cache = build_cache(
+        ref.images, ref.masks, list(ref.labels.ids), settings, out / "crop-cache", workers=1
+    )
+    mean, std = channel_stats(ref_cache, np.arange(len(ref_cache)), mix=mix)
+    loader = BatchLoader(cache.views, np.arange(len(cache)), None, 64, mean, std, cache.scale, mix=mix)
+    parts = []
+    with torch.inference_mode(), autocast("cpu", "auto"):
+        for x, _ in loader:
+            parts.append(net(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+    feats = np.concatenate(parts).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, features=feats)
+    return cache.index, feats, time.perf_counter() - t0
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, seed: int = SEED, steps: int = 300) -> Any:
+    """A linear head on standardised features: BCE, AdamW, full batch. Returns a predict function."""
+    import torch
+
+    # one thread: on a shared, oversubscribed CPU, OpenMP threads waiting for each other
+    # made these small products many times slower
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit_head(x, y, seed, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_head(x: np.ndarray, y: np.ndarray, seed: int, steps: int) -> Any:
+    import torch
+
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    g = torch.Generator().manual_seed(seed)
+    xt = torch.from_numpy((x - mu) / sd)
+    yt = torch.from_numpy(y.astype(np.float32))
+    w = (torch.randn(x.shape[1], y.shape[1], generator=g) * 0.01).requires_grad_()
+    b = torch.zeros(y.shape[1], requires_grad=True)
+    opt = torch.optim.AdamW([w, b], lr=3e-3, weight_decay=0.05)
+    for _ in range(steps):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w_, b_ = w.detach(), b.detach()
+
+    def predict(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.sigmoid(torch.from_numpy((z - mu) / sd) @ w_ + b_).numpy()
+
+    return predict
+
+
+# ------------------------------------------------------------------- scoring ---
+
+
+def fold_of(y: np.ndarray) -> np.ndarray:
+    """The validation fold of every image (the split of ``hpa train-cells``)."""
+    from hpa.pipelines.train import split_images
+
+    fold = np.full(len(y), -1)
+    for k in range(FOLDS):
+        fold[split_images(y, FOLDS, k, SEED)[1]] = k
+    return fold
+
+
+def cross_fitted(y: np.ndarray, scores: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Predictions of each fold's images with thresholds tuned on the other folds' OOF scores."""
+    from hpa.aggregation import apply_thresholds, tune_thresholds
+
+    pred = np.zeros_like(y)
+    for k in range(FOLDS):
+        other = fold != k
+        tuned = tune_thresholds(y[other], scores[other], shrink=5.0)
+        pred[~other] = apply_thresholds(scores[~other], tuned.thresholds)
+    return pred
+
+
+def judged(y: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> tuple[float, list[float]]:
+    from hpa.aggregation import f1_per_class
+
+    f1 = f1_per_class(y[:, classes], pred[:, classes])
+    return float(f1.mean()), [round(float(v), 3) for v in f1]
+
+
+def run_probe(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) -> dict[str, Any]:
+    from hpa.classification.inference import pool_views
+
+    assert row.probe is not None
+    p = row.probe
+    t0 = time.perf_counter()
+    kag = src["kaggle"]
+    index, feats, embed_s = embed(kag, p, out, kag)
+    y = kag.labels.y
+    row_of = {i: k for k, i in enumerate(kag.labels.ids)}
+    kinds = {"cell"} if not p.use_tiles else {"tile"} if not p.use_cells else {"cell", "tile"}
+    usable = index["kind"].isin(kinds).to_numpy()
+    view_img = np.array([row_of[i] for i in index["image_id"]])
+    fold = fold_of(y)
+    extra_x = extra_y = None
+    if p.extra:
+        e = src["hpav18"]
+        e_index, e_feats, e_s = embed(e, p, out, kag)
+        embed_s += e_s
+        keep = e_index["kind"].isin(kinds).to_numpy()
+        e_row = {i: k for k, i in enumerate(e.labels.ids)}
+        extra_x = e_feats[keep]
+        extra_y = e.labels.y[[e_row[i] for i in e_index["image_id"][keep]]]
+    scores = np.zeros(y.shape, np.float32)
+    heads = []
+    for k in range(FOLDS):
+        train = usable & (fold[view_img] != k)
+        val = usable & (fold[view_img] == k)
+        x_t, y_t = feats[train], y[view_img[train]]
+        if extra_x is not None:
+            x_t, y_t = np.concatenate([x_t, extra_x]), np.concatenate([y_t, extra_y])
+        head = fit_head(x_t, y_t, seed=SEED + k)
+        heads.append(head)
+        ids_k = [kag.labels.ids[i] for i in np.flatnonzero(fold == k)]
+        s = pool_views(index[val], head(feats[val]), ids_k, "max", 0.5, p.use_cells, p.use_tiles)
+        scores[fold == k] = s
+    pred = cross_fitted(y, scores, fold)
+    macro, per_class = judged(y, pred, classes)
+    result: dict[str, Any] = {
+        "macro_f1": macro,
+        "per_class": per_class,
+        "seconds": time.perf_counter() - t0,
+        "embed_seconds": embed_s,
+    }
+    if p.external:
+        result["external"] = external(p, heads, scores, y, fold, src, out)
+        result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def external(
+    p: Probe,
+    heads: list[Any],
+    oof: np.ndarray,
+    y: np.ndarray,
+    fold: np.ndarray,
+    src: dict[str, Source],
+    out: Path,
+) -> dict[str, Any]:
+    """One fold (its own 13 validation images' thresholds) vs the 5-fold average (OOF thresholds)."""
+    from hpa.aggregation import apply_thresholds, tune_thresholds
+    from hpa.classification.inference import pool_views
+
+    ids, ys, parts = [], [], []
+    for name in ("hpav18", "hpa2021"):
+        s = src[name]
+        index, feats, _ = embed(s, p, out, src["kaggle"])
+        ids += list(s.labels.ids)
+        ys.append(s.labels.y)
+        parts.append((index, feats, list(s.labels.ids)))
+    y_ext = np.concatenate(ys)
+    classes = np.flatnonzero(y_ext.sum(0) >= 1)
+
+    def scores_of(members: list[Any]) -> np.ndarray:
+        out_s = []
+        for index, feats, these in parts:
+            probs = np.mean([h(feats) for h in members], axis=0)
+            out_s.append(pool_views(index, probs, these, "max", 0.5, p.use_cells, p.use_tiles))
+        return np.concatenate(out_s)
+
+    one = tune_thresholds(y[fold == 0], oof[fold == 0], shrink=5.0).thresholds
+    every = tune_thresholds(y, oof, shrink=5.0).thresholds
+    f_one = judged(y_ext, apply_thresholds(scores_of(heads[:1]), one), classes)
+    f_all = judged(y_ext, apply_thresholds(scores_of(heads), every), classes)
+    return {
+        "n_images": len(ids),
+        "classes": classes.tolist(),
+        "one_fold": f_one[0],
+        "one_fold_per_class": f_one[1],
+        "five_folds": f_all[0],
+        "five_folds_per_class": f_all[1],
+    }
+
+
+def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) -> dict[str, Any]:
+    """``hpa train-cells --folds 5`` with the CPU defaults (and the row's overrides)."""
+    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
+    from hpa.pipelines.folds import train_folds
+
+    kag = src["kaggle"]
+    cfg = TrainConfig(**{**DEVICE_DEFAULTS["cpu"], "workers": 1, "folds": FOLDS, "seed": SEED, **row.train})
+    t0 = time.perf_counter()
+    model_dir = out / "models" / row.name
+    metrics = train_folds(
+        kag.images, kag.labels, kag.masks, model_dir, cfg, out / "crop-cache", progress=False
+    )
+    oof = pd.read_csv(model_dir / "oof_image_scores.csv").set_index("Id").loc[list(kag.labels.ids)]
+    y = kag.labels.y
+    pred = cross_fitted(y, oof.to_numpy(np.float32), fold_of(y))
+    macro, per_class = judged(y, pred, classes)
+    return {
+        "macro_f1": macro,
+        "per_class": per_class,
+        "seconds": time.perf_counter() - t0,
+        "oof_macro_f1_own_thresholds": metrics["oof_macro_f1"],
+        "settings": {k: v for k, v in cfg.__dict__.items() if k in ("backbone", "pretrained", "crop_size",
+                                                                     "epochs", "freeze_epochs", "lr")},
+    }  # fmt: skip
+
+
+def run_baseline(src: dict[str, Source], classes: np.ndarray) -> dict[str, Any]:
+    y = src["kaggle"].labels.y
+    macro, per_class = judged(y, np.ones_like(y), classes)
+    return {"macro_f1": macro, "per_class": per_class, "seconds": 0.0}
+
+
+# -------------------------------------------------------------------- report ---
+
+
+def report(rows: list[tuple[Row, dict[str, Any]]], names: list[str], command: str) -> str:
+    base = next((r for row, r in rows if row.name == "baseline"), None)
+    lines = [
+        "## Real images: 5-fold cross-validation on 67 Kaggle 2018 samples (`benchmarks/real_bench.py`)",
+        "",
+        f"Command: `{command}`.  ",
+        f"Machine: {machine()}, shared with six other engineers' runs (load average 10-20 on 2 cores "
+        "during these runs, so every time below is several times what an idle machine takes).",
+        "",
+        "Out-of-fold macro F1 over the 9 classes with >= 5 positives, thresholds cross-fitted "
+        "(tuned on the other four folds' out-of-fold scores). Time: the row's own work "
+        "(features embedded once per start/channels/crop size and reused by later rows).",
+        "",
+        "| row | what | macro F1 | vs chance | time (s) | " + " | ".join(names) + " |",
+        "|---|---|---|---|---|" + "---|" * len(names),
+    ]
+    for row, r in rows:
+        gain = "" if base is None else f"{r['macro_f1'] - base['macro_f1']:+.3f}"
+        lines.append(
+            f"| {row.name} | {row.what} | {r['macro_f1']:.3f} | {gain} | {r['seconds']:.0f} | "
+            + " | ".join(f"{v:.2f}" for v in r["per_class"])
+            + " |"
+        )
+    for row, r in rows:
+        if "external" in r:
+            e = r["external"]
+            lines += [
+                "",
+                f"One fold vs the 5-fold average ({row.name} features), on {e['n_images']} external real "
+                f"images (11 HPAv18 + 4 hpa-2021-samples; macro F1 over their {len(e['classes'])} classes "
+                f"with a positive, {e['classes']}): one fold (thresholds from its 13 validation images) "
+                f"{e['one_fold']:.3f}, the 5-fold average (out-of-fold thresholds) {e['five_folds']:.3f}.",
+            ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/out/real")
+    p.add_argument("--data", default=os.environ.get("HPA_SHARED_DATA", "../shared/data"))
+    p.add_argument("--rows", default=None, help="comma-separated row names (default: all, in order)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    out = Path(args.out)
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    src = sources(Path(args.data), out)
+    y = src["kaggle"].labels.y
+    classes = np.flatnonzero(y.sum(0) >= MIN_POSITIVES)
+    names = [src["kaggle"].labels.class_names[c] for c in classes]
+    wanted = args.rows.split(",") if args.rows else [r.name for r in ROWS]
+    done: list[tuple[Row, dict[str, Any]]] = []
+    for row in ROWS:
+        path = out / "rows" / f"{row.name}.json"
+        if row.name in wanted and not path.is_file():
+            log.info("row %s: %s", row.name, row.what)
+            if row.name == "baseline":
+                result = run_baseline(src, classes)
+            elif row.probe is not None:
+                result = run_probe(row, src, out, classes)
+            else:
+                result = run_train(row, src, out, classes)
+            path.write_text(json.dumps(result, indent=2))
+            log.info("row %s: macro F1 %.3f in %.0f s", row.name, result["macro_f1"], result["seconds"])
+        if path.is_file():
+            done.append((row, json.loads(path.read_text())))
+    command = " ".join(["python", "benchmarks/real_bench.py", *sys.argv[1:]])
+    text = report(done, names, command)
+    (out / "RESULTS-real.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Several model folders as one classifier: the folds of a run, or any weighted mix.
+
+A folder written by ``hpa train-cells --folds K`` (without ``--fold``) holds one
+complete model folder per fold (``fold-<k>/``), an ``ensemble.json`` naming them, the
+out-of-fold view scores of every training image (``oof_view_scores.parquet``), their
+labels (``oof_labels.csv``) and thresholds tuned on them. ``hpa predict --model DIR``
+averages the folds' probabilities; ``--model A --model B --model-weights 0.6 0.4``
+averages several folders (a fold folder counts as one member, its folds sharing its
+weight).
+
+Each member keeps its own input channels, normalisation and crop size: views are cut
+once at the largest member's size with the shared crop settings, and
+:class:`EnsembleNet` resizes, mixes and normalises them per member before averaging
+the members' probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpa.aggregation import ThresholdResult, load_thresholds, tune_thresholds
+from hpa.classification.channels import channel_matrix
+from hpa.classification.inference import pool_views
+from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, load_model, load_model_config
+from hpa.constants import CHANNELS
+from hpa.errors import HPAConfigError
+from hpa.io import read_labels
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE_FILE = "ensemble.json"
+OOF_VIEWS_FILE = "oof_view_scores.parquet"
+OOF_LABELS_FILE = "oof_labels.csv"
+OOF_IMAGES_FILE = "oof_image_scores.csv"
+#: Columns identifying a view across members (same masks, same tile grids).
+VIEW_KEY = ["image_id", "kind", "cell_id"]
+
+
+def tune_on_views(
+    index: pd.DataFrame,
+    probs: np.ndarray,
+    ids: Sequence[str],
+    y: np.ndarray,
+    pooling: str,
+    use_cells: bool,
+    use_tiles: bool,
+    tile_weight: float | None,
+    shrink: float,
+) -> tuple[float, np.ndarray, ThresholdResult, dict[float, float]]:
+    """Tile weight and per-class thresholds from view probabilities of labelled images.
+
+    Args:
+        index: one row per view (``image_id``, ``kind``).
+        probs: ``(len(index), K)`` view probabilities.
+        ids: the images, in the order of ``y``.
+        y: ``(len(ids), K)`` multi-hot labels.
+        pooling: cell-to-image pooling.
+        use_cells, use_tiles: which views make the image score.
+        tile_weight: a fixed weight, or None to pick the best of
+            :data:`hpa.classification.train.TILE_WEIGHTS` by macro F1 (cells and tiles only).
+        shrink: threshold shrinkage (:func:`hpa.aggregation.tune_thresholds`).
+
+    Returns:
+        ``(tile_weight, image_scores, thresholds, {weight: macro F1})``.
+    """
+    from hpa.aggregation import apply_thresholds, macro_f1
+    from hpa.classification.train import TILE_WEIGHTS
+
+    def run(w: float) -> tuple[np.ndarray, ThresholdResult, float]:
+        scores = pool_views(index, probs, ids, pooling, w, use_cells, use_tiles)
+        tuned = tune_thresholds(y, scores, shrink=shrink)
+        return scores, tuned, macro_f1(y, apply_thresholds(scores, tuned.thresholds))
+
+    if tile_weight is not None or not (use_cells and use_tiles):
+        w = 0.5 if tile_weight is None else tile_weight
+        scores, tuned, _ = run(w)
+        return w, scores, tuned, {}
+    results = {w: run(w) for w in TILE_WEIGHTS}
+    best = max(TILE_WEIGHTS, key=lambda w: results[w][2])  # ties: the first
+    return best, results[best][0], results[best][1], {w: r[2] for w, r in results.items()}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model folder of an ensemble and its share of the average."""
+
+    folder: Path
+    weight: float
+
+
+def expand_members(folders: Sequence[str | Path], weights: Sequence[float] | None = None) -> list[Member]:
+    """The plain model folders behind ``folders``, with their weights (summing to 1).
+
+    A folder with ``ensemble.json`` stands for its members, which share its weight.
+
+    Raises:
+        HPAConfigError: weights do not match the folders, or are not positive.
+    """
+    if weights is not None and len(weights) != len(folders):
+        raise HPAConfigError(
+            f"--model-weights gives {len(weights)} weights for {len(folders)} --model folders"
+        )
+    w = np.asarray(weights if weights is not None else [1.0] * len(folders), dtype=np.float64)
+    if (w <= 0).any() or not np.isfinite(w).all():
+        raise HPAConfigError(f"--model-weights must be positive, got {list(w)}")
+    w = w / w.sum()
+    out: list[Member] = []
+    for folder, share in zip(folders, w):
+        folder = Path(folder)
+        spec = read_ensemble(folder)
+        if spec is None:
+            out.append(Member(folder, float(share)))
+            continue
+        inner = np.asarray(spec["weights"], dtype=np.float64)
+        inner = inner / inner.sum()
+        out += [Member(folder / m, float(share * v)) for m, v in zip(spec["members"], inner)]
+    return out
+
+
+def read_ensemble(folder: str | Path) -> dict[str, Any] | None:
+    """A folder's ``ensemble.json``, or None for a plain model folder.
+
+    Raises:
+        HPAConfigError: the file is malformed or names a missing member.
+    """
+    path = Path(folder) / ENSEMBLE_FILE
+    if not path.is_file():
+        return None
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        members, weights = list(spec["members"]), list(spec["weights"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise HPAConfigError(f"{path}: malformed ensemble file ({exc})") from exc
+    if not members or len(weights) != len(members):
+        raise HPAConfigError(f"{path}: needs members and one weight per member")
+    for m in members:
+        if not (Path(folder) / m).is_dir():
+            raise HPAConfigError(f"{path}: member {m} is missing (an unfinished --folds run?)")
+    return spec
+
+
+class EnsembleNet(nn.Module):
+    """Members' networks behind one forward pass: the weighted mean of their probabilities.
+
+    Input: ``(B, 4, S, S)`` float views scaled to [0, 1] (the ensemble's config has mean
+    0, std 1 and the four stains). Each member resizes them to its crop size, mixes its
+    channels, normalises with its statistics and scores them. Output: the logit of the
+    mean probability, so :func:`hpa.classification.inference.score_views` (which applies
+    the sigmoid) returns the mean probability.
+    """
+
+    def __init__(self, nets: Sequence[nn.Module], configs: Sequence[ModelConfig], weights: Sequence[float]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+        self.sizes = [c.crop.crop_size for c in configs]
+        self.weights = [float(w) for w in weights]
+        self.num_classes = configs[0].num_classes
+        for k, c in enumerate(configs):
+            self.register_buffer(f"mix{k}", torch.from_numpy(channel_matrix(c.channels)), persistent=False)
+            self.register_buffer(f"mean{k}", torch.tensor(c.mean).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer(f"std{k}", torch.tensor(c.std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for k, net in enumerate(self.nets):
+            v = x.float()
+            if self.sizes[k] != v.shape[-1]:
+                v = F.interpolate(v, size=self.sizes[k], mode="bilinear", antialias=True, align_corners=False)
+            v = torch.einsum("oc,bchw->bohw", getattr(self, f"mix{k}"), v)
+            v = (v - getattr(self, f"mean{k}")) / getattr(self, f"std{k}")
+            p = torch.sigmoid(net(v.contiguous(memory_format=torch.channels_last)).float()) * self.weights[k]
+            total = p if total is None else total + p
+        assert total is not None
+        return torch.logit(total.clamp(1e-7, 1 - 1e-7))
+
+
+_SHARED = ("class_names", "use_cells", "use_tiles")
+_SHARED_CROP = ("margin", "mask_outside", "tile_grids", "scale")
+
+
+def _check_compatible(members: Sequence[Member], configs: Sequence[ModelConfig]) -> None:
+    first, base = members[0].folder, configs[0]
+    for m, c in zip(members[1:], configs[1:]):
+        for name in _SHARED:
+            if getattr(c, name) != getattr(base, name):
+                raise HPAConfigError(f"{m.folder} and {first} differ in {name}: they cannot be averaged")
+        for name in _SHARED_CROP:
+            if getattr(c.crop, name) != getattr(base.crop, name):
+                raise HPAConfigError(
+                    f"{m.folder} and {first} cut their views differently ({name}): they cannot be averaged"
+                )
+
+
+def load_predictor(
+    folders: Sequence[str | Path], weights: Sequence[float] | None = None, device: str = "cpu"
+) -> tuple[nn.Module, ModelConfig, np.ndarray]:
+    """The network, config and thresholds that ``hpa predict`` uses for ``--model`` folders.
+
+    One plain model folder is loaded as it is. Otherwise the members are averaged by an
+    :class:`EnsembleNet`; thresholds and tile weight are, in order of preference: those
+    of a single fold folder (tuned on its out-of-fold scores); re-tuned on the
+    weighted mean of the members' out-of-fold scores when every folder has them for
+    the same views; else the weighted mean of the folders' own (logged).
+
+    Returns:
+        ``(model, config, thresholds)``; ``config`` describes the views to cut.
+    """
+    members = expand_members(folders, weights)
+    if len(folders) == 1 and len(members) == 1:
+        model, cfg = load_model(members[0].folder, device)
+        return model, cfg, _thresholds_of(members[0].folder, cfg)
+    configs = [load_model_config(m.folder) for m in members]
+    _check_compatible(members, configs)
+    nets = [load_model(m.folder, device)[0] for m in members]
+    base = configs[0]
+    size = max(c.crop.crop_size for c in configs)
+    specs = [read_ensemble(f) for f in folders]
+    if len(folders) == 1 and specs[0] is not None:
+        tile_weight = float(specs[0]["tile_weight"])
+        thresholds = _thresholds_of(Path(folders[0]), base)
+        log.info("%s: %d folds averaged, out-of-fold thresholds", folders[0], len(members))
+    else:
+        tile_weight, thresholds = _combined_thresholds(folders, weights, specs, base)
+    cfg = replace(
+        base,
+        backbone="+".join(dict.fromkeys(c.backbone for c in configs)),
+        in_chans=len(CHANNELS),
+        channels=CHANNELS,
+        mean=(0.0,) * len(CHANNELS),
+        std=(1.0,) * len(CHANNELS),
+        crop=replace(base.crop, crop_size=size),
+        tile_weight=tile_weight,
+    )
+    net = EnsembleNet(nets, configs, [m.weight for m in members]).to(device).eval()
+    return net, cfg, thresholds
+
+
+def _thresholds_of(folder: Path, cfg: ModelConfig) -> np.ndarray:
+    thresholds, names = load_thresholds(folder / THRESHOLDS_FILE)
+    if tuple(names) != tuple(cfg.class_names):
+        raise HPAConfigError(f"{folder}: thresholds.json classes differ from config.json classes")
+    return thresholds
+
+
+def _combined_thresholds(
+    folders: Sequence[str | Path],
+    weights: Sequence[float] | None,
+    specs: Sequence[dict[str, Any] | None],
+    base: ModelConfig,
+) -> tuple[float, np.ndarray]:
+    """Tile weight and thresholds of several folders (see :func:`load_predictor`)."""
+    w = np.asarray(weights if weights is not None else [1.0] * len(folders), dtype=np.float64)
+    w = w / w.sum()
+    oof = [_read_oof(Path(f), base) if s is not None else None for f, s in zip(folders, specs)]
+    if all(o is not None for o in oof):
+        tables = [o[0] for o in oof if o is not None]
+        keys = [t.set_index(VIEW_KEY).index for t in tables]
+        same = all(len(k) == len(keys[0]) and k.sort_values().equals(keys[0].sort_values()) for k in keys)
+        if same:
+            return _retune(tables, oof, w, specs, base, folders)
+        log.warning("the folders' out-of-fold scores cover different views; using their mean thresholds")
+    else:
+        log.warning(
+            "not every --model folder has out-of-fold scores (train with --folds K and no --fold); "
+            "using the weighted mean of their thresholds and tile weights"
+        )
+    thresholds = sum(
+        wk * _thresholds_of(Path(f), load_model_config(_first_member(f))) for f, wk in zip(folders, w)
+    )
+    tile_weight = float(
+        sum(
+            wk * (float(s["tile_weight"]) if s is not None else load_model_config(f).tile_weight)
+            for f, s, wk in zip(folders, specs, w)
+        )
+    )
+    return tile_weight, np.asarray(thresholds, dtype=np.float64)
+
+
+def _first_member(folder: str | Path) -> Path:
+    spec = read_ensemble(folder)
+    return Path(folder) / spec["members"][0] if spec is not None else Path(folder)
+
+
+def _read_oof(folder: Path, base: ModelConfig) -> tuple[pd.DataFrame, Any] | None:
+    views, labels = folder / OOF_VIEWS_FILE, folder / OOF_LABELS_FILE
+    if not (views.is_file() and labels.is_file()):
+        return None
+    return pd.read_parquet(views), read_labels(labels)
+
+
+def _retune(
+    tables: list[pd.DataFrame],
+    oof: list[Any],
+    w: np.ndarray,
+    specs: Sequence[dict[str, Any] | None],
+    base: ModelConfig,
+    folders: Sequence[str | Path],
+) -> tuple[float, np.ndarray]:
+    cols = list(base.class_names)
+    first = tables[0].sort_values(VIEW_KEY).reset_index(drop=True)
+    probs = np.zeros((len(first), len(cols)), np.float64)
+    for t, wk in zip(tables, w):
+        probs += wk * t.sort_values(VIEW_KEY)[cols].to_numpy(np.float64)
+    labels = oof[0][1]
+    shrink = float(specs[0]["threshold_shrink"]) if specs[0] is not None else 0.0
+    tile_weight, _, tuned, _ = tune_on_views(
+        first[VIEW_KEY], probs.astype(np.float32), labels.ids, labels.y, base.pooling,
+        base.use_cells, base.use_tiles, None, shrink,
+    )  # fmt: skip
+    log.info(
+        "thresholds and tile weight (%.2f) re-tuned on the combined out-of-fold scores of %s",
+        tile_weight,
+        ", ".join(map(str, folders)),
+    )
+    return tile_weight, tuned.thresholds

@@ -1,0 +1,178 @@
+"""``hpa train-cells --folds K`` without ``--fold``: every fold, out-of-fold thresholds.
+
+Fold ``k`` is trained into ``OUT/fold-<k>/``, a complete model folder validated on the
+``k``-th part of the images. Every training image is validated by exactly one fold, so
+the folds' validation scores together are out-of-fold scores for all of them: the
+tile weight and the per-class thresholds are tuned on those (all the images, not one
+fold's fifth), and ``OUT`` becomes an ensemble that ``hpa predict --model OUT``
+averages. A rerun skips finished folds and resumes an interrupted one from its
+``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from hpa.config import save_json, to_dict
+from hpa.errors import HPAConfigError
+from hpa.io import Labels, atomic_path, write_labels, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+#: Settings that may differ between a finished fold and a rerun without invalidating it.
+_FREE = {"fold", "workers", "device", "precision", "world_size", "max_steps"}
+
+
+def fold_dir(out: str | Path, k: int) -> Path:
+    """The model folder of fold ``k``."""
+    return Path(out) / f"fold-{k}"
+
+
+def _check_same_settings(folder: Path, cfg: Any) -> None:
+    """Refuse to reuse a fold folder trained with other settings (naming the first difference)."""
+    path = folder / "train_config.yaml"
+    if not path.is_file():
+        return
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for key, value in to_dict(cfg).items():
+        if key in _FREE or (key == "epochs" and value is None):
+            continue
+        if key in saved and saved[key] != value:
+            raise HPAConfigError(
+                f"{path}: this fold was trained with {key}={saved[key]!r}, the run asks for {value!r}; "
+                "use another --out, or remove the folder"
+            )
+
+
+def train_folds(
+    images: str | Path | Mapping[str, str | Path],
+    labels: Labels,
+    masks: str | Path | Mapping[str, str | Path],
+    out: str | Path,
+    cfg: Any,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    channel_map: Any = None,
+) -> dict[str, Any]:
+    """Train every fold of ``cfg.folds`` and tune the thresholds on the out-of-fold scores.
+
+    Args:
+        images, labels, masks: as :func:`hpa.pipelines.train.train_model`.
+        out: the ensemble folder (``fold-<k>/``, ``ensemble.json``, ``thresholds.json``,
+            ``oof_image_scores.csv``, ``oof_view_scores.parquet``, ``oof_labels.csv``,
+            ``metrics.json``).
+        cfg: a :class:`hpa.classification.train.TrainConfig`; ``cfg.fold`` is ignored.
+        cache_root: crop cache folder, shared by the folds.
+        channel_map: which channel of a multi-channel TIFF is which (:mod:`hpa.io_tiff`).
+
+    Returns:
+        The metrics written to ``OUT/metrics.json`` (out-of-fold macro F1, per class,
+        each fold's validation F1 and time).
+    """
+    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report, save_thresholds
+    from hpa.classification.ensemble import (
+        ENSEMBLE_FILE,
+        OOF_IMAGES_FILE,
+        OOF_LABELS_FILE,
+        OOF_VIEWS_FILE,
+        tune_on_views,
+    )
+    from hpa.classification.model import THRESHOLDS_FILE
+    from hpa.pipelines.train import train_model
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fold_metrics = []
+    for k in range(cfg.folds):
+        folder = fold_dir(out, k)
+        _check_same_settings(folder, cfg)
+        if (folder / "metrics.json").is_file():
+            log.info("fold %d of %d: finished earlier in %s, kept", k + 1, cfg.folds, folder)
+            fold_metrics.append(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
+            continue
+        resume = (folder / "last.ckpt").is_file()
+        log.info("fold %d of %d -> %s%s", k + 1, cfg.folds, folder, " (resumed)" if resume else "")
+        fold_metrics.append(
+            train_model(
+                images,
+                labels,
+                masks,
+                folder,
+                replace(cfg, fold=k),
+                cache_root,
+                resume=resume,
+                progress=progress,
+                channel_map=channel_map,
+            )
+        )
+
+    cols = list(labels.class_names)
+    views = pd.concat(
+        [pd.read_parquet(fold_dir(out, k) / "val_cell_scores.parquet") for k in range(cfg.folds)],
+        ignore_index=True,
+    )
+    ids = list(
+        pd.concat([pd.read_csv(fold_dir(out, k) / "val_image_scores.csv", usecols=["Id"], dtype=str)
+                   for k in range(cfg.folds)])["Id"]
+    )  # fmt: skip
+    if len(set(ids)) != len(ids):
+        raise HPAConfigError(
+            f"{out}: an image is validated by two folds; the fold folders come from other runs"
+        )
+    oof_labels = labels.subset(ids)
+    probs = views[cols].to_numpy(np.float32)
+    tile_weight, scores, tuned, selection = tune_on_views(
+        views, probs, ids, oof_labels.y, cfg.pooling, cfg.use_cells, cfg.use_tiles, cfg.tile_weight,
+        cfg.threshold_shrink,
+    )  # fmt: skip
+    y_pred = apply_thresholds(scores, tuned.thresholds)
+    report = per_class_report(oof_labels.y, y_pred, cols)
+    metrics = {
+        "oof_macro_f1": macro_f1(oof_labels.y, y_pred),
+        "n_images": len(ids),
+        "folds": cfg.folds,
+        "tile_weight": tile_weight,
+        "tile_weight_selection": {str(w): f for w, f in selection.items()},
+        "fold_val_macro_f1": [float(m["val_macro_f1"]) for m in fold_metrics],
+        "fold_train_seconds": [float(m["train_seconds"]) for m in fold_metrics],
+        "seconds": time.perf_counter() - t0,
+        "per_class": report.to_dict(orient="records"),
+    }
+    with atomic_path(out / OOF_VIEWS_FILE) as tmp:
+        views.to_parquet(tmp, index=False)
+    image_table = pd.concat([pd.DataFrame({"Id": ids}), pd.DataFrame(scores, columns=cols)], axis=1)
+    write_text_atomic(out / OOF_IMAGES_FILE, image_table.to_csv(index=False))
+    write_labels(out / OOF_LABELS_FILE, oof_labels)
+    save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
+    save_json(out / "metrics.json", metrics)
+    save_json(
+        out / ENSEMBLE_FILE,
+        {
+            "members": [fold_dir(out, k).name for k in range(cfg.folds)],
+            "weights": [1.0] * cfg.folds,
+            "tile_weight": tile_weight,
+            "pooling": cfg.pooling,
+            "threshold_shrink": cfg.threshold_shrink,
+        },
+    )
+    log.info(
+        "%d folds in %s: out-of-fold macro F1 %.4f over %d images (tile weight %.2f); %.0f s",
+        cfg.folds,
+        out,
+        metrics["oof_macro_f1"],
+        len(ids),
+        tile_weight,
+        metrics["seconds"],
+    )
+    return metrics
