@@ -9,7 +9,8 @@
   confidence column per 2021 class, ``predicted`` (2021 classes called for the cell);
 - ``thresholds_2021.json``: the thresholds behind ``predicted``.
 
-A cell is called for a localisation when its confidence reaches the class's threshold
+A cell is called for a localisation when its confidence is over the class's threshold
+(``>``, :func:`hpa.aggregation.apply_thresholds`, as for images)
 put through the same cell-score rule (``t`` for ``cell``, ``image`` and ``geometric``,
 ``t * t`` for ``product``); a 2018 model's 2021 threshold is the lowest of its sources'.
 A cell called for no localisation is called Negative.
@@ -42,7 +43,7 @@ from hpa.aggregation.single_cell import (
     to_2021_scores,
 )
 from hpa.aggregation.submission_2021 import read_submission_2021, write_submission_2021
-from hpa.aggregation.thresholds import load_thresholds, save_thresholds
+from hpa.aggregation.thresholds import apply_thresholds, load_thresholds, save_thresholds
 from hpa.constants import CLASS_NAMES_2018, CLASS_NAMES_2021
 from hpa.errors import HPAConfigError, HPADataError
 from hpa.io import atomic_path, check_image_id, read_label_image
@@ -114,7 +115,7 @@ def call_cells(confidence: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
         >>> [np.flatnonzero(r).tolist() for r in call_cells(conf, np.full(19, 0.5))]
         [[3], [18]]
     """
-    called = np.asarray(confidence) >= np.asarray(thresholds)[None, :]
+    called = apply_thresholds(np.asarray(confidence), np.asarray(thresholds), fill_top=False).astype(bool)
     called[:, NEGATIVE] = ~called[:, :NEGATIVE].any(axis=1)
     return called
 
