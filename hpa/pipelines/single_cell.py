@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 #: Output formats of ``hpa predict --format``.
 FORMATS = ("2018", "2021", "both")
 #: Default ``--cell-score``: chosen by ``benchmarks/single_cell_bench.py`` (RESULTS.md).
-DEFAULT_CELL_SCORE = "product"
+DEFAULT_CELL_SCORE = "image"
 #: Default lowest confidence listed in a PredictionString.
 DEFAULT_MIN_SCORE = 0.01
 SUBMISSION_2021 = "submission_2021.csv"

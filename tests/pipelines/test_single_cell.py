@@ -73,7 +73,7 @@ def test_2021_model_writes_the_2021_format_by_default(tiny_dataset, models, tmp_
         assert (row.width, row.height) == (labels.shape[1], labels.shape[0])
         decoded = {}
         for cls, conf, text in row.predictions:
-            assert 0 <= cls < 19 and conf >= 0.01**2  # the default floor through the product rule
+            assert 0 <= cls < 19 and conf >= 0.01**2  # the floor, at most squared by the rule
             decoded.setdefault(text, decode_mask(text, row.height, row.width))
         # every cell of the SEG_DIR decodes back from the submission with IoU 1.0
         found = {int(np.unique(labels[m])[0]) for m in decoded.values() if len(np.unique(labels[m])) == 1}
