@@ -317,7 +317,7 @@ def _add_single_cell_output(p: argparse.ArgumentParser) -> None:
         choices=("cell", "image", "product", "geometric"),
         default=None,
         help="a cell's 2021 confidence: its own probability, its image's, their product or "
-        "geometric mean (default: product, chosen by benchmarks/single_cell_bench.py)",
+        "geometric mean (default: image, chosen by benchmarks/single_cell_bench.py)",
     )
     g.add_argument(
         "--min-cell-score",

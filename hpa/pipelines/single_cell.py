@@ -4,7 +4,8 @@
 ``image_scores.csv``, ``thresholds.json``, ``config.yaml``) and its SEG_DIR into:
 
 - ``submission_2021.csv``: ``ID,ImageWidth,ImageHeight,PredictionString``, every Id in
-  the run's order, each cell once per class whose confidence reaches ``min_score``;
+  the run's order, each cell once per class whose confidence reaches ``min_score`` (put
+  through the rule: its square for ``product``);
 - ``cell_predictions_2021.parquet``: ``image_id, cell_id`` and the bounding box, one
   confidence column per 2021 class, ``predicted`` (2021 classes called for the cell);
 - ``thresholds_2021.json``: the thresholds behind ``predicted``.
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 #: Output formats of ``hpa predict --format``.
 FORMATS = ("2018", "2021", "both")
 #: Default ``--cell-score``: chosen by ``benchmarks/single_cell_bench.py`` (RESULTS.md).
-DEFAULT_CELL_SCORE = "product"
+DEFAULT_CELL_SCORE = "image"
 #: Default lowest confidence listed in a PredictionString.
 DEFAULT_MIN_SCORE = 0.01
 SUBMISSION_2021 = "submission_2021.csv"
@@ -153,7 +154,9 @@ def write_single_cell(
     Args:
         pred_dir: PRED_DIR of ``hpa predict``.
         cell_score: ``cell``, ``image``, ``product`` or ``geometric``.
-        min_score: the lowest confidence listed in the submission.
+        min_score: the lowest confidence listed in the submission, on the probability
+            scale: put through the rule like the thresholds (``min_score ** 2`` for
+            ``product``).
         progress: show a progress bar.
         masks_dir: the run's SEG_DIR where it is not yet where ``config.yaml`` says
             (``hpa predict`` writes a run beside its final folder, then swaps it in).
@@ -179,6 +182,9 @@ def write_single_cell(
     confidence = cell_confidence(cell_2021, image_rows, cell_score)
     t2021 = thresholds_2021(thresholds, names, cell_score)
     called = call_cells(confidence, t2021)
+    # the floor is on the probability scale, put through the rule like the thresholds, so
+    # that product and geometric list the same pairs (else product would drop more)
+    floor = float(cell_confidence(np.array([[min_score]]), np.array([[min_score]]), cell_score)[0, 0])
 
     rows_of = cells.groupby(cells["image_id"].astype(str), sort=False).indices
     rows: list[tuple[str, int | None, int | None, str]] = []
@@ -192,7 +198,7 @@ def write_single_cell(
         cell_ids = cells["cell_id"].to_numpy()[idx].astype(int).tolist()
         masks = encode_cells(labels, cell_ids)
         rows.append((image_id, labels.shape[1], labels.shape[0],
-                     prediction_string(cell_ids, confidence[idx], masks, min_score)))  # fmt: skip
+                     prediction_string(cell_ids, confidence[idx], masks, floor)))  # fmt: skip
     out = pred_dir / SUBMISSION_2021
     write_submission_2021(out, rows)
 

@@ -73,7 +73,7 @@ def test_2021_model_writes_the_2021_format_by_default(tiny_dataset, models, tmp_
         assert (row.width, row.height) == (labels.shape[1], labels.shape[0])
         decoded = {}
         for cls, conf, text in row.predictions:
-            assert 0 <= cls < 19 and conf >= 0.01
+            assert 0 <= cls < 19 and conf >= 0.01**2  # the floor, at most squared by the rule
             decoded.setdefault(text, decode_mask(text, row.height, row.width))
         # every cell of the SEG_DIR decodes back from the submission with IoU 1.0
         found = {int(np.unique(labels[m])[0]) for m in decoded.values() if len(np.unique(labels[m])) == 1}
@@ -100,11 +100,19 @@ def test_2018_model_both_formats_every_rule_and_evaluation(tiny_dataset, models,
             spread = table.groupby("image_id")[list(CLASS_NAMES_2021)].std().fillna(0).to_numpy()
             assert spread.max() < 1e-6
     assert len(set(scores.values())) > 1  # the rules rank cells differently
+    assert scores["product"] == pytest.approx(scores["geometric"], abs=1e-12)  # same ranking
     # the CLI reports the same mAP as JSON
     cmd = [sys.executable, "-m", "hpa", "evaluate", str(out / "submission_2021.csv"), "--format", "2021",
            "--truth", str(truth_dir), "--json"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)["map"] == pytest.approx(scores["geometric"], abs=1e-12)
+    # the listing floor goes through the rule too: product and geometric list the same pairs
+    listed = {}
+    for rule in ("product", "geometric"):
+        write_single_cell(out, rule, min_score=0.3, progress=False)
+        rows = read_submission_2021(out / "submission_2021.csv")
+        listed[rule] = [(r.image_id, c, m) for r in rows for c, _, m in r.predictions]
+    assert listed["product"] == listed["geometric"] and len(listed["product"]) > 0
 
 
 def test_evaluate_2021_needs_truth_and_checks_sizes(tiny_dataset, truth_dir, tmp_path):
