@@ -15,7 +15,6 @@ Three rules every command follows (docs/reliability.md):
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import json
 import logging
@@ -130,9 +129,8 @@ _RENAME_EXCHANGE = 2
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap the names ``a`` and ``b`` in one step (Linux renameat2); False where unsupported."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
+    try:  # the C library already loaded in this process (find_library would start ldconfig)
+        libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
