@@ -81,7 +81,7 @@ def negative_score(scores: np.ndarray) -> np.ndarray:
         ``(N,)`` float32 in [0, 1]; 1 for a row of zeros.
 
     Example:
-        >>> negative_score(np.array([[0.2, 0.7], [0.0, 0.0]])).round(2).tolist()
+        >>> negative_score(np.array([[0.2, 0.7], [0.0, 0.0]])).astype(float).round(2).tolist()
         [0.3, 1.0]
     """
     s = np.asarray(scores, dtype=np.float32)
@@ -179,7 +179,7 @@ def cell_confidence(cell: np.ndarray, image: np.ndarray, rule: str) -> np.ndarra
 
     Example:
         >>> c, i = np.array([[0.9, 0.2]]), np.array([[0.4, 0.5]])
-        >>> [cell_confidence(c, i, r).round(2).tolist()[0] for r in CELL_SCORES]
+        >>> [cell_confidence(c, i, r).astype(float).round(2).tolist()[0] for r in CELL_SCORES]
         [[0.9, 0.2], [0.4, 0.5], [0.36, 0.1], [0.6, 0.32]]
     """
     c = np.asarray(cell, dtype=np.float32)
