@@ -114,7 +114,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--pretrained",
         default=None,
         help="imagenet (packaged EfficientNet-Lite0 weights, offline), a local checkpoint, "
-        "'hub' to download, or none (default: by device)",
+        "'hub' to download, or none (random start, the default)",
     )
     m.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: by device)")
     m.add_argument(
