@@ -64,7 +64,7 @@ def test_segment_train_predict_show_report_on_ome_tiff(tiny_dataset, tiffs, tmp_
     hpa(
         "train-cells", "--images", str(tiffs), "--labels", str(tiny_dataset["labels"]), "--masks", str(masks),
         "--out", str(model), "--backbone", "test_resnet", "--crop-size", "32", "--epochs", "1",
-        "--max-steps", "2", "--batch-size", "16", "--folds", "3", "--device", "cpu",
+        "--max-steps", "2", "--batch-size", "16", "--folds", "3", "--fold", "0", "--device", "cpu",
         "--cache", str(tmp_path / "cache"), "--channel-map", MAP,
     )  # fmt: skip
     assert (model / "weights.safetensors").is_file()

@@ -43,7 +43,7 @@ from reliability_helpers import (
 TRIALS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
 
 TRAIN_FLAGS = (
-    "--backbone", "test_resnet", "--crop-size", "32", "--epochs", "2", "--batch-size", "16", "--folds", "2",
+    "--backbone", "test_resnet", "--crop-size", "32", "--epochs", "2", "--batch-size", "16", "--folds", "2", "--fold", "0",
     "--workers", "2", "--device", "cpu", "--seed", "0", "--lr", "0.001",
 )  # fmt: skip
 

@@ -113,7 +113,7 @@ def _kill_case(tmp_path: Path, kind: str) -> tuple[list[str], Path]:
     cmd = hpa_cmd(
         "train-cells", "--images", images, "--labels", labels, "--masks", seg, "--out", out,
         "--cache", tmp_path / "cache", "--backbone", "test_resnet", "--crop-size", "32", "--epochs", "1",
-        "--folds", "2", "--workers", "2", "--device", "cpu",
+        "--folds", "2", "--fold", "0", "--workers", "2", "--device", "cpu",
     )  # fmt: skip
     return cmd, tmp_path / "cache"
 
