@@ -16,9 +16,7 @@ The folder is written beside its final name and renamed into place. The ``zarr``
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,8 @@ import pandas as pd
 
 from hpa.constants import CHANNEL_STAINS, CHANNELS
 from hpa.errors import HPAConfigError
+from hpa.io import temp_name
+from hpa.outputs import swap_in
 from hpa.visualization.classes import DIM_COLOUR, cell_calls, class_palette
 
 NGFF_VERSION = "0.4"
@@ -86,7 +86,8 @@ def write_ome_zarr(
     zarr = require_zarr()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = path.parent / temp_name(path.name)  # a killed export's is removed by the next one
+    tmp.mkdir()
     try:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         _write_array(root, "0", np.moveaxis(image, -1, 0), (1, _CHUNK, _CHUNK))
@@ -137,7 +138,7 @@ def write_ome_zarr(
                 },
             }
         )
-        _replace_dir(tmp, path)
+        swap_in(tmp, path)  # an older export of this image is replaced in one step
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
@@ -179,14 +180,3 @@ def _label_properties(
         colors.append({"label-value": cid, "rgba": [int(v) for v in rgb] + [255]})
         properties.append(prop)
     return {"colors": colors, "properties": properties}
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``path``; an older ``path`` is removed after."""
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

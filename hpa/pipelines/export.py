@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from hpa.errors import HPADataError
 from hpa.io import check_image_id, read_label_image
+from hpa.outputs import check_apart
 from hpa.visualization.preddir import PredictionRun, load_prediction_run
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ def export_run(
         run = dataclasses.replace(run, channel_map=channel_map)
     ids = [check_image_id(i) for i in ids] if ids else list(run.ids)
     out = Path(out)
+    # never inside the run (predict replaces PRED_DIR whole) nor its images, whose own
+    # files could carry the names written here
+    check_apart(out, {"PRED_DIR": pred_dir, "--images": images_dir, "the run's images": run.images_dir})
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(images_dir) if images_dir is not None else None
     written, failed = [], {}

@@ -235,3 +235,17 @@ def test_channel_map_flag_overrides_the_run(synthetic_run, tmp_path):
     drawn = [cv2.imread(str(tmp_path / r / "overlays" / "syn.png")) for r in ("r-tif", "r-png")]
     assert drawn[0] is not None
     np.testing.assert_array_equal(drawn[0], drawn[1])
+
+
+def test_export_never_writes_into_the_run_or_its_images(synthetic_run, tmp_path):
+    from hpa.errors import HPAConfigError
+    from hpa.visualization.preddir import load_prediction_run
+
+    images = load_prediction_run(synthetic_run).images_dir
+    assert images is not None
+    before = sorted(p.name for p in images.iterdir())
+    for out in (synthetic_run / "export", images, images / "zarr"):
+        with pytest.raises(HPAConfigError, match="--out"):
+            export_run(synthetic_run, "ome-zarr", out)
+    assert sorted(p.name for p in images.iterdir()) == before
+    assert not (synthetic_run / "export").exists()
