@@ -92,7 +92,13 @@ def test_2018_model_both_formats_every_rule_and_evaluation(tiny_dataset, models,
     for rule in ("cell", "image", "product", "geometric"):
         write_single_cell(out, rule, min_score=0.0, progress=False)
         result = evaluate_2021(out / "submission_2021.csv", truth_dir)
-        assert 0.0 <= result["map"] <= 1.0
+        # the mean over the classes with annotated cells, each AP from matched predictions
+        aps = [c["ap"] for c in result["per_class"] if c["truth_cells"]]
+        assert aps and all(c["ap"] is None for c in result["per_class"] if not c["truth_cells"])
+        assert result["map"] == pytest.approx(float(np.mean(aps)), abs=1e-12)
+        assert all(
+            c["true_positives"] <= min(c["predictions"], c["truth_cells"]) for c in result["per_class"]
+        )
         scores[rule] = result["map"]
         # with every class listed, the image rule gives all cells of an image one confidence
         if rule == "image":

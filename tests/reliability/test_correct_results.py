@@ -281,7 +281,8 @@ def test_evaluate_refuses_a_submission_of_the_other_label_set(tmp_path):
     assert str(labels) in str(info.value)
     labels21 = tmp_path / "labels21.csv"
     write_labels(labels21, Labels(("a", "b"), np.eye(2, 19, dtype=np.uint8), "2021"))
-    assert 0.0 <= evaluate(pred / "submission.csv", labels21)["macro_f1"] <= 1.0
+    # a: 0 and 3 predicted, 0 true; b: 18 predicted, 1 true -> only class 0 scores (F1 1 of 19)
+    assert evaluate(pred / "submission.csv", labels21)["macro_f1"] == pytest.approx(1 / 19, abs=1e-12)
 
 
 # ------------------------------------------------- item 8: model folders are checked ---
