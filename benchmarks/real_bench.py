@@ -86,11 +86,7 @@ ROWS = [
     Row("rgb", "ImageNet start, channels rgb", Probe(channels="rgb")),
     Row("gbr+y", "ImageNet start, channels g,b,r+y", Probe(channels="g,b,r+y")),
     Row("hpav18", "ImageNet start, + 11 HPAv18 samples in every training fold", Probe(extra=True)),
-    Row(
-        "train-default",
-        "hpa train-cells --folds 5 with the no-flag CPU defaults",
-        train=dict(epochs=3),
-    ),
+    Row("train-default", "hpa train-cells --folds 5 with the no-flag CPU defaults (fine-tuned)", train={}),
     Row("crop96", "ImageNet start, 96 px crops", Probe(crop_size=96)),
     Row("crop128", "ImageNet start, 128 px crops", Probe(crop_size=128)),
 ]
