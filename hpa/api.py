@@ -237,6 +237,8 @@ class Classifier:
             tta=tta,
             precision=self.precision,
             mix=None if is_identity(self.config.channels) else channel_matrix(self.config.channels),
+            intensity=self.config.intensity,
+            size=self.config.network_size,
         )
         index = views_index(views)
         cfg = self.config

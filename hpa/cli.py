@@ -228,6 +228,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="input channels: rgby, rgb, gby, or merges such as g,b,r+y (r+y = their mean); default rgby",
     )
     m.add_argument(
+        "--input-size",
+        type=_at_least(8),
+        default=None,
+        help="network input side: crops are cut at --crop-size and resized to it (default: by device)",
+    )
+    m.add_argument(
+        "--intensity",
+        choices=("dataset", "view"),
+        default=None,
+        help="scale views to [0, 1] by the dtype's maximum (dataset) or by each view's own bright "
+        "end (view: the pattern, not the exposure; default: by device)",
+    )
+    m.add_argument(
         "--crop-scale",
         choices=("box", "image"),
         default=None,
@@ -238,6 +251,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=_POSITIVE, default=None, help="batch size (default: by device)")
     t.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate")
     t.add_argument("--loss", choices=("bce", "focal", "softf1", "focal+softf1"), default=None)
+    t.add_argument(
+        "--freeze-epochs",
+        type=int,
+        default=None,
+        help="epochs with the pretrained backbone frozen; -2 = all (the head is fitted on features "
+        "computed once), -1 = 1 with pretrained weights (default: by device)",
+    )
     t.add_argument(
         "--folds",
         type=_at_least(2),

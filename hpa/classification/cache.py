@@ -320,19 +320,30 @@ def _build(
 
 
 def channel_stats(
-    cache: CropCache, rows: np.ndarray, max_views: int = 2000, seed: int = 0, mix: np.ndarray | None = None
+    cache: CropCache,
+    rows: np.ndarray,
+    max_views: int = 2000,
+    seed: int = 0,
+    mix: np.ndarray | None = None,
+    intensity: str = "dataset",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of the [0, 1]-scaled views in ``rows`` (a random subset).
 
     Args:
         mix: ``(C, 4)`` channel mixing matrix; the statistics are those of the mixed inputs.
+        intensity: how views are scaled to [0, 1] (:func:`hpa.classification.model.unit_views`).
 
     Returns:
         ``(mean, std)``, each ``(C,)`` float64 (``(4,)`` without ``mix``).
     """
+    import torch
+
+    from hpa.classification.model import unit_views
+
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(rows, size=min(max_views, len(rows)), replace=False))
-    x = np.asarray(cache.views[pick], dtype=np.float64) / cache.scale
+    raw = torch.from_numpy(np.asarray(cache.views[pick], dtype=np.float32)).permute(0, 3, 1, 2)
+    x = unit_views(raw, cache.scale, intensity).permute(0, 2, 3, 1).numpy().astype(np.float64)
     if mix is not None:
         x = x @ np.asarray(mix, dtype=np.float64).T
     mean = x.mean(axis=(0, 1, 2))

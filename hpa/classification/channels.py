@@ -33,9 +33,12 @@ def parse_channels(spec: str) -> tuple[str, ...]:
     ('green', 'blue', 'red+yellow')
     >>> parse_channels("rgb")
     ('red', 'green', 'blue')
+    >>> parse_channels("green"), parse_channels("g")
+    (('green',), ('green',))
     """
     text = spec.strip().lower()
-    items = text.split(",") if "," in text or "+" in text else list(text)
+    whole_names = "," in text or "+" in text or text in CHANNELS
+    items = text.split(",") if whole_names else list(text)
     out: list[str] = []
     used: list[str] = []
     for item in items:

@@ -80,6 +80,8 @@ class BatchLoader:
             rows with replacement in proportion to them (rare classes oversampled).
         mix: ``(C, 4)`` channel mixing matrix (:func:`hpa.classification.channels.channel_matrix`);
             None = the four stains as they are. ``mean`` and ``std`` are then ``(C,)``.
+        intensity: how views are scaled to [0, 1] (:func:`hpa.classification.model.unit_views`).
+        size: the network's input side (views are resized to it); None = as cut.
     """
 
     def __init__(
@@ -100,6 +102,8 @@ class BatchLoader:
         world: World | None = None,
         weights: np.ndarray | None = None,
         mix: np.ndarray | None = None,
+        intensity: str = "dataset",
+        size: int | None = None,
     ):
         self.views, self.rows, self.targets = views, np.asarray(rows), targets
         self.batch_size, self.scale, self.device = batch_size, scale, device
@@ -110,6 +114,7 @@ class BatchLoader:
         self.world = world or World()
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.mix = None if mix is None else torch.as_tensor(mix, dtype=torch.float32, device=device)
+        self.intensity, self.size = intensity, size
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -154,7 +159,15 @@ class BatchLoader:
             if isinstance(item, Exception):
                 raise item
             x, y = item
-            x = normalise(x.to(self.device, non_blocking=True), self.mean, self.std, self.scale, self.mix)
+            x = normalise(
+                x.to(self.device, non_blocking=True),
+                self.mean,
+                self.std,
+                self.scale,
+                self.mix,
+                self.intensity,
+                self.size,
+            )
             if self.augment:
                 x = augment(x, gen, self.jitter)
             yield x, (None if y is None else y.to(self.device, non_blocking=True))

@@ -26,13 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hpa.aggregation import ThresholdResult, load_thresholds, tune_thresholds
 from hpa.classification.channels import channel_matrix
 from hpa.classification.inference import pool_views
-from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, load_model, load_model_config
+from hpa.classification.model import (
+    THRESHOLDS_FILE,
+    ModelConfig,
+    load_model,
+    load_model_config,
+    resize_views,
+    unit_views,
+)
 from hpa.constants import CHANNELS
 from hpa.errors import HPAConfigError
 from hpa.io import read_labels
@@ -163,7 +169,8 @@ class EnsembleNet(nn.Module):
     def __init__(self, nets: Sequence[nn.Module], configs: Sequence[ModelConfig], weights: Sequence[float]):
         super().__init__()
         self.nets = nn.ModuleList(nets)
-        self.sizes = [c.crop.crop_size for c in configs]
+        self.sizes = [c.network_size for c in configs]
+        self.intensities = [c.intensity for c in configs]
         self.weights = [float(w) for w in weights]
         self.num_classes = configs[0].num_classes
         for k, c in enumerate(configs):
@@ -174,11 +181,10 @@ class EnsembleNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total: torch.Tensor | None = None
         for k, net in enumerate(self.nets):
-            v = x.float()
-            if self.sizes[k] != v.shape[-1]:
-                v = F.interpolate(v, size=self.sizes[k], mode="bilinear", antialias=True, align_corners=False)
+            # x is in [0, 1] already; "view" scaling does not depend on the dtype's maximum
+            v = unit_views(x.float(), 1.0, self.intensities[k])
             v = torch.einsum("oc,bchw->bohw", getattr(self, f"mix{k}"), v)
-            v = (v - getattr(self, f"mean{k}")) / getattr(self, f"std{k}")
+            v = resize_views((v - getattr(self, f"mean{k}")) / getattr(self, f"std{k}"), self.sizes[k])
             p = torch.sigmoid(net(v.contiguous(memory_format=torch.channels_last)).float()) * self.weights[k]
             total = p if total is None else total + p
         assert total is not None
@@ -241,6 +247,8 @@ def load_predictor(
         std=(1.0,) * len(CHANNELS),
         crop=replace(base.crop, crop_size=size),
         tile_weight=tile_weight,
+        intensity="dataset",  # the members scale, resize and normalise their own inputs
+        input_size=None,
     )
     net = EnsembleNet(nets, configs, [m.weight for m in members]).to(device).eval()
     return net, cfg, thresholds

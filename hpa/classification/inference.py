@@ -73,6 +73,8 @@ def score_views(
     tta: int = 1,
     precision: str = "auto",
     mix: np.ndarray | None = None,
+    intensity: str = "dataset",
+    size: int | None = None,
 ) -> np.ndarray:
     """Class probabilities of views.
 
@@ -87,6 +89,8 @@ def score_views(
         tta: number of dihedral transforms averaged (1, 2, 4 or 8).
         precision: ``auto``, ``bf16`` or ``fp32`` (see :func:`resolve_precision`).
         mix: ``(C, 4)`` channel mixing matrix of the model's inputs; None = the four stains.
+        intensity: how views are scaled to [0, 1] (:func:`hpa.classification.model.unit_views`).
+        size: the network's input side (views are resized to it); None = as cut.
 
     Returns:
         ``(len(rows), K)`` float32 probabilities.
@@ -95,7 +99,17 @@ def score_views(
         raise ValueError(f"tta must be 1, 2, 4 or 8, got {tta}")
     rows = np.arange(len(views)) if rows is None else np.asarray(rows)
     loader = BatchLoader(
-        views, rows, None, batch_size, np.asarray(mean), np.asarray(std), scale, device=device, mix=mix
+        views,
+        rows,
+        None,
+        batch_size,
+        np.asarray(mean),
+        np.asarray(std),
+        scale,
+        device=device,
+        mix=mix,
+        intensity=intensity,
+        size=size,
     )
     out = []
     precision = resolve_precision(precision, device)

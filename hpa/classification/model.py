@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hpa.classification.channels import parse_channels
@@ -59,6 +60,11 @@ class ModelConfig:
         pooling: cell-to-image pooling used when tuning the thresholds.
         tile_weight: weight of the tile scores when combined with pooled cell scores.
         use_cells, use_tiles: which views the model was trained on (and predicts with).
+        intensity: how views are scaled to [0, 1] (:func:`unit_views`): ``"dataset"`` (by
+            the dtype's maximum) or ``"view"`` (by each view's own bright end). Folders
+            written before this field existed are ``"dataset"``.
+        input_size: the network's input side; views are cut at ``crop.crop_size`` and
+            resized to it. None = the crop size.
     """
 
     backbone: str
@@ -73,9 +79,16 @@ class ModelConfig:
     tile_weight: float = 0.5
     use_cells: bool = True
     use_tiles: bool = True
+    intensity: str = "dataset"
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         check_model_config(self)
+
+    @property
+    def network_size(self) -> int:
+        """The side of the network's inputs: ``input_size``, else the crop size."""
+        return self.input_size or self.crop.crop_size
 
     @property
     def num_classes(self) -> int:
@@ -179,6 +192,11 @@ def check_model_config(cfg: ModelConfig) -> None:
         isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in crop.tile_grids
     ):
         raise bad("crop.tile_grids", f"expected positive integers, got {list(crop.tile_grids)}")
+    if cfg.intensity not in INTENSITIES:
+        raise bad("intensity", f"expected one of {list(INTENSITIES)}, got {cfg.intensity!r}")
+    size = cfg.input_size
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
+        raise bad("input_size", f"expected an integer >= 8 or null, got {size!r}")
 
 
 def create_model(
@@ -329,17 +347,62 @@ def normalise(
     std: torch.Tensor,
     scale: float,
     mix: torch.Tensor | None = None,
+    intensity: str = "dataset",
+    size: int | None = None,
 ) -> torch.Tensor:
     """``(B, H, W, 4)`` integer views to normalised ``(B, C, H, W)`` float32 network inputs.
 
     Args:
         batch: raw views (uint8 or int32 holding uint16 values).
-        mean, std: ``(C,)`` statistics of the [0, 1]-scaled inputs.
+        mean, std: ``(C,)`` statistics of the inputs after :func:`unit_views` and ``mix``.
         scale: the dtype's maximum (255 or 65535).
         mix: ``(C, 4)`` matrix making the input channels from the stains
             (:func:`hpa.classification.channels.channel_matrix`); None = the four as they are.
+        intensity: ``"dataset"`` or ``"view"`` (:func:`unit_views`).
+        size: the network's input side; views of another side are resized (bilinear).
     """
-    x = batch.permute(0, 3, 1, 2).float().div_(scale)
+    x = unit_views(batch.permute(0, 3, 1, 2).float(), scale, intensity)
     if mix is not None:
         x = torch.einsum("oc,bchw->bohw", mix, x)
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return resize_views(x, size)
+
+
+#: :attr:`ModelConfig.intensity` values.
+INTENSITIES = ("dataset", "view")
+
+#: Quantile of a view's channel that :func:`unit_views` maps to 1 under ``"view"``.
+VIEW_QUANTILE = 0.995
+
+
+def unit_views(x: torch.Tensor, scale: float, intensity: str = "dataset") -> torch.Tensor:
+    """``(B, C, H, W)`` float views of integer values to [0, 1].
+
+    ``"dataset"`` divides by the dtype's maximum, so a dim image stays dim. ``"view"``
+    divides every channel of every view by its own 99.5th percentile (plus one grey
+    level) and clips: the pattern, not the exposure, reaches the network. HPA's green
+    channel is exposed per antibody, so its brightness varies tenfold between images
+    while the pattern is the label; on the 67 real Kaggle images of
+    ``benchmarks/real_bench.py`` this is what lifted frozen ImageNet features above
+    chance (benchmarks/RESULTS.md).
+
+    >>> v = torch.tensor([[[[0.0, 10.0], [20.0, 40.0]]]])
+    >>> round(unit_views(v, 255.0).amax().item(), 3)  # 40 / 255
+    0.157
+    >>> [round(unit_views(k * v, 255.0, "view").amax().item(), 2) for k in (1, 6)]
+    [0.98, 1.0]
+    """
+    x = x / scale
+    if intensity == "dataset":
+        return x
+    if intensity != "view":
+        raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")
+    top = torch.quantile(x.flatten(2), VIEW_QUANTILE, dim=2)[..., None, None]
+    return (x / (top + 1.0 / 255.0)).clamp_(0.0, 1.0)
+
+
+def resize_views(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``(B, C, S, S)`` views resized to ``size`` (bilinear, antialiased); None = as they are."""
+    if size is None or size == x.shape[-1]:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -36,6 +36,7 @@ from hpa.classification.data import BatchLoader
 from hpa.classification.distributed import World, barrier, gather_rows
 from hpa.classification.inference import autocast, pool_views, resolve_precision, score_views
 from hpa.classification.losses import LOSSES, get_loss
+from hpa.classification.model import INTENSITIES
 from hpa.config import check_count
 from hpa.errors import HPAConfigError
 
@@ -91,6 +92,11 @@ class TrainConfig:
         workers: processes cutting crops when the cache is built.
         channels: input channels, as ``--channels`` takes them (``rgby``, ``rgb``,
             ``g,b,r+y``; :func:`hpa.classification.channels.parse_channels`).
+        intensity: how views are scaled to [0, 1]: ``dataset`` (by the dtype's maximum)
+            or ``view`` (by each view's bright end; :func:`hpa.classification.model.unit_views`).
+        input_size: the network's input side; crops are cut at ``crop_size`` and resized
+            to it (ImageNet features need objects near the size they were learnt at).
+            None = ``crop_size``.
     """
 
     backbone: str = "resnet10t"
@@ -124,6 +130,8 @@ class TrainConfig:
     precision: str = "auto"
     workers: int = 2
     channels: str = "rgby"
+    intensity: str = "dataset"
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         counts = {"crop_size": 8, "batch_size": 1, "folds": 2, "fold": 0, "workers": 1, "seed": 0}
@@ -131,6 +139,8 @@ class TrainConfig:
             check_count(getattr(self, name), name, minimum)
         check_count(self.epochs, "epochs", 1, optional=True)
         check_count(self.max_steps, "max_steps", 1, optional=True)
+        check_count(self.input_size, "input_size", 8, optional=True)
+        check_count(self.freeze_epochs, "freeze_epochs", FREEZE_ALL)
         if self.fold >= self.folds:
             raise HPAConfigError(
                 f"fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}"
@@ -143,7 +153,12 @@ class TrainConfig:
             raise HPAConfigError(f"tile_grids must be positive integers, got {list(self.tile_grids)}")
         if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise HPAConfigError(f"lr must be a positive number, got {self.lr!r}")
-        choices = {"pooling": POOLING_METHODS, "crop_scale": CROP_SCALES, "loss": LOSSES}
+        choices = {
+            "pooling": POOLING_METHODS,
+            "crop_scale": CROP_SCALES,
+            "loss": LOSSES,
+            "intensity": INTENSITIES,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise HPAConfigError(
@@ -296,6 +311,8 @@ def evaluate_views(
         batch_size=max(cfg.batch_size, 128),
         precision=cfg.precision,
         mix=data.mix,
+        intensity=cfg.intensity,
+        size=cfg.input_size or cfg.crop_size,
     )
     positions, probs = gather_rows(world, mine, probs)
     probs = probs[np.argsort(positions, kind="stable")]
@@ -358,6 +375,13 @@ def fit(
             (:func:`hpa.pipelines.train.check_resume`).
     """
     world = world or World()
+    if cfg.pretrained and _frozen_epochs(cfg) >= (cfg.epochs or 0) and not world.distributed:
+        # the backbone never changes: embed every view once, train the head on the features
+        from hpa.classification.probe import fit_head
+
+        if resume:
+            log.info("frozen-backbone run: --resume recomputes the features and refits the head")
+        return fit_head(model, data, cfg, on_best)
     device = cfg.device
     model = model.to(device).to(memory_format=torch.channels_last)
     precision = resolve_precision(cfg.precision, device)
@@ -379,6 +403,7 @@ def fit(
         world=world,
         weights=balance_weights(data.train_targets, cfg.balance) if cfg.balance > 0 else None,
         mix=data.mix,
+        intensity=cfg.intensity,
     )
     if cfg.epochs is None:
         raise ValueError("fit needs cfg.epochs; train_model resolves None with auto_epochs")
@@ -548,7 +573,7 @@ def _wrap(model: nn.Module, world: World, device: str) -> nn.Module:
 
 def _epoch_size(cfg: TrainConfig, epoch: int) -> int:
     if not cfg.progressive_sizes:
-        return cfg.crop_size
+        return cfg.input_size or cfg.crop_size
     part = min(
         int(epoch * len(cfg.progressive_sizes) / max(cfg.epochs or 1, 1)), len(cfg.progressive_sizes) - 1
     )

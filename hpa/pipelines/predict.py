@@ -177,6 +177,8 @@ def score_images(
                 tta=tta,
                 precision=precision,
                 mix=mix,
+                intensity=cfg.intensity,
+                size=cfg.network_size,
             )
             offset = 0
             for k in members:

@@ -97,6 +97,9 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
         "max_steps": args.max_steps,
         "workers": args.workers,
         "channels": getattr(args, "channels", None),
+        "input_size": getattr(args, "input_size", None),
+        "intensity": getattr(args, "intensity", None),
+        "freeze_epochs": getattr(args, "freeze_epochs", None),
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     data["pretrained"] = _pretrained_for_backbone(data["backbone"], data.get("pretrained"), explicit)
@@ -263,7 +266,7 @@ def train_model(
         raise HPADataError("no training or no validation views: check the masks and the label file")
     targets = labels.y[[row_of[i] for i in index["image_id"].to_numpy()[train_rows]]].astype(np.float32)
     mix = None if is_identity(channels) else channel_matrix(channels)
-    mean, std = channel_stats(cache, train_rows, seed=cfg.seed, mix=mix)
+    mean, std = channel_stats(cache, train_rows, seed=cfg.seed, mix=mix, intensity=cfg.intensity)
     if cfg.epochs is None:
         cfg = replace(cfg, epochs=auto_epochs(len(train_rows)))
         log.info("epochs: %d (automatic for %d training views)", cfg.epochs, len(train_rows))
@@ -302,6 +305,8 @@ def train_model(
         tile_weight=0.5 if cfg.tile_weight is None else cfg.tile_weight,
         use_cells=cfg.use_cells,
         use_tiles=cfg.use_tiles,
+        intensity=cfg.intensity,
+        input_size=cfg.input_size,
     )
     if world.is_main:
         save_yaml(staging / "train_config.yaml", {**to_dict(cfg), "world_size": world.size})

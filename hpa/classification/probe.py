@@ -1,0 +1,202 @@
+"""Training with a frozen pretrained backbone: embed every view once, fit the head on the features.
+
+When the whole run keeps the backbone frozen (``freeze_epochs: -2`` with pretrained
+weights; the CPU default), every epoch of :func:`hpa.classification.train.fit` would
+push each view through the same fixed network again. Here each view is embedded once
+(eval mode, no augmentation, exactly as :func:`hpa.classification.inference.score_views`
+will see it at prediction time), and the linear head is trained on the cached
+features: the backbone's cost is paid once instead of once per epoch, so a run costs
+about one prediction pass over its views.
+
+The head is fitted on standardised features (mean 0, std 1 per feature over the
+training views), which conditions the problem; the standardisation is then folded into
+the head's weights, so the saved model is the plain timm network and predicts as any
+other model folder does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hpa.classification.data import BatchLoader
+from hpa.classification.inference import autocast, resolve_precision
+from hpa.classification.losses import get_loss
+
+if TYPE_CHECKING:
+    from hpa.classification.train import TrainConfig, TrainData
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def embed_views(
+    model: nn.Module,
+    data: TrainData,
+    rows: np.ndarray,
+    cfg: TrainConfig,
+    desc: str = "embedding",
+) -> np.ndarray:
+    """Pooled backbone features of the cache rows ``rows``.
+
+    Returns:
+        ``(len(rows), D)`` float32 features (timm's ``forward_head(..., pre_logits=True)``).
+    """
+    model.eval()
+    loader = BatchLoader(
+        data.views,
+        rows,
+        None,
+        max(cfg.batch_size, 128),
+        data.mean,
+        data.std,
+        data.scale,
+        device=cfg.device,
+        mix=data.mix,
+        intensity=cfg.intensity,
+        size=cfg.input_size or cfg.crop_size,
+    )
+    precision = resolve_precision(cfg.precision, cfg.device)
+    parts = []
+    for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+        with autocast(cfg.device, precision):
+            f = model.forward_head(  # type: ignore[operator]
+                model.forward_features(x.contiguous(memory_format=torch.channels_last)),  # type: ignore[operator]
+                pre_logits=True,
+            )
+        parts.append(f.float().cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def fit_head(
+    model: nn.Module,
+    data: TrainData,
+    cfg: TrainConfig,
+    on_best: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train the head of ``model`` on frozen features; return the best epoch's model and history.
+
+    The schedule follows ``cfg``: ``epochs`` passes over the training views in batches of
+    ``batch_size`` (rare classes oversampled by ``balance``), AdamW at ``lr`` with
+    ``weight_decay``, cosine decay, the loss ``loss``; after every epoch the validation
+    images are pooled and thresholded as :func:`hpa.classification.train.fit` does, and
+    the best epoch is kept (``on_best`` is called with it).
+    """
+    from hpa.classification.train import balance_weights, score_images
+
+    assert cfg.epochs is not None
+    head = model.get_classifier()  # type: ignore[operator]
+    if not isinstance(head, nn.Linear):
+        raise ValueError(
+            f"{cfg.backbone}: a frozen-backbone run needs a linear head, got {type(head).__name__}"
+        )
+    t_embed = time.perf_counter()
+    model = model.to(cfg.device)
+    train_x = embed_views(model, data, data.train_rows, cfg, "embedding training views")
+    val_x = embed_views(model, data, data.val_rows, cfg, "embedding validation views")
+    embed_s = time.perf_counter() - t_embed
+    log.info(
+        "frozen backbone: %d + %d views embedded once (%d features) in %.0f s",
+        len(train_x),
+        len(val_x),
+        train_x.shape[1],
+        embed_s,
+    )
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
+    z_train = torch.from_numpy((train_x - mu) / sd)
+    z_val = torch.from_numpy((val_x - mu) / sd)
+    targets = torch.from_numpy(data.train_targets)
+    k = targets.shape[1]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    weight = nn.Parameter(torch.randn(k, z_train.shape[1], generator=gen) * 0.01)
+    bias = nn.Parameter(torch.zeros(k))
+    optimizer = torch.optim.AdamW(
+        [{"params": [weight], "weight_decay": cfg.weight_decay}, {"params": [bias], "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    n = len(z_train)
+    batch = min(cfg.batch_size, n)
+    steps_per_epoch = max(n // batch, 1)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(total, 1), eta_min=cfg.lr * 0.01
+    )
+    loss_fn = get_loss(cfg.loss)
+    p = None
+    if cfg.balance > 0:
+        p = balance_weights(data.train_targets, cfg.balance)
+        p = p / p.sum()
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict[str, Any]] = []
+    best_f1, best = -1.0, (weight.detach().clone(), bias.detach().clone())
+    step = 0
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        order = rng.choice(n, size=n, p=p) if p is not None else rng.permutation(n)
+        run_loss = 0.0
+        for b in range(steps_per_epoch):
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+            sel = torch.from_numpy(order[b * batch : (b + 1) * batch])
+            loss = loss_fn(z_train[sel] @ weight.T + bias, targets[sel])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            run_loss = float(loss.detach()) if b == 0 else 0.9 * run_loss + 0.1 * float(loss.detach())
+        with torch.no_grad():
+            probs = torch.sigmoid(z_val @ weight.T + bias).numpy()
+        tile_weight = 0.5 if cfg.tile_weight is None else cfg.tile_weight
+        metrics, _, _ = score_images(data, probs, cfg, tile_weight)
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "loss": run_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "input_size": cfg.input_size or cfg.crop_size,
+            "crops_per_s": n / max(time.perf_counter() - t0, 1e-9),
+            **metrics,
+            "seconds": time.perf_counter() - t0 + (embed_s if epoch == 0 else 0.0),
+        }
+        history.append(record)
+        improved = metrics["val_macro_f1"] > best_f1
+        log.info(
+            "epoch %d/%d (head on frozen features): loss %.4f, val macro F1 %.4f%s",
+            epoch + 1,
+            cfg.epochs,
+            run_loss,
+            metrics["val_macro_f1"],
+            " (best)" if improved else "",
+        )
+        if improved:
+            best_f1, best = metrics["val_macro_f1"], (weight.detach().clone(), bias.detach().clone())
+            if on_best is not None:
+                on_best(_with_head(model, head, *best, mu, sd), record)
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+    return _with_head(model, head, *best, mu, sd), history
+
+
+def _with_head(
+    model: nn.Module, head: nn.Linear, w: torch.Tensor, b: torch.Tensor, mu: np.ndarray, sd: np.ndarray
+) -> nn.Module:
+    """Write a head fitted on standardised features into ``head``, folding the standardisation in.
+
+    ``w @ ((f - mu) / sd) + b == (w / sd) @ f + (b - w @ (mu / sd))``.
+    """
+    mu_t = torch.from_numpy(mu).to(w)
+    sd_t = torch.from_numpy(sd).to(w)
+    with torch.no_grad():
+        head.weight.copy_((w / sd_t).to(head.weight))
+        head.bias.copy_((b - w @ (mu_t / sd_t)).to(head.bias))
+    return model
