@@ -16,9 +16,12 @@ other model folder does.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +32,7 @@ from tqdm.auto import tqdm
 from hpa.classification.data import BatchLoader
 from hpa.classification.inference import autocast, resolve_precision
 from hpa.classification.losses import get_loss
+from hpa.io import atomic_path
 
 if TYPE_CHECKING:
     from hpa.classification.train import TrainConfig, TrainData
@@ -75,6 +79,53 @@ def embed_views(
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+def cached_features(model: nn.Module, data: TrainData, rows: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """:func:`embed_views` of ``rows``, kept in ``data.cache_folder/features/`` for later runs.
+
+    The file's name is a hash of everything the features depend on: the rows, the start
+    weights (name, or a local file's path, size and modification time), the backbone,
+    the input channels, intensity scaling, input size, normalisation and precision. The
+    folds of a ``--folds`` run, and reruns, embed once.
+
+    Returns:
+        ``(len(rows), D)`` float32 features.
+    """
+    if data.cache_folder is None:
+        return embed_views(model, data, rows, cfg)
+    start = str(cfg.pretrained)
+    weights = Path(start).expanduser()
+    if weights.is_file():
+        stat = weights.stat()
+        start = f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    key = json.dumps(
+        {
+            "rows": hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest(),
+            "start": start,
+            "backbone": cfg.backbone,
+            "mix": None if data.mix is None else np.asarray(data.mix).round(6).tolist(),
+            "intensity": cfg.intensity,
+            "size": cfg.input_size or cfg.crop_size,
+            "mean": np.asarray(data.mean).round(8).tolist(),
+            "std": np.asarray(data.std).round(8).tolist(),
+            "precision": resolve_precision(cfg.precision, cfg.device),
+        },
+        sort_keys=True,
+    )
+    path = data.cache_folder / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+    if path.is_file():
+        feats = np.load(path)
+        if feats.shape[0] == len(rows):
+            log.info("frozen backbone: features of %d views read from %s", len(rows), path)
+            return feats.astype(np.float32)
+    feats = embed_views(model, data, rows, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, feats.astype(np.float16))
+    # what later runs read: the float16 copy, so this run and a rerun see the same numbers
+    return feats.astype(np.float16).astype(np.float32)
+
+
 def fit_head(
     model: nn.Module,
     data: TrainData,
@@ -99,11 +150,13 @@ def fit_head(
         )
     t_embed = time.perf_counter()
     model = model.to(cfg.device)
-    train_x = embed_views(model, data, data.train_rows, cfg, "embedding training views")
-    val_x = embed_views(model, data, data.val_rows, cfg, "embedding validation views")
+    rows = np.union1d(data.train_rows, data.val_rows)
+    feats = cached_features(model, data, rows, cfg)
+    train_x = feats[np.searchsorted(rows, data.train_rows)]
+    val_x = feats[np.searchsorted(rows, data.val_rows)]
     embed_s = time.perf_counter() - t_embed
     log.info(
-        "frozen backbone: %d + %d views embedded once (%d features) in %.0f s",
+        "frozen backbone: %d training + %d validation views, %d features each (%.0f s)",
         len(train_x),
         len(val_x),
         train_x.shape[1],

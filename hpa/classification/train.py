@@ -216,6 +216,7 @@ class TrainData:
         val_ids: validation image Ids; ``val_y``: their ``(M, K)`` labels.
         mean, std: normalisation statistics (of the mixed input channels).
         mix: ``(C, 4)`` channel mixing matrix, or None for the four stains as they are.
+        cache_folder: the crop cache's folder; a frozen-backbone run keeps its features there.
     """
 
     views: np.ndarray
@@ -229,6 +230,7 @@ class TrainData:
     mean: np.ndarray
     std: np.ndarray
     mix: np.ndarray | None = None
+    cache_folder: Path | None = None
 
 
 def set_seed(seed: int) -> None:
@@ -257,6 +259,15 @@ def _frozen_epochs(cfg: TrainConfig) -> int:
     if cfg.freeze_epochs == -1:
         return 1
     raise ValueError(f"freeze_epochs must be >= 0, -1 or {FREEZE_ALL}, got {cfg.freeze_epochs}")
+
+
+def frozen_run(cfg: TrainConfig) -> bool:
+    """Whether the pretrained backbone stays frozen for the whole run (only the head learns).
+
+    Such a run is a head fitted on fixed features: :mod:`hpa.classification.probe`
+    computes them once (and keeps them beside the crop cache for the next run).
+    """
+    return bool(cfg.pretrained) and cfg.epochs is not None and _frozen_epochs(cfg) >= cfg.epochs
 
 
 def _freeze_norm_stats(model: nn.Module) -> None:
@@ -375,7 +386,7 @@ def fit(
             (:func:`hpa.pipelines.train.check_resume`).
     """
     world = world or World()
-    if cfg.pretrained and _frozen_epochs(cfg) >= (cfg.epochs or 0) and not world.distributed:
+    if frozen_run(cfg) and not world.distributed:
         # the backbone never changes: embed every view once, train the head on the features
         from hpa.classification.probe import fit_head
 

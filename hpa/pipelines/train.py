@@ -174,6 +174,7 @@ def train_model(
         auto_epochs,
         evaluate_views,
         fit,
+        frozen_run,
         score_images,
         select_tile_weight,
         set_seed,
@@ -266,10 +267,14 @@ def train_model(
         raise HPADataError("no training or no validation views: check the masks and the label file")
     targets = labels.y[[row_of[i] for i in index["image_id"].to_numpy()[train_rows]]].astype(np.float32)
     mix = None if is_identity(channels) else channel_matrix(channels)
-    mean, std = channel_stats(cache, train_rows, seed=cfg.seed, mix=mix, intensity=cfg.intensity)
     if cfg.epochs is None:
         cfg = replace(cfg, epochs=auto_epochs(len(train_rows)))
         log.info("epochs: %d (automatic for %d training views)", cfg.epochs, len(train_rows))
+    # a frozen backbone's features do not depend on the split when its input statistics do
+    # not either: they come from every view (no label is used), so every fold of a
+    # --folds run reuses one set of features
+    stat_rows = np.flatnonzero(usable) if frozen_run(cfg) else train_rows
+    mean, std = channel_stats(cache, stat_rows, seed=cfg.seed, mix=mix, intensity=cfg.intensity)
     log.info(
         "%d training views (%d cells), %d validation views; channel mean %s std %s",
         len(train_rows),
@@ -290,6 +295,7 @@ def train_model(
         mean,
         std,
         mix,
+        cache.folder,
     )
 
     model_cfg = ModelConfig(

@@ -106,6 +106,21 @@ def test_frozen_run_scores_as_the_saved_model_does(tiny_dataset, tmp_path):
     )
     _, loaded = load_model(out)
     assert loaded.network_size == 48
+    # another fold of the same split reuses the features: one file, read, not recomputed
+    features = list((tmp_path / "cache").rglob("features/*.npy"))
+    assert len(features) == 1
+    written = features[0].stat().st_mtime_ns
+    train_model(
+        tiny_dataset["images"],
+        read_labels(tiny_dataset["labels"]),
+        tiny_dataset["masks"],
+        tmp_path / "fold1",
+        replace(cfg, fold=1),
+        cache_root=tmp_path / "cache",
+        progress=False,
+    )
+    assert list((tmp_path / "cache").rglob("features/*.npy")) == features
+    assert features[0].stat().st_mtime_ns == written
     # three drawn patterns in green, told apart by a linear head even on random features:
     # the mean F1 of the three classes present, against 0.5 for calling every class everywhere
     present = [r for r in json.loads((out / "metrics.json").read_text())["per_class"] if r["support"] > 0]
