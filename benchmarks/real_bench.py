@@ -77,6 +77,20 @@ class Row:
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides of a train row
 
 
+#: Settings of the frozen-backbone train rows (TrainConfig overrides of the CPU defaults).
+FROZEN: dict[str, Any] = dict(
+    backbone="efficientnet_lite0",
+    pretrained="imagenet",
+    freeze_epochs=-2,
+    crop_size=64,
+    input_size=128,
+    intensity="view",
+    channels="g",
+)
+#: ``pretrained`` of a train row that starts from random weights saved to a file (the
+#: frozen-backbone path needs a start to freeze; this is the control for ImageNet's).
+RANDOM = "random-weights"
+
 ROWS = [
     Row("baseline", "every class for every image (chance)"),
     Row("imagenet", "ImageNet start, cells + tiles, rgby, 64 px", Probe(external=True)),
@@ -89,6 +103,22 @@ ROWS = [
     Row("train-default", "hpa train-cells --folds 5 with the no-flag CPU defaults (fine-tuned)", train={}),
     Row("crop96", "ImageNet start, 96 px crops", Probe(crop_size=96)),
     Row("crop128", "ImageNet start, 128 px crops", Probe(crop_size=128)),
+    # hpa train-cells --folds 5 itself with a frozen ImageNet backbone (features computed
+    # once, head fitted on them), each view scaled by its own bright end, 64 px crops
+    # resized for the network; one thing varied per row
+    Row("frozen-g-128", "frozen ImageNet, green only, view intensity, 64 px crops at 128", train=FROZEN),
+    Row("frozen-g-224", "... at 224", train={**FROZEN, "input_size": 224}),
+    Row("frozen-g-64", "... at 64 (no resize)", train={**FROZEN, "input_size": None}),
+    Row("frozen-gb-128", "... channels g,b", train={**FROZEN, "channels": "g,b"}),
+    Row("frozen-rgby-128", "... channels rgby", train={**FROZEN, "channels": "rgby"}),
+    Row("frozen-g-128-dataset", "... dataset intensity", train={**FROZEN, "intensity": "dataset"}),
+    Row("frozen-g-128-tiles", "... tiles only", train={**FROZEN, "use_cells": False}),
+    Row("frozen-g-128-cells", "... cells only", train={**FROZEN, "use_tiles": False}),
+    Row(
+        "frozen-g-128-random",
+        "... random weights instead of ImageNet",
+        train={**FROZEN, "pretrained": RANDOM},
+    ),
 ]
 
 
@@ -345,7 +375,10 @@ def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
     from hpa.pipelines.folds import train_folds
 
     kag = src["kaggle"]
-    cfg = TrainConfig(**{**DEVICE_DEFAULTS["cpu"], "workers": 1, "folds": FOLDS, "seed": SEED, **row.train})
+    settings = {**DEVICE_DEFAULTS["cpu"], "workers": 1, "folds": FOLDS, "seed": SEED, **row.train}
+    if settings.get("pretrained") == RANDOM:
+        settings["pretrained"] = str(random_weights(out, settings["backbone"]))
+    cfg = TrainConfig(**settings)
     t0 = time.perf_counter()
     model_dir = out / "models" / row.name
     metrics = train_folds(
@@ -361,8 +394,24 @@ def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
         "seconds": time.perf_counter() - t0,
         "oof_macro_f1_own_thresholds": metrics["oof_macro_f1"],
         "settings": {k: v for k, v in cfg.__dict__.items() if k in ("backbone", "pretrained", "crop_size",
-                                                                     "epochs", "freeze_epochs", "lr")},
+                                                                     "epochs", "freeze_epochs", "lr", "channels",
+                                                                     "intensity", "input_size", "use_cells",
+                                                                     "use_tiles")},
     }  # fmt: skip
+
+
+def random_weights(out: Path, backbone: str) -> Path:
+    """A randomly initialised ``backbone`` (seed 0) saved as a checkpoint file under ``out``."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    path = out / f"random-{backbone}.safetensors"
+    if not path.is_file():
+        torch.manual_seed(SEED)
+        net = timm.create_model(backbone, pretrained=False)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
 
 
 def run_baseline(src: dict[str, Source], classes: np.ndarray) -> dict[str, Any]:
