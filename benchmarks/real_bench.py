@@ -48,6 +48,8 @@ import numpy as np
 import pandas as pd
 from segment_bench import machine  # benchmarks/ is on sys.path when run as a script
 
+from hpa.artefacts import read_csv_table
+
 log = logging.getLogger("real_bench")
 
 MIN_POSITIVES = 5
@@ -351,7 +353,7 @@ def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
     metrics = train_folds(
         kag.images, kag.labels, kag.masks, model_dir, cfg, out / "crop-cache", progress=False
     )
-    oof = pd.read_csv(model_dir / "oof_image_scores.csv").set_index("Id").loc[list(kag.labels.ids)]
+    oof = read_csv_table(model_dir / "oof_image_scores.csv").set_index("image_id").loc[list(kag.labels.ids)]
     y = kag.labels.y
     pred = cross_fitted(y, oof.to_numpy(np.float32), fold_of(y))
     macro, per_class = judged(y, pred, classes)

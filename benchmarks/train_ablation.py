@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.artefacts import read_csv_table
+
 log = logging.getLogger("train_ablation")
 
 #: (seed, training images, Id prefix digit) of the training parts, in order.
@@ -87,7 +89,7 @@ def score(pred: Path, labels_csv: Path) -> dict[str, float]:
 
     from hpa.pipelines.evaluate import evaluate
 
-    s = pd.read_csv(pred / "image_scores.csv").set_index("Id")
+    s = read_csv_table(pred / "image_scores.csv").set_index("image_id")
     y = _truth(list(s.index), labels_csv)
     ap = [average_precision_score(y[:, c], s.to_numpy()[:, c]) for c in range(y.shape[1]) if y[:, c].any()]
     return {
@@ -146,12 +148,12 @@ def shrink_table(args: argparse.Namespace) -> dict:
     run_dir = out / "runs" / args.thresholds
     n_train = json.loads((run_dir / "ablation.json").read_text())["n_train"]
     labels = out / f"train-{n_train}" / "train.csv"
-    val = pd.read_csv(run_dir / "model" / "val_image_scores.csv").set_index("Id")
+    val = read_csv_table(run_dir / "model" / "val_image_scores.csv").set_index("image_id")
     y_val = _truth(list(val.index), labels)
     table = {}
     for name, pred, truth in (("test", run_dir / "pred", out / "base" / "test_labels.csv"),
                               ("dev", run_dir / "dev", out / "dev" / "test_labels.csv")):  # fmt: skip
-        s = pd.read_csv(pred / "image_scores.csv").set_index("Id")
+        s = read_csv_table(pred / "image_scores.csv").set_index("image_id")
         y = _truth(list(s.index), truth)
         table[name] = {
             k: round(macro_f1(y, apply_thresholds(s.to_numpy(), tune_thresholds(y_val, val.to_numpy(), shrink=k).thresholds)), 4)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hpa.artefacts.modeldir import ModelDir
 from hpa.classification.channels import parse_channels
 from hpa.classification.crops import CropSettings
 from hpa.config import from_dict
@@ -38,9 +39,9 @@ from hpa.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-THRESHOLDS_FILE = "thresholds.json"
+CONFIG_FILE = ModelDir.CONFIG
+WEIGHTS_FILE = ModelDir.WEIGHTS
+THRESHOLDS_FILE = ModelDir.THRESHOLDS
 
 
 @dataclass(frozen=True)
