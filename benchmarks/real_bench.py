@@ -343,11 +343,13 @@ def external(
 
 def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) -> dict[str, Any]:
     """``hpa train-cells --folds 5`` with the CPU defaults (and the row's overrides)."""
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
+    from hpa.classification.train import TrainConfig
     from hpa.pipelines.folds import train_folds
 
     kag = src["kaggle"]
-    cfg = TrainConfig(**{**DEVICE_DEFAULTS["cpu"], "workers": 1, "folds": FOLDS, "seed": SEED, **row.train})
+    cfg = TrainConfig.for_device(
+        "cpu", source=row.name, **{"workers": 1, "folds": FOLDS, "seed": SEED, **row.train}
+    )
     t0 = time.perf_counter()
     model_dir = out / "models" / row.name
     metrics = train_folds(

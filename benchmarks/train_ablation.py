@@ -99,8 +99,7 @@ def score(pred: Path, labels_csv: Path) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
-    from hpa.config import from_dict
+    from hpa.classification.train import TrainConfig
     from hpa.io import read_id_list, read_labels
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.train import train_model
@@ -108,11 +107,7 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     images, labels, seg = prepare(out, args.n_train)
     overrides = json.loads(args.config) if args.config else {}
-    cfg = from_dict(
-        TrainConfig,
-        {**DEVICE_DEFAULTS["cpu"], "device": "cpu", "workers": 2, "seed": 7, **overrides},
-        source="ablation",
-    )
+    cfg = TrainConfig.for_device("cpu", source="ablation", **{"workers": 2, "seed": 7, **overrides})
     run_dir = out / "runs" / args.name
     shutil.rmtree(run_dir, ignore_errors=True)
     t = time.perf_counter()

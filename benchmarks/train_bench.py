@@ -95,8 +95,7 @@ def rescore(
 
 def quality(args: argparse.Namespace) -> tuple[str, dict]:
     from hpa.aggregation import macro_f1, per_class_report
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
-    from hpa.config import from_dict
+    from hpa.classification.train import TrainConfig
     from hpa.constants import CLASS_NAMES_2018
     from hpa.io import read_id_list, read_labels
     from hpa.pipelines.evaluate import evaluate
@@ -120,11 +119,7 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
     segment_folder(data / "train", out / "seg-train", workers=2)
     segment_folder(data / "test", out / "seg-test", workers=2)
     timings["segment"] = time.perf_counter() - t
-    base = from_dict(
-        TrainConfig,
-        {**DEVICE_DEFAULTS["cpu"], "device": "cpu", "workers": 2, "seed": args.seed},
-        source="bench",
-    )
+    base = TrainConfig.for_device("cpu", source="bench", workers=2, seed=args.seed)
     overrides = {k: v for k, v in json.loads(args.config).items()} if args.config else {}
     if args.epochs:
         overrides["epochs"] = args.epochs

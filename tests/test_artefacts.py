@@ -62,6 +62,28 @@ def test_split_views_and_join_views_invert_each_other():
     assert np.allclose(views[["x", "y"]].to_numpy(), probs)
 
 
+def test_a_prediction_folder_with_thresholds_the_parser_rejects_is_refused(tmp_path):
+    """load_prediction_run reads thresholds.json through the one parser: what it rejects, the run does too."""
+    from hpa.aggregation import load_thresholds
+    from hpa.errors import HPAConfigError
+    from hpa.visualization.preddir import load_prediction_run
+
+    pd.DataFrame({"Id": ["a"], "Predicted": ["0"]}).to_csv(tmp_path / PredDir.SUBMISSION, index=False)
+    pd.DataFrame({"image_id": ["a"], "cell_id": [1], "x": [0.9], "y": [0.1]}).to_parquet(
+        tmp_path / PredDir.CELLS
+    )
+    path = tmp_path / PredDir.THRESHOLDS
+    path.write_text(json.dumps({"class_names": ["x", "y"], "thresholds": [0.5, 0.5]}))
+    assert load_prediction_run(tmp_path).predicted == {"a": (0,)}
+    for bad in ([0.5, 1.5], [0.5], [0.5, "high"]):
+        path.write_text(json.dumps({"class_names": ["x", "y"], "thresholds": bad}))
+        with pytest.raises(HPAConfigError) as parser:
+            load_thresholds(path)
+        with pytest.raises(HPAConfigError) as run:
+            load_prediction_run(tmp_path)
+        assert str(run.value) == str(parser.value)
+
+
 def test_one_definition_per_file_name():
     """Every file name of the three layouts is defined once, in hpa/artefacts (or hpa/runlog)."""
     from pathlib import Path

@@ -87,6 +87,15 @@ class ModelDir(Folder):
             raise HPAConfigError(f"{path}: expected a JSON object")
         return data
 
+    def read_train_config(self) -> dict[str, Any] | None:
+        """``train_config.yaml``: the run's resolved training settings (None when absent).
+
+        Raises:
+            HPAConfigError: the file is not a YAML mapping; names it.
+        """
+        path = self.path(self.TRAIN_CONFIG)
+        return load_yaml(path) if path.is_file() else None
+
     # ------------------------------------------------- validation scores ---
 
     def write_val_scores(

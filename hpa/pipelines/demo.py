@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpa import runlog
+from hpa.artefacts import PredDir
 from hpa.artefacts.folder import SETTINGS_FILE
 from hpa.config import check_count, log_settings, resolve, resolve_device, save_yaml, to_dict
 
@@ -107,7 +108,7 @@ def run_demo(
         ids=read_id_list(data / "sample_submission.csv"),
         device=device,
     )
-    result = evaluate(pred / "submission.csv", data / "test_labels.csv")
+    result = evaluate(pred / PredDir.SUBMISSION, data / "test_labels.csv")
     from hpa.config import save_json
 
     save_json(out / "evaluation.json", result)

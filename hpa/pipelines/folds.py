@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from hpa import runlog
 from hpa.artefacts import ModelDir, write_csv, write_parquet
@@ -44,9 +43,9 @@ def fold_dir(out: str | Path, k: int) -> Path:
 def _check_same_settings(folder: Path, cfg: Any) -> None:
     """Refuse to reuse a fold folder trained with other settings (naming the first difference)."""
     path = folder / ModelDir.TRAIN_CONFIG
-    if not path.is_file():
+    saved = ModelDir(folder).read_train_config()
+    if saved is None:
         return
-    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for key, value in to_dict(cfg).items():
         if key in _FREE or (key == "epochs" and value is None):
             continue

@@ -747,7 +747,7 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         min_cell_score=cfg.min_cell_score,
         model_weights=cfg.model_weights,
     )
-    written = [n for n in ("submission.csv", "submission_2021.csv") if (summary.out / n).is_file()]
+    written = [n for n in (PredDir.SUBMISSION, PredDir.SUBMISSION_2021) if (summary.out / n).is_file()]
     text = (
         f"submission: {', '.join(str(summary.out / n) for n in written)} ({summary.n_images} images, "
         f"{summary.n_failed} failed, {summary.n_cells} cells, {summary.images_per_s:.2f} images/s)"
