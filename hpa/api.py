@@ -12,7 +12,8 @@ command give the same files::
 
 For images already in memory, :class:`Classifier` loads a model folder once and
 scores one ``(H, W, 4)`` image at a time, segmenting it when no cell mask is given
-(like cellpose's ``model.eval`` or StarDist's ``predict_instances``)::
+(like cellpose's ``model.eval`` or StarDist's ``predict_instances``), with the settings
+its training masks were made with, as ``hpa predict`` does::
 
     clf = hpa.Classifier.from_folder("model/")
     result = clf.predict(image)            # or clf.predict(image, cells=cell_labels)

@@ -99,7 +99,8 @@ def model_card(
         lines.append(f"- validation macro F1 at 0.5: {_f(metrics['val_macro_f1_at_0.5'])}")
         lines.append(f"- best epoch: {metrics['best_epoch']}")
     lines.append(f"- tile weight: {metrics['tile_weight']}")
-    lines += ["", "Per class (image level, tuned thresholds):", ""]
+    scored = "out-of-fold scores of every image" if folds else "the validation images"
+    lines += ["", f"Per class, on {scored} (image level, tuned thresholds):", ""]
     rows = [
         (r["class"], r["name"], _f(r["precision"]), _f(r["recall"]), _f(r["f1"]), r["support"], _f(t))
         for r, t in zip(metrics["per_class"], thresholds, strict=True)
