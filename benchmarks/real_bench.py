@@ -48,6 +48,8 @@ import numpy as np
 import pandas as pd
 from segment_bench import machine  # benchmarks/ is on sys.path when run as a script
 
+from hpa.artefacts import read_csv_table
+
 log = logging.getLogger("real_bench")
 
 MIN_POSITIVES = 5
@@ -371,20 +373,20 @@ def external(
 
 def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) -> dict[str, Any]:
     """``hpa train-cells --folds 5`` with the CPU defaults (and the row's overrides)."""
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
+    from hpa.classification.train import TrainConfig
     from hpa.pipelines.folds import train_folds
 
     kag = src["kaggle"]
-    settings = {**DEVICE_DEFAULTS["cpu"], "workers": 1, "folds": FOLDS, "seed": SEED, **row.train}
+    settings = {"workers": 1, "folds": FOLDS, "seed": SEED, **row.train}
     if settings.get("pretrained") == RANDOM:
         settings["pretrained"] = str(random_weights(out, settings["backbone"]))
-    cfg = TrainConfig(**settings)
+    cfg = TrainConfig.for_device("cpu", source=row.name, **settings)
     t0 = time.perf_counter()
     model_dir = out / "models" / row.name
     metrics = train_folds(
         kag.images, kag.labels, kag.masks, model_dir, cfg, out / "crop-cache", progress=False
     )
-    oof = pd.read_csv(model_dir / "oof_image_scores.csv").set_index("Id").loc[list(kag.labels.ids)]
+    oof = read_csv_table(model_dir / "oof_image_scores.csv").set_index("image_id").loc[list(kag.labels.ids)]
     y = kag.labels.y
     pred = cross_fitted(y, oof.to_numpy(np.float32), fold_of(y))
     macro, per_class = judged(y, pred, classes)

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpa.artefacts import read_csv_table
+
 log = logging.getLogger("train_ablation")
 
 #: (seed, training images, Id prefix digit) of the training parts, in order.
@@ -87,7 +89,7 @@ def score(pred: Path, labels_csv: Path) -> dict[str, float]:
 
     from hpa.pipelines.evaluate import evaluate
 
-    s = pd.read_csv(pred / "image_scores.csv").set_index("Id")
+    s = read_csv_table(pred / "image_scores.csv").set_index("image_id")
     y = _truth(list(s.index), labels_csv)
     ap = [average_precision_score(y[:, c], s.to_numpy()[:, c]) for c in range(y.shape[1]) if y[:, c].any()]
     return {
@@ -97,8 +99,7 @@ def score(pred: Path, labels_csv: Path) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
-    from hpa.config import from_dict
+    from hpa.classification.train import TrainConfig
     from hpa.io import read_id_list, read_labels
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.train import train_model
@@ -106,11 +107,7 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     images, labels, seg = prepare(out, args.n_train)
     overrides = json.loads(args.config) if args.config else {}
-    cfg = from_dict(
-        TrainConfig,
-        {**DEVICE_DEFAULTS["cpu"], "device": "cpu", "workers": 2, "seed": 7, **overrides},
-        source="ablation",
-    )
+    cfg = TrainConfig.for_device("cpu", source="ablation", **{"workers": 2, "seed": 7, **overrides})
     run_dir = out / "runs" / args.name
     shutil.rmtree(run_dir, ignore_errors=True)
     t = time.perf_counter()
@@ -146,12 +143,12 @@ def shrink_table(args: argparse.Namespace) -> dict:
     run_dir = out / "runs" / args.thresholds
     n_train = json.loads((run_dir / "ablation.json").read_text())["n_train"]
     labels = out / f"train-{n_train}" / "train.csv"
-    val = pd.read_csv(run_dir / "model" / "val_image_scores.csv").set_index("Id")
+    val = read_csv_table(run_dir / "model" / "val_image_scores.csv").set_index("image_id")
     y_val = _truth(list(val.index), labels)
     table = {}
     for name, pred, truth in (("test", run_dir / "pred", out / "base" / "test_labels.csv"),
                               ("dev", run_dir / "dev", out / "dev" / "test_labels.csv")):  # fmt: skip
-        s = pd.read_csv(pred / "image_scores.csv").set_index("Id")
+        s = read_csv_table(pred / "image_scores.csv").set_index("image_id")
         y = _truth(list(s.index), truth)
         table[name] = {
             k: round(macro_f1(y, apply_thresholds(s.to_numpy(), tune_thresholds(y_val, val.to_numpy(), shrink=k).thresholds)), 4)

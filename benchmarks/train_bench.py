@@ -59,6 +59,8 @@ def rescore(
         multi-hot ``(M, C)`` arrays in the order of ``truth_csv``.
     """
     from hpa.aggregation import apply_thresholds, tune_thresholds
+    from hpa.artefacts import ModelDir, PredDir, read_parquet_table
+    from hpa.artefacts.tables import join_views
     from hpa.classification.inference import pool_views
     from hpa.classification.model import load_model_config
     from hpa.io import read_labels
@@ -69,7 +71,7 @@ def rescore(
     weight = cfg.tile_weight if tiles_on else 0.0
     split = pd.read_csv(model_dir / "split.csv")
     val_ids = split.loc[split.side == "val", "image_id"].tolist()
-    val = pd.read_parquet(model_dir / "val_cell_scores.parquet")
+    val = ModelDir(model_dir).read_val_views(names)
     val_scores = pool_views(val, val[names].to_numpy(), val_ids, pooling, weight, cfg.use_cells, tiles_on)
     import yaml
 
@@ -77,11 +79,10 @@ def rescore(
     shrink = float(train_cfg.get("threshold_shrink", 0.0))
     tuned = tune_thresholds(read_labels(train_csv).subset(val_ids).y, val_scores, shrink=shrink)
     truth = read_labels(truth_csv)
-    cells = pd.read_parquet(pred_dir / "cell_predictions.parquet")
-    cells["kind"] = "cell"
-    tiles = pd.read_parquet(pred_dir / "tile_predictions.parquet").rename(columns={"tile": "cell_id"})
-    tiles["kind"] = "tile"
-    views = pd.concat([cells, tiles], ignore_index=True)
+    pred = PredDir(pred_dir)
+    views = join_views(
+        read_parquet_table(pred.path(pred.CELLS)), read_parquet_table(pred.path(pred.TILES)), names
+    )
     scores = pool_views(
         views, views[names].to_numpy(), list(truth.ids), pooling, weight, cfg.use_cells, tiles_on
     )
@@ -94,8 +95,7 @@ def rescore(
 
 def quality(args: argparse.Namespace) -> tuple[str, dict]:
     from hpa.aggregation import macro_f1, per_class_report
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
-    from hpa.config import from_dict
+    from hpa.classification.train import TrainConfig
     from hpa.constants import CLASS_NAMES_2018
     from hpa.io import read_id_list, read_labels
     from hpa.pipelines.evaluate import evaluate
@@ -119,11 +119,7 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
     segment_folder(data / "train", out / "seg-train", workers=2)
     segment_folder(data / "test", out / "seg-test", workers=2)
     timings["segment"] = time.perf_counter() - t
-    base = from_dict(
-        TrainConfig,
-        {**DEVICE_DEFAULTS["cpu"], "device": "cpu", "workers": 2, "seed": args.seed},
-        source="bench",
-    )
+    base = TrainConfig.for_device("cpu", source="bench", workers=2, seed=args.seed)
     overrides = {k: v for k, v in json.loads(args.config).items()} if args.config else {}
     if args.epochs:
         overrides["epochs"] = args.epochs

@@ -12,7 +12,8 @@ command give the same files::
 
 For images already in memory, :class:`Classifier` loads a model folder once and
 scores one ``(H, W, 4)`` image at a time, segmenting it when no cell mask is given
-(like cellpose's ``model.eval`` or StarDist's ``predict_instances``)::
+(like cellpose's ``model.eval`` or StarDist's ``predict_instances``), with the settings
+its training masks were made with, as ``hpa predict`` does::
 
     clf = hpa.Classifier.from_folder("model/")
     result = clf.predict(image)            # or clf.predict(image, cells=cell_labels)
@@ -85,8 +86,7 @@ def train(
     Raises:
         HPAConfigError: a setting that ``TrainConfig`` does not have.
     """
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
-    from hpa.config import default_workers, resolve_device
+    from hpa.classification.train import TrainConfig
     from hpa.io import read_labels
     from hpa.pipelines.train import train_model
 
@@ -94,10 +94,7 @@ def train(
     unknown = sorted(set(settings) - known)
     if unknown:
         raise HPAConfigError(f"hpa.train: unknown setting(s) {', '.join(unknown)}; known: {sorted(known)}")
-    resolved = resolve_device(device)
-    data: dict[str, Any] = {**DEVICE_DEFAULTS[resolved], "workers": default_workers(), "device": resolved}
-    data.update(settings)
-    cfg = TrainConfig(**{k: v for k, v in data.items() if k in known})
+    cfg = TrainConfig.for_device(device, source="hpa.train", **settings)
     if "folds" in settings and "fold" not in settings:  # as train-cells --folds K: every fold
         from hpa.pipelines.folds import train_folds
 
@@ -147,12 +144,15 @@ class Classifier:
         *,
         device: str = "cpu",
         precision: str = "auto",
+        segment_config: SegmentConfig | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.thresholds = np.asarray(thresholds, dtype=np.float64)
         self.device = device
         self.precision = precision
+        #: How images without cell labels are segmented: the model's training masks' settings.
+        self.segment_config = segment_config
 
     @classmethod
     def from_folder(
@@ -175,11 +175,15 @@ class Classifier:
         """
         from hpa.classification.ensemble import load_predictor
         from hpa.config import resolve_device
+        from hpa.pipelines.predict_config import model_segmentation
 
         resolved = resolve_device(device)
         folders = [folder] if isinstance(folder, str | Path) else list(folder)
         model, config, thresholds = load_predictor(folders, weights, resolved)
-        return cls(model, config, thresholds, device=resolved, precision=precision)
+        segmentation = model_segmentation(folders)  # as hpa predict segments without --masks
+        return cls(
+            model, config, thresholds, device=resolved, precision=precision, segment_config=segmentation
+        )
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -201,7 +205,8 @@ class Classifier:
             cells: ``(H, W)`` integer cell labels (0 = background); None segments the
                 image with :func:`hpa.segmentation.segment` (``segment_config``).
             tta: dihedral test-time augmentation views (1, 2, 4 or 8).
-            segment_config: segmentation settings when ``cells`` is None.
+            segment_config: segmentation settings when ``cells`` is None (default: those
+                the model's training masks were made with, as ``hpa predict`` uses).
 
         Returns:
             A :class:`CellPredictions`.
@@ -223,7 +228,7 @@ class Classifier:
         if cells is None:
             from hpa.segmentation import segment
 
-            cells, _ = segment(image, segment_config)
+            cells, _ = segment(image, segment_config or self.segment_config)
         cells = np.asarray(cells)
         views = image_views(image, cells.astype(np.int32, copy=False), "image", self.config.crop)
         stacked = np.concatenate([views.crops, views.tiles])

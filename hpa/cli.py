@@ -37,6 +37,9 @@ _HANDLERS = {
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
 
+#: Commands whose log also goes to ``<out>/run.log`` (:mod:`hpa.runlog`).
+_RUN_LOG_COMMANDS = ("segment", "train-cells", "predict", "demo", "report")
+
 _PRECISIONS = ("auto", "bf16", "fp32")
 _PRECISION_HELP = (
     "autocast precision; auto = bf16 where the device computes it natively (CUDA, AVX512-BF16 CPUs)"
@@ -274,7 +277,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--max-steps", type=_POSITIVE, default=None, help="stop after this many steps (smoke tests)"
     )
     t.add_argument("--seed", type=_at_least(0), default=None)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: auto")
     t.add_argument("--precision", choices=_PRECISIONS, default=None, help=_PRECISION_HELP)
     t.add_argument("--workers", type=_POSITIVE, default=None, help="data-loading worker processes")
     t.add_argument("--config", help="YAML file of training settings; flags override it")
@@ -305,19 +308,27 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder PRED_DIR")
     p.add_argument("--masks", help="SEG_DIR from 'hpa segment' (default: segment on the fly)")
     p.add_argument("--ids", help="sample_submission.csv: Ids and their order (default: all, sorted)")
-    p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1, help="dihedral TTA views")
+    p.add_argument(
+        "--tta", type=int, choices=(1, 2, 4, 8), default=None, help="dihedral TTA views (default: 1)"
+    )
     p.add_argument("--pooling", choices=("max", "topk", "mean", "noisy-or"), default=None)
     p.add_argument("--no-fill-top", action="store_true", help="allow empty predictions")
     p.add_argument("--batch-size", type=_POSITIVE, default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--precision", choices=_PRECISIONS, default="auto", help=_PRECISION_HELP)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: auto")
+    p.add_argument(
+        "--precision", choices=_PRECISIONS, default=None, help=_PRECISION_HELP + " (default: auto)"
+    )
     p.add_argument("--workers", type=_POSITIVE, default=None, help="CPU worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_SCHEDULER_HELP)
     p.add_argument(
         "--backend",
         choices=("watershed", "cellpose"),
-        default="watershed",
-        help="segmentation backend when --masks is not given",
+        default=None,
+        help="segmentation backend when --masks is not given (default: the one the model's "
+        "training masks were made with, and their other settings)",
+    )
+    p.add_argument(
+        "--config", help="YAML file of predict settings (see PRED_DIR/config.yaml); flags override it"
     )
     _add_single_cell_output(p)
 
@@ -400,11 +411,12 @@ def _add_scheme(p: argparse.ArgumentParser) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in data", formatter_class=_FMT)
     p.add_argument("--out", default="hpa-demo", help="output folder")
-    p.add_argument("--n-train", type=_POSITIVE, default=240, help="synthetic training images")
-    p.add_argument("--n-test", type=_POSITIVE, default=60, help="synthetic test images")
+    p.add_argument("--n-train", type=_POSITIVE, default=None, help="synthetic training images (default: 240)")
+    p.add_argument("--n-test", type=_POSITIVE, default=None, help="synthetic test images (default: 60)")
     p.add_argument("--epochs", type=_POSITIVE, default=None, help="training epochs (default: by device)")
-    p.add_argument("--seed", type=_at_least(0), default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seed", type=_at_least(0), default=None, help="default: 0")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: auto")
+    p.add_argument("--config", help="YAML file of demo settings (n_train, n_test, epochs, seed, device)")
 
 
 # ----------------------------------- bioimage interoperability (issue 15) ---
@@ -518,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hpa.errors import Terminated
 
     previous = _stop_on_sigterm()
+    _start_run_log(args.command, argv)
     try:
         module_name, func_name = _HANDLERS[args.command].split(":")
         handler = getattr(importlib.import_module(module_name), func_name)
@@ -534,12 +547,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        from hpa import runlog
+
+        runlog.stop()
     # A handler returns its exit status, or (status, text) where text is the command's
     # result for standard output; diagnostics go to the log (stderr) meanwhile.
     code, text = result if isinstance(result, tuple) else (result, "")
     if text:
         print(text)
     return int(code or 0)
+
+
+def _start_run_log(command: str, argv: Sequence[str] | None) -> None:
+    """Hold the log of a command that writes ``<out>/run.log`` until its folder is known."""
+    if command not in _RUN_LOG_COMMANDS:
+        return
+    from hpa import runlog
+
+    runlog.start()
+    words = list(sys.argv[1:] if argv is None else argv)
+    log.info("hpa %s (hpa %s)", " ".join(words), __version__)
 
 
 def _report_error(exc: Exception, verbose: int) -> int:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,13 +72,41 @@ def check_count(value: Any, name: str, minimum: int = 1, optional: bool = False)
         raise HPAConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def resolve(cls: type[T], yaml_path: str | Path | None = None, **overrides: Any) -> T:
-    """Defaults of ``cls``, then the YAML file, then the non-None ``overrides``."""
+def resolve(
+    cls: type[T],
+    yaml_path: str | Path | None = None,
+    *,
+    build: Callable[[dict[str, Any], str], T] | None = None,
+    **flags: Any,
+) -> T:
+    """The one settings path of every command: defaults, then the YAML file, then flags.
+
+    Args:
+        cls: the settings dataclass; its field defaults are the defaults.
+        yaml_path: a ``--config`` file of settings (``safe_load``; unknown keys are errors).
+        build: makes the settings from the merged mapping and the name of its source,
+            where the defaults depend on a setting (``TrainConfig.from_settings``: the
+            device's); default :func:`from_dict` of ``cls``.
+        **flags: explicit command-line values; None means "not given" and leaves the
+            YAML's or default value.
+
+    Raises:
+        HPAConfigError: an unknown setting or a bad value, naming the YAML file.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class S:
+    ...     a: int = 1
+    ...     b: int = 2
+    >>> resolve(S, None, a=None, b=5)
+    S(a=1, b=5)
+    """
     data: dict[str, Any] = {}
     if yaml_path:
         data.update(load_yaml(yaml_path))
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return from_dict(cls, data, source=str(yaml_path or "settings"))
+    data.update({k: v for k, v in flags.items() if v is not None})
+    source = str(yaml_path or "settings")
+    return build(data, source) if build is not None else from_dict(cls, data, source=source)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

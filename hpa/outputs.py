@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hpa.errors import HPAConfigError
 from hpa.io import remove_stale_temporaries, temp_name, write_text_atomic
+from hpa.runlog import RUN_LOG
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,11 @@ class StagedFolder:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if self._lock is None:
             return
-        if exc_type is not None and self.path.is_dir() and os.listdir(self.path) == [self.marker]:
+        if (
+            exc_type is not None
+            and self.path.is_dir()
+            and set(os.listdir(self.path)) <= {self.marker, RUN_LOG}
+        ):
             shutil.rmtree(self.path, ignore_errors=True)  # failed before any work: leave nothing
         os.close(self._lock)
         self._lock = None

@@ -52,7 +52,7 @@ def test_readme_example_writes_every_artefact(example_run: Path) -> None:
 def test_classifier_scores_cells_as_predict_does(example_run: Path) -> None:
     clf = hpa.Classifier.from_folder(example_run / "model", device="cpu")
     pred_cells = pd.read_parquet(example_run / "pred" / "cell_predictions.parquet")
-    image_scores = pd.read_csv(example_run / "pred" / "image_scores.csv").set_index("Id")
+    image_scores = pd.read_csv(example_run / "pred" / "image_scores.csv").set_index("image_id")
     submission = pd.read_csv(example_run / "pred" / "submission.csv", keep_default_na=False, dtype=str)
     names = list(clf.class_names)
     for image_id in submission["Id"]:

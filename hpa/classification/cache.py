@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from hpa.artefacts.cachedir import CacheDir
+from hpa.artefacts.segdir import SegDir
 from hpa.classification.crops import CropSettings, cell_boxes, crop_cells, image_tiles
 from hpa.constants import CHANNELS
 from hpa.io import (
     HPADataError,
-    read_label_image,
     read_sample,
     remove_stale_temporaries,
     sample_paths,
@@ -104,11 +105,6 @@ def folder_of(where: Folders, image_id: str) -> Path:
     return Path(where[image_id]) if isinstance(where, Mapping) else Path(where)
 
 
-def mask_path(seg_dir: str | Path, image_id: str) -> Path:
-    """The cell mask file that ``hpa segment`` wrote for an Id."""
-    return Path(seg_dir) / "cells" / f"{image_id}.png"
-
-
 def load_views(
     images_dir: str | Path,
     seg_dir: str | Path,
@@ -118,15 +114,12 @@ def load_views(
 ) -> ImageViews:
     """Read an image (``channel_map``: see :mod:`hpa.io_tiff`) and its cell mask and cut its views."""
     image = read_sample(images_dir, image_id, channel_map)
-    path = mask_path(seg_dir, image_id)
-    if not path.is_file():
-        raise HPADataError(f"{path}: no cell mask for Id {image_id}; run hpa segment first")
-    return image_views(image, read_label_image(path), image_id, settings)
+    return image_views(image, SegDir(seg_dir).read_cells(image_id), image_id, settings)
 
 
 def _files_signature(images_dir: Path, seg_dir: Path, image_id: str) -> list[int]:
     sig = []
-    paths = [*sample_paths(images_dir, image_id), mask_path(seg_dir, image_id)]
+    paths = [*sample_paths(images_dir, image_id), SegDir(seg_dir).cell_mask(image_id)]
     for p in paths:
         st = p.stat()
         sig += [st.st_size, st.st_mtime_ns]
@@ -166,13 +159,15 @@ class CropCache:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        meta = json.loads((self.folder / "meta.json").read_text())
+        meta = json.loads(CacheDir(self.folder).path(CacheDir.META).read_text())
         self.meta = meta
-        self.index = pd.read_parquet(self.folder / "index.parquet")
+        self.index = pd.read_parquet(CacheDir(self.folder).path(CacheDir.INDEX))
         shape = tuple(meta["shape"])
         self.views: np.ndarray
         if shape[0]:
-            self.views = np.memmap(self.folder / "views.bin", dtype=meta["dtype"], mode="r", shape=shape)
+            self.views = np.memmap(
+                CacheDir(self.folder).path(CacheDir.VIEWS), dtype=meta["dtype"], mode="r", shape=shape
+            )
         else:
             self.views = np.zeros(shape, dtype=meta["dtype"])
         self.failures: dict[str, str] = meta.get("failures", {})
@@ -247,7 +242,7 @@ def build_cache(
     """
     key = cache_key(images_dir, seg_dir, ids, settings, channel_map)
     folder = Path(cache_root) / key
-    if (folder / "meta.json").is_file():
+    if CacheDir(folder).is_complete():
         log.info("reusing crop cache %s", folder)
         return CropCache(folder)
     remove_stale_temporaries(cache_root)  # the builds of killed runs
@@ -277,7 +272,7 @@ def _build(
     dtype: np.dtype | None = None
     n = 0
     size = settings.crop_size
-    with (tmp / "views.bin").open("wb") as fh:
+    with CacheDir(tmp).path(CacheDir.VIEWS).open("wb") as fh:
         bar = tqdm(
             iter_views(images_dir, seg_dir, ids, settings, workers, channel_map),
             total=len(ids),
@@ -301,7 +296,7 @@ def _build(
         if rows
         else pd.DataFrame(columns=["image_id", "kind", "cell_id", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"])
     )
-    index.to_parquet(tmp / "index.parquet", index=False)
+    index.to_parquet(CacheDir(tmp).path(CacheDir.INDEX), index=False)
     meta = {
         "key": key,
         "shape": [n, size, size, len(CHANNELS)],
@@ -310,7 +305,7 @@ def _build(
         "n_images": len(ids) - len(failures),
         "failures": failures,
     }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    CacheDir(tmp).path(CacheDir.META).write_text(json.dumps(meta, indent=2))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process built the same cache meanwhile

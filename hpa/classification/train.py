@@ -169,6 +169,42 @@ class TrainConfig:
         ):
             raise HPAConfigError(f"tile_weight must be a number in [0, 1] or null, got {self.tile_weight!r}")
 
+    @classmethod
+    def for_device(cls, device: str = "auto", *, source: str = "settings", **overrides: Any) -> TrainConfig:
+        """The settings of a run on ``device``: its defaults, then ``overrides``.
+
+        The defaults are :data:`DEVICE_DEFAULTS` of the resolved device (``auto``: a GPU
+        when one is visible) with ``workers`` = the CPU cores. ``precision`` ``auto`` is
+        resolved for the device; the packaged ImageNet start is dropped for another
+        backbone unless ``pretrained`` is among the overrides
+        (:func:`hpa.classification.pretrained.pretrained_for_backbone`).
+
+        Args:
+            device: ``auto``, ``cpu`` or ``cuda``.
+            source: what the overrides came from, named in errors (a YAML file, flags).
+            **overrides: fields of :class:`TrainConfig` (a ``device`` among them is ignored).
+
+        Raises:
+            HPAConfigError: an unknown setting or a bad value; names ``source``.
+        """
+        from hpa.classification.pretrained import pretrained_for_backbone
+        from hpa.config import default_workers, from_dict, resolve_device
+
+        resolved = resolve_device(device)
+        data: dict[str, Any] = {**DEVICE_DEFAULTS[resolved], "workers": default_workers(), **overrides}
+        data["device"] = resolved
+        data["pretrained"] = pretrained_for_backbone(
+            str(data.get("backbone")), data.get("pretrained"), explicit="pretrained" in overrides
+        )
+        data["precision"] = resolve_precision(data.get("precision") or "auto", resolved)
+        return from_dict(cls, data, source=source)
+
+    @classmethod
+    def from_settings(cls, data: dict[str, Any], source: str = "settings") -> TrainConfig:
+        """:meth:`for_device` with the device taken from ``data`` (default ``auto``)."""
+        data = dict(data)
+        return cls.for_device(data.pop("device", None) or "auto", source=source, **data)
+
 
 #: :attr:`TrainConfig.freeze_epochs` value: the backbone stays frozen for the whole run.
 FREEZE_ALL = -2

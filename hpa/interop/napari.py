@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from hpa.artefacts import PredDir, SegDir
 from hpa.constants import CHANNEL_STAINS, CHANNELS
 from hpa.errors import HPADataError
 from hpa.io import read_label_image, read_sample
@@ -42,13 +42,12 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def _is_pred_dir(folder: Path) -> bool:
-    return (folder / "cell_predictions.parquet").is_file() and (folder / "thresholds.json").is_file()
+    return PredDir(folder).is_preddir()
 
 
 def _is_seg_dir(folder: Path) -> bool:
-    return (folder / "cells").is_dir() and (
-        (folder / "nuclei").is_dir() or (folder / "cells.parquet").is_file()
-    )
+    seg = SegDir(folder)
+    return seg.is_segdir() and ((folder / seg.NUCLEI).is_dir() or seg.path(seg.CELLS_TABLE).is_file())
 
 
 def _locate(path: str | Path) -> tuple[Path, str | None] | None:
@@ -56,10 +55,10 @@ def _locate(path: str | Path) -> tuple[Path, str | None] | None:
     path = Path(path)
     if path.is_dir():
         return (path, None) if _is_pred_dir(path) or _is_seg_dir(path) else None
-    if path.suffix.lower() == ".png" and path.parent.name == "cells":
+    if path.suffix.lower() == ".png" and path.parent.name == SegDir.CELLS:
         seg = path.parent.parent
         if _is_seg_dir(seg):
-            run = seg.parent if seg.name == "masks" and _is_pred_dir(seg.parent) else seg
+            run = seg.parent if seg.name == PredDir.MASKS and _is_pred_dir(seg.parent) else seg
             return run, path.stem
     return None
 
@@ -116,12 +115,13 @@ def _pred_layers(folder: Path, image_id: str | None) -> list[LayerData]:
 
 
 def _seg_layers(folder: Path, image_id: str | None) -> list[LayerData]:
-    ids = sorted(p.stem for p in (folder / "cells").glob("*.png"))
+    seg = SegDir(folder)
+    ids = sorted(p.stem for p in (folder / seg.CELLS).glob("*.png"))
     if not ids:
-        raise HPADataError(f"{folder}/cells: no mask")
+        raise HPADataError(f"{folder / seg.CELLS}: no mask")
     image_id = image_id or _first(ids, folder)
-    cells = read_label_image(folder / "cells" / f"{image_id}.png")
-    table_path = folder / "tables" / f"{image_id}.parquet"
+    cells = read_label_image(seg.cell_mask(image_id))
+    table_path = seg.image_table(image_id)
     table = pd.read_parquet(table_path) if table_path.is_file() else pd.DataFrame({"cell_id": []})
     features = table.drop(columns=["image_id"], errors="ignore").rename(columns={"cell_id": "index"})
     images_dir, channel_map = _seg_inputs(folder)
@@ -130,10 +130,7 @@ def _seg_layers(folder: Path, image_id: str | None) -> list[LayerData]:
 
 def _seg_inputs(folder: Path) -> tuple[Path | None, ChannelMap | None]:
     """Images folder and channel map of a SEG_DIR, from its ``inputs.yaml``."""
-    path = folder / "inputs.yaml"
-    if not path.is_file():
-        return None, None
-    inputs = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    inputs = SegDir(folder).read_inputs()
     images = Path(inputs["images"]) if inputs.get("images") else None
     spec = inputs.get("channel_map")
     return images, ChannelMap.parse(str(spec)) if spec else None

@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from hpa.config import resolve_device
+from hpa import runlog
+from hpa.artefacts import PredDir
+from hpa.artefacts.folder import SETTINGS_FILE
+from hpa.config import check_count, log_settings, resolve, resolve_device, save_yaml, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,34 @@ log = logging.getLogger(__name__)
 SHIPPED_SAMPLES = Path(__file__).resolve().parents[2] / "data" / "hpa-samples"
 #: Epochs of the demo's CPU run: enough to learn the common classes in a few minutes.
 CPU_DEMO_EPOCHS = 10
+#: The demo's resolved settings, saved in its output folder.
+DEMO_CONFIG = SETTINGS_FILE
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of ``hpa demo`` (``--config`` YAML, then flags).
+
+    Attributes:
+        n_train, n_test: synthetic training and test images.
+        epochs: training epochs; None = :data:`CPU_DEMO_EPOCHS` on CPU, the device default on GPU.
+        seed: the synthetic data's seed and the training seed.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    n_train: int = 240
+    n_test: int = 60
+    epochs: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_count(self.n_train, "n_train")
+        check_count(self.n_test, "n_test")
+        check_count(self.epochs, "epochs", optional=True)
+        check_count(self.seed, "seed", minimum=0)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
 def run_demo(
@@ -37,8 +69,8 @@ def run_demo(
     device: str = "auto",
 ) -> dict[str, Path | float]:
     """Run every stage and return where the outputs are, plus the test macro F1."""
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
-    from hpa.config import default_workers, from_dict
+    from hpa.classification.train import TrainConfig
+    from hpa.config import default_workers
     from hpa.io import read_id_list, read_labels
     from hpa.outputs import check_apart
     from hpa.pipelines.evaluate import evaluate
@@ -50,6 +82,9 @@ def run_demo(
     t0 = time.perf_counter()
     check_apart(out, {"(the shipped samples)": SHIPPED_SAMPLES})
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runlog.write_into(out)
+    save_yaml(out / DEMO_CONFIG, to_dict(DemoConfig(n_train, n_test, epochs, seed, device)))
     device = resolve_device(device)
     data = out / "data"
     log.info("[1/6] synthesising %d training and %d test images in %s", n_train, n_test, data)
@@ -59,10 +94,8 @@ def run_demo(
     segment_folder(data / "train", out / "seg" / "train")
     segment_folder(data / "test", out / "seg" / "test")
     log.info("[3/6] training the classifier on %s", device)
-    settings = dict(DEVICE_DEFAULTS[device])
-    settings.update(device=device, seed=seed, workers=default_workers())
-    settings["epochs"] = epochs or (CPU_DEMO_EPOCHS if device == "cpu" else settings["epochs"])
-    cfg = from_dict(TrainConfig, settings, source="demo")
+    epochs = epochs or (CPU_DEMO_EPOCHS if device == "cpu" else None)
+    cfg = TrainConfig.for_device(device, source="demo", seed=seed, **({"epochs": epochs} if epochs else {}))
     model = out / "model"
     train_model(data / "train", read_labels(data / "train.csv"), out / "seg" / "train", model, cfg)
     log.info("[4/6] predicting the test images")
@@ -75,7 +108,7 @@ def run_demo(
         ids=read_id_list(data / "sample_submission.csv"),
         device=device,
     )
-    result = evaluate(pred / "submission.csv", data / "test_labels.csv")
+    result = evaluate(pred / PredDir.SUBMISSION, data / "test_labels.csv")
     from hpa.config import save_json
 
     save_json(out / "evaluation.json", result)
@@ -106,9 +139,17 @@ def _report(pred: Path, images: Path, labels: Path) -> Path:
     return make_report(pred, images, labels)
 
 
+def resolve_demo_config(args: argparse.Namespace) -> DemoConfig:
+    """The run's :class:`DemoConfig`: defaults, then ``--config`` YAML, then explicit flags."""
+    flags = {k: getattr(args, k) for k in ("n_train", "n_test", "epochs", "seed", "device")}
+    return resolve(DemoConfig, args.config, **flags)
+
+
 def main(args: argparse.Namespace) -> tuple[int, str]:
     """Entry point of ``hpa demo``: status and the summary of where the outputs are."""
-    res = run_demo(args.out, args.n_train, args.n_test, args.epochs, args.seed, args.device)
+    cfg = resolve_demo_config(args)
+    log_settings("demo settings", to_dict(cfg))
+    res = run_demo(args.out, cfg.n_train, cfg.n_test, cfg.epochs, cfg.seed, cfg.device)
     lines = [
         f"\nhpa demo finished in {res['seconds']:.0f} s. Outputs in {res['out']}/:",
         "  data/           synthetic dataset (train/, test/, train.csv, test_labels.csv, truth/)",

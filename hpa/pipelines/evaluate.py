@@ -17,6 +17,7 @@ from typing import Any
 from hpa.aggregation.metrics import format_report, macro_f1, per_class_report
 from hpa.aggregation.submission import align_submission, read_submission
 from hpa.aggregation.thresholds import load_thresholds_file
+from hpa.artefacts import PredDir
 from hpa.constants import LABEL_SETS
 from hpa.errors import HPAConfigError
 from hpa.io import read_labels
@@ -81,7 +82,7 @@ def check_label_set(submission_path: str | Path, label_set: str, labels_path: st
     Raises:
         HPAConfigError: the submission's classes are another label set's.
     """
-    spec_path = Path(submission_path).parent / "thresholds.json"
+    spec_path = Path(submission_path).parent / PredDir.THRESHOLDS
     if not spec_path.is_file():
         return
     names = load_thresholds_file(spec_path).class_names

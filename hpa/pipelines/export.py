@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from hpa.artefacts import SegDir
 from hpa.errors import HPADataError
 from hpa.io import check_image_id, read_label_image
 from hpa.outputs import check_apart
@@ -43,7 +44,7 @@ def export_image(
         if not mask.is_file():
             raise HPADataError(f"{mask}: no cell mask for Id {image_id}")
         cells = read_label_image(mask)
-        nuclei_path = mask.parent.parent / "nuclei" / mask.name
+        nuclei_path = SegDir(mask.parent.parent).nucleus_mask(image_id)
         nuclei = read_label_image(nuclei_path) if nuclei_path.is_file() else None
         path = out / f"{image_id}.geojson"
         write_geojson(path, cell_features(cells, table, run.class_names, run.thresholds, nuclei))

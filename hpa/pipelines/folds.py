@@ -11,7 +11,6 @@ averages. A rerun skips finished folds and resumes an interrupted one from its
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -21,11 +20,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from hpa import runlog
+from hpa.artefacts import ModelDir, write_csv, write_parquet
+from hpa.artefacts.modelcard import write_training_record
+from hpa.artefacts.tables import image_score_table
 from hpa.config import save_json, to_dict
 from hpa.errors import HPAConfigError
-from hpa.io import Labels, atomic_path, write_labels, write_text_atomic
+from hpa.io import Labels, write_labels
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,15 @@ _FREE = {"fold", "workers", "device", "precision", "world_size", "max_steps"}
 
 def fold_dir(out: str | Path, k: int) -> Path:
     """The model folder of fold ``k``."""
-    return Path(out) / f"fold-{k}"
+    return ModelDir(out).fold(k).root
 
 
 def _check_same_settings(folder: Path, cfg: Any) -> None:
     """Refuse to reuse a fold folder trained with other settings (naming the first difference)."""
-    path = folder / "train_config.yaml"
-    if not path.is_file():
+    path = folder / ModelDir.TRAIN_CONFIG
+    saved = ModelDir(folder).read_train_config()
+    if saved is None:
         return
-    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for key, value in to_dict(cfg).items():
         if key in _FREE or (key == "epochs" and value is None):
             continue
@@ -93,15 +95,16 @@ def train_folds(
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    runlog.write_into(out)  # one log for every fold, appended to by a rerun
     fold_metrics = []
     for k in range(cfg.folds):
         folder = fold_dir(out, k)
         _check_same_settings(folder, cfg)
-        if (folder / "metrics.json").is_file():
+        if (folder / ModelDir.METRICS).is_file():
             log.info("fold %d of %d: finished earlier in %s, kept", k + 1, cfg.folds, folder)
-            fold_metrics.append(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
+            fold_metrics.append(ModelDir(folder).read_metrics())
             continue
-        resume = (folder / "last.ckpt").is_file()
+        resume = (folder / ModelDir.CHECKPOINT).is_file()
         log.info("fold %d of %d -> %s%s", k + 1, cfg.folds, folder, " (resumed)" if resume else "")
         fold_metrics.append(
             train_model(
@@ -118,14 +121,9 @@ def train_folds(
         )
 
     cols = list(labels.class_names)
-    views = pd.concat(
-        [pd.read_parquet(fold_dir(out, k) / "val_cell_scores.parquet") for k in range(cfg.folds)],
-        ignore_index=True,
-    )
-    ids = list(
-        pd.concat([pd.read_csv(fold_dir(out, k) / "val_image_scores.csv", usecols=["Id"], dtype=str)
-                   for k in range(cfg.folds)])["Id"]
-    )  # fmt: skip
+    folds = [ModelDir(out).fold(k) for k in range(cfg.folds)]
+    views = pd.concat([f.read_val_views(cols) for f in folds], ignore_index=True)
+    ids = [i for f in folds for i in f.read_val_image_ids()]
     if len(set(ids)) != len(ids):
         raise HPAConfigError(
             f"{out}: an image is validated by two folds; the fold folders come from other runs"
@@ -149,13 +147,11 @@ def train_folds(
         "seconds": time.perf_counter() - t0,
         "per_class": report.to_dict(orient="records"),
     }
-    with atomic_path(out / OOF_VIEWS_FILE) as tmp:
-        views.to_parquet(tmp, index=False)
-    image_table = pd.concat([pd.DataFrame({"Id": ids}), pd.DataFrame(scores, columns=cols)], axis=1)
-    write_text_atomic(out / OOF_IMAGES_FILE, image_table.to_csv(index=False))
+    write_parquet(out / OOF_VIEWS_FILE, views)
+    write_csv(out / OOF_IMAGES_FILE, image_score_table(ids, scores, cols))
     write_labels(out / OOF_LABELS_FILE, oof_labels)
     save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
-    save_json(out / "metrics.json", metrics)
+    save_json(out / ModelDir.METRICS, metrics)
     save_json(
         out / ENSEMBLE_FILE,
         {
@@ -166,6 +162,10 @@ def train_folds(
             "threshold_shrink": cfg.threshold_shrink,
         },
     )
+    write_training_record(
+        out, name=out.name, seg_dirs=masks, images=images, labels=oof_labels, metrics=metrics,
+        thresholds=tuned.thresholds, settings=to_dict(cfg),
+    )  # fmt: skip
     log.info(
         "%d folds in %s: out-of-fold macro F1 %.4f over %d images (tile weight %.2f); %.0f s",
         cfg.folds,

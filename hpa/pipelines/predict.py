@@ -27,12 +27,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hpa.config import default_workers, log_settings, save_yaml
+from hpa import runlog
+from hpa.artefacts import PredDir, SegDir, read_failures, write_csv, write_failures, write_parquet
+from hpa.artefacts.tables import image_score_table, split_views
+from hpa.config import default_workers, log_settings, resolve, save_yaml
 from hpa.errors import HPAConfigError
-from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list, write_text_atomic
+from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list
 from hpa.io_tiff import check_channel_map
 from hpa.outputs import StagedFolder, check_apart
 from hpa.parallel import process_pool
+from hpa.pipelines.predict_config import PredictConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +61,17 @@ class PredictSummary:
 
 def _prepare(task: tuple[str, str, str, Any, Any, Any]) -> Any:
     """Read, segment (or load masks) and cut the views of one image, in a worker."""
-    from hpa.classification.cache import image_views, mask_path
-    from hpa.io import read_label_image, read_sample
+    from hpa.artefacts.segdir import load_or_segment
+    from hpa.classification.cache import image_views
+    from hpa.io import read_sample
 
     images_dir, masks_dir, image_id, crop, seg_config, channel_map = task
     try:
         image = read_sample(images_dir, image_id, channel_map)
         if seg_config is None:
-            path = mask_path(masks_dir, image_id)
-            if not path.is_file():
-                raise HPADataError(f"{path}: no cell mask for Id {image_id}")
-            cells = read_label_image(path)
-            table = None
-        else:  # the same files as hpa segment: OUT/masks is a complete SEG_DIR
-            from hpa.pipelines.segment import is_finished, output_paths, segment_and_write
-
-            if is_finished(masks_dir, image_id):  # by an interrupted run: resumed
-                paths = output_paths(masks_dir, image_id)
-                cells, table = read_label_image(paths["cells"]), pd.read_parquet(paths["table"])
-            else:
-                cells, table = segment_and_write(image, masks_dir, image_id, seg_config)
+            cells, table = SegDir(masks_dir).read_cells(image_id), None
+        else:  # the same files as hpa segment (resuming an interrupted run): OUT/masks is a SEG_DIR
+            cells, table = load_or_segment(image, masks_dir, image_id, seg_config)
         return image_views(image, cells, image_id, crop), table
     except (HPADataError, OSError, ValueError, TypeError) as exc:
         return image_id, f"{type(exc).__name__}: {exc}"
@@ -244,49 +239,26 @@ def write_predictions(
     y_pred = apply_thresholds(scores, thresholds, fill_top=fill_top)
     y_pred[failed_rows] = 0
 
-    columns = list(cfg.class_names)
+    pred = PredDir(out)
     if submission:
-        write_submission(out / "submission.csv", ids, y_pred)
-    image_scores = pd.concat([pd.DataFrame({"Id": list(ids)}), pd.DataFrame(scores, columns=columns)], axis=1)
-    write_text_atomic(out / "image_scores.csv", image_scores.to_csv(index=False))
-    cell_rows = (index["kind"] == "cell").to_numpy()
-    cells = index[cell_rows].drop(columns="kind").reset_index(drop=True)
-    cell_probs = probs[cell_rows]
-    cells = pd.concat([cells, pd.DataFrame(cell_probs, columns=columns)], axis=1)
-    called = apply_thresholds(cell_probs, thresholds, fill_top=False)
+        write_submission(pred.path(PredDir.SUBMISSION), ids, y_pred)
+    write_csv(pred.path(PredDir.IMAGE_SCORES), image_score_table(ids, scores, cfg.class_names))
+    cells, tiles = split_views(index, probs, cfg.class_names)
+    called = apply_thresholds(cells[list(cfg.class_names)].to_numpy(), thresholds, fill_top=False)
     cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in called]
-    _write_parquet(out / "cell_predictions.parquet", cells)
-    tiles = (
-        index[~cell_rows][["image_id", "cell_id"]].rename(columns={"cell_id": "tile"}).reset_index(drop=True)
-    )
-    tile_table = pd.concat([tiles, pd.DataFrame(probs[~cell_rows], columns=columns)], axis=1)
-    _write_parquet(out / "tile_predictions.parquet", tile_table)
-    save_thresholds(out / "thresholds.json", thresholds, cfg.class_names)
-    failure_table = pd.DataFrame({"image_id": list(failures), "error": list(failures.values())})
-    write_text_atomic(out / "failures.csv", failure_table.to_csv(index=False))
-    return int(cell_rows.sum())
+    write_parquet(pred.path(PredDir.CELLS), cells)
+    write_parquet(pred.path(PredDir.TILES), tiles)
+    save_thresholds(pred.path(PredDir.THRESHOLDS), thresholds, cfg.class_names)
+    write_failures(pred.path(PredDir.FAILURES), failures)
+    return len(cells)
 
 
 # ----------------------------------------------------------------- Dask cluster ---
 
 #: The marker file of a prediction folder, and every name ``hpa predict`` (and ``hpa show``
 #: and ``hpa report`` by default) writes in it: only such a folder is ever replaced.
-PREDICT_MARKER = ".hpa-predict"
-PREDICT_ENTRIES = (
-    "submission.csv",
-    "image_scores.csv",
-    "cell_predictions.parquet",
-    "tile_predictions.parquet",
-    "thresholds.json",
-    "submission_2021.csv",
-    "cell_predictions_2021.parquet",
-    "thresholds_2021.json",
-    "failures.csv",
-    "config.yaml",
-    "masks",
-    "report",
-    "overlays",
-)
+PREDICT_MARKER = PredDir.MARKER
+PREDICT_ENTRIES = PredDir.ENTRIES
 
 # (model folder, weights mtime, device) -> (model, config): a worker process loads its model once
 _MODEL_CACHE: dict[tuple[str, int, str], tuple[Any, Any]] = {}
@@ -352,12 +324,11 @@ def _score_shard(
         channel_map=channel_map,
     )
     paths = _shard_paths(parts_dir, k)
-    failures = pd.DataFrame({"image_id": list(scored.failures), "error": list(scored.failures.values())})
-    write_text_atomic(paths["failures"], failures.to_csv(index=False))
+    write_failures(paths["failures"], scored.failures)
     if scored.seg_tables:
-        _write_parquet(paths["cells"], pd.concat(scored.seg_tables, ignore_index=True))
+        write_parquet(paths["cells"], pd.concat(scored.seg_tables, ignore_index=True))
     probs = pd.DataFrame(scored.probs, columns=list(cfg.class_names))
-    _write_parquet(paths["scores"], pd.concat([scored.index.reset_index(drop=True), probs], axis=1))
+    write_parquet(paths["scores"], pd.concat([scored.index.reset_index(drop=True), probs], axis=1))
     return device
 
 
@@ -376,8 +347,7 @@ def merge_shards(parts_dir: str | Path, n_shards: int, class_names: Sequence[str
         table = pd.read_parquet(paths["scores"])
         if len(table):
             frames.append(table)
-        lost = pd.read_csv(paths["failures"], dtype=str, keep_default_na=False)
-        failures.update(zip(lost["image_id"], lost["error"]))
+        failures.update(read_failures(paths["failures"]))
         if paths["cells"].is_file():
             seg_tables.append(pd.read_parquet(paths["cells"]))
     if not frames:
@@ -478,7 +448,7 @@ def predict_folder(
     batch_size: int | None = None,
     device: str = "auto",
     workers: int | None = None,
-    backend: str = "watershed",
+    backend: str | None = None,
     progress: bool = True,
     scheduler: str | None = None,
     precision: str = "auto",
@@ -504,7 +474,9 @@ def predict_folder(
         batch_size: views per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
         workers: processes reading, segmenting and cropping.
-        backend: segmentation backend when ``masks`` is None.
+        backend: segmentation backend when ``masks`` is None; the other segmentation
+            settings are those of the model's training masks
+            (:func:`hpa.pipelines.predict_config.model_segmentation`); None = their backend too.
         progress: show a tqdm progress bar.
         scheduler: score on a dask.distributed cluster: a scheduler address
             (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker
@@ -542,7 +514,10 @@ def predict_folder(
     out = Path(out)
     models = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
     check_apart(out, {"IMAGES": images, "--masks": masks, **{f"--model {m}": m for m in models}})
-    with StagedFolder(out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=("masks",)) as stage:
+    with StagedFolder(
+        out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=(PredDir.MASKS, PredDir.RUN_LOG)
+    ) as stage:
+        runlog.write_into(stage.path)  # a killed run's log is kept and appended to
         summary = _predict_staged(
             stage.path, images, model_dir, out, masks, ids, tta, pooling, fill_top, batch_size,
             device, workers, backend, progress, scheduler, precision, channel_map, fmt, cell_score,
@@ -565,7 +540,7 @@ def _predict_staged(
     batch_size: int | None,
     device: str,
     workers: int | None,
-    backend: str,
+    backend: str | None,
     progress: bool,
     scheduler: str | None,
     precision: str,
@@ -626,13 +601,13 @@ def _predict_staged(
     seg_config = None
     masks_dir = Path(masks) if masks else work / "masks"
     if masks is None:
-        from hpa.segmentation import SegmentConfig
+        from hpa.pipelines.predict_config import model_segmentation
 
-        seg_config = SegmentConfig(backend=backend)
+        seg_config = model_segmentation(model_dirs, backend)
         _resume_masks(masks_dir, out / "masks", to_dict(seg_config))
-        save_yaml(masks_dir / "config.yaml", to_dict(seg_config))
-    elif not (masks_dir / "cells").is_dir():
-        raise HPADataError(f"{masks_dir}: not a segmentation folder (no cells/)")
+        SegDir(masks_dir).write_settings(to_dict(seg_config))
+    else:
+        SegDir(masks_dir).check()
     settings = {
         "images": str(Path(images).resolve()),
         "masks": str(masks_dir.resolve()),
@@ -649,7 +624,7 @@ def _predict_staged(
         "fill_top": fill_top,
         "tile_weight": cfg.tile_weight,
         "segmented_on_the_fly": masks is None,
-        "segmentation_backend": backend if masks is None else None,
+        "segmentation_backend": seg_config.backend if seg_config is not None else None,
         "n_images": len(ids),
         "channel_map": channel_map.spec if channel_map is not None else None,
         "format": fmt,
@@ -661,7 +636,7 @@ def _predict_staged(
     if scheduler is not None:  # workers and batch size are the workers' own, by device
         settings.update(scheduler=scheduler, workers=None)
     log_settings("predict settings", settings)
-    save_yaml(work / "config.yaml", settings)
+    save_yaml(work / PredDir.CONFIG, settings)
 
     if scheduler is None:
         assert workers is not None and batch_size is not None
@@ -688,7 +663,7 @@ def _predict_staged(
         )  # fmt: skip
     n_cells = write_predictions(work, ids, scored, cfg, thresholds, pooling, fill_top, fmt != "2021")
     if scored.seg_tables:
-        _write_parquet(masks_dir / "cells.parquet", pd.concat(scored.seg_tables, ignore_index=True))
+        SegDir(masks_dir).merge_tables(scored.seg_tables)
     if fmt != "2018":
         assert cell_score is not None and min_cell_score is not None
         single_cell.write_single_cell(work, cell_score, min_cell_score, progress, masks_dir=masks_dir)
@@ -715,14 +690,12 @@ def _resume_masks(masks_dir: Path, previous: Path, settings: dict[str, Any]) -> 
     """
     import shutil
 
-    from hpa.pipelines.segment import settings_differences
-
-    if masks_dir.is_dir() and settings_differences(masks_dir, settings):
+    if masks_dir.is_dir() and SegDir(masks_dir).settings_differences(settings):
         log.info("%s: masks of an interrupted run with other settings; segmenting anew", masks_dir)
         shutil.rmtree(masks_dir)
-    if masks_dir.is_dir() or not (previous / "config.yaml").is_file():
+    if masks_dir.is_dir() or SegDir(previous).read_settings() is None:
         return
-    if settings_differences(previous, settings):
+    if SegDir(previous).settings_differences(settings):
         return
     try:
         shutil.copytree(previous, masks_dir, copy_function=os.link)
@@ -732,38 +705,51 @@ def _resume_masks(masks_dir: Path, previous: Path, settings: dict[str, Any]) -> 
     log.info("reusing the masks of the previous run in %s", previous)
 
 
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    from hpa.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+def resolve_predict_config(args: argparse.Namespace) -> PredictConfig:
+    """The run's :class:`PredictConfig`: defaults, then ``--config`` YAML, then explicit flags."""
+    flags = {
+        "tta": args.tta,
+        "pooling": args.pooling,
+        "fill_top": False if args.no_fill_top else None,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "precision": getattr(args, "precision", None),
+        "workers": args.workers,
+        "backend": args.backend,
+        "format": getattr(args, "format", None),
+        "cell_score": getattr(args, "cell_score", None),
+        "min_cell_score": getattr(args, "min_cell_score", None),
+        "model_weights": getattr(args, "model_weights", None),
+    }
+    return resolve(PredictConfig, getattr(args, "config", None), **flags)
 
 
 def main(args: argparse.Namespace) -> tuple[int, str]:
     """Entry point of ``hpa predict``."""
     ids = read_id_list(args.ids) if args.ids else None
+    cfg = resolve_predict_config(args)
     summary = predict_folder(
         args.images,
         args.model,
         args.out,
         masks=args.masks,
         ids=ids,
-        tta=args.tta,
-        pooling=args.pooling,
-        fill_top=not args.no_fill_top,
-        batch_size=args.batch_size,
-        device=args.device,
-        workers=args.workers,
-        backend=args.backend,
+        tta=cfg.tta,
+        pooling=cfg.pooling,
+        fill_top=cfg.fill_top,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        workers=cfg.workers,
+        backend=cfg.backend,
         scheduler=getattr(args, "scheduler", None),
-        precision=getattr(args, "precision", "auto"),
+        precision=cfg.precision,
         channel_map=getattr(args, "channel_map", None),
-        fmt=getattr(args, "format", None),
-        cell_score=getattr(args, "cell_score", None),
-        min_cell_score=getattr(args, "min_cell_score", None),
-        model_weights=getattr(args, "model_weights", None),
+        fmt=cfg.format,
+        cell_score=cfg.cell_score,
+        min_cell_score=cfg.min_cell_score,
+        model_weights=cfg.model_weights,
     )
-    written = [n for n in ("submission.csv", "submission_2021.csv") if (summary.out / n).is_file()]
+    written = [n for n in (PredDir.SUBMISSION, PredDir.SUBMISSION_2021) if (summary.out / n).is_file()]
     text = (
         f"submission: {', '.join(str(summary.out / n) for n in written)} ({summary.n_images} images, "
         f"{summary.n_failed} failed, {summary.n_cells} cells, {summary.images_per_s:.2f} images/s)"

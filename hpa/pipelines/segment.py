@@ -11,8 +11,6 @@ image never stops the run).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -21,30 +19,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import yaml
 from tqdm import tqdm
 
-from hpa.config import default_workers, load_yaml, log_settings, resolve, save_yaml, to_dict
+from hpa import runlog
+from hpa.artefacts.segdir import SegDir, segment_and_write
+from hpa.config import default_workers, log_settings, resolve, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import (
     HPADataError,
-    atomic_path,
     check_folder_ids,
     list_image_ids,
     read_id_list,
     remove_stale_temporaries,
-    write_text_atomic,
 )
 from hpa.io_tiff import ChannelMap, check_channel_map
 from hpa.outputs import check_apart
 from hpa.parallel import process_pool
-from hpa.segmentation import TABLE_COLUMNS, SegmentConfig, cell_table, segment
+from hpa.segmentation import SegmentConfig
 
 log = logging.getLogger(__name__)
-
-SUBDIRS = ("cells", "nuclei", "tables")
 
 
 @dataclass(frozen=True)
@@ -62,46 +55,6 @@ class SegmentSummary:
     n_skipped: int
     n_failed: int
     seconds: float
-
-
-def output_paths(out_dir: str | Path, image_id: str) -> dict[str, Path]:
-    """The files of one image in a SEG_DIR: keys ``cells``, ``nuclei``, ``table``."""
-    out_dir = Path(out_dir)
-    return {
-        "cells": out_dir / "cells" / f"{image_id}.png",
-        "nuclei": out_dir / "nuclei" / f"{image_id}.png",
-        "table": out_dir / "tables" / f"{image_id}.parquet",
-    }
-
-
-def is_finished(out_dir: str | Path, image_id: str) -> bool:
-    """True when the masks and the table of ``image_id`` all exist."""
-    return all(p.is_file() for p in output_paths(out_dir, image_id).values())
-
-
-def write_table(path: str | Path, table: pd.DataFrame) -> None:
-    """Write a DataFrame as Parquet (no index), atomically."""
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
-
-
-def segment_and_write(
-    image: np.ndarray, out_dir: str | Path, image_id: str, config: SegmentConfig
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Segment an ``(H, W, 4)`` sample and write its SEG_DIR files (masks, then its table).
-
-    Returns:
-        ``(cells, table)``: the ``(H, W)`` int32 cell labels and the per-cell table.
-    """
-    from hpa.io import write_label_image
-
-    cells, nuclei = segment(image, config)
-    table = cell_table(image_id, image, cells, nuclei)
-    paths = output_paths(out_dir, image_id)
-    write_label_image(paths["cells"], cells)
-    write_label_image(paths["nuclei"], nuclei)
-    write_table(paths["table"], table)  # last: its presence marks the image finished
-    return cells, table
 
 
 def segment_one(
@@ -185,33 +138,8 @@ def _run(jobs: list[_Job], workers: int) -> Iterator[tuple[str, int, str | None]
 
 def _remove_stray_temporaries(out_dir: Path) -> None:
     """Remove the temporaries of killed runs (:func:`hpa.io.remove_stale_temporaries`)."""
-    for sub in (*SUBDIRS, "."):
+    for sub in (*SegDir.SUBDIRS, "."):
         remove_stale_temporaries(out_dir / sub)
-
-
-def settings_differences(out_dir: str | Path, settings: dict[str, Any]) -> list[str]:
-    """The settings that differ between ``out_dir/config.yaml`` and ``settings``.
-
-    Settings that do not reach the masks (the cellpose ones under the watershed backend)
-    are not compared. A SEG_DIR without ``config.yaml`` differs in nothing.
-
-    Returns:
-        One ``"name: recorded -> now"`` line per differing setting (empty: same settings).
-    """
-    path = Path(out_dir) / "config.yaml"
-    if not path.is_file():
-        return []
-    try:
-        recorded = load_yaml(path)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise HPAConfigError(f"{path}: unreadable settings of an earlier run ({exc})") from None
-    watershed = settings.get("backend") == "watershed" and recorded.get("backend") == "watershed"
-    names = [k for k in dict.fromkeys([*recorded, *settings]) if not (watershed and k.startswith("cellpose"))]
-    return [
-        f"{k}: {recorded.get(k, '(unset)')!r} -> {settings.get(k, '(unset)')!r}"
-        for k in names
-        if recorded.get(k) != settings.get(k)
-    ]
 
 
 def check_same_settings(out_dir: str | Path, settings: dict[str, Any]) -> None:
@@ -220,40 +148,15 @@ def check_same_settings(out_dir: str | Path, settings: dict[str, Any]) -> None:
     Raises:
         HPAConfigError: naming the SEG_DIR and each differing setting.
     """
-    out_dir = Path(out_dir)
-    if not any((out_dir / "tables").glob("*.parquet")):
+    seg = SegDir(out_dir)
+    if not seg.has_finished_images():
         return  # nothing finished yet: the settings are free to change
-    diff = settings_differences(out_dir, settings)
+    diff = seg.settings_differences(settings)
     if diff:
         raise HPAConfigError(
             f"--out {out_dir}: holds masks made with other settings ({'; '.join(diff)}); "
             "use the same settings to resume, or another folder"
         )
-
-
-def merge_tables(out_dir: str | Path) -> pd.DataFrame:
-    """Concatenate every ``tables/<Id>.parquet`` into ``cells.parquet`` (atomic).
-
-    Rows are sorted by ``image_id`` then ``cell_id``.
-    """
-    out_dir = Path(out_dir)
-    parts = [pd.read_parquet(p) for p in sorted((out_dir / "tables").glob("*.parquet"))]
-    parts = [p for p in parts if len(p)]
-    if parts:
-        table = pd.concat(parts, ignore_index=True)
-    else:
-        table = pd.DataFrame({c: pd.Series(dtype="object") for c in TABLE_COLUMNS})
-    table = table.sort_values(["image_id", "cell_id"], ignore_index=True)[list(TABLE_COLUMNS)]
-    write_table(out_dir / "cells.parquet", table)
-    return table
-
-
-def _write_failures(out_dir: Path, failures: list[tuple[str, str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image_id", "error"])
-    writer.writerows(sorted(failures))
-    write_text_atomic(out_dir / "failures.csv", buf.getvalue())
 
 
 def segment_folder(
@@ -314,14 +217,13 @@ def segment_folder(
         check_models(config)  # a missing or foreign weights file fails before any work
     check_apart(out_dir, {"IMAGES": images_dir})
     check_same_settings(out_dir, to_dict(config))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for sub in SUBDIRS:
-        (out_dir / sub).mkdir(exist_ok=True)
+    seg = SegDir(out_dir)
+    seg.create()
+    runlog.write_into(out_dir)  # appended to by a resumed run
     _remove_stray_temporaries(out_dir)
-    save_yaml(out_dir / "config.yaml", to_dict(config))
-    inputs = {"images": str(images_dir.resolve()), "channel_map": channel_map.spec if channel_map else None}
-    save_yaml(out_dir / "inputs.yaml", inputs)  # for viewers: hpa.interop.napari
-    todo = [i for i in ids if not is_finished(out_dir, i)]
+    seg.write_settings(to_dict(config))
+    seg.write_inputs(images_dir, channel_map.spec if channel_map else None)  # for viewers: hpa.interop.napari
+    todo = [i for i in ids if not seg.is_finished(i)]
     n_skipped = len(ids) - len(todo)
     if n_skipped:
         log.info("%d of %d images already finished, skipping them", n_skipped, len(ids))
@@ -344,8 +246,8 @@ def segment_folder(
                 failures.append((image_id, error))
                 log.warning("%s: %s", image_id, error)
             bar.update(1)
-    _write_failures(out_dir, failures)
-    merge_tables(out_dir)
+    seg.write_failures(failures)
+    seg.merge_tables()
     seconds = time.perf_counter() - start
     summary = SegmentSummary(n_done, n_skipped, len(failures), seconds)
     rate = n_done / seconds if seconds > 0 else 0.0
@@ -354,8 +256,20 @@ def segment_folder(
         n_done, n_cells, seconds, rate, n_skipped, len(failures), out_dir,
     )  # fmt: skip
     if failures:
-        log.warning("%d image(s) failed; see %s", len(failures), out_dir / "failures.csv")
+        log.warning("%d image(s) failed; see %s", len(failures), out_dir / SegDir.FAILURES)
     return summary
+
+
+def resolve_segment_config(args: argparse.Namespace) -> SegmentConfig:
+    """The run's :class:`SegmentConfig`: defaults, then ``--config`` YAML, then explicit flags."""
+    return resolve(
+        SegmentConfig,
+        args.config,
+        backend=args.backend,
+        cellpose_model=args.cellpose_model,
+        cellpose_nuclei_model=args.cellpose_nuclei_model,
+        cellpose_device=args.device,
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -364,14 +278,7 @@ def main(args: argparse.Namespace) -> int:
     0 when at least one image is segmented (or already was), 1 when every image failed
     or there was none.
     """
-    config = resolve(
-        SegmentConfig,
-        args.config,
-        backend=args.backend,
-        cellpose_model=args.cellpose_model,
-        cellpose_nuclei_model=args.cellpose_nuclei_model,
-        cellpose_device=args.device,
-    )
+    config = resolve_segment_config(args)
     log_settings("segmentation settings", to_dict(config))
     ids = read_id_list(args.ids) if args.ids else None
     summary = segment_folder(

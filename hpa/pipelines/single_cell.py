@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from tqdm import tqdm
 
 from hpa.aggregation.cell_map import CellTruth, cell_map
@@ -45,9 +44,18 @@ from hpa.aggregation.single_cell import (
 )
 from hpa.aggregation.submission_2021 import read_submission_2021, write_submission_2021
 from hpa.aggregation.thresholds import apply_thresholds, load_thresholds, save_thresholds
+from hpa.artefacts import (
+    ID_COLUMN,
+    PredDir,
+    SegDir,
+    read_csv_table,
+    read_failures,
+    read_parquet_table,
+    write_parquet,
+)
 from hpa.constants import CLASS_NAMES_2018, CLASS_NAMES_2021
 from hpa.errors import HPAConfigError, HPADataError
-from hpa.io import atomic_path, check_image_id, read_label_image
+from hpa.io import check_image_id, read_label_image
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +65,9 @@ FORMATS = ("2018", "2021", "both")
 DEFAULT_CELL_SCORE = "image"
 #: Default lowest confidence listed in a PredictionString.
 DEFAULT_MIN_SCORE = 0.01
-SUBMISSION_2021 = "submission_2021.csv"
-CELLS_2021 = "cell_predictions_2021.parquet"
-THRESHOLDS_2021 = "thresholds_2021.json"
+SUBMISSION_2021 = PredDir.SUBMISSION_2021
+CELLS_2021 = PredDir.CELLS_2021
+THRESHOLDS_2021 = PredDir.THRESHOLDS_2021
 TRUTH_LABELS_2021 = "cell_labels_2021.csv"
 _BOX = ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
 
@@ -122,22 +130,20 @@ def call_cells(confidence: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def _read_run(pred_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, list[str], Path, set[str]]:
-    for name in ("cell_predictions.parquet", "image_scores.csv", "thresholds.json", "config.yaml"):
-        if not (pred_dir / name).is_file():
+    run = PredDir(pred_dir)
+    for name in (run.CELLS, run.IMAGE_SCORES, run.THRESHOLDS, run.CONFIG):
+        if not run.path(name).is_file():
             raise HPADataError(f"{pred_dir}: missing {name} (is this a PRED_DIR written by 'hpa predict'?)")
-    thresholds, names = load_thresholds(pred_dir / "thresholds.json")
-    cells = pd.read_parquet(pred_dir / "cell_predictions.parquet")
-    images = pd.read_csv(pred_dir / "image_scores.csv", dtype={"Id": str}, keep_default_na=False)
+    thresholds, names = load_thresholds(run.path(run.THRESHOLDS))
+    cells = read_parquet_table(run.path(run.CELLS))
+    images = read_csv_table(run.path(run.IMAGE_SCORES))
     missing = [n for n in names if n not in cells.columns or n not in images.columns]
     if missing:
         raise HPADataError(f"{pred_dir}: score tables lack the model's classes {missing[:3]}")
-    config = yaml.safe_load((pred_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    config = run.read_settings()
     if not config.get("masks"):
-        raise HPADataError(f"{pred_dir}/config.yaml names no masks folder")
-    failures: set[str] = set()
-    if (pred_dir / "failures.csv").is_file():
-        lost = pd.read_csv(pred_dir / "failures.csv", dtype=str, keep_default_na=False)
-        failures = set(lost.get("image_id", pd.Series(dtype=str)))
+        raise HPADataError(f"{run.path(run.CONFIG)} names no masks folder")
+    failures = set(read_failures(run.path(run.FAILURES)))
     return cells, images, thresholds, list(names), Path(config["masks"]), failures
 
 
@@ -175,7 +181,7 @@ def write_single_cell(
     pred_dir = Path(pred_dir)
     cells, images, thresholds, names, recorded_masks, failures = _read_run(pred_dir)
     masks_dir = Path(masks_dir) if masks_dir is not None else recorded_masks
-    ids = [check_image_id(i) for i in images["Id"]]
+    ids = [check_image_id(i) for i in images[ID_COLUMN]]
     image_2021 = pd.DataFrame(to_2021_scores(images[names].to_numpy(np.float32), names), index=ids)
     cell_2021 = to_2021_scores(cells[names].to_numpy(np.float32), names)
     image_rows = image_2021.loc[cells["image_id"].astype(str)].to_numpy(np.float32)
@@ -189,7 +195,7 @@ def write_single_cell(
     rows_of = cells.groupby(cells["image_id"].astype(str), sort=False).indices
     rows: list[tuple[str, int | None, int | None, str]] = []
     for image_id in tqdm(ids, desc="2021 submission", unit="img", disable=not progress):
-        path = masks_dir / "cells" / f"{image_id}.png"
+        path = SegDir(masks_dir).cell_mask(image_id)
         if image_id in failures or not path.is_file():
             rows.append((image_id, None, None, ""))
             continue
@@ -206,8 +212,7 @@ def write_single_cell(
     table = pd.concat([cells[keep].reset_index(drop=True),
                        pd.DataFrame(confidence, columns=list(CLASS_NAMES_2021))], axis=1)  # fmt: skip
     table["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in called]
-    with atomic_path(pred_dir / CELLS_2021) as tmp:
-        table.to_parquet(tmp, index=False)
+    write_parquet(pred_dir / CELLS_2021, table)
     save_thresholds(pred_dir / THRESHOLDS_2021, t2021, CLASS_NAMES_2021)
     log.info("2021 outputs (%s cell score) of %d images written to %s", cell_score, len(ids), pred_dir)
     return out
@@ -250,7 +255,7 @@ def load_cell_truth(truth_dir: str | Path) -> dict[str, CellTruth]:
             classes.setdefault(image_id, {})[cell_id] = cls
     truth: dict[str, CellTruth] = {}
     for image_id, per_cell in classes.items():
-        path = truth_dir / "cells" / f"{image_id}.png"
+        path = SegDir(truth_dir).cell_mask(image_id)
         if not path.is_file():
             raise HPADataError(f"{path}: no cell mask for annotated Id {image_id}")
         labels = read_label_image(path)

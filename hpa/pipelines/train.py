@@ -14,9 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpa.config import default_workers, load_yaml, log_settings, resolve_device, save_json, save_yaml, to_dict
+from hpa import runlog
+from hpa.artefacts import ModelDir, SegDir, write_csv
+from hpa.artefacts.cachedir import CacheDir
+from hpa.artefacts.modelcard import write_training_record
+from hpa.config import log_settings, resolve, save_json, save_yaml, to_dict
 from hpa.errors import HPAConfigError
-from hpa.io import HPADataError, Labels, atomic_path, read_labels, write_text_atomic
+from hpa.io import HPADataError, Labels, read_labels
 from hpa.outputs import prepare_staging, swap_in_keeping
 
 log = logging.getLogger(__name__)
@@ -49,39 +53,10 @@ def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.nd
     raise AssertionError("unreachable")
 
 
-def _pretrained_for_backbone(backbone: str, pretrained: str | None, explicit: bool) -> str | None:
-    """The start of a run: ``none`` means random; the default ImageNet start only fits its backbone.
-
-    The device defaults start ``efficientnet_lite0`` from the packaged ImageNet weights;
-    another ``--backbone`` without an explicit ``--pretrained`` starts at random (logged),
-    since no weights for it ship with the package.
-    """
-    from hpa.classification.pretrained import IMAGENET, IMAGENET_BACKBONE
-
-    if pretrained is None or str(pretrained).lower() == "none":
-        return None
-    if pretrained == IMAGENET and backbone != IMAGENET_BACKBONE and not explicit:
-        log.info(
-            "backbone %s: no packaged ImageNet weights (those are %s's), random start; "
-            "give --pretrained PATH or hub for another start",
-            backbone,
-            IMAGENET_BACKBONE,
-        )
-        return None
-    return pretrained
-
-
 def resolve_train_config(args: argparse.Namespace) -> Any:
-    """Defaults for the device, then ``--config`` YAML, then explicit flags."""
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig
+    """The run's :class:`TrainConfig`: device defaults, then ``--config`` YAML, then explicit flags."""
+    from hpa.classification.train import TrainConfig
 
-    device = resolve_device(args.device)
-    defaults: dict[str, Any] = dict(DEVICE_DEFAULTS[device])
-    data: dict[str, Any] = {}
-    if args.config:
-        data.update(load_yaml(args.config))
-    explicit = "pretrained" in data or args.pretrained is not None
-    data = {**defaults, "workers": default_workers(), **data}
     flags = {
         "backbone": args.backbone,
         "pretrained": args.pretrained,
@@ -100,22 +75,12 @@ def resolve_train_config(args: argparse.Namespace) -> Any:
         "input_size": getattr(args, "input_size", None),
         "intensity": getattr(args, "intensity", None),
         "freeze_epochs": getattr(args, "freeze_epochs", None),
+        "use_tiles": False if args.no_tiles else None,
+        "use_cells": False if args.no_cells else None,
+        "device": args.device,
+        "precision": getattr(args, "precision", None),
     }
-    data.update({k: v for k, v in flags.items() if v is not None})
-    data["pretrained"] = _pretrained_for_backbone(data["backbone"], data.get("pretrained"), explicit)
-    if args.no_tiles:
-        data["use_tiles"] = False
-    if args.no_cells:
-        data["use_cells"] = False
-    data["device"] = device
-    from hpa.classification.inference import resolve_precision
-    from hpa.config import from_dict
-
-    data["precision"] = resolve_precision(
-        getattr(args, "precision", None) or data.get("precision", "auto"), device
-    )
-
-    cfg = from_dict(TrainConfig, data, source=args.config or "train-cells flags")
+    cfg = resolve(TrainConfig, args.config, build=TrainConfig.from_settings, **flags)
     check_backbone(cfg.backbone)
     return cfg
 
@@ -164,7 +129,7 @@ def train_model(
 
     from hpa.aggregation import apply_thresholds, per_class_report, save_thresholds
     from hpa.classification import distributed
-    from hpa.classification.cache import CELL, build_cache, channel_stats, folder_of, mask_path
+    from hpa.classification.cache import CELL, build_cache, channel_stats, folder_of
     from hpa.classification.channels import channel_matrix, is_identity, parse_channels
     from hpa.classification.crops import CropSettings
     from hpa.classification.inference import resolve_precision
@@ -188,9 +153,8 @@ def train_model(
         check_channel_map(folder, channel_map)
     out = Path(out)
     seg_dirs = sorted({str(p) for p in masks.values()}) if isinstance(masks, Mapping) else [str(masks)]
-    for seg in map(Path, seg_dirs):
-        if not (seg / "cells").is_dir():
-            raise HPADataError(f"{seg}: not a segmentation folder (no cells/); run hpa segment first")
+    for seg in seg_dirs:
+        SegDir(seg).check()
     if out.exists() and not out.is_dir():
         raise HPAConfigError(f"--out {out}: exists and is not a folder")
     if out.is_symlink():  # the folder is swapped, not the link to it
@@ -207,12 +171,14 @@ def train_model(
     # The model folder is built beside OUT and swapped in at the end, so OUT always
     # holds one run's complete model; last.ckpt stays in OUT, where --resume finds it.
     staging = prepare_staging(out, rescue=(CHECKPOINT_FILE,)) if world.is_main else out
+    if world.is_main:
+        runlog.write_into(staging, previous=out if resume else None)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     if cfg.device == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))
 
-    have_mask = [i for i in labels.ids if mask_path(folder_of(masks, i), i).is_file()]
+    have_mask = [i for i in labels.ids if SegDir(folder_of(masks, i)).cell_mask(i).is_file()]
     if len(have_mask) < len(labels):
         log.warning(
             "%d of %d labelled images have no mask in %s and are left out",
@@ -225,7 +191,7 @@ def train_model(
     labels = labels.subset(have_mask)
 
     crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale)
-    cache_root = Path(cache_root or os.environ.get("HPA_CACHE_DIR") or Path(seg_dirs[0]) / "crop-cache")
+    cache_root = CacheDir.default_root(cache_root, seg_dirs[0])
     if not world.is_main:  # rank 0 builds the cache once; the others open it
         distributed.barrier(world)
     cache = build_cache(
@@ -315,10 +281,10 @@ def train_model(
         input_size=cfg.input_size,
     )
     if world.is_main:
-        save_yaml(staging / "train_config.yaml", {**to_dict(cfg), "world_size": world.size})
+        save_yaml(staging / ModelDir.TRAIN_CONFIG, {**to_dict(cfg), "world_size": world.size})
         sides = ["train" if i in train_ids else "val" for i in labels.ids]
         split = pd.DataFrame({"image_id": labels.ids, "side": sides})
-        write_text_atomic(staging / "split.csv", split.to_csv(index=False))
+        write_csv(staging / ModelDir.SPLIT, split)
     model = create_model(cfg.backbone, model_cfg.num_classes, len(channels), cfg.pretrained)
     model, history = fit(
         model,
@@ -359,18 +325,14 @@ def train_model(
         "tile_weight_selection": {str(w): f for w, f in selection.items()},
         "per_class": report.to_dict(orient="records"),
     }
-    save_json(staging / "metrics.json", metrics)
-    write_text_atomic(staging / "history.csv", pd.DataFrame(history).to_csv(index=False))
-    cols = list(model_cfg.class_names)
-    write_text_atomic(
-        staging / "val_image_scores.csv",
-        pd.concat([pd.DataFrame({"Id": val_ids}), pd.DataFrame(scores, columns=cols)], axis=1).to_csv(
-            index=False
-        ),
-    )
+    save_json(staging / ModelDir.METRICS, metrics)
+    write_csv(staging / ModelDir.HISTORY, pd.DataFrame(history))
     val_index = index.iloc[val_rows].reset_index(drop=True)
-    with atomic_path(staging / "val_cell_scores.parquet") as tmp:
-        pd.concat([val_index, pd.DataFrame(probs, columns=cols)], axis=1).to_parquet(tmp, index=False)
+    ModelDir(staging).write_val_scores(val_ids, scores, val_index, probs, model_cfg.class_names)
+    write_training_record(
+        staging, name=out.name, seg_dirs=seg_dirs, images=image_dirs, labels=labels, metrics=metrics,
+        thresholds=tuned.thresholds, settings=to_dict(cfg),
+    )  # fmt: skip
     swap_in_keeping(staging, out)
     log.info(
         "model folder %s: val macro F1 %.4f (tuned thresholds), %.4f at 0.5; %.0f s",
@@ -383,7 +345,7 @@ def train_model(
 
 
 #: The checkpoint ``--resume`` continues from, in the model folder.
-CHECKPOINT_FILE = "last.ckpt"
+CHECKPOINT_FILE = ModelDir.CHECKPOINT
 
 #: Settings that may change on ``--resume``: they change where and how fast a run goes,
 #: not what it trains.

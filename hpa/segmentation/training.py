@@ -30,13 +30,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hpa.artefacts.segdir import SegDir
 from hpa.errors import HPAConfigError, HPADataError
 from hpa.io import list_image_ids, read_grey, read_sample, write_text_atomic
 from hpa.segmentation.cellpose_backend import SEGMODEL_META, SEGMODEL_WEIGHTS, model_input, resolve_weights
 
 log = logging.getLogger(__name__)
 
-KINDS = ("cells", "nuclei")
+KINDS = (SegDir.CELLS, SegDir.NUCLEI)
 _GREY_EXTENSIONS = (".png", ".tif", ".tiff")
 _REFERENCE_SUFFIX = {"cells": "cellmask", "nuclei": "nucleimask"}
 #: cellpose's own object diameters of new models (its ``cyto*`` and ``nuclei`` conventions)
@@ -98,7 +99,9 @@ class TrainingPair:
 
 
 def _mask_path(masks: Path, name: str, kind: str) -> Path:
-    candidates = [masks / kind / f"{name}.png", masks / f"{name}_{_REFERENCE_SUFFIX[kind]}.png"]
+    seg = SegDir(masks)  # a SEG_DIR, or hpa synth's truth/ in the same layout
+    in_seg = seg.cell_mask(name) if kind == SegDir.CELLS else seg.nucleus_mask(name)
+    candidates = [in_seg, masks / f"{name}_{_REFERENCE_SUFFIX[kind]}.png"]
     candidates += [masks / f"{name}{ext}" for ext in _GREY_EXTENSIONS]
     for path in candidates:
         if path.is_file():

@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hpa.aggregation.single_cell import map_labels_2018_to_2021
+from hpa.artefacts import SegDir
 from hpa.constants import CHANNELS
 from hpa.io import Labels, format_target, write_label_image, write_labels, write_png, write_text_atomic
 from hpa.parallel import process_pool
@@ -61,8 +62,9 @@ def _write_one(job: _Job) -> _Result:
     root = Path(out)
     for c, colour in enumerate(CHANNELS):
         write_png(root / split / f"{iid}_{colour}.png", np.ascontiguousarray(sample.image[..., c]))
-    write_label_image(root / "truth" / "cells" / f"{iid}.png", sample.cells)
-    write_label_image(root / "truth" / "nuclei" / f"{iid}.png", sample.nuclei)
+    truth = SegDir(root / "truth")  # the layout of a SEG_DIR: hpa evaluate and train-segmenter read it
+    write_label_image(truth.cell_mask(iid), sample.cells)
+    write_label_image(truth.nucleus_mask(iid), sample.nuclei)
     return iid, sample.labels, sample.cell_labels
 
 

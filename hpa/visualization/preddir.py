@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from hpa.aggregation.thresholds import load_thresholds_file
+from hpa.artefacts import ID_COLUMN, PredDir, SegDir, read_csv_table, read_failures
 from hpa.io import HPADataError, check_image_id, read_label_image, read_sample
 from hpa.visualization.classes import parse_class_list
 
@@ -62,8 +62,8 @@ class PredictionRun:
 
     def mask_path(self, image_id: str) -> Path:
         """Path of the cell instance mask of an image (``SEG_DIR/cells/<Id>.png``)."""
-        masks = self.masks_dir if self.masks_dir is not None else self.root / "masks"
-        return masks / "cells" / f"{check_image_id(image_id)}.png"
+        masks = self.masks_dir if self.masks_dir is not None else PredDir(self.root).path(PredDir.MASKS)
+        return SegDir(masks).cell_mask(check_image_id(image_id))
 
     def load(self, image_id: str, images_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Read an image and its cell mask.
@@ -82,7 +82,7 @@ class PredictionRun:
         """
         folder = images_dir or self.images_dir
         if folder is None:
-            raise HPADataError(f"{self.root}/config.yaml names no images folder; pass --images")
+            raise HPADataError(f"{self.root / PredDir.CONFIG} names no images folder; pass --images")
         image = read_sample(folder, image_id, self.channel_map)
         cells = read_label_image(self.mask_path(image_id))
         if cells.shape != image.shape[:2]:
@@ -108,16 +108,13 @@ def _union_of_cells(cells: pd.DataFrame, ids: list[str], negative: int) -> dict[
 
 def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, keep_default_na=False, dtype={"Id": str, "image_id": str}, **kwargs)  # type: ignore[call-overload]
+        return pd.read_csv(path, keep_default_na=False, dtype={"Id": str, "ID": str}, **kwargs)  # type: ignore[call-overload]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise HPADataError(f"{path}: cannot read CSV ({exc})") from exc
 
 
 # scheme -> (submission, cell table, thresholds) files of a PRED_DIR
-_SCHEME_FILES = {
-    "2018": ("submission.csv", "cell_predictions.parquet", "thresholds.json"),
-    "2021": ("submission_2021.csv", "cell_predictions_2021.parquet", "thresholds_2021.json"),
-}
+_SCHEME_FILES = PredDir.SCHEMES
 
 
 def load_prediction_run(pred_dir: str | Path, scheme: str = "2018") -> PredictionRun:
@@ -174,23 +171,17 @@ def load_prediction_run(pred_dir: str | Path, scheme: str = "2018") -> Predictio
         if list(sub.columns[:2]) != ["Id", "Predicted"]:
             raise HPADataError(f"{root}/{sub_name}: expected columns Id,Predicted, got {list(sub.columns)}")
         predicted = {check_image_id(str(i)): parse_class_list(p) for i, p in zip(sub["Id"], sub["Predicted"])}
-        scores_path = root / "image_scores.csv"
-        scores = _read_csv(scores_path).set_index("Id") if scores_path.is_file() else pd.DataFrame()
-    failures: dict[str, str] = {}
-    if (root / "failures.csv").is_file():
-        fail = _read_csv(root / "failures.csv")
-        if {"image_id", "error"} <= set(fail.columns):
-            failures = dict(zip(fail["image_id"].astype(str), fail["error"].astype(str)))
-    images_dir = masks_dir = channel_map = None
-    if (root / "config.yaml").is_file():
-        config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8")) or {}
-        if isinstance(config, dict):
-            images_dir = Path(config["images"]) if config.get("images") else None
-            masks_dir = Path(config["masks"]) if config.get("masks") else None
-            if config.get("channel_map"):
-                from hpa.io_tiff import ChannelMap
+        scores_path = PredDir(root).path(PredDir.IMAGE_SCORES)
+        scores = read_csv_table(scores_path).set_index(ID_COLUMN) if scores_path.is_file() else pd.DataFrame()
+    failures = read_failures(PredDir(root).path(PredDir.FAILURES))
+    config = PredDir(root).read_settings()
+    images_dir = Path(config["images"]) if config.get("images") else None
+    masks_dir = Path(config["masks"]) if config.get("masks") else None
+    channel_map = None
+    if config.get("channel_map"):
+        from hpa.io_tiff import ChannelMap
 
-                channel_map = ChannelMap.parse(str(config["channel_map"]))
+        channel_map = ChannelMap.parse(str(config["channel_map"]))
     log.debug("%s: %d images, %d cells, %d classes", root, len(predicted), len(cells), len(class_names))
     return PredictionRun(
         root=root,

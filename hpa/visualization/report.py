@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from hpa import runlog
 from hpa.io import HPADataError, temp_name, write_bytes_atomic, write_png, write_text_atomic
 from hpa.outputs import check_apart, check_replaceable, swap_in, write_marker
 from hpa.visualization.classes import cell_calls, image_title
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 #: The file that marks a folder as a report ``hpa report`` wrote (and may replace).
 REPORT_MARKER = ".hpa-report"
 #: Everything a report folder holds besides the marker.
-REPORT_ENTRIES = ("index.html", "summary.html", "f1.png", "thumbs", "overlays", "images")
+REPORT_ENTRIES = ("index.html", "summary.html", "f1.png", "thumbs", "overlays", "images", runlog.RUN_LOG)
 
 #: Longest side of a report overlay panel and of a gallery thumbnail, pixels.
 OVERLAY_SIDE = 768
@@ -93,6 +94,7 @@ def write_report(
     ids = list(ids if ids is not None else run.ids)
     tmp = out.parent / temp_name(out.name)
     tmp.mkdir()
+    runlog.write_into(tmp)
     try:
         has_thumb = _write_images(run, tmp, ids, folder, truth, overlay_side, thumb_side)
         _write_pages(run, tmp, ids, truth, has_thumb, folder)

@@ -60,7 +60,7 @@ def test_train_and_predict_follow_the_channels(tiny_dataset, tmp_path):
     )
     assert summary.n_failed == 0
     scores = pd.read_csv(tmp_path / "pred" / "image_scores.csv")
-    assert len(scores) == 18 and np.isfinite(scores.drop(columns="Id").to_numpy()).all()
+    assert len(scores) == 18 and np.isfinite(scores.drop(columns="image_id").to_numpy()).all()
     with pytest.raises(HPAConfigError, match="unknown channel"):
         train_model(
             tiny_dataset["images"],

@@ -136,3 +136,12 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (out / "pred" / "submission.csv").is_file()
     assert (out / "pred" / "report" / "index.html").is_file()
     assert (out / "pred-real" / "submission.csv").is_file()  # the shipped real samples
+    # the demo's settings (flags over defaults) are saved, and its whole log is in run.log
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text()) == {
+        "n_train": 20, "n_test": 6, "epochs": 1, "seed": 0, "device": "auto",
+    }  # fmt: skip
+    log = (out / "run.log").read_text()
+    assert "hpa demo --out" in log.splitlines()[0] and "demo settings:" in log and "  n_train: 20" in log
+    assert "predicted 6 images" in log  # the stages' messages too, in the one log

@@ -51,22 +51,38 @@ def test_every_fold_is_a_model_folder_and_thresholds_come_from_all_images(tiny_d
             p.name for p in (out / f"fold-{k}").iterdir()
         }
     oof = pd.read_csv(out / "oof_image_scores.csv")
-    assert sorted(oof["Id"]) == sorted(labels.ids)  # every training image exactly once
+    assert sorted(oof["image_id"]) == sorted(labels.ids)  # every training image exactly once
     views = pd.read_parquet(out / "oof_view_scores.parquet")
     assert sorted(views["image_id"].unique()) == sorted(labels.ids)
     # the saved thresholds are those tuned on the out-of-fold scores of all 18 images
-    ids = oof["Id"].tolist()
+    ids = oof["image_id"].tolist()
     y = labels.subset(ids).y
     spec = json.loads((out / "ensemble.json").read_text())
-    expected = tune_thresholds(y, oof.drop(columns="Id").to_numpy(), shrink=TINY.threshold_shrink)
+    expected = tune_thresholds(y, oof.drop(columns="image_id").to_numpy(), shrink=TINY.threshold_shrink)
     np.testing.assert_allclose(load_thresholds(out / "thresholds.json")[0], expected.thresholds)
     cols = list(labels.class_names)
     w, _, _, _ = tune_on_views(views, views[cols].to_numpy(np.float32), ids, y, "max", True, True, None, 5.0)
     assert spec["tile_weight"] == w and spec["members"] == ["fold-0", "fold-1", "fold-2"]
     assert metrics["n_images"] == 18
     # the reported figure is the macro F1 of the saved out-of-fold scores under the saved thresholds
-    y_pred = apply_thresholds(oof.drop(columns="Id").to_numpy(), load_thresholds(out / "thresholds.json")[0])
+    y_pred = apply_thresholds(
+        oof.drop(columns="image_id").to_numpy(), load_thresholds(out / "thresholds.json")[0]
+    )
     assert metrics["oof_macro_f1"] == pytest.approx(macro_f1(y, y_pred), abs=1e-9)
+
+
+def test_the_folds_model_card_reports_the_out_of_fold_metrics(folds_model):
+    out, metrics = folds_model
+    card = (out / "README.md").read_text()
+    assert f"out-of-fold macro F1 (tuned thresholds, all 18 images): {metrics['oof_macro_f1']:.4f}" in card
+    folds = ", ".join(f"{v:.4f}" for v in metrics["fold_val_macro_f1"])
+    assert f"each fold's validation macro F1: {folds}" in card
+    thresholds = json.loads((out / "thresholds.json").read_text())["thresholds"]
+    for record, threshold in zip(metrics["per_class"], thresholds, strict=True):
+        assert f"| {record['f1']:.4f} | {record['support']} | {threshold:.4f} |" in card
+    # the drawn masks carry no config.yaml: nothing recorded, and the card says so
+    assert not (out / "segmentation.yaml").exists() and "recorded no settings" in card
+    assert all((out / f"fold-{k}" / "README.md").is_file() for k in range(3))
 
 
 def test_rerun_keeps_finished_folds_and_refuses_other_settings(tiny_dataset, folds_model, tmp_path):

@@ -67,7 +67,7 @@ def test_predict_with_masks_writes_every_output(tiny_dataset, tiny_model, tmp_pa
     } <= set(cells.columns)
     assert ((cells["Nucleoplasm"] >= 0) & (cells["Nucleoplasm"] <= 1)).all()
     scores = pd.read_csv(out / "image_scores.csv")
-    assert scores["Id"].tolist() == ids and scores.shape[1] == 29
+    assert scores["image_id"].tolist() == ids and scores.shape[1] == 29
     # image scores are the weighted mean of the max over cells and the max over tiles
     config = json.loads((tiny_model / "config.json").read_text())
     assert config["pooling"] == "max"
@@ -76,7 +76,7 @@ def test_predict_with_masks_writes_every_output(tiny_dataset, tiny_model, tmp_pa
     cell_max = cells.groupby("image_id")["Nucleoplasm"].max()
     tile_max = tiles.groupby("image_id")["Nucleoplasm"].max()
     expected = (1 - w) * cell_max + w * tile_max
-    got = scores.set_index("Id")["Nucleoplasm"].loc[expected.index]
+    got = scores.set_index("image_id")["Nucleoplasm"].loc[expected.index]
     assert np.allclose(got.to_numpy(), expected.to_numpy(), atol=1e-6)
     thr = json.loads((out / "thresholds.json").read_text())
     model_thr = json.loads((tiny_model / "thresholds.json").read_text())
@@ -190,7 +190,7 @@ def test_pooling_option_changes_the_cell_pooling(tiny_dataset, tiny_model, tmp_p
     w = json.loads((tiny_model / "config.json").read_text())["tile_weight"]
     cells = pd.read_parquet(out / "cell_predictions.parquet")
     tiles = pd.read_parquet(out / "tile_predictions.parquet")
-    scores = pd.read_csv(out / "image_scores.csv").set_index("Id")
+    scores = pd.read_csv(out / "image_scores.csv").set_index("image_id")
     for name in ("Nucleoplasm", "Cytosol", "Plasma membrane"):
         expected = (1 - w) * cells.groupby("image_id")[name].mean() + w * tiles.groupby("image_id")[
             name
@@ -216,6 +216,6 @@ def test_no_fill_top_leaves_images_under_every_threshold_empty(tiny_dataset, tin
     empty = pd.read_csv(tmp_path / "empty" / "submission.csv", keep_default_na=False)
     assert (filled["Predicted"] != "").all() and (empty["Predicted"] == "").all()
     # the filled class is the one relatively closest to its threshold: here the top score
-    scores = pd.read_csv(tmp_path / "filled" / "image_scores.csv").set_index("Id")
+    scores = pd.read_csv(tmp_path / "filled" / "image_scores.csv").set_index("image_id")
     top = scores.to_numpy().argmax(1)
     assert filled["Predicted"].tolist() == [str(k) for k in top]

@@ -56,7 +56,9 @@ def _hpa(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every output file's bytes; not run.log, the log of the runs (times, and the killed run's lines)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "run.log")
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
 
 
 def test_cli_writes_seg_dir_and_records_failures(images: Path, tmp_path: Path) -> None:
@@ -133,6 +135,8 @@ def test_killed_subprocess_then_rerun(images: Path, tmp_path: Path) -> None:
     clean = tmp_path / "clean"
     assert _hpa("segment", str(images), "--out", str(clean), "--workers", "1").returncode == 0
     assert _files(out) == _files(clean)
+    # the resumed run appended its log to the killed run's
+    assert (out / "run.log").read_text().count("segmentation settings:") == 2
 
 
 def test_config_yaml_round_trip(images: Path, tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ def test_train_writes_a_complete_model_folder(tiny_dataset, tmp_path):
         "history.csv",
         "val_image_scores.csv",
         "val_cell_scores.parquet",
+        "val_tile_scores.parquet",
         "train_config.yaml",
         "split.csv",
         "last.ckpt",
@@ -72,13 +73,17 @@ def test_train_writes_a_complete_model_folder(tiny_dataset, tmp_path):
     assert split["image_id"].is_unique and set(split["side"]) == {"train", "val"}
     val_ids = set(split.loc[split.side == "val", "image_id"])
     scores = pd.read_csv(out / "val_image_scores.csv")
-    assert sorted(scores["Id"]) == sorted(val_ids)  # every validation image exactly once
+    assert sorted(scores["image_id"]) == sorted(val_ids)  # every validation image exactly once
     cells = pd.read_parquet(out / "val_cell_scores.parquet")
-    assert set(cells["image_id"]) == val_ids
+    tiles = pd.read_parquet(out / "val_tile_scores.parquet")
+    assert set(cells["image_id"]) == set(tiles["image_id"]) == val_ids
+    # the tables of predict: cells with their boxes, tiles by number
+    assert "kind" not in cells.columns and {"cell_id", "bbox_y0"} <= set(cells.columns)
+    assert list(tiles.columns[:2]) == ["image_id", "tile"]
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2] and np.isfinite(history["loss"]).all()
     # the three drawn patterns are separable: validation scores rank them far above chance
-    truth = pd.DataFrame(labels.y, index=list(labels.ids)).loc[scores["Id"]]
+    truth = pd.DataFrame(labels.y, index=list(labels.ids)).loc[scores["image_id"]]
     present = [c for c in (0, 21, 25) if truth[c].any()]
     ap = [average_precision_score(truth[c], scores.iloc[:, 1 + c]) for c in present]
     chance = [truth[c].mean() for c in present]
@@ -212,12 +217,16 @@ def test_two_rank_gloo_ddp_run(tiny_dataset, tmp_path):
     split = pd.read_csv(out / "split.csv")
     val_ids = sorted(split.loc[split.side == "val", "image_id"])
     scores = pd.read_csv(out / "val_image_scores.csv")
-    assert sorted(scores["Id"]) == val_ids
+    assert sorted(scores["image_id"]) == val_ids
     cells = pd.read_parquet(out / "val_cell_scores.parquet")
+    tiles = pd.read_parquet(out / "val_tile_scores.parquet")
     # every validation view exactly once, although each rank scored only half of them
-    assert not cells.duplicated(["image_id", "kind", "cell_id"]).any()
+    assert (
+        not cells.duplicated(["image_id", "cell_id"]).any()
+        and not tiles.duplicated(["image_id", "tile"]).any()
+    )
     assert sorted(cells["image_id"].unique()) == val_ids
-    assert len(cells) == len(val_ids) * (4 + 5)
+    assert len(cells) == len(val_ids) * 4 and len(tiles) == len(val_ids) * 5
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary leftovers

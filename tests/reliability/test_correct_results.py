@@ -63,7 +63,7 @@ def _copy_sample(src: Path, dst: Path, image_id: str, new_id: str, bits: int = 8
 
 def _predict_scores(images: Path, model: Path, masks: Path, out: Path) -> pd.DataFrame:
     predict_folder(images, model, out, masks=masks, workers=1, device="cpu", progress=False, precision="fp32")
-    return pd.read_csv(out / "image_scores.csv").set_index("Id")
+    return pd.read_csv(out / "image_scores.csv").set_index("image_id")
 
 
 # ------------------------------------------------------------- item 5: bit depths ---
@@ -237,7 +237,7 @@ def test_unreadable_training_image_does_not_shift_the_split(tiny_dataset, tmp_pa
     expected = {usable.ids[k]: "train" for k in train} | {usable.ids[k]: "val" for k in val}
     assert dict(zip(split["image_id"], split["side"], strict=True)) == expected
     scored = pd.read_csv(out / "val_image_scores.csv")
-    assert sorted(scored["Id"]) == sorted(i for i, s in expected.items() if s == "val")
+    assert sorted(scored["image_id"]) == sorted(i for i, s in expected.items() if s == "val")
 
 
 # ----------------------------------------------- item 7: Id lists, label sets, digits ---

@@ -13,6 +13,8 @@ Files that legitimately differ between two runs and are not compared:
   ``last.ckpt`` (the checkpoint holds that history): the rest of metrics.json is compared.
 * ``config.yaml`` of a prediction names its own ``masks`` folder (the two runs write
   different folders): every other setting is compared.
+* ``run.log``: the log of the runs (times; the killed run's lines come first).
+* ``README.md``, the model card, names its own folder: compared with the name taken out.
 
 The default runs one trial per stage (a few minutes on two cores); ``--run-slow`` adds
 three more seeds per stage.
@@ -106,21 +108,28 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"root": root, "seconds": seconds}
 
 
+def _segment_files(folder: Path) -> dict[str, str]:
+    return digests(folder, ignore={"run.log"})
+
+
 def _model_files(folder: Path) -> dict[str, object]:
-    files = digests(folder, ignore={"metrics.json", "history.csv", "last.ckpt"})
+    files = digests(folder, ignore={"metrics.json", "history.csv", "last.ckpt", "run.log", "README.md"})
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics.pop("train_seconds")
-    return {"files": files, "metrics": metrics}
+    card = (folder / "README.md").read_text()
+    for named in ("# Model card: {}\n", "--model {} ", 'from_folder("{}")'):
+        card = card.replace(named.format(folder.name), named.format("MODEL_DIR"))
+    return {"files": files, "metrics": metrics, "card": card}
 
 
 def _prediction_files(folder: Path) -> dict[str, object]:
     config = yaml.safe_load((folder / "config.yaml").read_text())
     config.pop("masks")
-    return {"files": digests(folder, ignore={"config.yaml"}), "config": config}
+    return {"files": digests(folder, ignore={"config.yaml", "run.log"}), "config": config}
 
 
 STAGES = {
-    "segment": (_segment, digests),
+    "segment": (_segment, _segment_files),
     "train": (_train, _model_files),
     "predict": (_predict, _prediction_files),
 }

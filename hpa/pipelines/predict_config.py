@@ -1,0 +1,117 @@
+"""Settings of ``hpa predict``: one frozen dataclass, and the segmentation a model asks for.
+
+``hpa predict`` resolves them as every command does (:func:`hpa.config.resolve`):
+these defaults, then a ``--config`` YAML file, then the flags given. The segmentation
+of images predicted without ``--masks`` is the model's own: the settings its training
+masks were made with (``MODEL_DIR/segmentation.yaml``), so a model sees cells cut the
+way it learned them; ``backend`` overrides only the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpa.aggregation.pooling import POOLING_METHODS
+from hpa.artefacts import ModelDir
+from hpa.config import from_dict
+
+if TYPE_CHECKING:
+    from hpa.segmentation.config import SegmentConfig
+
+log = logging.getLogger(__name__)
+
+_CHOICES = {
+    "tta": (1, 2, 4, 8),
+    "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "bf16", "fp32"),
+    "format": (None, "2018", "2021", "both"),
+    "backend": (None, "watershed", "cellpose"),
+    "pooling": (None, *POOLING_METHODS),
+    "cell_score": (None, "cell", "image", "product", "geometric"),
+}
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Settings of one ``hpa predict`` run (saved, resolved, in ``PRED_DIR/config.yaml``).
+
+    Attributes:
+        tta: dihedral test-time augmentation views (1, 2, 4, 8).
+        pooling: cell-to-image pooling; None = the model's.
+        fill_top: predict the top class where no class passes its threshold.
+        batch_size: views per forward pass; None = by device (128 CPU, 512 GPU).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``auto``, ``bf16`` or ``fp32`` autocast.
+        workers: processes reading, segmenting and cropping; None = by the cores.
+        backend: segmentation backend without ``--masks``; None = the model's.
+        format: ``2018``, ``2021`` or ``both``; None = the model's label set.
+        cell_score: the 2021 cell confidence rule; None = the benchmark's choice.
+        min_cell_score: lowest confidence listed in ``submission_2021.csv``.
+        model_weights: weight of each ``--model`` in the average; None = equal.
+    """
+
+    tta: int = 1
+    pooling: str | None = None
+    fill_top: bool = True
+    batch_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int | None = None
+    backend: str | None = None
+    format: str | None = None
+    cell_score: str | None = None
+    min_cell_score: float | None = None
+    model_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        from hpa.config import check_count
+
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                shown = ", ".join(str(a) for a in allowed if a is not None)
+                raise ValueError(f"{name} must be one of {shown}, got {getattr(self, name)!r}")
+        check_count(self.batch_size, "batch_size", 1, optional=True)
+        check_count(self.workers, "workers", 1, optional=True)
+        if not isinstance(self.fill_top, bool):
+            raise ValueError(f"fill_top must be true or false, got {self.fill_top!r}")
+        if self.min_cell_score is not None and not (
+            isinstance(self.min_cell_score, int | float) and 0.0 <= self.min_cell_score <= 1.0
+        ):
+            raise ValueError(f"min_cell_score must be a number in [0, 1], got {self.min_cell_score!r}")
+        if self.model_weights is not None and not all(
+            isinstance(w, int | float) and w >= 0 for w in self.model_weights
+        ):
+            raise ValueError(f"model_weights must be numbers >= 0, got {list(self.model_weights)}")
+
+
+def model_segmentation(model_dirs: Sequence[str | Path], backend: str | None = None) -> SegmentConfig:
+    """The segmentation settings to cut a model's cells with when no masks are given.
+
+    Args:
+        model_dirs: the ``--model`` folders; the first one's training masks decide.
+        backend: an explicit ``--backend``, overriding the recorded one.
+
+    Returns:
+        The recorded settings (``segmentation.yaml``), else the defaults, with ``backend``.
+
+    Raises:
+        HPAConfigError: the recorded settings are not valid segmentation settings.
+    """
+    from hpa.segmentation import SegmentConfig
+
+    folder = ModelDir(model_dirs[0])
+    recorded = folder.read_segmentation()
+    if recorded is None:
+        log.info("%s records no segmentation settings: segmenting with the defaults", folder.root)
+        recorded = {}
+    else:
+        log.info(
+            "segmenting with the settings of the model's training masks (%s)",
+            folder.path(folder.SEGMENTATION),
+        )
+    data = {**recorded, **({"backend": backend} if backend is not None else {})}
+    return from_dict(SegmentConfig, data, source=str(folder.path(folder.SEGMENTATION)))
