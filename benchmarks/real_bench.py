@@ -116,6 +116,18 @@ ROWS = [
     Row("frozen-g-128-dataset", "... dataset intensity", train={**FROZEN, "intensity": "dataset"}),
     Row("frozen-g-128-tiles", "... tiles only", train={**FROZEN, "use_cells": False}),
     Row("frozen-g-128-cells", "... cells only", train={**FROZEN, "use_tiles": False}),
+    Row("frozen-gb-224", "... channels g,b at 224", train={**FROZEN, "channels": "g,b", "input_size": 224}),
+    Row(
+        "frozen-g-224-mean",
+        "... at 224, cells mean-pooled",
+        train={**FROZEN, "input_size": 224, "pooling": "mean"},
+    ),
+    Row(
+        "frozen-gb-224-mean",
+        "... channels g,b at 224, cells mean-pooled",
+        train={**FROZEN, "channels": "g,b", "input_size": 224, "pooling": "mean"},
+    ),
+    Row("frozen-g-160", "... at 160", train={**FROZEN, "input_size": 160}),
     Row(
         "frozen-g-128-random",
         "... random weights instead of ImageNet",
