@@ -129,6 +129,26 @@ ROWS = [
     ),
     Row("frozen-g-160", "... at 160", train={**FROZEN, "input_size": 160}),
     Row(
+        "frozen-g-224-dataset",
+        "... at 224, dataset intensity",
+        train={**FROZEN, "input_size": 224, "intensity": "dataset"},
+    ),
+    Row(
+        "frozen-g-160-dataset",
+        "... at 160, dataset intensity",
+        train={**FROZEN, "input_size": 160, "intensity": "dataset"},
+    ),
+    Row(
+        "frozen-gb-128-dataset",
+        "... channels g,b, dataset intensity",
+        train={**FROZEN, "channels": "g,b", "intensity": "dataset"},
+    ),
+    Row(
+        "frozen-g-128-dataset-mean",
+        "... dataset intensity, cells mean-pooled",
+        train={**FROZEN, "intensity": "dataset", "pooling": "mean"},
+    ),
+    Row(
         "frozen-g-128-random",
         "... random weights instead of ImageNet",
         train={**FROZEN, "pretrained": RANDOM},
@@ -394,7 +414,7 @@ def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
         settings["pretrained"] = str(random_weights(out, settings["backbone"]))
     cfg = TrainConfig.for_device("cpu", source=row.name, **settings)
     t0 = time.perf_counter()
-    model_dir = out / "models" / row.name
+    model_dir = out / "models" / (row.name if SEED == 0 else f"{row.name}-seed{SEED}")
     metrics = train_folds(
         kag.images, kag.labels, kag.masks, model_dir, cfg, out / "crop-cache", progress=False
     )
@@ -478,12 +498,21 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/out/real")
     p.add_argument("--data", default=os.environ.get("HPA_SHARED_DATA", "../shared/data"))
     p.add_argument("--rows", default=None, help="comma-separated row names (default: all, in order)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the fold split and of training (rows of seed K > 0 go to OUT/rows-seed<K>)",
+    )
     args = p.parse_args()
+    global SEED
+    SEED = args.seed
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     out = Path(args.out)
-    (out / "rows").mkdir(parents=True, exist_ok=True)
+    rows_dir = out / ("rows" if SEED == 0 else f"rows-seed{SEED}")
+    rows_dir.mkdir(parents=True, exist_ok=True)
     src = sources(Path(args.data), out)
     y = src["kaggle"].labels.y
     classes = np.flatnonzero(y.sum(0) >= MIN_POSITIVES)
@@ -491,7 +520,7 @@ def main() -> None:
     wanted = args.rows.split(",") if args.rows else [r.name for r in ROWS]
     done: list[tuple[Row, dict[str, Any]]] = []
     for row in ROWS:
-        path = out / "rows" / f"{row.name}.json"
+        path = rows_dir / f"{row.name}.json"
         if row.name in wanted and not path.is_file():
             log.info("row %s: %s", row.name, row.what)
             if row.name == "baseline":
