@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from hpa.aggregation import POOLING_METHODS, apply_thresholds, macro_f1, tune_thresholds
+from hpa.aggregation import POOLING_METHODS, ThresholdResult, apply_thresholds, macro_f1, tune_thresholds
 from hpa.classification.crops import CROP_SCALES
 from hpa.classification.data import BatchLoader
 from hpa.classification.distributed import World, barrier, gather_rows
@@ -272,7 +272,7 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
 
 def evaluate_views(
     model: nn.Module, data: TrainData, cfg: TrainConfig, world: World | None = None
-) -> tuple[dict[str, float], np.ndarray, np.ndarray, Any]:
+) -> tuple[dict[str, float], np.ndarray, np.ndarray, ThresholdResult]:
     """Score the validation views, pool per image, tune thresholds.
 
     Under torchrun each rank scores a share of the views; the shares are gathered so
@@ -300,14 +300,25 @@ def evaluate_views(
     positions, probs = gather_rows(world, mine, probs)
     probs = probs[np.argsort(positions, kind="stable")]
     tile_weight = 0.5 if cfg.tile_weight is None else cfg.tile_weight
-    metrics, scores, tuned = score_images(data, probs, cfg, tile_weight)
+    metrics, scores, tuned = score_validation_images(data, probs, cfg, tile_weight)
     return metrics, probs, scores, tuned
 
 
-def score_images(
+def score_validation_images(
     data: TrainData, probs: np.ndarray, cfg: TrainConfig, tile_weight: float
-) -> tuple[dict[str, float], np.ndarray, Any]:
-    """Pool validation view probabilities per image, tune thresholds, measure macro F1."""
+) -> tuple[dict[str, float], np.ndarray, ThresholdResult]:
+    """Pool validation view probabilities per image, tune thresholds, measure macro F1.
+
+    Args:
+        data: the split; ``probs`` follows ``data.val_rows``.
+        probs: ``(len(data.val_rows), K)`` float32 view probabilities.
+        cfg: pooling, views used and threshold shrinkage.
+        tile_weight: weight of the tile scores in the image score.
+
+    Returns:
+        ``(metrics, (M, K) image scores, tuned thresholds)``; ``metrics`` holds
+        ``val_macro_f1`` (tuned thresholds) and ``val_macro_f1_at_0.5``.
+    """
     index = data.index.iloc[data.val_rows]
     scores = pool_views(index, probs, data.val_ids, cfg.pooling, tile_weight, cfg.use_cells, cfg.use_tiles)
     tuned = tune_thresholds(data.val_y, scores, shrink=cfg.threshold_shrink)
@@ -326,7 +337,7 @@ def select_tile_weight(
     Returns:
         ``(weight, {weight: val macro F1})``.
     """
-    results = {w: score_images(data, probs, cfg, w)[0]["val_macro_f1"] for w in TILE_WEIGHTS}
+    results = {w: score_validation_images(data, probs, cfg, w)[0]["val_macro_f1"] for w in TILE_WEIGHTS}
     best = max(TILE_WEIGHTS, key=lambda w: results[w])  # max keeps the first of ties
     return best, results
 

@@ -171,7 +171,7 @@ def train_model(
         auto_epochs,
         evaluate_views,
         fit,
-        score_images,
+        score_validation_images,
         select_tile_weight,
         set_seed,
     )
@@ -332,7 +332,7 @@ def train_model(
             {w: round(f, 4) for w, f in selection.items()},
         )
         model_cfg = replace(model_cfg, tile_weight=weight)
-        metrics_now, scores, tuned = score_images(data, probs, cfg, weight)
+        metrics_now, scores, tuned = score_validation_images(data, probs, cfg, weight)
     save_model_folder(staging, model_cfg, model)
     save_thresholds(staging / THRESHOLDS_FILE, tuned, model_cfg.class_names)
     y_pred = apply_thresholds(scores, tuned.thresholds)
