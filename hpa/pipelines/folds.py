@@ -110,7 +110,7 @@ def train_folds(
                 masks,
                 folder,
                 replace(cfg, fold=k),
-                cache_root,
+                cache_root=cache_root,
                 resume=resume,
                 progress=progress,
                 channel_map=channel_map,
