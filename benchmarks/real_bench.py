@@ -349,7 +349,7 @@ def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
     t0 = time.perf_counter()
     model_dir = out / "models" / row.name
     metrics = train_folds(
-        kag.images, kag.labels, kag.masks, model_dir, cfg, out / "crop-cache", progress=False
+        kag.images, kag.labels, kag.masks, model_dir, cfg, cache_root=out / "crop-cache", progress=False
     )
     oof = pd.read_csv(model_dir / "oof_image_scores.csv").set_index("Id").loc[list(kag.labels.ids)]
     y = kag.labels.y

@@ -13,7 +13,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -21,6 +21,9 @@ from hpa.errors import HPADataError
 from hpa.io import check_image_id, read_label_image
 from hpa.outputs import check_apart
 from hpa.visualization.preddir import PredictionRun, load_prediction_run
+
+if TYPE_CHECKING:
+    from hpa.io_tiff import ChannelMap
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ def export_run(
     out: str | Path,
     ids: Sequence[str] | None = None,
     images_dir: str | Path | None = None,
-    channel_map: Any = None,
+    channel_map: ChannelMap | None = None,
 ) -> tuple[list[Path], dict[str, str]]:
     """Export the images of a prediction run.
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +25,11 @@ import yaml
 from hpa.config import save_json, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import Labels, atomic_path, write_labels, write_text_atomic
+
+if TYPE_CHECKING:
+    from hpa.classification.cache import Folders
+    from hpa.classification.train import TrainConfig
+    from hpa.io_tiff import ChannelMap
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ def fold_dir(out: str | Path, k: int) -> Path:
     return Path(out) / f"fold-{k}"
 
 
-def _check_same_settings(folder: Path, cfg: Any) -> None:
+def _check_same_settings(folder: Path, cfg: TrainConfig) -> None:
     """Refuse to reuse a fold folder trained with other settings (naming the first difference)."""
     path = folder / "train_config.yaml"
     if not path.is_file():
@@ -55,14 +59,15 @@ def _check_same_settings(folder: Path, cfg: Any) -> None:
 
 
 def train_folds(
-    images: str | Path | Mapping[str, str | Path],
+    images: Folders,
     labels: Labels,
-    masks: str | Path | Mapping[str, str | Path],
+    masks: Folders,
     out: str | Path,
-    cfg: Any,
+    cfg: TrainConfig,
+    *,
     cache_root: str | Path | None = None,
     progress: bool = True,
-    channel_map: Any = None,
+    channel_map: ChannelMap | None = None,
 ) -> dict[str, Any]:
     """Train every fold of ``cfg.folds`` and tune the thresholds on the out-of-fold scores.
 
