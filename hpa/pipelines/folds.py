@@ -27,6 +27,7 @@ from hpa.errors import HPAConfigError
 from hpa.io import Labels, atomic_path, write_labels, write_text_atomic
 
 if TYPE_CHECKING:
+    from hpa.aggregation import ThresholdResult
     from hpa.classification.cache import Folders
     from hpa.classification.train import TrainConfig
     from hpa.io_tiff import ChannelMap
@@ -84,58 +85,19 @@ def train_folds(
         The metrics written to ``OUT/metrics.json`` (out-of-fold macro F1, per class,
         each fold's validation F1 and time).
     """
-    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report, save_thresholds
-    from hpa.classification.ensemble import (
-        ENSEMBLE_FILE,
-        OOF_IMAGES_FILE,
-        OOF_LABELS_FILE,
-        OOF_VIEWS_FILE,
-        tune_on_views,
-    )
-    from hpa.classification.model import THRESHOLDS_FILE
-    from hpa.pipelines.train import train_model
+    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report
+    from hpa.classification.ensemble import tune_on_views
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fold_metrics = []
-    for k in range(cfg.folds):
-        folder = fold_dir(out, k)
-        _check_same_settings(folder, cfg)
-        if (folder / "metrics.json").is_file():
-            log.info("fold %d of %d: finished earlier in %s, kept", k + 1, cfg.folds, folder)
-            fold_metrics.append(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
-            continue
-        resume = (folder / "last.ckpt").is_file()
-        log.info("fold %d of %d -> %s%s", k + 1, cfg.folds, folder, " (resumed)" if resume else "")
-        fold_metrics.append(
-            train_model(
-                images,
-                labels,
-                masks,
-                folder,
-                replace(cfg, fold=k),
-                cache_root=cache_root,
-                resume=resume,
-                progress=progress,
-                channel_map=channel_map,
-            )
-        )
-
-    cols = list(labels.class_names)
-    views = pd.concat(
-        [pd.read_parquet(fold_dir(out, k) / "val_cell_scores.parquet") for k in range(cfg.folds)],
-        ignore_index=True,
-    )
-    ids = list(
-        pd.concat([pd.read_csv(fold_dir(out, k) / "val_image_scores.csv", usecols=["Id"], dtype=str)
-                   for k in range(cfg.folds)])["Id"]
-    )  # fmt: skip
-    if len(set(ids)) != len(ids):
-        raise HPAConfigError(
-            f"{out}: an image is validated by two folds; the fold folders come from other runs"
-        )
+    fold_metrics = [
+        _train_fold(images, labels, masks, out, replace(cfg, fold=k), cache_root, progress, channel_map)
+        for k in range(cfg.folds)
+    ]
+    views, ids = _read_out_of_fold(out, cfg.folds)
     oof_labels = labels.subset(ids)
+    cols = list(labels.class_names)
     probs = views[cols].to_numpy(np.float32)
     tile_weight, scores, tuned, selection = tune_on_views(
         views, probs, ids, oof_labels.y, cfg.pooling, cfg.use_cells, cfg.use_tiles, cfg.tile_weight,
@@ -154,9 +116,95 @@ def train_folds(
         "seconds": time.perf_counter() - t0,
         "per_class": report.to_dict(orient="records"),
     }
+    _write_ensemble(out, cfg, views, oof_labels, scores, tuned, tile_weight, metrics)
+    log.info(
+        "%d folds in %s: out-of-fold macro F1 %.4f over %d images (tile weight %.2f); %.0f s",
+        cfg.folds,
+        out,
+        metrics["oof_macro_f1"],
+        len(ids),
+        tile_weight,
+        metrics["seconds"],
+    )
+    return metrics
+
+
+def _train_fold(
+    images: Folders,
+    labels: Labels,
+    masks: Folders,
+    out: Path,
+    cfg: TrainConfig,
+    cache_root: str | Path | None,
+    progress: bool,
+    channel_map: ChannelMap | None,
+) -> dict[str, Any]:
+    """Train fold ``cfg.fold`` into ``OUT/fold-<k>`` (resumed from its checkpoint, or kept when
+    finished); returns its metrics."""
+    from hpa.pipelines.train import train_model
+
+    k, folder = cfg.fold, fold_dir(out, cfg.fold)
+    _check_same_settings(folder, cfg)
+    if (folder / "metrics.json").is_file():
+        log.info("fold %d of %d: finished earlier in %s, kept", k + 1, cfg.folds, folder)
+        return dict(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
+    resume = (folder / "last.ckpt").is_file()
+    log.info("fold %d of %d -> %s%s", k + 1, cfg.folds, folder, " (resumed)" if resume else "")
+    return train_model(
+        images,
+        labels,
+        masks,
+        folder,
+        cfg,
+        cache_root=cache_root,
+        resume=resume,
+        progress=progress,
+        channel_map=channel_map,
+    )
+
+
+def _read_out_of_fold(out: Path, folds: int) -> tuple[pd.DataFrame, list[str]]:
+    """The folds' validation view scores, and their validation image Ids, in fold order.
+
+    Raises:
+        HPAConfigError: an image is validated by two folds.
+    """
+    views = pd.concat(
+        [pd.read_parquet(fold_dir(out, k) / "val_cell_scores.parquet") for k in range(folds)],
+        ignore_index=True,
+    )
+    ids = list(
+        pd.concat([pd.read_csv(fold_dir(out, k) / "val_image_scores.csv", usecols=["Id"], dtype=str)
+                   for k in range(folds)])["Id"]
+    )  # fmt: skip
+    if len(set(ids)) != len(ids):
+        raise HPAConfigError(
+            f"{out}: an image is validated by two folds; the fold folders come from other runs"
+        )
+    return views, ids
+
+
+def _write_ensemble(
+    out: Path,
+    cfg: TrainConfig,
+    views: pd.DataFrame,
+    oof_labels: Labels,
+    scores: np.ndarray,
+    tuned: ThresholdResult,
+    tile_weight: float,
+    metrics: dict[str, Any],
+) -> None:
+    """The out-of-fold tables, thresholds, metrics and ``ensemble.json`` of the folds."""
+    from hpa.aggregation import save_thresholds
+    from hpa.classification.ensemble import ENSEMBLE_FILE, OOF_IMAGES_FILE, OOF_LABELS_FILE, OOF_VIEWS_FILE
+    from hpa.classification.model import THRESHOLDS_FILE
+
+    cols = list(oof_labels.class_names)
     with atomic_path(out / OOF_VIEWS_FILE) as tmp:
         views.to_parquet(tmp, index=False)
-    image_table = pd.concat([pd.DataFrame({"Id": ids}), pd.DataFrame(scores, columns=cols)], axis=1)
+    image_table = pd.concat(
+        [pd.DataFrame({"Id": list(oof_labels.ids)}), pd.DataFrame(scores, columns=cols)], axis=1
+    )
     write_text_atomic(out / OOF_IMAGES_FILE, image_table.to_csv(index=False))
     write_labels(out / OOF_LABELS_FILE, oof_labels)
     save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
@@ -171,13 +219,3 @@ def train_folds(
             "threshold_shrink": cfg.threshold_shrink,
         },
     )
-    log.info(
-        "%d folds in %s: out-of-fold macro F1 %.4f over %d images (tile weight %.2f); %.0f s",
-        cfg.folds,
-        out,
-        metrics["oof_macro_f1"],
-        len(ids),
-        tile_weight,
-        metrics["seconds"],
-    )
-    return metrics
