@@ -61,6 +61,7 @@ def export_run(
     pred_dir: str | Path,
     to: str,
     out: str | Path,
+    *,
     ids: Sequence[str] | None = None,
     images_dir: str | Path | None = None,
     channel_map: ChannelMap | None = None,
@@ -109,7 +110,12 @@ def export_run(
 def main(args: argparse.Namespace) -> tuple[int, str]:
     """Handler of ``hpa export``: 0 when every image was exported."""
     written, failed = export_run(
-        args.pred, args.to, args.out, args.id, args.images, getattr(args, "channel_map", None)
+        args.pred,
+        args.to,
+        args.out,
+        ids=args.id,
+        images_dir=args.images,
+        channel_map=getattr(args, "channel_map", None),
     )
     text = f"exported {len(written)} image(s) as {args.to} to {args.out}"
     if failed:

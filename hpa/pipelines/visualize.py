@@ -135,6 +135,7 @@ def make_report(
     images: str | Path | None = None,
     labels: str | Path | None = None,
     out: str | Path | None = None,
+    *,
     channel_map: ChannelMap | None = None,
     scheme: str = "2018",
 ) -> Path:
