@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,10 @@ from hpa.classification.inference import autocast, pool_views, resolve_precision
 from hpa.classification.losses import LOSSES, get_loss
 from hpa.config import check_count
 from hpa.errors import HPAConfigError
+
+if TYPE_CHECKING:
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +260,9 @@ def _freeze_norm_stats(model: nn.Module) -> None:
             m.eval()
 
 
-def _make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Any:
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> CosineLRScheduler:
     from timm.scheduler import CosineLRScheduler
 
     return CosineLRScheduler(
@@ -348,8 +354,8 @@ class _Updates:
 
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
-    scheduler: Any
-    ema: Any
+    scheduler: CosineLRScheduler
+    ema: ModelEmaV3 | None
     precision: str
 
 
@@ -619,7 +625,7 @@ def balance_weights(targets: np.ndarray, power: float) -> np.ndarray:
     return np.where(w > 0, w, floor)
 
 
-def _make_ema(model: nn.Module, decay: float) -> Any:
+def _make_ema(model: nn.Module, decay: float) -> ModelEmaV3 | None:
     """timm's ModelEmaV3 of ``model`` (fp32, same device), or None when ``decay`` is 0."""
     if decay <= 0:
         return None
