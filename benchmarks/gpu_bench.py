@@ -42,11 +42,12 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
+    from model_throughput import throughput  # benchmarks/ is on sys.path when run as a script
 
     from hpa.classification.cache import build_cache
     from hpa.classification.crops import CropSettings
     from hpa.classification.model import create_model
-    from hpa.classification.train import TrainConfig, TrainData, fit, throughput
+    from hpa.classification.train import TrainConfig, TrainData, fit
     from hpa.io import list_image_ids
     from hpa.synthetic import write_dataset
 

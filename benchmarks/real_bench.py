@@ -129,6 +129,11 @@ ROWS = [
     ),
     Row("frozen-g-160", "... at 160", train={**FROZEN, "input_size": 160}),
     Row(
+        "frozen-g-160-mean",
+        "... at 160, cells mean-pooled",
+        train={**FROZEN, "input_size": 160, "pooling": "mean"},
+    ),
+    Row(
         "frozen-g-224-dataset",
         "... at 224, dataset intensity",
         train={**FROZEN, "input_size": 224, "intensity": "dataset"},
@@ -416,7 +421,7 @@ def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
     t0 = time.perf_counter()
     model_dir = out / "models" / (row.name if SEED == 0 else f"{row.name}-seed{SEED}")
     metrics = train_folds(
-        kag.images, kag.labels, kag.masks, model_dir, cfg, out / "crop-cache", progress=False
+        kag.images, kag.labels, kag.masks, model_dir, cfg, cache_root=out / "crop-cache", progress=False
     )
     oof = read_csv_table(model_dir / "oof_image_scores.csv").set_index("image_id").loc[list(kag.labels.ids)]
     y = kag.labels.y

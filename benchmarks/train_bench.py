@@ -222,11 +222,12 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
 def speed(args: argparse.Namespace) -> str:
     """Training crops/s through the data pipeline against bare model throughput."""
     import torch
+    from model_throughput import throughput  # benchmarks/ is on sys.path when run as a script
 
     from hpa.classification.cache import build_cache
     from hpa.classification.crops import CropSettings
     from hpa.classification.model import create_model
-    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig, TrainData, fit, throughput
+    from hpa.classification.train import DEVICE_DEFAULTS, TrainConfig, TrainData, fit
     from hpa.config import from_dict
     from hpa.io import list_image_ids
 

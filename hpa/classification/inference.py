@@ -67,6 +67,7 @@ def score_views(
     mean: Sequence[float] | np.ndarray,
     std: Sequence[float] | np.ndarray,
     scale: float,
+    *,
     rows: np.ndarray | None = None,
     device: str = "cpu",
     batch_size: int = 256,

@@ -140,7 +140,7 @@ def fit_head(
     images are pooled and thresholded as :func:`hpa.classification.train.fit` does, and
     the best epoch is kept (``on_best`` is called with it).
     """
-    from hpa.classification.train import balance_weights, score_images
+    from hpa.classification.train import balance_weights, score_validation_images
 
     assert cfg.epochs is not None
     head = model.get_classifier()  # type: ignore[operator]
@@ -210,7 +210,7 @@ def fit_head(
         with torch.no_grad():
             probs = torch.sigmoid(z_val @ weight.T + bias).numpy()
         tile_weight = 0.5 if cfg.tile_weight is None else cfg.tile_weight
-        metrics, _, _ = score_images(data, probs, cfg, tile_weight)
+        metrics, _, _ = score_validation_images(data, probs, cfg, tile_weight)
         record = {
             "epoch": epoch + 1,
             "step": step,

@@ -19,9 +19,9 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from hpa.aggregation import POOLING_METHODS, apply_thresholds, macro_f1, tune_thresholds
+from hpa.aggregation import POOLING_METHODS, ThresholdResult, apply_thresholds, macro_f1, tune_thresholds
 from hpa.classification.crops import CROP_SCALES
 from hpa.classification.data import BatchLoader
 from hpa.classification.distributed import World, barrier, gather_rows
@@ -39,6 +39,10 @@ from hpa.classification.losses import LOSSES, get_loss
 from hpa.classification.model import INTENSITIES
 from hpa.config import check_count
 from hpa.errors import HPAConfigError
+
+if TYPE_CHECKING:
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +307,11 @@ def frozen_run(cfg: TrainConfig) -> bool:
     Such a run is a head fitted on fixed features: :mod:`hpa.classification.probe`
     computes them once (and keeps them beside the crop cache for the next run).
     """
-    return bool(cfg.pretrained) and cfg.epochs is not None and _frozen_epochs(cfg) >= cfg.epochs
+    if not cfg.pretrained:
+        return False
+    if cfg.freeze_epochs == FREEZE_ALL:
+        return True
+    return cfg.epochs is not None and _frozen_epochs(cfg) >= cfg.epochs
 
 
 def _freeze_norm_stats(model: nn.Module) -> None:
@@ -318,7 +326,9 @@ def _freeze_norm_stats(model: nn.Module) -> None:
             m.eval()
 
 
-def _make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Any:
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> CosineLRScheduler:
     from timm.scheduler import CosineLRScheduler
 
     return CosineLRScheduler(
@@ -334,7 +344,7 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
 
 def evaluate_views(
     model: nn.Module, data: TrainData, cfg: TrainConfig, world: World | None = None
-) -> tuple[dict[str, float], np.ndarray, np.ndarray, Any]:
+) -> tuple[dict[str, float], np.ndarray, np.ndarray, ThresholdResult]:
     """Score the validation views, pool per image, tune thresholds.
 
     Under torchrun each rank scores a share of the views; the shares are gathered so
@@ -364,14 +374,25 @@ def evaluate_views(
     positions, probs = gather_rows(world, mine, probs)
     probs = probs[np.argsort(positions, kind="stable")]
     tile_weight = 0.5 if cfg.tile_weight is None else cfg.tile_weight
-    metrics, scores, tuned = score_images(data, probs, cfg, tile_weight)
+    metrics, scores, tuned = score_validation_images(data, probs, cfg, tile_weight)
     return metrics, probs, scores, tuned
 
 
-def score_images(
+def score_validation_images(
     data: TrainData, probs: np.ndarray, cfg: TrainConfig, tile_weight: float
-) -> tuple[dict[str, float], np.ndarray, Any]:
-    """Pool validation view probabilities per image, tune thresholds, measure macro F1."""
+) -> tuple[dict[str, float], np.ndarray, ThresholdResult]:
+    """Pool validation view probabilities per image, tune thresholds, measure macro F1.
+
+    Args:
+        data: the split; ``probs`` follows ``data.val_rows``.
+        probs: ``(len(data.val_rows), K)`` float32 view probabilities.
+        cfg: pooling, views used and threshold shrinkage.
+        tile_weight: weight of the tile scores in the image score.
+
+    Returns:
+        ``(metrics, (M, K) image scores, tuned thresholds)``; ``metrics`` holds
+        ``val_macro_f1`` (tuned thresholds) and ``val_macro_f1_at_0.5``.
+    """
     index = data.index.iloc[data.val_rows]
     scores = pool_views(index, probs, data.val_ids, cfg.pooling, tile_weight, cfg.use_cells, cfg.use_tiles)
     tuned = tune_thresholds(data.val_y, scores, shrink=cfg.threshold_shrink)
@@ -390,9 +411,39 @@ def select_tile_weight(
     Returns:
         ``(weight, {weight: val macro F1})``.
     """
-    results = {w: score_images(data, probs, cfg, w)[0]["val_macro_f1"] for w in TILE_WEIGHTS}
+    results = {w: score_validation_images(data, probs, cfg, w)[0]["val_macro_f1"] for w in TILE_WEIGHTS}
     best = max(TILE_WEIGHTS, key=lambda w: results[w])  # max keeps the first of ties
     return best, results
+
+
+@dataclass
+class _Updates:
+    """How the weights move: loss, optimizer, learning-rate schedule, weight average."""
+
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    ema: ModelEmaV3 | None
+    precision: str
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: what the checkpoint saves and ``--resume`` restores.
+
+    Attributes:
+        start_epoch: the first epoch this process runs (0-based).
+        step: updates made so far.
+        best_f1: the best validation macro F1 so far (-1 before the first epoch).
+        history: one record per finished epoch.
+        best_state: CPU copy of the weights of the best epoch.
+    """
+
+    start_epoch: int = 0
+    step: int = 0
+    best_f1: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
 
 
 def fit(
@@ -400,6 +451,7 @@ def fit(
     data: TrainData,
     cfg: TrainConfig,
     checkpoint: Path,
+    *,
     resume: bool = False,
     on_best: Callable[[nn.Module, dict[str, Any]], None] | None = None,
     world: World | None = None,
@@ -429,11 +481,44 @@ def fit(
         if resume:
             log.info("frozen-backbone run: --resume recomputes the features and refits the head")
         return fit_head(model, data, cfg, on_best)
-    device = cfg.device
-    model = model.to(device).to(memory_format=torch.channels_last)
-    precision = resolve_precision(cfg.precision, device)
-    loss_fn = get_loss(cfg.loss)
-    loader = BatchLoader(
+    model = model.to(cfg.device).to(memory_format=torch.channels_last)
+    loader = _make_loader(data, cfg, world)
+    if cfg.epochs is None:
+        raise ValueError("fit needs cfg.epochs; train_model resolves None with auto_epochs")
+    updates = _make_updates(model, cfg, steps_per_epoch=max(len(loader), 1))
+    run = _restore(checkpoint, model, updates, cfg.device) if resume else _Progress()
+    freeze = _frozen_epochs(cfg)
+    net, net_trainable = model, None
+    for epoch in range(run.start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and run.step >= cfg.max_steps:
+            break
+        trainable = epoch >= freeze
+        if trainable != net_trainable:
+            _set_backbone_trainable(model, trainable)
+            net, net_trainable = _wrap(model, world, cfg.device), trainable
+        t0 = time.perf_counter()
+        trained = _train_epoch(net, model, loader, updates, cfg, epoch, run, world, trainable)
+        scored = model if updates.ema is None else updates.ema.module
+        metrics, *_ = evaluate_views(scored, data, cfg, world)
+        record = {
+            "epoch": epoch + 1,
+            "step": run.step,
+            **trained,
+            **metrics,
+            "seconds": time.perf_counter() - t0,
+        }
+        _end_epoch(scored, record, run, cfg, world, on_best)
+        if world.is_main:
+            _save_checkpoint(checkpoint, model, updates, run, epoch, settings)
+        barrier(world)
+    if run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    return model, run.history
+
+
+def _make_loader(data: TrainData, cfg: TrainConfig, world: World) -> BatchLoader:
+    """Shuffled, augmented (and with ``cfg.balance``, rebalanced) batches of the training views."""
+    return BatchLoader(
         data.views,
         data.train_rows,
         data.train_targets,
@@ -441,7 +526,7 @@ def fit(
         data.mean,
         data.std,
         data.scale,
-        device=device,
+        device=cfg.device,
         shuffle=True,
         augment=True,
         jitter=cfg.jitter,
@@ -452,9 +537,11 @@ def fit(
         mix=data.mix,
         intensity=cfg.intensity,
     )
-    if cfg.epochs is None:
-        raise ValueError("fit needs cfg.epochs; train_model resolves None with auto_epochs")
-    steps_per_epoch = max(len(loader), 1)
+
+
+def _make_updates(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> _Updates:
+    """AdamW (no weight decay on biases and norms), warm-up + cosine schedule, EMA."""
+    assert cfg.epochs is not None
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
@@ -467,117 +554,134 @@ def fit(
         lr=cfg.lr,
     )
     scheduler = _make_scheduler(optimizer, total, int(cfg.warmup_epochs * steps_per_epoch))
-    freeze = _frozen_epochs(cfg)
-    ema = _make_ema(model, cfg.ema)
-    history: list[dict[str, Any]] = []
-    start_epoch, step, best_f1 = 0, 0, -1.0
-    best_state: dict[str, torch.Tensor] | None = None
-    if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.module.load_state_dict(state["ema"])
-        start_epoch, step, best_f1 = state["epoch"] + 1, state["step"], state["best_f1"]
-        history = list(state["history"])
-        best_state = state["best_model"]
-        log.info("resumed from %s at epoch %d (best val macro F1 %.4f)", checkpoint, start_epoch + 1, best_f1)
-    elif resume:
-        log.warning("--resume: no checkpoint at %s, starting from scratch", checkpoint)
+    precision = resolve_precision(cfg.precision, cfg.device)
+    return _Updates(get_loss(cfg.loss), optimizer, scheduler, _make_ema(model, cfg.ema), precision)
 
-    net, net_trainable = model, None
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_steps is not None and step >= cfg.max_steps:
+
+def _restore(checkpoint: Path, model: nn.Module, updates: _Updates, device: str) -> _Progress:
+    """The state saved in ``checkpoint`` loaded into ``model`` and ``updates``; a fresh start without one."""
+    if not checkpoint.is_file():
+        log.warning("--resume: no checkpoint at %s, starting from scratch", checkpoint)
+        return _Progress()
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    updates.optimizer.load_state_dict(state["optimizer"])
+    updates.scheduler.load_state_dict(state["scheduler"])
+    if updates.ema is not None:
+        updates.ema.module.load_state_dict(state["ema"])
+    run = _Progress(
+        state["epoch"] + 1, state["step"], state["best_f1"], list(state["history"]), state["best_model"]
+    )
+    log.info(
+        "resumed from %s at epoch %d (best val macro F1 %.4f)", checkpoint, run.start_epoch + 1, run.best_f1
+    )
+    return run
+
+
+def _train_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    loader: BatchLoader,
+    updates: _Updates,
+    cfg: TrainConfig,
+    epoch: int,
+    run: _Progress,
+    world: World,
+    trainable: bool,
+) -> dict[str, float]:
+    """One pass over ``loader`` (``net`` is ``model``, or DDP around it); advances ``run.step``.
+
+    With ``trainable`` False the backbone is frozen: its BatchNorm statistics are kept too.
+
+    Returns:
+        The epoch's ``loss`` (running mean), ``lr`` at its end, ``input_size`` and
+        ``crops_per_s`` (over all ranks).
+    """
+    size = _epoch_size(cfg, epoch)
+    model.train()
+    if not trainable:
+        _freeze_norm_stats(model)
+    loader.epoch = epoch
+    t0, seen, run_loss = time.perf_counter(), 0, 0.0
+    bar = tqdm(
+        loader,
+        total=max(len(loader), 1),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not world.is_main,
+    )
+    for x, y in bar:
+        assert y is not None
+        value = _update(net, model, x, y, size, cfg.device, updates, run)
+        seen += len(x) * world.size
+        run_loss = 0.9 * run_loss + 0.1 * value if seen > len(x) else value
+        bar.set_postfix(loss=f"{run_loss:.4f}", crops_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        if cfg.max_steps is not None and run.step >= cfg.max_steps:
             break
-        trainable = epoch >= freeze
-        if trainable != net_trainable:
-            _set_backbone_trainable(model, trainable)
-            net, net_trainable = _wrap(model, world, device), trainable
-        size = _epoch_size(cfg, epoch)
-        model.train()
-        if not trainable:
-            _freeze_norm_stats(model)
-        loader.epoch = epoch
-        t0, seen, run_loss = time.perf_counter(), 0, 0.0
-        bar = tqdm(
-            loader,
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            unit="batch",
-            leave=False,
-            dynamic_ncols=True,
-            disable=not world.is_main,
-        )
-        for x, y in bar:
-            if size != x.shape[-1]:
-                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            x = x.contiguous(memory_format=torch.channels_last)
-            assert y is not None
-            with autocast(device, precision):
-                logits = net(x)
-            loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if ema is not None:
-                ema.update(model, step=step)
-            scheduler.step_update(step)
-            seen += len(x) * world.size
-            value = float(loss.detach())
-            run_loss = 0.9 * run_loss + 0.1 * value if seen > len(x) else value
-            bar.set_postfix(loss=f"{run_loss:.4f}", crops_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                break
-        train_time = time.perf_counter() - t0
-        scored = model if ema is None else ema.module
-        metrics, *_ = evaluate_views(scored, data, cfg, world)
-        record = {
-            "epoch": epoch + 1,
-            "step": step,
-            "loss": run_loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "input_size": size,
-            "crops_per_s": seen / max(train_time, 1e-9),
-            **metrics,
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(record)
-        improved = metrics["val_macro_f1"] > best_f1
-        log.info(
-            "epoch %d/%d: loss %.4f, val macro F1 %.4f (at 0.5: %.4f), %.0f crops/s%s",
-            epoch + 1,
-            cfg.epochs,
-            run_loss,
-            metrics["val_macro_f1"],
-            metrics["val_macro_f1_at_0.5"],
-            record["crops_per_s"],
-            " (best)" if improved else "",
-        )
-        if improved:
-            best_f1 = metrics["val_macro_f1"]
-            best_state = {k: v.detach().to("cpu").clone() for k, v in scored.state_dict().items()}
-            if on_best is not None and world.is_main:
-                on_best(scored, record)
-        if world.is_main:
-            _save_checkpoint(
-                checkpoint,
-                model,
-                optimizer,
-                scheduler,
-                epoch,
-                step,
-                best_f1,
-                history,
-                best_state,
-                ema,
-                settings,
-            )
-        barrier(world)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return model, history
+    lr = updates.optimizer.param_groups[0]["lr"]
+    return {
+        "loss": run_loss,
+        "lr": lr,
+        "input_size": size,
+        "crops_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+    }
+
+
+def _update(
+    net: nn.Module,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    size: int,
+    device: str,
+    updates: _Updates,
+    run: _Progress,
+) -> float:
+    """One optimizer step on the batch ``(x, y)`` resized to ``size``; returns its loss."""
+    if size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, updates.precision):
+        logits = net(x)
+    loss = updates.loss_fn(logits.float(), y)
+    updates.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    updates.optimizer.step()
+    run.step += 1
+    if updates.ema is not None:
+        updates.ema.update(model, step=run.step)
+    updates.scheduler.step_update(run.step)
+    return float(loss.detach())
+
+
+def _end_epoch(
+    scored: nn.Module,
+    record: dict[str, Any],
+    run: _Progress,
+    cfg: TrainConfig,
+    world: World,
+    on_best: Callable[[nn.Module, dict[str, Any]], None] | None,
+) -> None:
+    """Log the epoch's ``record``, add it to the history and keep the weights when they are the best."""
+    run.history.append(record)
+    improved = record["val_macro_f1"] > run.best_f1
+    log.info(
+        "epoch %d/%d: loss %.4f, val macro F1 %.4f (at 0.5: %.4f), %.0f crops/s%s",
+        record["epoch"],
+        cfg.epochs,
+        record["loss"],
+        record["val_macro_f1"],
+        record["val_macro_f1_at_0.5"],
+        record["crops_per_s"],
+        " (best)" if improved else "",
+    )
+    if improved:
+        run.best_f1 = record["val_macro_f1"]
+        run.best_state = {k: v.detach().to("cpu").clone() for k, v in scored.state_dict().items()}
+        if on_best is not None and world.is_main:
+            on_best(scored, record)
 
 
 def balance_weights(targets: np.ndarray, power: float) -> np.ndarray:
@@ -597,7 +701,7 @@ def balance_weights(targets: np.ndarray, power: float) -> np.ndarray:
     return np.where(w > 0, w, floor)
 
 
-def _make_ema(model: nn.Module, decay: float) -> Any:
+def _make_ema(model: nn.Module, decay: float) -> ModelEmaV3 | None:
     """timm's ModelEmaV3 of ``model`` (fp32, same device), or None when ``decay`` is 0."""
     if decay <= 0:
         return None
@@ -630,73 +734,27 @@ def _epoch_size(cfg: TrainConfig, epoch: int) -> int:
 def _save_checkpoint(
     path: Path,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    updates: _Updates,
+    run: _Progress,
     epoch: int,
-    step: int,
-    best_f1: float,
-    history: list[dict[str, Any]],
-    best_state: dict[str, torch.Tensor] | None,
-    ema: Any = None,
     settings: dict[str, Any] | None = None,
 ) -> None:
+    """Save the state after ``epoch`` (0-based) for ``--resume``, atomically."""
     from hpa.io import atomic_path
 
     state = {
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "optimizer": updates.optimizer.state_dict(),
+        "scheduler": updates.scheduler.state_dict(),
         "epoch": epoch,
-        "step": step,
-        "best_f1": best_f1,
-        "history": history,
-        "best_model": best_state if best_state is not None else copy.deepcopy(model.state_dict()),
+        "step": run.step,
+        "best_f1": run.best_f1,
+        "history": run.history,
+        "best_model": run.best_state if run.best_state is not None else copy.deepcopy(model.state_dict()),
     }
-    if ema is not None:
-        state["ema"] = ema.module.state_dict()
+    if updates.ema is not None:
+        state["ema"] = updates.ema.module.state_dict()
     if settings is not None:
         state["settings"] = settings
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def throughput(
-    model: nn.Module,
-    batch_size: int,
-    size: int,
-    steps: int = 5,
-    device: str = "cpu",
-    num_classes: int = 28,
-    warmup: int = 1,
-    precision: str = "auto",
-) -> float:
-    """Bare forward+backward+step crops/s of ``model`` on random tensors (benchmarks).
-
-    Same memory format and autocast as :func:`fit` for ``precision``.
-    """
-    model = model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch_size, 4, size, size, device=device)
-    y = (torch.rand(batch_size, num_classes, device=device) > 0.9).float()
-    model = model.to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
-    precision = resolve_precision(precision, device)
-
-    def one() -> None:
-        with autocast(device, precision):
-            out = model(x)
-        loss = F.binary_cross_entropy_with_logits(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(warmup):
-        one()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        one()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return batch_size * steps / (time.perf_counter() - t0)

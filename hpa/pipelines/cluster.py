@@ -22,9 +22,12 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpa.errors import HPAClusterError
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ def parse_local(scheduler: str) -> int | None:
     return int(text)
 
 
-def start_local_cluster(n_workers: int, silence_logs: int = logging.WARNING) -> Any:
+def start_local_cluster(n_workers: int, silence_logs: int = logging.WARNING) -> LocalCluster:
     """A ``LocalCluster`` of ``n_workers`` single-threaded processes.
 
     Dask's scheduler always serves HTTP (its dashboard and metrics routes); it binds a
@@ -92,7 +95,7 @@ def start_local_cluster(n_workers: int, silence_logs: int = logging.WARNING) -> 
 
 
 @contextmanager
-def connect(scheduler: str, *, wait_s: float = 60.0, silence_logs: int = logging.WARNING) -> Iterator[Any]:
+def connect(scheduler: str, *, wait_s: float = 60.0, silence_logs: int = logging.WARNING) -> Iterator[Client]:
     """A :class:`distributed.Client` for ``scheduler``, closed (with its cluster) on exit.
 
     Args:
@@ -139,7 +142,7 @@ def connect(scheduler: str, *, wait_s: float = 60.0, silence_logs: int = logging
         dask_log.setLevel(level)
 
 
-def worker_addresses(client: Any) -> list[str]:
+def worker_addresses(client: Client) -> list[str]:
     """Addresses of the workers the scheduler knows now, sorted."""
     return sorted(client.scheduler_info(n_workers=-1)["workers"])
 
@@ -162,7 +165,7 @@ def _probe_folders(writable: str, readable: Sequence[str]) -> str | None:
     return None
 
 
-def check_shared_folders(client: Any, writable: str | Path, readable: Sequence[str | Path] = ()) -> None:
+def check_shared_folders(client: Client, writable: str | Path, readable: Sequence[str | Path] = ()) -> None:
     """Check on every worker that ``writable`` can be written and ``readable`` seen.
 
     Each worker writes and removes a probe file in ``writable``: workers write the
@@ -206,7 +209,7 @@ def split_shards(
 
 
 def as_completed_results(
-    client: Any, func: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], names: Sequence[str]
+    client: Client, func: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], names: Sequence[str]
 ) -> Generator[tuple[int, Any, BaseException | None], None, None]:
     """Submit ``func(*job)`` for every job; yield ``(job number, result, error)`` as each ends.
 

@@ -13,7 +13,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -22,6 +22,9 @@ from hpa.errors import HPADataError
 from hpa.io import check_image_id, read_label_image
 from hpa.outputs import check_apart
 from hpa.visualization.preddir import PredictionRun, load_prediction_run
+
+if TYPE_CHECKING:
+    from hpa.io_tiff import ChannelMap
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,10 @@ def export_run(
     pred_dir: str | Path,
     to: str,
     out: str | Path,
+    *,
     ids: Sequence[str] | None = None,
     images_dir: str | Path | None = None,
-    channel_map: Any = None,
+    channel_map: ChannelMap | None = None,
 ) -> tuple[list[Path], dict[str, str]]:
     """Export the images of a prediction run.
 
@@ -107,7 +111,12 @@ def export_run(
 def main(args: argparse.Namespace) -> tuple[int, str]:
     """Handler of ``hpa export``: 0 when every image was exported."""
     written, failed = export_run(
-        args.pred, args.to, args.out, args.id, args.images, getattr(args, "channel_map", None)
+        args.pred,
+        args.to,
+        args.out,
+        ids=args.id,
+        images_dir=args.images,
+        channel_map=getattr(args, "channel_map", None),
     )
     text = f"exported {len(written)} image(s) as {args.to} to {args.out}"
     if failed:

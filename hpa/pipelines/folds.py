@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +28,12 @@ from hpa.config import save_json, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import Labels, write_labels
 
+if TYPE_CHECKING:
+    from hpa.aggregation import ThresholdResult
+    from hpa.classification.cache import Folders
+    from hpa.classification.train import TrainConfig
+    from hpa.io_tiff import ChannelMap
+
 log = logging.getLogger(__name__)
 
 #: Settings that may differ between a finished fold and a rerun without invalidating it.
@@ -40,7 +45,7 @@ def fold_dir(out: str | Path, k: int) -> Path:
     return ModelDir(out).fold(k).root
 
 
-def _check_same_settings(folder: Path, cfg: Any) -> None:
+def _check_same_settings(folder: Path, cfg: TrainConfig) -> None:
     """Refuse to reuse a fold folder trained with other settings (naming the first difference)."""
     path = folder / ModelDir.TRAIN_CONFIG
     saved = ModelDir(folder).read_train_config()
@@ -57,14 +62,15 @@ def _check_same_settings(folder: Path, cfg: Any) -> None:
 
 
 def train_folds(
-    images: str | Path | Mapping[str, str | Path],
+    images: Folders,
     labels: Labels,
-    masks: str | Path | Mapping[str, str | Path],
+    masks: Folders,
     out: str | Path,
-    cfg: Any,
+    cfg: TrainConfig,
+    *,
     cache_root: str | Path | None = None,
     progress: bool = True,
-    channel_map: Any = None,
+    channel_map: ChannelMap | None = None,
 ) -> dict[str, Any]:
     """Train every fold of ``cfg.folds`` and tune the thresholds on the out-of-fold scores.
 
@@ -81,54 +87,20 @@ def train_folds(
         The metrics written to ``OUT/metrics.json`` (out-of-fold macro F1, per class,
         each fold's validation F1 and time).
     """
-    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report, save_thresholds
-    from hpa.classification.ensemble import (
-        ENSEMBLE_FILE,
-        OOF_IMAGES_FILE,
-        OOF_LABELS_FILE,
-        OOF_VIEWS_FILE,
-        tune_on_views,
-    )
-    from hpa.classification.model import THRESHOLDS_FILE
-    from hpa.pipelines.train import train_model
+    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report
+    from hpa.classification.ensemble import tune_on_views
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runlog.write_into(out)  # one log for every fold, appended to by a rerun
-    fold_metrics = []
-    for k in range(cfg.folds):
-        folder = fold_dir(out, k)
-        _check_same_settings(folder, cfg)
-        if (folder / ModelDir.METRICS).is_file():
-            log.info("fold %d of %d: finished earlier in %s, kept", k + 1, cfg.folds, folder)
-            fold_metrics.append(ModelDir(folder).read_metrics())
-            continue
-        resume = (folder / ModelDir.CHECKPOINT).is_file()
-        log.info("fold %d of %d -> %s%s", k + 1, cfg.folds, folder, " (resumed)" if resume else "")
-        fold_metrics.append(
-            train_model(
-                images,
-                labels,
-                masks,
-                folder,
-                replace(cfg, fold=k),
-                cache_root,
-                resume=resume,
-                progress=progress,
-                channel_map=channel_map,
-            )
-        )
-
-    cols = list(labels.class_names)
-    folds = [ModelDir(out).fold(k) for k in range(cfg.folds)]
-    views = pd.concat([f.read_val_views(cols) for f in folds], ignore_index=True)
-    ids = [i for f in folds for i in f.read_val_image_ids()]
-    if len(set(ids)) != len(ids):
-        raise HPAConfigError(
-            f"{out}: an image is validated by two folds; the fold folders come from other runs"
-        )
+    fold_metrics = [
+        _train_fold(images, labels, masks, out, replace(cfg, fold=k), cache_root, progress, channel_map)
+        for k in range(cfg.folds)
+    ]
+    views, ids = _read_out_of_fold(out, labels, cfg.folds)
     oof_labels = labels.subset(ids)
+    cols = list(labels.class_names)
     probs = views[cols].to_numpy(np.float32)
     tile_weight, scores, tuned, selection = tune_on_views(
         views, probs, ids, oof_labels.y, cfg.pooling, cfg.use_cells, cfg.use_tiles, cfg.tile_weight,
@@ -147,21 +119,7 @@ def train_folds(
         "seconds": time.perf_counter() - t0,
         "per_class": report.to_dict(orient="records"),
     }
-    write_parquet(out / OOF_VIEWS_FILE, views)
-    write_csv(out / OOF_IMAGES_FILE, image_score_table(ids, scores, cols))
-    write_labels(out / OOF_LABELS_FILE, oof_labels)
-    save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
-    save_json(out / ModelDir.METRICS, metrics)
-    save_json(
-        out / ENSEMBLE_FILE,
-        {
-            "members": [fold_dir(out, k).name for k in range(cfg.folds)],
-            "weights": [1.0] * cfg.folds,
-            "tile_weight": tile_weight,
-            "pooling": cfg.pooling,
-            "threshold_shrink": cfg.threshold_shrink,
-        },
-    )
+    _write_ensemble(out, cfg, views, oof_labels, scores, tuned, tile_weight, metrics)
     write_training_record(
         out, name=out.name, seg_dirs=masks, images=images, labels=oof_labels, metrics=metrics,
         thresholds=tuned.thresholds, settings=to_dict(cfg),
@@ -176,3 +134,87 @@ def train_folds(
         metrics["seconds"],
     )
     return metrics
+
+
+def _train_fold(
+    images: Folders,
+    labels: Labels,
+    masks: Folders,
+    out: Path,
+    cfg: TrainConfig,
+    cache_root: str | Path | None,
+    progress: bool,
+    channel_map: ChannelMap | None,
+) -> dict[str, Any]:
+    """Train fold ``cfg.fold`` into ``OUT/fold-<k>`` (resumed from its checkpoint, or kept when
+    finished); returns its metrics."""
+    from hpa.pipelines.train import train_model
+
+    k, folder = cfg.fold, fold_dir(out, cfg.fold)
+    _check_same_settings(folder, cfg)
+    if (folder / ModelDir.METRICS).is_file():
+        log.info("fold %d of %d: finished earlier in %s, kept", k + 1, cfg.folds, folder)
+        return dict(ModelDir(folder).read_metrics())
+    resume = (folder / ModelDir.CHECKPOINT).is_file()
+    log.info("fold %d of %d -> %s%s", k + 1, cfg.folds, folder, " (resumed)" if resume else "")
+    return train_model(
+        images,
+        labels,
+        masks,
+        folder,
+        cfg,
+        cache_root=cache_root,
+        resume=resume,
+        progress=progress,
+        channel_map=channel_map,
+    )
+
+
+def _read_out_of_fold(out: Path, labels: Labels, folds: int) -> tuple[pd.DataFrame, list[str]]:
+    """The folds' validation view scores, and their validation image Ids, in fold order.
+
+    Raises:
+        HPAConfigError: an image is validated by two folds.
+    """
+    cols = list(labels.class_names)
+    members = [ModelDir(out).fold(k) for k in range(folds)]
+    views = pd.concat([f.read_val_views(cols) for f in members], ignore_index=True)
+    ids = [i for f in members for i in f.read_val_image_ids()]
+    if len(set(ids)) != len(ids):
+        raise HPAConfigError(
+            f"{out}: an image is validated by two folds; the fold folders come from other runs"
+        )
+    return views, ids
+
+
+def _write_ensemble(
+    out: Path,
+    cfg: TrainConfig,
+    views: pd.DataFrame,
+    oof_labels: Labels,
+    scores: np.ndarray,
+    tuned: ThresholdResult,
+    tile_weight: float,
+    metrics: dict[str, Any],
+) -> None:
+    """The out-of-fold tables, thresholds, metrics and ``ensemble.json`` of the folds."""
+    from hpa.aggregation import save_thresholds
+    from hpa.classification.ensemble import ENSEMBLE_FILE, OOF_IMAGES_FILE, OOF_LABELS_FILE, OOF_VIEWS_FILE
+    from hpa.classification.model import THRESHOLDS_FILE
+
+    cols = list(oof_labels.class_names)
+    write_parquet(out / OOF_VIEWS_FILE, views)
+    write_csv(out / OOF_IMAGES_FILE, image_score_table(list(oof_labels.ids), scores, cols))
+    write_labels(out / OOF_LABELS_FILE, oof_labels)
+    save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
+    save_json(out / ModelDir.METRICS, metrics)
+    save_json(
+        out / ENSEMBLE_FILE,
+        {
+            "members": [fold_dir(out, k).name for k in range(cfg.folds)],
+            "weights": [1.0] * cfg.folds,
+            "tile_weight": tile_weight,
+            "pooling": cfg.pooling,
+            "threshold_shrink": cfg.threshold_shrink,
+        },
+    )

@@ -14,21 +14,19 @@ import itertools
 import logging
 import os
 import time
-import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from hpa import runlog
-from hpa.artefacts import PredDir, SegDir, read_failures, write_csv, write_failures, write_parquet
+from hpa.artefacts import PredDir, SegDir, write_csv, write_failures, write_parquet
 from hpa.artefacts.tables import image_score_table, split_views
 from hpa.config import default_workers, log_settings, resolve, save_yaml
 from hpa.errors import HPAConfigError
@@ -37,6 +35,24 @@ from hpa.io_tiff import check_channel_map
 from hpa.outputs import StagedFolder, check_apart
 from hpa.parallel import process_pool
 from hpa.pipelines.predict_config import PredictConfig
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from torch import nn
+
+    from hpa.classification.cache import ImageViews
+    from hpa.classification.crops import CropSettings
+    from hpa.classification.model import ModelConfig
+    from hpa.io_tiff import ChannelMap
+    from hpa.segmentation import SegmentConfig
+
+    #: What a worker gets: images folder, SEG_DIR, Id, crop settings, segmentation
+    #: settings (None = read the mask), channel map.
+    _Task: TypeAlias = tuple[str, str, str, CropSettings, SegmentConfig | None, ChannelMap | None]
+    #: What it returns: the views and the segmentation table (None when the mask was
+    #: read), or ``(Id, error)``.
+    _Prepared: TypeAlias = tuple[ImageViews, pd.DataFrame | None] | tuple[str, str]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +75,7 @@ class PredictSummary:
 # ------------------------------------------------------------------ worker side ---
 
 
-def _prepare(task: tuple[str, str, str, Any, Any, Any]) -> Any:
+def _prepare(task: _Task) -> _Prepared:
     """Read, segment (or load masks) and cut the views of one image, in a worker."""
     from hpa.artefacts.segdir import load_or_segment
     from hpa.classification.cache import image_views
@@ -77,7 +93,7 @@ def _prepare(task: tuple[str, str, str, Any, Any, Any]) -> Any:
         return image_id, f"{type(exc).__name__}: {exc}"
 
 
-def _prepared(tasks: list[tuple[str, str, str, Any, Any, Any]], workers: int) -> Iterator[Any]:
+def _prepared(tasks: list[_Task], workers: int) -> Iterator[_Prepared]:
     """Prepared views of ``tasks`` in order, made ahead of the classifier.
 
     One worker is a thread (reading, decoding and resizing release the GIL, so it
@@ -116,78 +132,82 @@ class ScoredViews:
     failures: dict[str, str]
     seg_tables: list[pd.DataFrame]
 
+    @classmethod
+    def empty(cls, n_classes: int, failures: dict[str, str], seg_tables: list[pd.DataFrame]) -> ScoredViews:
+        """No view scored (every image failed, or none was asked for)."""
+        index = pd.DataFrame({"image_id": [], "kind": [], "cell_id": []})
+        return cls(index, np.zeros((0, n_classes), np.float32), failures, seg_tables)
 
-def score_images(
-    model: Any,
-    cfg: Any,
+
+def score_folder_views(
+    model: nn.Module,
+    cfg: ModelConfig,
     images: str | Path,
     ids: Sequence[str],
     masks_dir: Path,
-    seg_config: Any = None,
+    *,
+    seg_config: SegmentConfig | None = None,
     device: str = "cpu",
     workers: int = 1,
     batch_size: int = 128,
     tta: int = 1,
     progress: bool = True,
     precision: str = "auto",
-    channel_map: Any = None,
+    channel_map: ChannelMap | None = None,
 ) -> ScoredViews:
-    """Score every cell and tile of ``ids``; segment on the fly when ``seg_config`` is given.
+    """Score every cell and tile of the images ``ids`` of a folder.
 
-    Workers prepare views while this process runs the model on full batches.
-    ``channel_map`` (:class:`hpa.io_tiff.ChannelMap`) is for multi-channel TIFF input.
+    Workers read each image, load its mask from ``masks_dir`` (or segment it into
+    ``masks_dir`` with ``seg_config``) and cut its views, while this process runs the
+    model on full batches of the views of several images.
+
+    Args:
+        model: the classifier, on ``device``; ``cfg`` its model folder's config.
+        images: folder of channel files; ``ids`` the images to score, in order.
+        masks_dir: SEG_DIR to read, or to write with ``seg_config``.
+        seg_config: segment on the fly with these settings; None = read the masks.
+        device, batch_size, tta, precision: as :func:`hpa.classification.inference.score_views`.
+        workers: processes preparing the views (1 = a thread).
+        progress: show a tqdm progress bar.
+        channel_map: which channel of a multi-channel TIFF is which.
+
+    Returns:
+        The :class:`ScoredViews` of the images that could be read, and the failures.
     """
     from hpa.classification.cache import views_index
     from hpa.classification.channels import channel_matrix, is_identity
-    from hpa.classification.inference import score_views
 
     tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config, channel_map) for i in ids]
-    failures: dict[str, str] = {}
-    index_parts: list[pd.DataFrame] = []
-    prob_parts: list[np.ndarray] = []
-    seg_tables: list[pd.DataFrame] = []
-    pending: list[Any] = []
     # the model's inputs from the four stains: a choice, an order or a merge of them
     mix = None if is_identity(cfg.channels) else channel_matrix(cfg.channels)
-
-    def flush() -> None:
-        if not pending:
-            return
-        per_image = [np.concatenate([v.crops, v.tiles]) for v in pending]
-        sizes = [len(v) for v in per_image]
-        probs = np.empty((sum(sizes), cfg.num_classes), np.float32)
-        starts = np.cumsum([0, *sizes])
-        # 8- and 16-bit images are scaled by their own range: views of one bit depth
-        # are scored together (np.concatenate of both would promote 8-bit views to uint16)
-        for dtype in sorted({v.dtype.str for v in per_image}):
-            members = [k for k, v in enumerate(per_image) if v.dtype.str == dtype]
-            scored = score_views(
-                model,
-                np.concatenate([per_image[k] for k in members]),
-                cfg.mean,
-                cfg.std,
-                float(np.iinfo(np.dtype(dtype)).max),
-                device=device,
-                batch_size=batch_size,
-                tta=tta,
-                precision=precision,
-                mix=mix,
-                intensity=cfg.intensity,
-                size=cfg.network_size,
-            )
-            offset = 0
-            for k in members:
-                probs[starts[k] : starts[k + 1]] = scored[offset : offset + sizes[k]]
-                offset += sizes[k]
-        prob_parts.append(probs)
-        index_parts.extend(views_index(v) for v in pending)
-        pending.clear()
-
-    n_pending = 0
+    failures: dict[str, str] = {}
+    seg_tables: list[pd.DataFrame] = []
+    index_parts: list[pd.DataFrame] = []
+    prob_parts: list[np.ndarray] = []
     bar = tqdm(
         _prepared(tasks, workers), total=len(tasks), desc="predicting", unit="img", disable=not progress
     )
-    for item in bar:
+    for batch in _batches(bar, batch_size * 4, failures, seg_tables):
+        prob_parts.append(_score_pending(model, cfg, batch, device, batch_size, tta, precision, mix))
+        index_parts.extend(views_index(v) for v in batch)
+    if not index_parts:
+        return ScoredViews.empty(cfg.num_classes, failures, seg_tables)
+    return ScoredViews(
+        pd.concat(index_parts, ignore_index=True), np.concatenate(prob_parts), failures, seg_tables
+    )
+
+
+def _batches(
+    prepared: Iterable[_Prepared], min_views: int, failures: dict[str, str], seg_tables: list[pd.DataFrame]
+) -> Iterator[list[ImageViews]]:
+    """The views of consecutive images, grouped until a group holds ``min_views`` views.
+
+    Failed images are recorded in ``failures`` (and logged), the segmentation tables of
+    images segmented on the fly added to ``seg_tables``; the last group may be smaller.
+    """
+    pending: list[ImageViews] = []
+    n_pending = 0
+    for item in prepared:
         if isinstance(item[0], str):
             image_id, error = item
             log.warning("Id %s failed: %s", image_id, error)
@@ -198,25 +218,62 @@ def score_images(
             seg_tables.append(table)
         pending.append(views)
         n_pending += len(views.cell_ids) + len(views.tiles)
-        if n_pending >= batch_size * 4:
-            flush()
-            n_pending = 0
-    flush()
-    index = pd.concat(index_parts, ignore_index=True) if index_parts else _empty_index()
-    probs = np.concatenate(prob_parts) if prob_parts else np.zeros((0, cfg.num_classes), np.float32)
-    return ScoredViews(index, probs, failures, seg_tables)
+        if n_pending >= min_views:
+            yield pending
+            pending, n_pending = [], 0
+    if pending:
+        yield pending
 
 
-def _empty_index() -> pd.DataFrame:
-    return pd.DataFrame({"image_id": [], "kind": [], "cell_id": []})
+def _score_pending(
+    model: nn.Module,
+    cfg: ModelConfig,
+    pending: Sequence[ImageViews],
+    device: str,
+    batch_size: int,
+    tta: int,
+    precision: str,
+    mix: np.ndarray | None,
+) -> np.ndarray:
+    """``(N, K)`` float32 probabilities of the crops then tiles of each of ``pending``, in order."""
+    from hpa.classification.inference import score_views
+
+    per_image = [np.concatenate([v.crops, v.tiles]) for v in pending]
+    sizes = [len(v) for v in per_image]
+    probs = np.empty((sum(sizes), cfg.num_classes), np.float32)
+    starts = np.cumsum([0, *sizes])
+    # 8- and 16-bit images are scaled by their own range: views of one bit depth
+    # are scored together (np.concatenate of both would promote 8-bit views to uint16)
+    for dtype in sorted({v.dtype.str for v in per_image}):
+        members = [k for k, v in enumerate(per_image) if v.dtype.str == dtype]
+        scored = score_views(
+            model,
+            np.concatenate([per_image[k] for k in members]),
+            cfg.mean,
+            cfg.std,
+            float(np.iinfo(np.dtype(dtype)).max),
+            device=device,
+            batch_size=batch_size,
+            tta=tta,
+            precision=precision,
+            mix=mix,
+            intensity=cfg.intensity,
+            size=cfg.network_size,
+        )
+        offset = 0
+        for k in members:
+            probs[starts[k] : starts[k + 1]] = scored[offset : offset + sizes[k]]
+            offset += sizes[k]
+    return probs
 
 
 def write_predictions(
     out: Path,
     ids: Sequence[str],
     scored: ScoredViews,
-    cfg: Any,
+    cfg: ModelConfig,
     thresholds: np.ndarray,
+    *,
     pooling: str,
     fill_top: bool,
     submission: bool = True,
@@ -224,6 +281,13 @@ def write_predictions(
     """Pool, threshold and write the submission and the tables of a prediction run.
 
     Args:
+        out: the (staged) PRED_DIR.
+        ids: every requested Id, in submission order; failed ones get empty rows.
+        scored: the views' probabilities and the failures.
+        cfg: the model's config (classes, tile weight, views used).
+        thresholds: ``(K,)`` per-class thresholds.
+        pooling: cell-to-image pooling.
+        fill_top: predict the top class where no class passes its threshold.
         submission: write the 2018-style ``submission.csv`` (False for ``--format 2021``).
 
     Returns:
@@ -253,193 +317,71 @@ def write_predictions(
     return len(cells)
 
 
-# ----------------------------------------------------------------- Dask cluster ---
+# ------------------------------------------------------------ the PRED_DIR ---
 
 #: The marker file of a prediction folder, and every name ``hpa predict`` (and ``hpa show``
 #: and ``hpa report`` by default) writes in it: only such a folder is ever replaced.
 PREDICT_MARKER = PredDir.MARKER
 PREDICT_ENTRIES = PredDir.ENTRIES
 
-# (model folder, weights mtime, device) -> (model, config): a worker process loads its model once
-_MODEL_CACHE: dict[tuple[str, int, str], tuple[Any, Any]] = {}
 
+@dataclass(frozen=True, kw_only=True)
+class PredictOptions:
+    """The options of a prediction run (``hpa predict``'s flags), keyword-only.
 
-def _cached_model(model_dir: str, device: str) -> tuple[Any, Any]:
-    from hpa.classification.model import WEIGHTS_FILE, load_model
-
-    key = (model_dir, (Path(model_dir) / WEIGHTS_FILE).stat().st_mtime_ns, device)
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE.clear()  # one model per worker process: a retrained folder replaces it
-        _MODEL_CACHE[key] = load_model(model_dir, device)
-    return _MODEL_CACHE[key]
-
-
-def _shard_paths(parts_dir: str | Path, k: int) -> dict[str, Path]:
-    parts_dir = Path(parts_dir)
-    return {
-        "scores": parts_dir / f"shard-{k}.parquet",
-        "failures": parts_dir / f"shard-{k}.failures.csv",
-        "cells": parts_dir / f"shard-{k}.cells.parquet",
-    }
-
-
-def _score_shard(
-    model_dir: str,
-    images: str,
-    masks_dir: str,
-    seg_config: Any,
-    ids: list[str],
-    k: int,
-    parts_dir: str,
-    device: str,
-    batch_size: int | None,
-    tta: int,
-    precision: str = "auto",
-    channel_map: Any = None,
-) -> str:
-    """A Dask task: score one shard of Ids on this worker's device; write its part files.
-
-    Writes ``shard-<k>.failures.csv``, ``shard-<k>.cells.parquet`` (segmented on the fly
-    only) and last ``shard-<k>.parquet``: the :func:`views_index` columns and one
-    probability column per class. Returns the device used.
+    Attributes:
+        masks: SEG_DIR of ``hpa segment``; None = segment on the fly into ``OUT/masks``.
+        ids: Ids in submission order (default: every Id in the images folder, sorted).
+        tta: dihedral test-time augmentation views (1, 2, 4, 8).
+        pooling: cell-to-image pooling (default: the model's).
+        fill_top: predict the top class where no class passes its threshold.
+        batch_size: views per forward pass (default: 512 on CUDA, 128 on the CPU).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        workers: processes reading, segmenting and cropping (default: by the cores and
+            whether masks are given).
+        backend: segmentation backend when ``masks`` is None.
+        progress: show a tqdm progress bar.
+        scheduler: score on a dask.distributed cluster: a scheduler address
+            (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker
+            processes (:mod:`hpa.pipelines.predict_dask`). Each worker loads the model
+            once and scores its shards of the Ids on its own device (``device`` is
+            resolved there). The images, model, masks and output folders must be on a
+            filesystem every worker shares; ``workers`` is unused.
+        precision: ``auto``, ``bf16`` or ``fp32`` autocast
+            (:func:`hpa.classification.inference.resolve_precision`).
+        channel_map: which channel of a multi-channel TIFF is which; saved in ``config.yaml``.
+        fmt: ``2018`` (``submission.csv``), ``2021`` (``submission_2021.csv`` and the
+            2021 per-cell table) or ``both``; default: the model's label set
+            (:mod:`hpa.pipelines.single_cell`).
+        cell_score: the 2021 cell confidence rule (default: the benchmark's choice).
+        min_cell_score: the lowest confidence listed in ``submission_2021.csv``.
+        model_weights: weight of each of several model folders (default: equal).
     """
-    from hpa.config import resolve_device
 
-    device = resolve_device(device)
-    model, cfg = _cached_model(model_dir, device)
-    batch_size = batch_size or (512 if device == "cuda" else 128)
-    scored = score_images(
-        model,
-        cfg,
-        images,
-        ids,
-        Path(masks_dir),
-        seg_config,
-        device,
-        1,
-        batch_size,
-        tta,
-        progress=False,
-        precision=precision,
-        channel_map=channel_map,
-    )
-    paths = _shard_paths(parts_dir, k)
-    write_failures(paths["failures"], scored.failures)
-    if scored.seg_tables:
-        write_parquet(paths["cells"], pd.concat(scored.seg_tables, ignore_index=True))
-    probs = pd.DataFrame(scored.probs, columns=list(cfg.class_names))
-    write_parquet(paths["scores"], pd.concat([scored.index.reset_index(drop=True), probs], axis=1))
-    return device
-
-
-def merge_shards(parts_dir: str | Path, n_shards: int, class_names: Sequence[str]) -> ScoredViews:
-    """Read the part files of shards ``0 .. n_shards - 1`` back into one :class:`ScoredViews`.
-
-    Shards hold consecutive Ids, so concatenating them in shard order gives the views,
-    failures and segmentation tables in the order of a single-process run.
-    """
-    columns = list(class_names)
-    frames: list[pd.DataFrame] = []
-    seg_tables: list[pd.DataFrame] = []
-    failures: dict[str, str] = {}
-    for k in range(n_shards):
-        paths = _shard_paths(parts_dir, k)
-        table = pd.read_parquet(paths["scores"])
-        if len(table):
-            frames.append(table)
-        failures.update(read_failures(paths["failures"]))
-        if paths["cells"].is_file():
-            seg_tables.append(pd.read_parquet(paths["cells"]))
-    if not frames:
-        return ScoredViews(_empty_index(), np.zeros((0, len(columns)), np.float32), failures, seg_tables)
-    table = pd.concat(frames, ignore_index=True)
-    probs = table[columns].to_numpy(np.float32)
-    return ScoredViews(table.drop(columns=columns), probs, failures, seg_tables)
-
-
-def _score_on_cluster(
-    scheduler: str,
-    model_dir: Path,
-    class_names: Sequence[str],
-    images: Path,
-    ids: list[str],
-    masks_dir: Path,
-    seg_config: Any,
-    device: str,
-    batch_size: int | None,
-    tta: int,
-    out: Path,
-    progress: bool,
-    precision: str = "auto",
-    channel_map: Any = None,
-) -> ScoredViews:
-    """Score ``ids`` in shards on a Dask cluster, each worker on its own device.
-
-    Shard parts go to a folder ``parts-<run>`` made by this run in ``out`` (the staged
-    prediction folder), removed once they are merged; a failed shard stops the run and
-    leaves the parts for inspection until the next run into the same folder.
-
-    Raises:
-        hpa.pipelines.cluster.ClusterError: a worker cannot see the folders, or a shard
-            was lost on the cluster.
-    """
-    import shutil
-
-    from hpa.pipelines.cluster import (
-        ClusterError,
-        as_completed_results,
-        check_shared_folders,
-        connect,
-        split_shards,
-        worker_addresses,
-    )
-
-    parts = out / f"parts-{uuid.uuid4().hex[:12]}"  # this run's own: nothing else is ever removed
-    parts.mkdir(parents=True)
-    readable = [images, model_dir] + ([masks_dir] if seg_config is None else [])
-    with connect(scheduler) as client:
-        check_shared_folders(client, out, readable)
-        shards = split_shards(ids, len(worker_addresses(client)))
-        log.info("scoring %d images in %d shards on %s", len(ids), len(shards), scheduler)
-        jobs = [
-            (
-                str(model_dir),
-                str(images),
-                str(masks_dir),
-                seg_config,
-                shard,
-                k,
-                str(parts),
-                device,
-                batch_size,
-                tta,
-                precision,
-                channel_map,
-            )
-            for k, shard in enumerate(shards)
-        ]
-        devices: set[str] = set()
-        names = [str(k) for k in range(len(jobs))]
-        bar = tqdm(total=len(ids), desc="predicting", unit="img", disable=not progress)
-        with bar, closing(as_completed_results(client, _score_shard, jobs, names)) as done:
-            for k, used, error in done:
-                if error is not None:
-                    raise ClusterError(
-                        f"shard {k} (Ids {shards[k][0]} .. {shards[k][-1]}) was lost on the cluster: "
-                        f"{type(error).__name__}: {error}; its finished neighbours are in {parts}"
-                    )
-                devices.add(used)
-                bar.update(len(shards[k]))
-    log.info("shards scored on: %s", ", ".join(sorted(devices)) or "nothing")
-    scored = merge_shards(parts, len(shards), class_names)
-    shutil.rmtree(parts)
-    return scored
+    masks: str | Path | None = None
+    ids: Sequence[str] | None = None
+    tta: int = 1
+    pooling: str | None = None
+    fill_top: bool = True
+    batch_size: int | None = None
+    device: str = "auto"
+    workers: int | None = None
+    backend: str | None = None
+    progress: bool = True
+    scheduler: str | None = None
+    precision: str = "auto"
+    channel_map: ChannelMap | None = None
+    fmt: str | None = None
+    cell_score: str | None = None
+    min_cell_score: float | None = None
+    model_weights: Sequence[float] | None = None
 
 
 def predict_folder(
     images: str | Path,
     model_dir: str | Path | Sequence[str | Path],
     out: str | Path,
+    *,
     masks: str | Path | None = None,
     ids: Sequence[str] | None = None,
     tta: int = 1,
@@ -452,7 +394,7 @@ def predict_folder(
     progress: bool = True,
     scheduler: str | None = None,
     precision: str = "auto",
-    channel_map: Any = None,
+    channel_map: ChannelMap | None = None,
     fmt: str | None = None,
     cell_score: str | None = None,
     min_cell_score: float | None = None,
@@ -466,35 +408,10 @@ def predict_folder(
             are averaged (:func:`hpa.classification.ensemble.load_predictor`); a
             ``--folds`` folder averages its folds.
         out: PRED_DIR to write.
-        masks: SEG_DIR of ``hpa segment``; None = segment on the fly into ``OUT/masks``.
-        ids: Ids in submission order (default: every Id in ``images``, sorted).
-        tta: dihedral test-time augmentation views (1, 2, 4, 8).
-        pooling: cell-to-image pooling (default: the model's).
-        fill_top: predict the top class where no class passes its threshold.
-        batch_size: views per forward pass.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        workers: processes reading, segmenting and cropping.
-        backend: segmentation backend when ``masks`` is None; the other segmentation
-            settings are those of the model's training masks
-            (:func:`hpa.pipelines.predict_config.model_segmentation`); None = their backend too.
-        progress: show a tqdm progress bar.
-        scheduler: score on a dask.distributed cluster: a scheduler address
-            (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker
-            processes. The Ids are cut into shards; each worker loads the model once,
-            scores its shards on its own device (``device`` is resolved there) and writes
-            them to a folder of this run's own in the staged output, merged here. ``out``,
-            ``images``, ``model_dir`` and ``masks`` must be on a filesystem every worker
-            shares; ``workers`` is unused.
-        precision: ``auto``, ``bf16`` or ``fp32`` autocast
-            (:func:`hpa.classification.inference.resolve_precision`).
-        channel_map: which channel of a multi-channel TIFF is which
-            (:class:`hpa.io_tiff.ChannelMap`); saved in ``config.yaml``.
-        fmt: ``2018`` (``submission.csv``), ``2021`` (``submission_2021.csv`` and the
-            2021 per-cell table) or ``both``; default: the model's label set
-            (:mod:`hpa.pipelines.single_cell`).
-        cell_score: the 2021 cell confidence rule (default: the benchmark's choice).
-        min_cell_score: the lowest confidence listed in ``submission_2021.csv``.
-        model_weights: weight of each of several ``model_dir`` (default: equal).
+        masks, ids, tta, pooling, fill_top, batch_size, device, workers, backend,
+            progress, scheduler, precision, channel_map, fmt, cell_score,
+            min_cell_score, model_weights: keyword-only options, the fields of
+            :class:`PredictOptions`.
 
     Returns:
         A :class:`PredictSummary`.
@@ -511,6 +428,12 @@ def predict_folder(
         HPAConfigError: ``out`` is, holds or sits inside an input folder, or holds
             files ``hpa predict`` did not write, or another run is writing it.
     """
+    opts = PredictOptions(
+        masks=masks, ids=ids, tta=tta, pooling=pooling, fill_top=fill_top, batch_size=batch_size,
+        device=device, workers=workers, backend=backend, progress=progress, scheduler=scheduler,
+        precision=precision, channel_map=channel_map, fmt=fmt, cell_score=cell_score,
+        min_cell_score=min_cell_score, model_weights=model_weights,
+    )  # fmt: skip
     out = Path(out)
     models = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
     check_apart(out, {"IMAGES": images, "--masks": masks, **{f"--model {m}": m for m in models}})
@@ -518,155 +441,42 @@ def predict_folder(
         out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=(PredDir.MASKS, PredDir.RUN_LOG)
     ) as stage:
         runlog.write_into(stage.path)  # a killed run's log is kept and appended to
-        summary = _predict_staged(
-            stage.path, images, model_dir, out, masks, ids, tta, pooling, fill_top, batch_size,
-            device, workers, backend, progress, scheduler, precision, channel_map, fmt, cell_score,
-            min_cell_score, model_weights,
-        )  # fmt: skip
+        summary = _predict_staged(stage.path, images, models, out, opts)
         stage.commit()
     return summary
 
 
 def _predict_staged(
-    work: Path,
-    images: str | Path,
-    model_dir: str | Path | Sequence[str | Path],
-    out: Path,
-    masks: str | Path | None,
-    ids: Sequence[str] | None,
-    tta: int,
-    pooling: str | None,
-    fill_top: bool,
-    batch_size: int | None,
-    device: str,
-    workers: int | None,
-    backend: str | None,
-    progress: bool,
-    scheduler: str | None,
-    precision: str,
-    channel_map: Any,
-    fmt: str | None,
-    cell_score: str | None,
-    min_cell_score: float | None,
-    model_weights: Sequence[float] | None,
+    work: Path, images: str | Path, model_dirs: list[str | Path], out: Path, opts: PredictOptions
 ) -> PredictSummary:
     """:func:`predict_folder` writing into ``work``, the folder that becomes ``out``."""
-    import torch
-
-    from hpa.aggregation import load_thresholds
-    from hpa.classification.ensemble import load_predictor, read_ensemble
-    from hpa.classification.model import THRESHOLDS_FILE, load_model_config
-    from hpa.config import resolve_device, to_dict
-    from hpa.pipelines import single_cell
-
     t0 = time.perf_counter()
-    model_dirs = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
-    if scheduler is not None and (len(model_dirs) > 1 or read_ensemble(model_dirs[0]) is not None):
-        raise HPAConfigError("--scheduler scores one plain model folder; average several without it")
-    model_dir = model_dirs[0]
-    if scheduler is not None:
-        from hpa.pipelines.cluster import parse_local, require_distributed
-
-        require_distributed()  # fail before writing anything
-        parse_local(scheduler)
-    check_channel_map(images, channel_map)
-    ids = list(ids) if ids is not None else list_image_ids(images)
+    _check_scheduler(model_dirs, opts.scheduler)
+    check_channel_map(images, opts.channel_map)
+    ids = list(opts.ids) if opts.ids is not None else list_image_ids(images)
     check_folder_ids(images, ids)  # a badly named file fails now, not after the work
-    if scheduler is None:
-        from hpa.classification.inference import resolve_precision
-
-        device = resolve_device(device)
-        precision = resolve_precision(precision, device)
-        model, cfg, thresholds = load_predictor(model_dirs, model_weights, device)
-    else:  # each worker resolves the device and loads the model itself
-        model, cfg = None, load_model_config(model_dir)
-        thresholds, _ = load_thresholds(Path(model_dir) / THRESHOLDS_FILE, expected_classes=cfg.class_names)
-    pooling = pooling or cfg.pooling
-    fmt = single_cell.resolve_format(fmt, cfg.class_names)
-    if scheduler is None:
-        cores = default_workers()
-        if masks is not None:
-            # reading masks and cutting crops is light: a few workers keep the model fed,
-            # and on the CPU the model keeps every core
-            workers = workers or max(1, cores // 4)
-            threads = cores
-        else:
-            # segmentation is the heavy part: every core but the model's segments
-            workers = workers or max(1, cores - (0 if device == "cuda" else 1))
-            threads = max(1, cores - workers)
-        batch_size = batch_size or (512 if device == "cuda" else 128)
-        if device == "cpu":
-            torch.set_num_threads(threads)
-
-    seg_config = None
-    masks_dir = Path(masks) if masks else work / "masks"
-    if masks is None:
-        from hpa.pipelines.predict_config import model_segmentation
-
-        seg_config = model_segmentation(model_dirs, backend)
-        _resume_masks(masks_dir, out / "masks", to_dict(seg_config))
-        SegDir(masks_dir).write_settings(to_dict(seg_config))
-    else:
-        SegDir(masks_dir).check()
-    settings = {
-        "images": str(Path(images).resolve()),
-        "masks": str(masks_dir.resolve()),
-        "model": [str(Path(m).resolve()) for m in model_dirs]
-        if len(model_dirs) > 1
-        else str(Path(model_dir).resolve()),
-        "model_weights": list(model_weights) if model_weights else None,
-        "device": device,
-        "precision": precision,
-        "workers": workers,
-        "batch_size": batch_size,
-        "tta": tta,
-        "pooling": pooling,
-        "fill_top": fill_top,
-        "tile_weight": cfg.tile_weight,
-        "segmented_on_the_fly": masks is None,
-        "segmentation_backend": seg_config.backend if seg_config is not None else None,
-        "n_images": len(ids),
-        "channel_map": channel_map.spec if channel_map is not None else None,
-        "format": fmt,
-    }
-    if fmt != "2018":
-        cell_score = cell_score or single_cell.DEFAULT_CELL_SCORE
-        min_cell_score = single_cell.DEFAULT_MIN_SCORE if min_cell_score is None else min_cell_score
-        settings.update(cell_score=cell_score, min_cell_score=min_cell_score)
-    if scheduler is not None:  # workers and batch size are the workers' own, by device
-        settings.update(scheduler=scheduler, workers=None)
+    model, cfg, thresholds, opts = _load_model(model_dirs, opts)
+    opts = _resolve_options(opts, cfg)
+    masks_dir, seg_config = _masks_folder(work, out, model_dirs, opts)
+    seg_backend = seg_config.backend if seg_config is not None else None
+    settings = _run_settings(images, masks_dir, model_dirs, opts, cfg, len(ids), seg_backend)
     log_settings("predict settings", settings)
     save_yaml(work / PredDir.CONFIG, settings)
-
-    if scheduler is None:
-        assert workers is not None and batch_size is not None
-        scored = score_images(
-            model,
-            cfg,
-            images,
-            ids,
-            masks_dir,
-            seg_config,
-            device,
-            workers,
-            batch_size,
-            tta,
-            progress,
-            precision=precision,
-            channel_map=channel_map,
-        )
-    else:
-        scored = _score_on_cluster(
-            scheduler, Path(model_dir).resolve(), cfg.class_names, Path(images).resolve(), ids,
-            masks_dir.resolve(), seg_config, device, batch_size, tta, work.resolve(), progress, precision,
-            channel_map,
+    if opts.scheduler is None:
+        assert model is not None and opts.workers is not None and opts.batch_size is not None
+        scored = score_folder_views(
+            model, cfg, images, ids, masks_dir, seg_config=seg_config, device=opts.device, workers=opts.workers,
+            batch_size=opts.batch_size, tta=opts.tta, progress=opts.progress, precision=opts.precision,
+            channel_map=opts.channel_map,
         )  # fmt: skip
-    n_cells = write_predictions(work, ids, scored, cfg, thresholds, pooling, fill_top, fmt != "2021")
-    if scored.seg_tables:
-        SegDir(masks_dir).merge_tables(scored.seg_tables)
-    if fmt != "2018":
-        assert cell_score is not None and min_cell_score is not None
-        single_cell.write_single_cell(work, cell_score, min_cell_score, progress, masks_dir=masks_dir)
+    else:
+        from hpa.pipelines.predict_dask import score_on_cluster
+
+        scored = score_on_cluster(
+            Path(model_dirs[0]).resolve(), cfg.class_names, Path(images).resolve(), ids, masks_dir.resolve(),
+            seg_config, work.resolve(), opts,
+        )  # fmt: skip
+    n_cells = _write_outputs(work, ids, scored, cfg, thresholds, masks_dir, opts)
     summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, out)
     log.info(
         "predicted %d images (%d failed, %d cells) in %.1f s, %.2f images/s; outputs in %s",
@@ -678,6 +488,185 @@ def _predict_staged(
         out,
     )
     return summary
+
+
+def _write_outputs(
+    work: Path,
+    ids: Sequence[str],
+    scored: ScoredViews,
+    cfg: ModelConfig,
+    thresholds: np.ndarray,
+    masks_dir: Path,
+    opts: PredictOptions,
+) -> int:
+    """The tables of :func:`write_predictions`, the 2021 outputs for ``opts.fmt``, and the cell
+    table of masks segmented on the fly; returns the number of cells scored."""
+    from hpa.pipelines import single_cell
+
+    assert opts.pooling is not None
+    submission = opts.fmt != "2021"
+    n_cells = write_predictions(
+        work,
+        ids,
+        scored,
+        cfg,
+        thresholds,
+        pooling=opts.pooling,
+        fill_top=opts.fill_top,
+        submission=submission,
+    )
+    if scored.seg_tables:
+        SegDir(masks_dir).merge_tables(scored.seg_tables)
+    if opts.fmt != "2018":
+        assert opts.cell_score is not None and opts.min_cell_score is not None
+        single_cell.write_single_cell(
+            work, opts.cell_score, opts.min_cell_score, opts.progress, masks_dir=masks_dir
+        )
+    return n_cells
+
+
+def _check_scheduler(model_dirs: Sequence[str | Path], scheduler: str | None) -> None:
+    """With ``scheduler``: one plain model folder, dask.distributed installed, a valid address."""
+    from hpa.classification.ensemble import read_ensemble
+
+    if scheduler is None:
+        return
+    if len(model_dirs) > 1 or read_ensemble(model_dirs[0]) is not None:
+        raise HPAConfigError("--scheduler scores one plain model folder; average several without it")
+    from hpa.pipelines.cluster import parse_local, require_distributed
+
+    require_distributed()  # fail before writing anything
+    parse_local(scheduler)
+
+
+def _load_model(
+    model_dirs: Sequence[str | Path], opts: PredictOptions
+) -> tuple[nn.Module | None, ModelConfig, np.ndarray, PredictOptions]:
+    """The model (its folders averaged), its config and thresholds; ``opts`` with the device resolved.
+
+    With a scheduler, only the config and thresholds: each worker resolves the device
+    and loads the model itself.
+    """
+    from hpa.classification.ensemble import load_predictor
+    from hpa.classification.inference import resolve_precision
+    from hpa.config import resolve_device
+
+    if opts.scheduler is not None:
+        from hpa.aggregation import load_thresholds
+        from hpa.classification.model import THRESHOLDS_FILE, load_model_config
+
+        cfg = load_model_config(model_dirs[0])
+        thresholds, _ = load_thresholds(
+            Path(model_dirs[0]) / THRESHOLDS_FILE, expected_classes=cfg.class_names
+        )
+        return None, cfg, thresholds, opts
+    device = resolve_device(opts.device)
+    precision = resolve_precision(opts.precision, device)
+    model, cfg, thresholds = load_predictor(model_dirs, opts.model_weights, device)
+    return model, cfg, thresholds, replace(opts, device=device, precision=precision)
+
+
+def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
+    """``opts`` with the defaults that depend on the model and the machine filled in.
+
+    Pooling and output format by the model; the 2021 cell score rule; without a
+    scheduler, the worker count and batch size by the cores and device (and the
+    classifier's CPU threads set: every core but the segmenting workers').
+    """
+    import torch
+
+    from hpa.pipelines import single_cell
+
+    fmt = single_cell.resolve_format(opts.fmt, cfg.class_names)
+    opts = replace(opts, pooling=opts.pooling or cfg.pooling, fmt=fmt)
+    if fmt != "2018":
+        opts = replace(
+            opts,
+            cell_score=opts.cell_score or single_cell.DEFAULT_CELL_SCORE,
+            min_cell_score=single_cell.DEFAULT_MIN_SCORE
+            if opts.min_cell_score is None
+            else opts.min_cell_score,
+        )
+    if opts.scheduler is not None:  # workers and batch size are the workers' own, by device
+        return opts
+    cores = default_workers()
+    if opts.masks is not None:
+        # reading masks and cutting crops is light: a few workers keep the model fed,
+        # and on the CPU the model keeps every core
+        workers = opts.workers or max(1, cores // 4)
+        threads = cores
+    else:
+        # segmentation is the heavy part: every core but the model's segments
+        workers = opts.workers or max(1, cores - (0 if opts.device == "cuda" else 1))
+        threads = max(1, cores - workers)
+    if opts.device == "cpu":
+        torch.set_num_threads(threads)
+    return replace(
+        opts, workers=workers, batch_size=opts.batch_size or (512 if opts.device == "cuda" else 128)
+    )
+
+
+def _masks_folder(
+    work: Path, out: Path, model_dirs: Sequence[str | Path], opts: PredictOptions
+) -> tuple[Path, SegmentConfig | None]:
+    """The SEG_DIR to read, or to segment into (``WORK/masks``, resumed) and its settings.
+
+    Masks made on the fly follow the segmentation settings the model was trained with
+    (:func:`hpa.pipelines.predict_config.model_segmentation`); ``opts.backend`` overrides
+    the backend.
+
+    Raises:
+        HPADataError: ``opts.masks`` is not a segmentation folder.
+    """
+    from hpa.config import to_dict
+    from hpa.pipelines.predict_config import model_segmentation
+
+    masks_dir = Path(opts.masks) if opts.masks else work / PredDir.MASKS
+    if opts.masks is not None:
+        SegDir(masks_dir).check()
+        return masks_dir, None
+    seg_config = model_segmentation(model_dirs, opts.backend)
+    _resume_masks(masks_dir, out / PredDir.MASKS, to_dict(seg_config))
+    SegDir(masks_dir).write_settings(to_dict(seg_config))
+    return masks_dir, seg_config
+
+
+def _run_settings(
+    images: str | Path,
+    masks_dir: Path,
+    model_dirs: Sequence[str | Path],
+    opts: PredictOptions,
+    cfg: ModelConfig,
+    n_images: int,
+    seg_backend: str | None = None,
+) -> dict[str, Any]:
+    """What ``config.yaml`` records of a run: inputs, resolved options, the model's tile weight."""
+    settings = {
+        "images": str(Path(images).resolve()),
+        "masks": str(masks_dir.resolve()),
+        "model": [str(Path(m).resolve()) for m in model_dirs]
+        if len(model_dirs) > 1
+        else str(Path(model_dirs[0]).resolve()),
+        "model_weights": list(opts.model_weights) if opts.model_weights else None,
+        "device": opts.device,
+        "precision": opts.precision,
+        "workers": opts.workers,
+        "batch_size": opts.batch_size,
+        "tta": opts.tta,
+        "pooling": opts.pooling,
+        "fill_top": opts.fill_top,
+        "tile_weight": cfg.tile_weight,
+        "segmented_on_the_fly": opts.masks is None,
+        "segmentation_backend": seg_backend,
+        "n_images": n_images,
+        "channel_map": opts.channel_map.spec if opts.channel_map is not None else None,
+        "format": opts.fmt,
+    }
+    if opts.fmt != "2018":
+        settings.update(cell_score=opts.cell_score, min_cell_score=opts.min_cell_score)
+    if opts.scheduler is not None:
+        settings.update(scheduler=opts.scheduler, workers=None)
+    return settings
 
 
 def _resume_masks(masks_dir: Path, previous: Path, settings: dict[str, Any]) -> None:

@@ -7,9 +7,9 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,17 @@ from hpa.config import log_settings, resolve, save_json, save_yaml, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, Labels, read_labels
 from hpa.outputs import prepare_staging, swap_in_keeping
+
+if TYPE_CHECKING:
+    import torch
+
+    from hpa.aggregation import ThresholdResult
+    from hpa.classification.cache import CropCache, Folders
+    from hpa.classification.crops import CropSettings
+    from hpa.classification.distributed import World
+    from hpa.classification.model import ModelConfig
+    from hpa.classification.train import TrainConfig, TrainData
+    from hpa.io_tiff import ChannelMap
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +64,7 @@ def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.nd
     raise AssertionError("unreachable")
 
 
-def resolve_train_config(args: argparse.Namespace) -> Any:
+def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     """The run's :class:`TrainConfig`: device defaults, then ``--config`` YAML, then explicit flags."""
     from hpa.classification.train import TrainConfig
 
@@ -98,15 +109,16 @@ def check_backbone(name: str) -> None:
 
 
 def train_model(
-    images: str | Path | Mapping[str, str | Path],
+    images: Folders,
     labels: Labels,
-    masks: str | Path | Mapping[str, str | Path],
+    masks: Folders,
     out: str | Path,
-    cfg: Any,
+    cfg: TrainConfig,
+    *,
     cache_root: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    channel_map: Any = None,
+    channel_map: ChannelMap | None = None,
 ) -> dict[str, Any]:
     """Train a classifier and write its model folder.
 
@@ -116,47 +128,130 @@ def train_model(
         labels: image labels (2018 or 2021 set).
         masks: SEG_DIR of ``hpa segment``, or ``{image_id: SEG_DIR}``.
         out: the model folder to write.
-        cfg: a :class:`hpa.classification.train.TrainConfig`.
+        cfg: the run's settings.
         cache_root: crop cache folder (default ``$HPA_CACHE_DIR`` or ``MASKS/crop-cache``).
         resume: continue from ``OUT/last.ckpt``.
-        channel_map: which channel of a multi-channel TIFF is which
-            (:class:`hpa.io_tiff.ChannelMap`).
+        channel_map: which channel of a multi-channel TIFF is which.
 
     Returns:
         The metrics written to ``metrics.json``.
     """
-    import torch
-
-    from hpa.aggregation import apply_thresholds, per_class_report, save_thresholds
-    from hpa.classification import distributed
-    from hpa.classification.cache import CELL, build_cache, channel_stats, folder_of
-    from hpa.classification.channels import channel_matrix, is_identity, parse_channels
+    from hpa.classification.channels import parse_channels
     from hpa.classification.crops import CropSettings
-    from hpa.classification.inference import resolve_precision
-    from hpa.classification.model import THRESHOLDS_FILE, ModelConfig, create_model, save_model_folder
-    from hpa.classification.train import (
-        TrainData,
-        auto_epochs,
-        evaluate_views,
-        fit,
-        frozen_run,
-        score_images,
-        select_tile_weight,
-        set_seed,
-    )
-    from hpa.io_tiff import check_channel_map
+    from hpa.classification.train import auto_epochs
 
     t_start = time.perf_counter()
     channels = parse_channels(cfg.channels)
+    seg_dirs = _check_folders(images, masks, out, channel_map)
+    run = _start_run(Path(out), cfg, labels, resume=resume, progress=progress)
+    cfg = run.cfg
+    labels = _labels_with_masks(labels, masks, seg_dirs)
+    crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale)
+    root = CacheDir.default_root(cache_root, seg_dirs[0])
+    cache, labels = _build_cache_once(images, masks, labels, crop, root, run, channel_map)
+    data, train_ids = _split_views(cache, labels, cfg, channels)
+    if cfg.epochs is None:
+        cfg = replace(cfg, epochs=auto_epochs(len(data.train_rows)))
+        log.info("epochs: %d (automatic for %d training views)", cfg.epochs, len(data.train_rows))
+    _log_views(data)
+    model_cfg = _model_config(cfg, labels, data, crop, channels)
+    if run.world.is_main:
+        _write_settings_and_split(run, cfg, labels, train_ids)
+    model, history, evaluated = _fit_and_validate(run, cfg, model_cfg, data, resume=resume)
+    if not run.world.is_main:
+        return evaluated[0]
+    result = _choose_tile_weight(data, cfg, model_cfg, evaluated)
+    metrics = _metrics(result, data, train_ids, history, time.perf_counter() - t_start)
+    image_dirs = sorted({str(p) for p in images.values()}) if isinstance(images, Mapping) else [str(images)]
+    _publish_model_folder(run, model, result, data, metrics, history, _Sources(seg_dirs, image_dirs, labels))
+    return metrics
+
+
+def _fit_and_validate(
+    run: _Run, cfg: TrainConfig, model_cfg: ModelConfig, data: TrainData, *, resume: bool
+) -> tuple[
+    torch.nn.Module, list[dict[str, Any]], tuple[dict[str, float], np.ndarray, np.ndarray, ThresholdResult]
+]:
+    """Create the network, train it (the model folder saved at every best epoch), score the validation.
+
+    Returns:
+        The best epoch's model, the per-epoch history and what
+        :func:`hpa.classification.train.evaluate_views` returns for it.
+    """
+    from hpa.classification import distributed
+    from hpa.classification.model import create_model, save_model_folder
+    from hpa.classification.train import evaluate_views, fit
+
+    model = create_model(cfg.backbone, model_cfg.num_classes, model_cfg.in_chans, cfg.pretrained)
+    model, history = fit(
+        model,
+        data,
+        cfg,
+        run.checkpoint,
+        resume=resume,
+        on_best=lambda m, rec: save_model_folder(run.staging, model_cfg, m),
+        world=run.world,
+        settings=run.settings,
+    )
+    evaluated = evaluate_views(model.to(cfg.device), data, cfg, run.world)
+    distributed.shutdown(run.world)
+    return model, history, evaluated
+
+
+def _check_folders(
+    images: Folders, masks: Folders, out: str | Path, channel_map: ChannelMap | None
+) -> list[str]:
+    """Check the input and output folders before any work; returns the SEG_DIRs.
+
+    Raises:
+        HPADataError: a SEG_DIR has no ``cells/``, or an image folder does not fit ``channel_map``.
+        HPAConfigError: ``out`` exists and is not a folder.
+    """
+    from hpa.io_tiff import check_channel_map
+
     image_dirs = sorted({str(p) for p in images.values()}) if isinstance(images, Mapping) else [str(images)]
     for folder in image_dirs:
         check_channel_map(folder, channel_map)
-    out = Path(out)
     seg_dirs = sorted({str(p) for p in masks.values()}) if isinstance(masks, Mapping) else [str(masks)]
     for seg in seg_dirs:
         SegDir(seg).check()
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise HPAConfigError(f"--out {out}: exists and is not a folder")
+    return seg_dirs
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One process's view of a training run (one of several under torchrun).
+
+    Attributes:
+        cfg: the settings, device and precision resolved.
+        world: the torchrun world (one process without torchrun).
+        out: the model folder (a link to it resolved).
+        staging: where the model folder is built (``out`` on the other ranks).
+        checkpoint: ``OUT/last.ckpt``.
+        settings: what ``--resume`` checks (:func:`resume_settings`).
+        progress: show progress bars (rank 0 only).
+    """
+
+    cfg: TrainConfig
+    world: World
+    out: Path
+    staging: Path
+    checkpoint: Path
+    settings: dict[str, Any]
+    progress: bool
+
+
+def _start_run(out: Path, cfg: TrainConfig, labels: Labels, *, resume: bool, progress: bool) -> _Run:
+    """Join the torchrun world, check ``--resume``, stage the model folder, seed."""
+    import torch
+
+    from hpa.classification import distributed
+    from hpa.classification.inference import resolve_precision
+    from hpa.classification.train import set_seed
+
     if out.is_symlink():  # the folder is swapped, not the link to it
         out = out.resolve()
     world, device = distributed.init(cfg.device)
@@ -177,6 +272,12 @@ def train_model(
     set_seed(cfg.seed)
     if cfg.device == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))
+    return _Run(cfg, world, out, staging, checkpoint, settings, progress)
+
+
+def _labels_with_masks(labels: Labels, masks: Folders, seg_dirs: Sequence[str]) -> Labels:
+    """The labelled images that have a cell mask (the others are left out, with a warning)."""
+    from hpa.classification.cache import folder_of
 
     have_mask = [i for i in labels.ids if SegDir(folder_of(masks, i)).cell_mask(i).is_file()]
     if len(have_mask) < len(labels):
@@ -188,30 +289,71 @@ def train_model(
         )
     if not have_mask:
         raise HPADataError(f"{', '.join(seg_dirs)}: none of the labelled images has a cell mask")
-    labels = labels.subset(have_mask)
+    return labels.subset(have_mask)
 
-    crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale)
-    cache_root = CacheDir.default_root(cache_root, seg_dirs[0])
-    if not world.is_main:  # rank 0 builds the cache once; the others open it
-        distributed.barrier(world)
+
+def _build_cache_once(
+    images: Folders,
+    masks: Folders,
+    labels: Labels,
+    crop: CropSettings,
+    cache_root: Path,
+    run: _Run,
+    channel_map: ChannelMap | None,
+) -> tuple[CropCache, Labels]:
+    """The crop cache of the labelled images: rank 0 builds it, the other ranks then open it.
+
+    Returns:
+        The cache and the labels of the images it holds (those that could not be
+        cropped are left out, with a warning).
+    """
+    from hpa.classification import distributed
+    from hpa.classification.cache import build_cache
+
+    if not run.world.is_main:
+        distributed.barrier(run.world)
     cache = build_cache(
         images,
         masks,
         list(labels.ids),
         crop,
         cache_root,
-        workers=cfg.workers,
-        progress=progress,
+        workers=run.cfg.workers,
+        progress=run.progress,
         channel_map=channel_map,
     )
-    if world.is_main:
-        distributed.barrier(world)
-
+    if run.world.is_main:
+        distributed.barrier(run.world)
     ok = [i for i in labels.ids if i not in cache.failures]
     if len(ok) < len(labels):
         log.warning("%d image(s) could not be cropped and are left out of the split", len(labels) - len(ok))
-    labels = labels.subset(ok)
-    # split the images that made it into the cache, and name the sides by Id
+    return cache, labels.subset(ok)
+
+
+def _write_settings_and_split(run: _Run, cfg: TrainConfig, labels: Labels, train_ids: set[str]) -> None:
+    """``train_config.yaml`` (the resolved settings) and ``split.csv`` (each image's side)."""
+    save_yaml(run.staging / ModelDir.TRAIN_CONFIG, {**to_dict(cfg), "world_size": run.world.size})
+    sides = ["train" if i in train_ids else "val" for i in labels.ids]
+    split = pd.DataFrame({"image_id": labels.ids, "side": sides})
+    write_csv(run.staging / ModelDir.SPLIT, split)
+
+
+def _split_views(
+    cache: CropCache, labels: Labels, cfg: TrainConfig, channels: tuple[str, ...]
+) -> tuple[TrainData, set[str]]:
+    """Split the images (:func:`split_images`) and select each side's views of ``cfg``'s kinds.
+
+    Returns:
+        The :class:`TrainData` (normalisation measured on the training views) and the
+        training image Ids.
+
+    Raises:
+        HPADataError: one side has no view.
+    """
+    from hpa.classification.cache import channel_stats
+    from hpa.classification.channels import channel_matrix, is_identity
+    from hpa.classification.train import TrainData, frozen_run
+
     train_idx, val_idx = split_images(labels.y, cfg.folds, cfg.fold, cfg.seed)
     train_ids = {labels.ids[k] for k in train_idx}
     val_ids = [labels.ids[k] for k in val_idx]
@@ -233,45 +375,46 @@ def train_model(
         raise HPADataError("no training or no validation views: check the masks and the label file")
     targets = labels.y[[row_of[i] for i in index["image_id"].to_numpy()[train_rows]]].astype(np.float32)
     mix = None if is_identity(channels) else channel_matrix(channels)
-    if cfg.epochs is None:
-        cfg = replace(cfg, epochs=auto_epochs(len(train_rows)))
-        log.info("epochs: %d (automatic for %d training views)", cfg.epochs, len(train_rows))
     # a frozen backbone's features do not depend on the split when its input statistics do
     # not either: they come from every view (no label is used), so every fold of a
     # --folds run reuses one set of features
     stat_rows = np.flatnonzero(usable) if frozen_run(cfg) else train_rows
     mean, std = channel_stats(cache, stat_rows, seed=cfg.seed, mix=mix, intensity=cfg.intensity)
+    val_y = labels.subset(val_ids).y
+    data = TrainData(
+        cache.views, cache.scale, index, train_rows, val_rows, targets, val_ids, val_y, mean, std, mix,
+        cache.folder,
+    )  # fmt: skip
+    return data, train_ids
+
+
+def _log_views(data: TrainData) -> None:
+    from hpa.classification.cache import CELL
+
     log.info(
         "%d training views (%d cells), %d validation views; channel mean %s std %s",
-        len(train_rows),
-        int((index["kind"].to_numpy()[train_rows] == CELL).sum()),
-        len(val_rows),
-        np.round(mean, 4).tolist(),
-        np.round(std, 4).tolist(),
-    )
-    data = TrainData(
-        cache.views,
-        cache.scale,
-        index,
-        train_rows,
-        val_rows,
-        targets,
-        val_ids,
-        labels.subset(val_ids).y,
-        mean,
-        std,
-        mix,
-        cache.folder,
+        len(data.train_rows),
+        int((data.index["kind"].to_numpy()[data.train_rows] == CELL).sum()),
+        len(data.val_rows),
+        np.round(data.mean, 4).tolist(),
+        np.round(data.std, 4).tolist(),
     )
 
-    model_cfg = ModelConfig(
+
+def _model_config(
+    cfg: TrainConfig, labels: Labels, data: TrainData, crop: CropSettings, channels: tuple[str, ...]
+) -> ModelConfig:
+    """What the model folder records about the network, its inputs and its pooling."""
+    from hpa.classification.model import ModelConfig
+
+    return ModelConfig(
         backbone=cfg.backbone,
         class_names=tuple(labels.class_names),
         label_set=labels.label_set,
         in_chans=len(channels),
         channels=channels,
-        mean=tuple(float(v) for v in mean),
-        std=tuple(float(v) for v in std),
+        mean=tuple(float(v) for v in data.mean),
+        std=tuple(float(v) for v in data.std),
         crop=crop,
         pooling=cfg.pooling,
         tile_weight=0.5 if cfg.tile_weight is None else cfg.tile_weight,
@@ -280,26 +423,43 @@ def train_model(
         intensity=cfg.intensity,
         input_size=cfg.input_size,
     )
-    if world.is_main:
-        save_yaml(staging / ModelDir.TRAIN_CONFIG, {**to_dict(cfg), "world_size": world.size})
-        sides = ["train" if i in train_ids else "val" for i in labels.ids]
-        split = pd.DataFrame({"image_id": labels.ids, "side": sides})
-        write_csv(staging / ModelDir.SPLIT, split)
-    model = create_model(cfg.backbone, model_cfg.num_classes, len(channels), cfg.pretrained)
-    model, history = fit(
-        model,
-        data,
-        cfg,
-        checkpoint,
-        resume=resume,
-        on_best=lambda m, rec: save_model_folder(staging, model_cfg, m),
-        world=world,
-        settings=settings,
-    )
-    metrics_now, probs, scores, tuned = evaluate_views(model.to(cfg.device), data, cfg, world)
-    distributed.shutdown(world)
-    if not world.is_main:
-        return metrics_now
+
+
+@dataclass(frozen=True)
+class _Validation:
+    """The final model's validation results, at the tile weight kept in ``model_cfg``.
+
+    Attributes:
+        model_cfg: the model folder's config.
+        metrics: ``val_macro_f1`` and ``val_macro_f1_at_0.5``.
+        probs: ``(len(val_rows), K)`` view probabilities.
+        scores: ``(M, K)`` validation image scores.
+        tuned: the thresholds tuned on them.
+        selection: validation macro F1 by candidate tile weight (empty when it was given).
+    """
+
+    model_cfg: ModelConfig
+    metrics: dict[str, float]
+    probs: np.ndarray
+    scores: np.ndarray
+    tuned: ThresholdResult
+    selection: dict[float, float]
+
+
+def _choose_tile_weight(
+    data: TrainData,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    evaluated: tuple[dict[str, float], np.ndarray, np.ndarray, ThresholdResult],
+) -> _Validation:
+    """Choose the tile weight on the validation images when ``cfg`` leaves it open.
+
+    ``evaluated`` is ``(metrics, view probabilities, image scores, thresholds)`` at the
+    provisional weight (:func:`hpa.classification.train.evaluate_views`).
+    """
+    from hpa.classification.train import score_validation_images, select_tile_weight
+
+    metrics, probs, scores, tuned = evaluated
     selection: dict[float, float] = {}
     if cfg.tile_weight is None and cfg.use_cells and cfg.use_tiles:
         weight, selection = select_tile_weight(data, probs, cfg)
@@ -309,39 +469,75 @@ def train_model(
             {w: round(f, 4) for w, f in selection.items()},
         )
         model_cfg = replace(model_cfg, tile_weight=weight)
-        metrics_now, scores, tuned = score_images(data, probs, cfg, weight)
-    save_model_folder(staging, model_cfg, model)
-    save_thresholds(staging / THRESHOLDS_FILE, tuned, model_cfg.class_names)
-    y_pred = apply_thresholds(scores, tuned.thresholds)
-    report = per_class_report(data.val_y, y_pred, model_cfg.class_names)
-    metrics = {
-        **metrics_now,
+        metrics, scores, tuned = score_validation_images(data, probs, cfg, weight)
+    return _Validation(model_cfg, metrics, probs, scores, tuned, selection)
+
+
+def _metrics(
+    result: _Validation, data: TrainData, train_ids: set[str], history: list[dict[str, Any]], seconds: float
+) -> dict[str, Any]:
+    """What ``metrics.json`` records: validation F1 (overall and per class), sizes, time."""
+    from hpa.aggregation import apply_thresholds, per_class_report
+
+    y_pred = apply_thresholds(result.scores, result.tuned.thresholds)
+    report = per_class_report(data.val_y, y_pred, result.model_cfg.class_names)
+    return {
+        **result.metrics,
         "n_train_images": len(train_ids),
-        "n_val_images": len(val_ids),
-        "n_train_views": len(train_rows),
+        "n_val_images": len(data.val_ids),
+        "n_train_views": len(data.train_rows),
         "best_epoch": _best_epoch(history),
-        "train_seconds": time.perf_counter() - t_start,
-        "tile_weight": model_cfg.tile_weight,
-        "tile_weight_selection": {str(w): f for w, f in selection.items()},
+        "train_seconds": seconds,
+        "tile_weight": result.model_cfg.tile_weight,
+        "tile_weight_selection": {str(w): f for w, f in result.selection.items()},
         "per_class": report.to_dict(orient="records"),
     }
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """What the model card says the model was trained on."""
+
+    seg_dirs: list[str]
+    image_dirs: list[str]
+    labels: Labels
+
+
+def _publish_model_folder(
+    run: _Run,
+    model: torch.nn.Module,
+    result: _Validation,
+    data: TrainData,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    sources: _Sources,
+) -> None:
+    """Weights, config, thresholds, metrics, history, validation scores and the model card
+    (``README.md``), swapped into OUT."""
+    from hpa.aggregation import save_thresholds
+    from hpa.classification.model import THRESHOLDS_FILE, save_model_folder
+
+    model_cfg, staging = result.model_cfg, run.staging
+    save_model_folder(staging, model_cfg, model)
+    save_thresholds(staging / THRESHOLDS_FILE, result.tuned, model_cfg.class_names)
     save_json(staging / ModelDir.METRICS, metrics)
     write_csv(staging / ModelDir.HISTORY, pd.DataFrame(history))
-    val_index = index.iloc[val_rows].reset_index(drop=True)
-    ModelDir(staging).write_val_scores(val_ids, scores, val_index, probs, model_cfg.class_names)
+    val_index = data.index.iloc[data.val_rows].reset_index(drop=True)
+    ModelDir(staging).write_val_scores(
+        data.val_ids, result.scores, val_index, result.probs, model_cfg.class_names
+    )
     write_training_record(
-        staging, name=out.name, seg_dirs=seg_dirs, images=image_dirs, labels=labels, metrics=metrics,
-        thresholds=tuned.thresholds, settings=to_dict(cfg),
+        staging, name=run.out.name, seg_dirs=sources.seg_dirs, images=sources.image_dirs, labels=sources.labels,
+        metrics=metrics, thresholds=result.tuned.thresholds, settings=to_dict(run.cfg),
     )  # fmt: skip
-    swap_in_keeping(staging, out)
+    swap_in_keeping(staging, run.out)
     log.info(
         "model folder %s: val macro F1 %.4f (tuned thresholds), %.4f at 0.5; %.0f s",
-        out,
+        run.out,
         metrics["val_macro_f1"],
         metrics["val_macro_f1_at_0.5"],
         metrics["train_seconds"],
     )
-    return metrics
 
 
 #: The checkpoint ``--resume`` continues from, in the model folder.
@@ -352,7 +548,7 @@ CHECKPOINT_FILE = ModelDir.CHECKPOINT
 _RESUME_FREE = ("workers", "device", "precision")
 
 
-def resume_settings(cfg: Any, labels: Labels) -> dict[str, Any]:
+def resume_settings(cfg: TrainConfig, labels: Labels) -> dict[str, Any]:
     """What a resumed run must share with the run it continues: settings and labels.
 
     Every training setting except :data:`_RESUME_FREE`, and a digest of the labels
@@ -457,8 +653,8 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     channel_map = getattr(args, "channel_map", None)
     remove_stale_temporaries(args.out)  # of a run killed while writing the model folder
     cfg = resolve_train_config(args)
-    images: Any = args.images
-    masks: Any = args.masks
+    images: Folders = args.images
+    masks: Folders = args.masks
     if isinstance(args.images, list):  # --images/--labels/--masks may be repeated
         if len(args.images) == len(args.labels) == len(args.masks) == 1:
             images, labels, masks = args.images[0], read_labels(args.labels[0]), args.masks[0]

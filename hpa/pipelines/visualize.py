@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -24,6 +24,9 @@ from hpa.visualization.overlay import render_overlay
 from hpa.visualization.preddir import PredictionRun, load_prediction_run
 from hpa.visualization.report import write_report
 from hpa.visualization.summary import read_truth
+
+if TYPE_CHECKING:
+    from hpa.io_tiff import ChannelMap
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
     return (0 if written and len(written) == len(ids) else 1), text
 
 
-def _with_channel_map(run: PredictionRun, channel_map: Any) -> PredictionRun:
+def _with_channel_map(run: PredictionRun, channel_map: ChannelMap | None) -> PredictionRun:
     """The run, reading its images with ``channel_map`` when given (else the run's own)."""
     return run if channel_map is None else dataclasses.replace(run, channel_map=channel_map)
 
@@ -132,7 +135,8 @@ def make_report(
     images: str | Path | None = None,
     labels: str | Path | None = None,
     out: str | Path | None = None,
-    channel_map: Any = None,
+    *,
+    channel_map: ChannelMap | None = None,
     scheme: str = "2018",
 ) -> Path:
     """Write the HTML report of a prediction run; returns the path of its ``index.html``.

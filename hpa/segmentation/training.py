@@ -26,6 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -34,6 +35,9 @@ from hpa.artefacts.segdir import SegDir
 from hpa.errors import HPAConfigError, HPADataError
 from hpa.io import list_image_ids, read_grey, read_sample, write_text_atomic
 from hpa.segmentation.cellpose_backend import SEGMODEL_META, SEGMODEL_WEIGHTS, model_input, resolve_weights
+
+if TYPE_CHECKING:
+    from cellpose.models import CellposeModel
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +195,7 @@ def _initial_weights(init: str, kind: str) -> str | None:
 
 
 def train_segmenter(
-    pairs: list[TrainingPair], out: str | Path, config: SegTrainConfig, sources: list[str] | None = None
+    pairs: list[TrainingPair], out: str | Path, config: SegTrainConfig, *, sources: list[str] | None = None
 ) -> Path:
     """Train a cellpose model on ``pairs`` and write a SEGMODEL folder.
 
@@ -210,8 +214,6 @@ def train_segmenter(
     """
     import cellpose
     import torch
-    from cellpose.models import CellposeModel
-    from cellpose.train import train_seg
 
     from hpa.config import resolve_device
 
@@ -222,13 +224,7 @@ def train_segmenter(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     init = _initial_weights(config.init, config.kind)
-    model = CellposeModel(
-        gpu=device == "cuda",
-        pretrained_model=init or False,
-        device=torch.device(device),
-        diam_mean=DEFAULT_DIAMETER[config.kind],
-        mkldnn=False,  # MKLDNN tensors cannot be trained
-    )
+    model = _cellpose_model(config, device, init)
     diameter = float(model.diam_mean)
     pairs = [shrink_pair(p, diameter) for p in pairs]
     channels = [1, 2] if config.kind == "cells" else [0, 0]
@@ -238,6 +234,52 @@ def train_segmenter(
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    train_losses = _train_weights(model, pairs, config, channels, out)
+    seconds = time.perf_counter() - start
+    meta = {
+        "kind": config.kind,
+        "channels": channels,
+        "input": "cytoplasm (red + yellow), blue" if config.kind == "cells" else "blue",
+        "diameter": diameter,
+        "trained_diameter": float(model.net.diam_labels.item()),
+        "settings": asdict(config),
+        "initial_weights": init or "random",
+        "n_images": len(pairs),
+        "images": [p.name for p in pairs],
+        "sources": sources or [],
+        "train_losses": [round(float(v), 5) for v in train_losses],
+        "seconds": round(seconds, 1),
+        "cellpose_version": cellpose.version,
+    }
+    write_text_atomic(out / SEGMODEL_META, json.dumps(meta, indent=2) + "\n")
+    log.info("trained in %.0f s, final loss %.4f -> %s", seconds, float(train_losses[-1]), out)
+    return out
+
+
+def _cellpose_model(config: SegTrainConfig, device: str, init: str | None) -> CellposeModel:
+    """The cellpose model to train: from the weights ``init``, or random (None)."""
+    import torch
+    from cellpose.models import CellposeModel
+
+    return CellposeModel(
+        gpu=device == "cuda",
+        pretrained_model=init or False,
+        device=torch.device(device),
+        diam_mean=DEFAULT_DIAMETER[config.kind],
+        mkldnn=False,  # MKLDNN tensors cannot be trained
+    )
+
+
+def _train_weights(
+    model: CellposeModel, pairs: list[TrainingPair], config: SegTrainConfig, channels: list[int], out: Path
+) -> np.ndarray:
+    """Train ``model.net`` with cellpose's ``train_seg``; its weights go to ``OUT/weights``.
+
+    Returns:
+        The training loss of each epoch.
+    """
+    from cellpose.train import train_seg
+
     with tempfile.TemporaryDirectory(dir=out, prefix=".train-") as tmp:
         weights, train_losses, _test_losses = train_seg(
             model.net,
@@ -259,22 +301,4 @@ def train_segmenter(
             rescale=True,
         )
         shutil.move(str(weights), out / SEGMODEL_WEIGHTS)  # same filesystem: an atomic rename
-    seconds = time.perf_counter() - start
-    meta = {
-        "kind": config.kind,
-        "channels": channels,
-        "input": "cytoplasm (red + yellow), blue" if config.kind == "cells" else "blue",
-        "diameter": diameter,
-        "trained_diameter": float(model.net.diam_labels.item()),
-        "settings": asdict(config),
-        "initial_weights": init or "random",
-        "n_images": len(pairs),
-        "images": [p.name for p in pairs],
-        "sources": sources or [],
-        "train_losses": [round(float(v), 5) for v in train_losses],
-        "seconds": round(seconds, 1),
-        "cellpose_version": cellpose.version,
-    }
-    write_text_atomic(out / SEGMODEL_META, json.dumps(meta, indent=2) + "\n")
-    log.info("trained in %.0f s, final loss %.4f -> %s", seconds, float(train_losses[-1]), out)
-    return out
+    return train_losses

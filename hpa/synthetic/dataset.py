@@ -79,6 +79,7 @@ def write_dataset(
     out: str | Path,
     n_train: int,
     n_test: int,
+    *,
     seed: int = 0,
     size: int = 512,
     bit_depth: int = 8,

@@ -10,9 +10,11 @@ no global pyplot state, so it is safe in worker processes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -247,61 +249,111 @@ def render_overlay(
     )
     palette = class_palette(len(class_names))
     coloured = calls[calls["top_class"] >= 0]
-    present = set(np.unique(mask).tolist())
     right = outline_cells(grey_panel(small[..., GREEN]), mask, {}, width=1)
-    h, w = mask.shape
     title_lines = [t for t in title.split("\n") if t] if title else []
     classes_present = sorted(set(coloured["top_class"].tolist()))
+    present = set(np.unique(mask).tolist())
     n_dim = int((calls["top_class"] < 0).sum()) + len(present - {0} - set(calls["cell_id"].tolist()))
-    entries = len(classes_present) + (1 if n_dim else 0)
-    fig_w = 2 * w + 3 * PAD
-    ncol = max(1, min(entries, fig_w // LEGEND_COL))
-    legend_h = (-(-entries // ncol) * LEGEND_ROW + PAD) if entries else 0
-    top_h = PAD + LINE * len(title_lines) + LINE  # title lines, then panel captions
-    fig_h = top_h + h + legend_h + PAD
-    fig = Figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI, facecolor="white")
+    layout = _Layout.of(mask.shape, len(title_lines), len(classes_present) + (1 if n_dim else 0))
+    fig = Figure(figsize=(layout.fig_w / DPI, layout.fig_h / DPI), dpi=DPI, facecolor="white")
     canvas = FigureCanvasAgg(fig)
+    _draw_title(fig, title_lines, layout)
+    axes = _draw_panels(fig, ((left, _channels_caption(channels)), (right, GREEN_CAPTION)), layout)
+    if show_labels and len(coloured):
+        _draw_labels(fig, canvas, axes[0], mask, coloured, class_names, palette, (layout.w, layout.h))
+    if layout.entries:
+        _draw_legend(fig, coloured, classes_present, n_dim, class_names, palette, layout)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
-    for i, line in enumerate(title_lines):
-        y = 1 - (PAD + LINE * i + LINE / 2) / fig_h
-        fig.text(PAD / fig_w, y, line, fontsize=12 if i == 0 else 10.5, va="center",
+
+#: Caption of the right panel of :func:`render_overlay`.
+GREEN_CAPTION = "protein of interest (green channel, grey)"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Pixel sizes of a :func:`render_overlay` figure: two ``w`` x ``h`` panels side by side,
+    title lines and captions above (``top_h``), the legend below (``legend_h``, ``ncol``
+    columns of ``entries`` entries)."""
+
+    w: int
+    h: int
+    fig_w: int
+    fig_h: int
+    top_h: int
+    legend_h: int
+    ncol: int
+    entries: int
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], n_title_lines: int, entries: int) -> _Layout:
+        h, w = shape
+        fig_w = 2 * w + 3 * PAD
+        ncol = max(1, min(entries, fig_w // LEGEND_COL))
+        legend_h = (-(-entries // ncol) * LEGEND_ROW + PAD) if entries else 0
+        top_h = PAD + LINE * n_title_lines + LINE  # title lines, then panel captions
+        fig_h = top_h + h + legend_h + PAD
+        return cls(w, h, fig_w, fig_h, top_h, legend_h, ncol, entries)
+
+
+def _draw_title(fig: Figure, lines: Sequence[str], layout: _Layout) -> None:
+    """Title lines at the top left, the first in bold."""
+    for i, line in enumerate(lines):
+        y = 1 - (PAD + LINE * i + LINE / 2) / layout.fig_h
+        fig.text(PAD / layout.fig_w, y, line, fontsize=12 if i == 0 else 10.5, va="center",
                  fontweight="bold" if i == 0 else "normal")  # fmt: skip
+
+
+def _draw_panels(fig: Figure, panels: Sequence[tuple[np.ndarray, str]], layout: _Layout) -> list[Axes]:
+    """The ``(panel, caption)`` pairs side by side below the title; returns their axes."""
+    fig_w, fig_h, w, h = layout.fig_w, layout.fig_h, layout.w, layout.h
     axes = []
-    for j, (panel, caption) in enumerate(
-        ((left, _channels_caption(channels)), (right, "protein of interest (green channel, grey)"))
-    ):
+    for j, (panel, caption) in enumerate(panels):
         x0 = PAD + j * (w + PAD)
-        ax = fig.add_axes((x0 / fig_w, (fig_h - top_h - h) / fig_h, w / fig_w, h / fig_h))
+        ax = fig.add_axes((x0 / fig_w, (fig_h - layout.top_h - h) / fig_h, w / fig_w, h / fig_h))
         ax.imshow(panel, interpolation="none")
         ax.set_axis_off()
         fig.text(
-            x0 / fig_w, 1 - (top_h - LINE / 2) / fig_h, caption, fontsize=9, va="center", color="#444444"
+            x0 / fig_w,
+            1 - (layout.top_h - LINE / 2) / fig_h,
+            caption,
+            fontsize=9,
+            va="center",
+            color="#444444",
         )
         axes.append(ax)
+    return axes
 
-    if show_labels and len(coloured):
-        _draw_labels(fig, canvas, axes[0], mask, coloured, class_names, palette, (w, h))
-    if entries:
-        handles: list[Patch | Line2D] = []
-        counts = coloured["top_class"].value_counts()
-        for k in classes_present:
-            n = int(counts[k])
-            label = f"{class_names[k]} ({n} cell{'s' if n > 1 else ''})"
-            handles.append(Patch(facecolor=hex_colour(palette[k]), edgecolor="none", label=label))
-        if n_dim:
-            handles.append(Line2D([], [], color=hex_colour(DIM_COLOUR), lw=1.5,
-                                  label=f"no class over threshold ({n_dim})"))  # fmt: skip
-        fig.legend(handles=handles, loc="upper left", ncol=ncol, frameon=False, fontsize=9,
-                   bbox_to_anchor=(PAD / fig_w, (legend_h + PAD) / fig_h), handlelength=1.2,
-                   borderaxespad=0, columnspacing=1.2)  # fmt: skip
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+def _draw_legend(
+    fig: Figure,
+    coloured: pd.DataFrame,
+    classes_present: Sequence[int],
+    n_dim: int,
+    class_names: Sequence[str],
+    palette: np.ndarray,
+    layout: _Layout,
+) -> None:
+    """One entry per class called on a cell (with its cell count), one for the dim cells."""
+    handles: list[Patch | Line2D] = []
+    counts = coloured["top_class"].value_counts()
+    for k in classes_present:
+        n = int(counts[k])
+        label = f"{class_names[k]} ({n} cell{'s' if n > 1 else ''})"
+        handles.append(Patch(facecolor=hex_colour(palette[k]), edgecolor="none", label=label))
+    if n_dim:
+        handles.append(Line2D([], [], color=hex_colour(DIM_COLOUR), lw=1.5,
+                              label=f"no class over threshold ({n_dim})"))  # fmt: skip
+    fig.legend(handles=handles, loc="upper left", ncol=layout.ncol, frameon=False, fontsize=9,
+               bbox_to_anchor=(PAD / layout.fig_w, (layout.legend_h + PAD) / layout.fig_h), handlelength=1.2,
+               borderaxespad=0, columnspacing=1.2)  # fmt: skip
 
 
 def _draw_labels(
     fig: Figure,
     canvas: FigureCanvasAgg,
-    ax: object,
+    ax: Axes,
     mask: np.ndarray,
     coloured: pd.DataFrame,
     class_names: Sequence[str],
@@ -316,7 +368,7 @@ def _draw_labels(
         cy, cx = props.loc[row.cell_id, ["centroid-0", "centroid-1"]]
         text = cell_label_text(class_names[row.top_class], row.top_prob, len(row.classes))
         colour = hex_colour(palette[row.top_class])
-        t = ax.annotate(  # type: ignore[attr-defined]
+        t = ax.annotate(
             text, xy=(cx, cy), xytext=(cx, cy), fontsize=LABEL_FONT, color="white", ha="center", va="center",
             bbox={"boxstyle": "round,pad=0.25", "fc": (0, 0, 0, 0.65), "ec": colour, "lw": 1.0},
             arrowprops={"arrowstyle": "-", "color": colour, "lw": 1.0, "shrinkA": 0, "shrinkB": 0},

@@ -147,7 +147,9 @@ def test_distributed_predict_equals_local(
     assert _files(b / "masks") == _files(a / "masks")  # masks segmented on the workers
     assert not (b / "parts").exists()
     with distributed.Client(cluster) as client:  # each worker that scored loaded the model once
-        cached = client.run(lambda: len(__import__("hpa.pipelines.predict", fromlist=["_"])._MODEL_CACHE))
+        cached = client.run(
+            lambda: len(__import__("hpa.pipelines.predict_dask", fromlist=["_"])._MODEL_CACHE)
+        )
     assert set(cached.values()) <= {0, 1} and sum(cached.values()) >= 1
 
 

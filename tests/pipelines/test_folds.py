@@ -31,7 +31,13 @@ def folds_model(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("folds")
     labels = read_labels(tiny_dataset["labels"])
     metrics = train_folds(
-        tiny_dataset["images"], labels, tiny_dataset["masks"], out, TINY, out / "cache", progress=False
+        tiny_dataset["images"],
+        labels,
+        tiny_dataset["masks"],
+        out,
+        TINY,
+        cache_root=out / "cache",
+        progress=False,
     )
     return out, metrics
 
@@ -90,10 +96,10 @@ def test_rerun_keeps_finished_folds_and_refuses_other_settings(tiny_dataset, fol
     labels = read_labels(tiny_dataset["labels"])
     args = (tiny_dataset["images"], labels, tiny_dataset["masks"], out)
     stamp = {k: (out / f"fold-{k}" / "weights.safetensors").stat().st_mtime_ns for k in range(3)}
-    train_folds(*args, TINY, out / "cache", progress=False)
+    train_folds(*args, TINY, cache_root=out / "cache", progress=False)
     assert stamp == {k: (out / f"fold-{k}" / "weights.safetensors").stat().st_mtime_ns for k in range(3)}
     with pytest.raises(HPAConfigError, match=r"fold-0/train_config.yaml: .*crop_size=32"):
-        train_folds(*args, replace(TINY, crop_size=24), out / "cache", progress=False)
+        train_folds(*args, replace(TINY, crop_size=24), cache_root=out / "cache", progress=False)
 
 
 def test_predict_averages_the_folds_with_out_of_fold_thresholds(tiny_dataset, folds_model, tmp_path):
