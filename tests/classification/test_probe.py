@@ -17,6 +17,19 @@ from hpa.io import read_labels
 from hpa.pipelines.train import train_model
 
 
+def _train(tiny_dataset, out, cfg, tmp_path):
+    labels = read_labels(tiny_dataset["labels"])
+    return train_model(
+        tiny_dataset["images"],
+        labels,
+        tiny_dataset["masks"],
+        out,
+        cfg,
+        cache_root=tmp_path / "cache",
+        progress=False,
+    )
+
+
 def test_view_intensity_removes_the_exposure_and_keeps_the_pattern():
     rng = np.random.default_rng(0)
     pattern = rng.random((2, 4, 16, 16)).astype(np.float32)
@@ -85,15 +98,7 @@ def test_frozen_run_scores_as_the_saved_model_does(tiny_dataset, tmp_path):
         workers=1,
     )
     out = tmp_path / "model"
-    metrics = train_model(
-        tiny_dataset["images"],
-        read_labels(tiny_dataset["labels"]),
-        tiny_dataset["masks"],
-        out,
-        cfg,
-        cache_root=tmp_path / "cache",
-        progress=False,
-    )
+    metrics = _train(tiny_dataset, out, cfg, tmp_path)
     history = pd.read_csv(out / "history.csv")
     best = history["val_macro_f1"].max()
     # the saved network (backbone + folded head), re-scored from scratch, gives the best epoch's F1
@@ -110,15 +115,7 @@ def test_frozen_run_scores_as_the_saved_model_does(tiny_dataset, tmp_path):
     features = list((tmp_path / "cache").rglob("features/*.npy"))
     assert len(features) == 1
     written = features[0].stat().st_mtime_ns
-    train_model(
-        tiny_dataset["images"],
-        read_labels(tiny_dataset["labels"]),
-        tiny_dataset["masks"],
-        tmp_path / "fold1",
-        replace(cfg, fold=1),
-        cache_root=tmp_path / "cache",
-        progress=False,
-    )
+    _train(tiny_dataset, tmp_path / "fold1", replace(cfg, fold=1), tmp_path)
     assert list((tmp_path / "cache").rglob("features/*.npy")) == features
     assert features[0].stat().st_mtime_ns == written
     # three drawn patterns in green, told apart by a linear head even on random features:
@@ -135,13 +132,5 @@ def test_frozen_run_needs_a_pretrained_start_to_take_the_fast_path(tiny_dataset,
         max_steps=2,
     )
     out = tmp_path / "plain"
-    train_model(
-        tiny_dataset["images"],
-        read_labels(tiny_dataset["labels"]),
-        tiny_dataset["masks"],
-        out,
-        cfg,
-        cache_root=tmp_path / "cache",
-        progress=False,
-    )
+    _train(tiny_dataset, out, cfg, tmp_path)
     assert (out / "last.ckpt").is_file()  # written by the fine-tuning loop only
