@@ -129,6 +129,16 @@ ROWS = [
     ),
     Row("frozen-g-160", "... at 160", train={**FROZEN, "input_size": 160}),
     Row(
+        "frozen-g-224-mean-tiles",
+        "... at 224, tiles only (whole-image classification)",
+        train={**FROZEN, "input_size": 224, "pooling": "mean", "use_cells": False},
+    ),
+    Row(
+        "frozen-g-224-mean-random",
+        "... at 224, cells mean-pooled, random weights instead of ImageNet",
+        train={**FROZEN, "input_size": 224, "pooling": "mean", "pretrained": RANDOM},
+    ),
+    Row(
         "frozen-g-160-mean",
         "... at 160, cells mean-pooled",
         train={**FROZEN, "input_size": 160, "pooling": "mean"},
