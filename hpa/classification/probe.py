@@ -140,104 +140,163 @@ def fit_head(
     images are pooled and thresholded as :func:`hpa.classification.train.fit` does, and
     the best epoch is kept (``on_best`` is called with it).
     """
-    from hpa.classification.train import balance_weights, score_validation_images
-
     assert cfg.epochs is not None
     head = model.get_classifier()  # type: ignore[operator]
     if not isinstance(head, nn.Linear):
         raise ValueError(
             f"{cfg.backbone}: a frozen-backbone run needs a linear head, got {type(head).__name__}"
         )
-    t_embed = time.perf_counter()
-    model = model.to(cfg.device)
-    rows = np.union1d(data.train_rows, data.val_rows)
-    feats = cached_features(model, data, rows, cfg)
-    train_x = feats[np.searchsorted(rows, data.train_rows)]
-    val_x = feats[np.searchsorted(rows, data.val_rows)]
-    embed_s = time.perf_counter() - t_embed
-    log.info(
-        "frozen backbone: %d training + %d validation views, %d features each (%.0f s)",
-        len(train_x),
-        len(val_x),
-        train_x.shape[1],
-        embed_s,
-    )
-    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
-    z_train = torch.from_numpy((train_x - mu) / sd)
-    z_val = torch.from_numpy((val_x - mu) / sd)
-    targets = torch.from_numpy(data.train_targets)
-    k = targets.shape[1]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    weight = nn.Parameter(torch.randn(k, z_train.shape[1], generator=gen) * 0.01)
-    bias = nn.Parameter(torch.zeros(k))
-    optimizer = torch.optim.AdamW(
-        [{"params": [weight], "weight_decay": cfg.weight_decay}, {"params": [bias], "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
-    n = len(z_train)
-    batch = min(cfg.batch_size, n)
-    steps_per_epoch = max(n // batch, 1)
-    total = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=max(total, 1), eta_min=cfg.lr * 0.01
-    )
-    loss_fn = get_loss(cfg.loss)
-    p = None
-    if cfg.balance > 0:
-        p = balance_weights(data.train_targets, cfg.balance)
-        p = p / p.sum()
-    rng = np.random.default_rng(cfg.seed)
+    t0 = time.perf_counter()
+    features = _Features.of(model.to(cfg.device), data, cfg)
+    embed_s = time.perf_counter() - t0
+    fitting = _HeadFit.start(features, data, cfg)
     history: list[dict[str, Any]] = []
-    best_f1, best = -1.0, (weight.detach().clone(), bias.detach().clone())
-    step = 0
+    best_f1 = -1.0
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
-        order = rng.choice(n, size=n, p=p) if p is not None else rng.permutation(n)
-        run_loss = 0.0
-        for b in range(steps_per_epoch):
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                break
-            sel = torch.from_numpy(order[b * batch : (b + 1) * batch])
-            loss = loss_fn(z_train[sel] @ weight.T + bias, targets[sel])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            run_loss = float(loss.detach()) if b == 0 else 0.9 * run_loss + 0.1 * float(loss.detach())
-        with torch.no_grad():
-            probs = torch.sigmoid(z_val @ weight.T + bias).numpy()
-        tile_weight = 0.5 if cfg.tile_weight is None else cfg.tile_weight
-        metrics, _, _ = score_validation_images(data, probs, cfg, tile_weight)
-        record = {
-            "epoch": epoch + 1,
-            "step": step,
-            "loss": run_loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "input_size": cfg.input_size or cfg.crop_size,
-            "crops_per_s": n / max(time.perf_counter() - t0, 1e-9),
-            **metrics,
-            "seconds": time.perf_counter() - t0 + (embed_s if epoch == 0 else 0.0),
-        }
+        loss = fitting.epoch(cfg)
+        record = _validate(fitting, features, data, cfg, epoch, loss, time.perf_counter() - t0)
+        record["seconds"] += embed_s if epoch == 0 else 0.0
         history.append(record)
-        improved = metrics["val_macro_f1"] > best_f1
+        improved = record["val_macro_f1"] > best_f1
         log.info(
             "epoch %d/%d (head on frozen features): loss %.4f, val macro F1 %.4f%s",
             epoch + 1,
             cfg.epochs,
-            run_loss,
-            metrics["val_macro_f1"],
+            loss,
+            record["val_macro_f1"],
             " (best)" if improved else "",
         )
         if improved:
-            best_f1, best = metrics["val_macro_f1"], (weight.detach().clone(), bias.detach().clone())
+            best_f1 = record["val_macro_f1"]
+            fitting.keep_best()
             if on_best is not None:
-                on_best(_with_head(model, head, *best, mu, sd), record)
-        if cfg.max_steps is not None and step >= cfg.max_steps:
+                on_best(fitting.folded_into(model, head), record)
+        if fitting.stopped(cfg):
             break
-    return _with_head(model, head, *best, mu, sd), history
+    return fitting.folded_into(model, head), history
+
+
+class _Features:
+    """Standardised frozen features of the training and validation views."""
+
+    def __init__(self, train: torch.Tensor, val: torch.Tensor, mu: np.ndarray, sd: np.ndarray):
+        self.train, self.val, self.mu, self.sd = train, val, mu, sd
+
+    @classmethod
+    def of(cls, model: nn.Module, data: TrainData, cfg: TrainConfig) -> _Features:
+        rows = np.union1d(data.train_rows, data.val_rows)
+        feats = cached_features(model, data, rows, cfg)
+        train_x = feats[np.searchsorted(rows, data.train_rows)]
+        val_x = feats[np.searchsorted(rows, data.val_rows)]
+        log.info(
+            "frozen backbone: %d training + %d validation views, %d features each",
+            len(train_x),
+            len(val_x),
+            train_x.shape[1],
+        )
+        mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
+        return cls(torch.from_numpy((train_x - mu) / sd), torch.from_numpy((val_x - mu) / sd), mu, sd)
+
+
+class _HeadFit:
+    """A linear head on standardised features, its optimiser, schedule and sampling."""
+
+    def __init__(self, features: _Features, targets: torch.Tensor, cfg: TrainConfig, p: np.ndarray | None):
+        gen = torch.Generator().manual_seed(cfg.seed)
+        k, d = targets.shape[1], features.train.shape[1]
+        self.weight = nn.Parameter(torch.randn(k, d, generator=gen) * 0.01)
+        self.bias = nn.Parameter(torch.zeros(k))
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": [self.weight], "weight_decay": cfg.weight_decay},
+                {"params": [self.bias], "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+        )
+        self.features, self.targets, self.p = features, targets, p
+        self.n = len(features.train)
+        self.batch = min(cfg.batch_size, self.n)
+        self.steps_per_epoch = max(self.n // self.batch, 1)
+        assert cfg.epochs is not None
+        total = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(total, 1), eta_min=cfg.lr * 0.01
+        )
+        self.loss_fn = get_loss(cfg.loss)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.step = 0
+        self.best = (self.weight.detach().clone(), self.bias.detach().clone())
+
+    @classmethod
+    def start(cls, features: _Features, data: TrainData, cfg: TrainConfig) -> _HeadFit:
+        from hpa.classification.train import balance_weights
+
+        p = None
+        if cfg.balance > 0:
+            p = balance_weights(data.train_targets, cfg.balance)
+            p = p / p.sum()
+        return cls(features, torch.from_numpy(data.train_targets), cfg, p)
+
+    def stopped(self, cfg: TrainConfig) -> bool:
+        return cfg.max_steps is not None and self.step >= cfg.max_steps
+
+    def epoch(self, cfg: TrainConfig) -> float:
+        """One pass over the training views (drawn by ``p`` when rebalanced); the running loss."""
+        n = self.n
+        order = self.rng.choice(n, size=n, p=self.p) if self.p is not None else self.rng.permutation(n)
+        run_loss = 0.0
+        for b in range(self.steps_per_epoch):
+            if self.stopped(cfg):
+                break
+            sel = torch.from_numpy(order[b * self.batch : (b + 1) * self.batch])
+            loss = self.loss_fn(self.features.train[sel] @ self.weight.T + self.bias, self.targets[sel])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            self.step += 1
+            value = float(loss.detach())
+            run_loss = value if b == 0 else 0.9 * run_loss + 0.1 * value
+        return run_loss
+
+    def val_probs(self) -> np.ndarray:
+        with torch.no_grad():
+            return torch.sigmoid(self.features.val @ self.weight.T + self.bias).numpy()
+
+    def keep_best(self) -> None:
+        self.best = (self.weight.detach().clone(), self.bias.detach().clone())
+
+    def folded_into(self, model: nn.Module, head: nn.Linear) -> nn.Module:
+        return _with_head(model, head, *self.best, self.features.mu, self.features.sd)
+
+
+def _validate(
+    fitting: _HeadFit,
+    features: _Features,
+    data: TrainData,
+    cfg: TrainConfig,
+    epoch: int,
+    loss: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """The epoch's record: validation images pooled and thresholded as in full training."""
+    from hpa.classification.train import score_validation_images
+
+    tile_weight = 0.5 if cfg.tile_weight is None else cfg.tile_weight
+    metrics, _, _ = score_validation_images(data, fitting.val_probs(), cfg, tile_weight)
+    return {
+        "epoch": epoch + 1,
+        "step": fitting.step,
+        "loss": loss,
+        "lr": fitting.optimizer.param_groups[0]["lr"],
+        "input_size": cfg.input_size or cfg.crop_size,
+        "crops_per_s": len(features.train) / max(seconds, 1e-9),
+        **metrics,
+        "seconds": seconds,
+    }
 
 
 def _with_head(
