@@ -106,7 +106,8 @@ def main() -> None:
     if args.n_big:
         big_data = out / "big"
         if not (big_data / "test_labels.csv").is_file():
-            hpa("synth", str(big_data), "--n-train", "0", "--n-test", str(args.n_big), "--size", "2048",
+            # hpa synth needs one training image; only the test split is used
+            hpa("synth", str(big_data), "--n-train", "1", "--n-test", str(args.n_big), "--size", "2048",
                 "--seed", str(args.seed + 1), "--workers", "2")  # fmt: skip
         if not (out / "seg-big" / "cells.parquet").is_file():
             big["segment_s"] = hpa("segment", str(big_data / "test"), "--out", str(out / "seg-big"))
