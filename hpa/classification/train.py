@@ -232,33 +232,17 @@ TILE_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)
 #: (benchmarks/RESULTS.md, "Real images"). The CPU keeps the backbone frozen for the
 #: whole run, so its features are computed once and only the head is trained; the GPU
 #: fine-tunes the whole network after one frozen epoch (not measured here: no GPU).
+_RECIPE: dict[str, Any] = dict(
+    backbone="efficientnet_lite0",
+    pretrained="imagenet",
+    channels="g",
+    intensity="view",
+    input_size=224,
+    pooling="mean",
+)
 DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cpu": dict(
-        backbone="efficientnet_lite0",
-        pretrained="imagenet",
-        freeze_epochs=-2,
-        channels="g",
-        intensity="view",
-        crop_size=64,
-        input_size=224,
-        pooling="mean",
-        batch_size=64,
-        epochs=None,
-        lr=2e-3,
-    ),
-    "cuda": dict(
-        backbone="efficientnet_lite0",
-        pretrained="imagenet",
-        freeze_epochs=-1,
-        channels="g",
-        intensity="view",
-        crop_size=128,
-        input_size=224,
-        pooling="mean",
-        batch_size=256,
-        epochs=20,
-        lr=1e-3,
-    ),
+    "cpu": dict(_RECIPE, freeze_epochs=-2, crop_size=64, batch_size=64, epochs=None, lr=2e-3),
+    "cuda": dict(_RECIPE, freeze_epochs=-1, crop_size=128, batch_size=256, epochs=20, lr=1e-3),
 }
 
 
