@@ -164,6 +164,16 @@ ROWS = [
         train={**FROZEN, "intensity": "dataset", "pooling": "mean"},
     ),
     Row(
+        "frozen-g-224-image",
+        "... at 224, cells mean-pooled, image intensity (each image scaled by its own bright end)",
+        train={**FROZEN, "input_size": 224, "pooling": "mean", "intensity": "image"},
+    ),
+    Row(
+        "frozen-g-224-image-max",
+        "... at 224, image intensity, cells max-pooled",
+        train={**FROZEN, "input_size": 224, "intensity": "image"},
+    ),
+    Row(
         "frozen-g-128-random",
         "... random weights instead of ImageNet",
         train={**FROZEN, "pretrained": RANDOM},

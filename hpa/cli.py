@@ -239,10 +239,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument(
         "--intensity",
-        choices=("dataset", "view"),
+        choices=("dataset", "view", "image"),
         default=None,
-        help="scale views to [0, 1] by the dtype's maximum (dataset) or by each view's own bright "
-        "end (view: the pattern, not the exposure; default: by device)",
+        help="scale views to [0, 1] by the dtype's maximum (dataset), by each view's own bright "
+        "end (view: the pattern, not the exposure) or by their image's bright end (image: cells "
+        "of one image stay comparable; default: by device)",
     )
     m.add_argument(
         "--crop-scale",

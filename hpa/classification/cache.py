@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from hpa.artefacts.cachedir import CacheDir
 from hpa.artefacts.segdir import SegDir
-from hpa.classification.crops import CropSettings, cell_boxes, crop_cells, image_tiles
+from hpa.classification.crops import CropSettings, cell_boxes, crop_cells, image_tiles, scale_image
 from hpa.constants import CHANNELS
 from hpa.io import (
     HPADataError,
@@ -68,6 +68,8 @@ def image_views(image: np.ndarray, cells: np.ndarray, image_id: str, settings: C
             f"Id {image_id}: mask is {cells.shape[1]}x{cells.shape[0]} but the image is "
             f"{image.shape[1]}x{image.shape[0]}"
         )
+    if settings.image_scale:
+        image = scale_image(image)
     ids, boxes = cell_boxes(cells)
     crops = crop_cells(image, cells, ids, boxes, settings)
     tiles = image_tiles(image, settings)

@@ -38,6 +38,10 @@ class CropSettings:
         scale: ``"box"``: each crop's window follows its cell's box; ``"image"``: one
             window side per image, the 75th percentile of its cells' box sides (plus the
             margin), centred on each cell (a larger cell is cut at the window's edge).
+        image_scale: before cutting, stretch each channel of the image so that its
+            99.5th percentile reaches the dtype's maximum (:func:`scale_image`): every
+            view of an image then shares one exposure, and a cell without the protein
+            stays dark beside one with it.
     """
 
     crop_size: int = 64
@@ -45,6 +49,7 @@ class CropSettings:
     mask_outside: bool = False
     tile_grids: tuple[int, ...] = (1, 2)
     scale: str = "box"
+    image_scale: bool = False
 
     def __post_init__(self) -> None:
         if self.scale not in CROP_SCALES:
@@ -107,6 +112,26 @@ def resize(view: np.ndarray, size: int) -> np.ndarray:
     interp = cv2.INTER_AREA if view.shape[0] > size else cv2.INTER_LINEAR
     out = cv2.resize(view, (size, size), interpolation=interp)
     return out.reshape(size, size, view.shape[2])
+
+
+#: Quantile of an image's channel that :func:`scale_image` maps to the dtype's maximum.
+IMAGE_QUANTILE = 99.5
+
+
+def scale_image(image: np.ndarray) -> np.ndarray:
+    """Stretch each channel of an ``(H, W, C)`` integer image by its own bright end.
+
+    A channel is divided by its 99.5th percentile plus 1/255 of the dtype's range (so an
+    empty channel stays near black), mapped to the dtype's maximum and clipped.
+
+    >>> img = np.zeros((10, 10, 2), np.uint8); img[:5, :, 0] = 20; img[:, :, 1] = 200
+    >>> scale_image(img)[0, 0].tolist(), scale_image(img)[9, 0].tolist()
+    ([243, 254], [0, 254])
+    """
+    top = float(np.iinfo(image.dtype).max)
+    bright = np.percentile(image.reshape(-1, image.shape[-1]), IMAGE_QUANTILE, axis=0)
+    factor = (top / (bright + top / 255.0)).astype(np.float32)
+    return np.clip(np.rint(image * factor), 0, top).astype(image.dtype)
 
 
 def crop_cells(

@@ -194,7 +194,7 @@ class EnsembleNet(nn.Module):
 
 
 _SHARED = ("class_names", "use_cells", "use_tiles")
-_SHARED_CROP = ("margin", "mask_outside", "tile_grids", "scale")
+_SHARED_CROP = ("margin", "mask_outside", "tile_grids", "scale", "image_scale")
 
 
 def _check_compatible(members: Sequence[Member], configs: Sequence[ModelConfig]) -> None:

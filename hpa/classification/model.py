@@ -62,8 +62,10 @@ class ModelConfig:
         tile_weight: weight of the tile scores when combined with pooled cell scores.
         use_cells, use_tiles: which views the model was trained on (and predicts with).
         intensity: how views are scaled to [0, 1] (:func:`unit_views`): ``"dataset"`` (by
-            the dtype's maximum) or ``"view"`` (by each view's own bright end). Folders
-            written before this field existed are ``"dataset"``.
+            the dtype's maximum), ``"view"`` (by each view's own bright end) or ``"image"``
+            (by its image's bright end, applied when the views are cut:
+            ``crop.image_scale``). Folders written before this field existed are
+            ``"dataset"``.
         input_size: the network's input side; views are cut at ``crop.crop_size`` and
             resized to it. None = the crop size.
     """
@@ -195,6 +197,8 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise bad("crop.tile_grids", f"expected positive integers, got {list(crop.tile_grids)}")
     if cfg.intensity not in INTENSITIES:
         raise bad("intensity", f"expected one of {list(INTENSITIES)}, got {cfg.intensity!r}")
+    if (cfg.intensity == "image") != bool(crop.image_scale):
+        raise bad("crop.image_scale", f"{crop.image_scale!r} does not match intensity {cfg.intensity!r}")
     size = cfg.input_size
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
         raise bad("input_size", f"expected an integer >= 8 or null, got {size!r}")
@@ -370,7 +374,7 @@ def normalise(
 
 
 #: :attr:`ModelConfig.intensity` values.
-INTENSITIES = ("dataset", "view")
+INTENSITIES = ("dataset", "view", "image")
 
 #: Quantile of a view's channel that :func:`unit_views` maps to 1 under ``"view"``.
 VIEW_QUANTILE = 0.995
@@ -385,7 +389,10 @@ def unit_views(x: torch.Tensor, scale: float, intensity: str = "dataset") -> tor
     channel is exposed per antibody, so its brightness varies tenfold between images
     while the pattern is the label; on the 67 real Kaggle images of
     ``benchmarks/real_bench.py`` this is what lifted frozen ImageNet features above
-    chance (benchmarks/RESULTS.md).
+    chance (benchmarks/RESULTS.md). ``"image"`` is ``"dataset"`` here: its views were
+    already scaled by their image's bright end when they were cut
+    (:func:`hpa.classification.crops.scale_image`), so a cell keeps its brightness
+    relative to its neighbours.
 
     >>> v = torch.tensor([[[[0.0, 10.0], [20.0, 40.0]]]])
     >>> round(unit_views(v, 255.0).amax().item(), 3)  # 40 / 255
@@ -394,7 +401,7 @@ def unit_views(x: torch.Tensor, scale: float, intensity: str = "dataset") -> tor
     [0.98, 1.0]
     """
     x = x / scale
-    if intensity == "dataset":
+    if intensity in ("dataset", "image"):
         return x
     if intensity != "view":
         raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")

@@ -96,8 +96,9 @@ class TrainConfig:
         workers: processes cutting crops when the cache is built.
         channels: input channels, as ``--channels`` takes them (``rgby``, ``rgb``,
             ``g,b,r+y``; :func:`hpa.classification.channels.parse_channels`).
-        intensity: how views are scaled to [0, 1]: ``dataset`` (by the dtype's maximum)
-            or ``view`` (by each view's bright end; :func:`hpa.classification.model.unit_views`).
+        intensity: how views are scaled to [0, 1]: ``dataset`` (by the dtype's maximum),
+            ``view`` (by each view's bright end) or ``image`` (by its image's bright end;
+            :func:`hpa.classification.model.unit_views`).
         input_size: the network's input side; crops are cut at ``crop_size`` and resized
             to it (ImageNet features need objects near the size they were learnt at).
             None = ``crop_size``.

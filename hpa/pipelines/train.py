@@ -146,7 +146,8 @@ def train_model(
     run = _start_run(Path(out), cfg, labels, resume=resume, progress=progress)
     cfg = run.cfg
     labels = _labels_with_masks(labels, masks, seg_dirs)
-    crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale)
+    crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale,
+                        image_scale=cfg.intensity == "image")  # fmt: skip
     root = CacheDir.default_root(cache_root, seg_dirs[0])
     cache, labels = _build_cache_once(images, masks, labels, crop, root, run, channel_map)
     data, train_ids = _split_views(cache, labels, cfg, channels)

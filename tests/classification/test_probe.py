@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from hpa.classification.cache import image_views
+from hpa.classification.crops import CropSettings
 from hpa.classification.model import ModelConfig, load_model, normalise, unit_views
 from hpa.classification.probe import _with_head
 from hpa.classification.train import FREEZE_ALL, TrainConfig
@@ -40,7 +42,31 @@ def test_view_intensity_removes_the_exposure_and_keeps_the_pattern():
     assert not torch.allclose(unit_views(dim, 255.0), unit_views(bright, 255.0), atol=0.06)
     assert float(b.amax()) == 1.0 and float(a.amin()) >= 0.0  # the bright end saturates
     with pytest.raises(ValueError, match="intensity"):
-        unit_views(dim, 255.0, "image")
+        unit_views(dim, 255.0, "cell")
+
+
+def test_image_intensity_removes_the_exposure_and_keeps_dark_cells_dark():
+    """Scaled by its image, a cell without the protein stays dark beside one with it."""
+    rng = np.random.default_rng(0)
+    pattern = rng.random((64, 64)).astype(np.float32)
+    image = np.zeros((64, 128, 4), np.float32)
+    image[:, :64, 1] = pattern  # a cell with the protein, beside one without it
+    image[:, 64:, 1] = 0.02 * pattern
+    image[..., 2] = 0.5
+    cells = np.zeros((64, 128), np.int32)
+    cells[8:56, 8:56], cells[8:56, 72:120] = 1, 2
+    settings = CropSettings(crop_size=32, tile_grids=(1,), image_scale=True)
+    views = [image_views((image * gain).astype(np.uint8), cells, "x", settings) for gain in (20.0, 200.0)]
+    dim, bright = (torch.from_numpy(v.crops).permute(0, 3, 1, 2).float() for v in views)
+    a, b = unit_views(dim, 255.0, "image"), unit_views(bright, 255.0, "image")
+    assert torch.allclose(a, b, atol=0.1)  # a tenth of the exposure, nearly the same input
+    green = a[:, 1].flatten(1).amax(1)
+    assert green[0] > 0.6 and green[1] < 0.1  # the empty cell is not stretched to full range
+    # per view, the empty cell's faint noise is stretched like the other's pattern
+    raw = image_views((image * 200.0).astype(np.uint8), cells, "x", replace(settings, image_scale=False))
+    assert (
+        unit_views(torch.from_numpy(raw.crops).permute(0, 3, 1, 2).float(), 255.0, "view")[1, 1].amax() > 0.5
+    )
 
 
 def test_normalise_resizes_to_the_network_input():
@@ -67,7 +93,13 @@ def test_model_config_checks_the_new_fields():
     assert ModelConfig(**base).network_size == 64  # folders written before these fields
     assert ModelConfig(**base, input_size=128).network_size == 128
     with pytest.raises(HPAConfigError, match="intensity"):
+        ModelConfig(**base, intensity="cell")
+    # image intensity is applied when the views are cut: the crop settings must say so
+    with pytest.raises(HPAConfigError, match="image_scale"):
         ModelConfig(**base, intensity="image")
+    with pytest.raises(HPAConfigError, match="image_scale"):
+        ModelConfig(**base, crop=CropSettings(image_scale=True))
+    assert ModelConfig(**base, intensity="image", crop=CropSettings(image_scale=True)).intensity == "image"
     with pytest.raises(HPAConfigError, match="input_size"):
         ModelConfig(**base, input_size=4)
     with pytest.raises(HPAConfigError, match="freeze_epochs"):
