@@ -77,6 +77,7 @@ class Row:
     what: str
     probe: Probe | None = None
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides of a train row
+    extra_train: bool = False  # a train row whose pool also holds the 11 HPAv18 samples
 
 
 #: Settings of the frozen-backbone train rows (TrainConfig overrides of the CPU defaults).
@@ -162,6 +163,22 @@ ROWS = [
         "frozen-g-128-dataset-mean",
         "... dataset intensity, cells mean-pooled",
         train={**FROZEN, "intensity": "dataset", "pooling": "mean"},
+    ),
+    Row(
+        "frozen-g-224-mean-crop96",
+        "... at 224, cells mean-pooled, 96 px crops",
+        train={**FROZEN, "input_size": 224, "pooling": "mean", "crop_size": 96},
+    ),
+    Row(
+        "frozen-g-224-mean-crop128",
+        "... at 224, cells mean-pooled, 128 px crops",
+        train={**FROZEN, "input_size": 224, "pooling": "mean", "crop_size": 128},
+    ),
+    Row(
+        "frozen-g-224-mean-hpav18",
+        "... at 224, cells mean-pooled, + the 11 HPAv18 samples in the pool (judged on the 67)",
+        train={**FROZEN, "input_size": 224, "pooling": "mean"},
+        extra_train=True,
     ),
     Row(
         "frozen-g-224-image",
@@ -469,8 +486,16 @@ def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
     cfg = TrainConfig.for_device("cpu", source=row.name, **settings)
     t0 = time.perf_counter()
     model_dir = out / "models" / (row.name if SEED == 0 else f"{row.name}-seed{SEED}")
+    images, labels, masks = kag.images, kag.labels, kag.masks
+    if row.extra_train:  # the HPAv18 samples join the pool: they train in four folds of five
+        from hpa.pipelines.train import combine_sources
+
+        ext = src["hpav18"]
+        images, labels, masks = combine_sources(  # type: ignore[assignment]
+            [kag.images, ext.images], [kag.labels, ext.labels], [kag.masks, ext.masks]
+        )
     metrics = train_folds(
-        kag.images, kag.labels, kag.masks, model_dir, cfg, cache_root=out / "crop-cache", progress=False
+        images, labels, masks, model_dir, cfg, cache_root=out / "crop-cache", progress=False
     )
     oof = read_csv_table(model_dir / "oof_image_scores.csv").set_index("image_id").loc[list(kag.labels.ids)]
     y = kag.labels.y

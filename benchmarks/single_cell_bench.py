@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=None,
                     help="train on the first N training images only (default: all)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--train-args", default="",
+                    help="more hpa train-cells flags, e.g. '--intensity image' (models get their own folders)")  # fmt: skip
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out)
@@ -82,10 +85,13 @@ def main() -> None:
             times[f"segment {split}"] = hpa("segment", str(data / split), "--out", str(out / f"seg-{split}"))
     models = {"2018": data / "train.csv", "2021": data / "train_2021.csv"}
     tag = ""
+    extra = shlex.split(args.train_args)
+    if extra:
+        tag = "-" + "".join(a.strip("-") for a in extra)
     if args.train_images:
         from hpa.io import read_labels, write_labels
 
-        tag = f"-first{args.train_images}"
+        tag += f"-first{args.train_images}"
         for scheme, path in list(models.items()):
             labels = read_labels(path)
             models[scheme] = path.with_name(f"{path.stem}{tag}.csv")
@@ -96,7 +102,7 @@ def main() -> None:
         if not (model / "thresholds.json").is_file():
             times[f"train {scheme}"] = hpa("train-cells", "--images", str(data / "train"), "--labels",
                                            str(labels), "--masks", str(out / "seg-train"), "--out",
-                                           str(model), *epochs)  # fmt: skip
+                                           str(model), *epochs, *extra)  # fmt: skip
         pred = out / f"pred-{scheme}{tag}"
         times[f"predict {scheme}"] = hpa("predict", str(data / "test"), "--model", str(model), "--masks",
                                          str(out / "seg-test"), "--out", str(pred), "--format", "both")  # fmt: skip
@@ -125,7 +131,7 @@ def main() -> None:
         big["n"] = args.n_big
     record = {"results": results, "times": times, "big": big, "machine": machine(),
                "wall_s": time.perf_counter() - t_start, "args": vars(args)}  # fmt: skip
-    (out / "single_cell_bench.json").write_text(json.dumps(record, indent=2))
+    (out / f"single_cell_bench{tag}.json").write_text(json.dumps(record, indent=2))
     print(report(record))
 
 
@@ -139,7 +145,8 @@ def report(s: dict) -> str:
         "",
         f"Command: `python benchmarks/single_cell_bench.py --n-train {a['n_train']} --n-test {a['n_test']} "
         f"--n-big {a['n_big']}{' --epochs ' + str(a['epochs']) if a['epochs'] else ''}"
-        f"{' --train-images ' + str(a['train_images']) if a['train_images'] else ''}` (one run, every "
+        f"{' --train-images ' + str(a['train_images']) if a['train_images'] else ''}"
+        f"{' --train-args ' + repr(a['train_args']) if a.get('train_args') else ''}` (one run, every "
         "figure below).  ",
         f"Machine: {s['machine']}, shared with other jobs while it ran (timings are noisy). "
         f"Bench wall time {s['wall_s']:.0f} s.",
