@@ -181,6 +181,11 @@ ROWS = [
         extra_train=True,
     ),
     Row(
+        "frozen-b-224-mean",
+        "... at 224, cells mean-pooled, blue (nucleus) only: what the reference channel alone tells",
+        train={**FROZEN, "input_size": 224, "pooling": "mean", "channels": "b"},
+    ),
+    Row(
         "frozen-g-224-image",
         "... at 224, cells mean-pooled, image intensity (each image scaled by its own bright end)",
         train={**FROZEN, "input_size": 224, "pooling": "mean", "intensity": "image"},

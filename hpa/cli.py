@@ -347,10 +347,11 @@ def _add_single_cell_output(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--cell-score",
-        choices=("cell", "image", "product", "geometric"),
+        choices=("cell", "image", "product", "geometric", "image-then-cell"),
         default=None,
         help="a cell's 2021 confidence: its own probability, its image's, their product or "
-        "geometric mean (default: image, chosen by benchmarks/single_cell_bench.py)",
+        "geometric mean, or its image's with ties inside the image broken by its own "
+        "(default: image-then-cell, chosen by benchmarks/single_cell_bench.py)",
     )
     g.add_argument(
         "--min-cell-score",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpa.aggregation.pooling import POOLING_METHODS
+from hpa.aggregation.single_cell import CELL_SCORES
 from hpa.artefacts import ModelDir
 from hpa.config import from_dict
 
@@ -31,7 +32,7 @@ _CHOICES = {
     "format": (None, "2018", "2021", "both"),
     "backend": (None, "watershed", "cellpose"),
     "pooling": (None, *POOLING_METHODS),
-    "cell_score": (None, "cell", "image", "product", "geometric"),
+    "cell_score": (None, *CELL_SCORES),
 }
 
 

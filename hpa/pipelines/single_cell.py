@@ -13,7 +13,8 @@
 A cell is called for a localisation when its confidence is over the class's threshold
 (``>``, :func:`hpa.aggregation.apply_thresholds`, as for images)
 put through the same cell-score rule (``t`` for ``cell``, ``image`` and ``geometric``,
-``t * t`` for ``product``); a 2018 model's 2021 threshold is the lowest of its sources'.
+``t * t`` for ``product``, ``t * (1 - e + e * t)`` for ``image-then-cell``); a 2018 model's
+2021 threshold is the lowest of its sources'.
 A cell called for no localisation is called Negative.
 
 :func:`evaluate_2021` scores a 2021 submission against a truth folder (``cells/<Id>.png``
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 #: Output formats of ``hpa predict --format``.
 FORMATS = ("2018", "2021", "both")
 #: Default ``--cell-score``: chosen by ``benchmarks/single_cell_bench.py`` (RESULTS.md).
-DEFAULT_CELL_SCORE = "image"
+DEFAULT_CELL_SCORE = "image-then-cell"
 #: Default lowest confidence listed in a PredictionString.
 DEFAULT_MIN_SCORE = 0.01
 SUBMISSION_2021 = PredDir.SUBMISSION_2021
@@ -159,7 +160,7 @@ def write_single_cell(
 
     Args:
         pred_dir: PRED_DIR of ``hpa predict``.
-        cell_score: ``cell``, ``image``, ``product`` or ``geometric``.
+        cell_score: one of :data:`hpa.aggregation.single_cell.CELL_SCORES`.
         min_score: the lowest confidence listed in the submission, on the probability
             scale: put through the rule like the thresholds (``min_score ** 2`` for
             ``product``).

@@ -7,6 +7,7 @@ from hpa.aggregation.single_cell import (
     CELL_SCORES,
     MAP_2018_TO_2021,
     NEGATIVE,
+    TIE_BREAK,
     cell_confidence,
     map_labels_2018_to_2021,
     map_scores_2018_to_2021,
@@ -76,7 +77,14 @@ def test_cell_score_rules():
     assert cell_confidence(c, i, "image")[0] == pytest.approx(i[0])
     assert cell_confidence(c, i, "product")[0] == pytest.approx([0.36, 0.1, 0.0])
     assert cell_confidence(c, i, "geometric")[0] == pytest.approx([0.6, 0.1**0.5, 0.0])
-    assert set(CELL_SCORES) == {"cell", "image", "product", "geometric"}
+    assert set(CELL_SCORES) == {"cell", "image", "product", "geometric", "image-then-cell"}
+    # image-then-cell: the image's order across images, the cell's inside one image
+    cells = np.array([[0.9], [0.1], [1.0], [0.0]])
+    images = np.array([[0.50], [0.50], [0.499], [0.501]])
+    ranked = cell_confidence(cells, images, "image-then-cell").ravel()
+    assert ranked[0] > ranked[1]  # same image: the cell's own probability decides
+    assert ranked[3] > ranked[0] > ranked[1] > ranked[2]  # 0.2 % apart: the image decides
+    assert np.all(np.abs(ranked - images.ravel()) <= TIE_BREAK * images.ravel())
     with pytest.raises(ValueError, match="unknown cell score"):
         cell_confidence(c, i, "mean")
     with pytest.raises(ValueError, match="shape"):
@@ -120,3 +128,14 @@ def test_mapping_agreement_on_the_55_real_pairs(shared_data):
         exact += (mapped or {NEGATIVE}) == set(np.flatnonzero(b).tolist())
     assert result["n"] == 55 and result["exact"] == pytest.approx(exact / 55)
     assert 0.3 < result["exact"] < 1.0  # re-annotated: the table agrees often, not always
+
+
+def test_the_cli_offers_every_cell_score_rule():
+    import argparse
+
+    from hpa.cli import _add_single_cell_output
+
+    parser = argparse.ArgumentParser()
+    _add_single_cell_output(parser)
+    choices = next(a.choices for a in parser._actions if a.dest == "cell_score")
+    assert tuple(choices) == CELL_SCORES
