@@ -89,6 +89,7 @@ FROZEN: dict[str, Any] = dict(
     input_size=128,
     intensity="view",
     channels="g",
+    pooling="max",  # the CPU default when these rows were first run; "mean" rows say so
 )
 #: ``pretrained`` of a train row that starts from random weights saved to a file (the
 #: frozen-backbone path needs a start to freeze; this is the control for ImageNet's).
