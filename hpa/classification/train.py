@@ -252,17 +252,21 @@ DEVICE_DEFAULTS: dict[str, dict[str, Any]] = {
 AUTO_EPOCH_VIEWS = 120_000
 
 
-def auto_epochs(n_views: int, budget: int = AUTO_EPOCH_VIEWS) -> int:
+def auto_epochs(n_views: int, budget: int = AUTO_EPOCH_VIEWS, frozen: bool = False) -> int:
     """Epochs for ``n_views`` training views: ``budget / n_views`` presentations, 3 to 12.
 
     A few hundred images get 12 epochs; larger sets get fewer passes over more diverse
     data (on the synthetic benchmark, 800 images for 6 epochs beat 400 for 12 at the
     same cost: dev-set macro F1 0.688 against 0.637); at least 3, so that a large set
-    still gets a warm-up, a decay and an epoch to select.
+    still gets a warm-up, a decay and an epoch to select. A ``frozen`` run (the head on
+    cached features, :func:`frozen_run`) pays seconds an epoch whatever the set's size,
+    so it always gets 12 (the best epoch is kept).
 
-    >>> auto_epochs(8_000), auto_epochs(32_000), auto_epochs(1_000_000)
-    (12, 4, 3)
+    >>> auto_epochs(8_000), auto_epochs(32_000), auto_epochs(1_000_000), auto_epochs(32_000, frozen=True)
+    (12, 4, 3, 12)
     """
+    if frozen:
+        return 12
     return int(min(12, max(3, round(budget / max(n_views, 1)))))
 
 

@@ -138,7 +138,7 @@ def train_model(
     """
     from hpa.classification.channels import parse_channels
     from hpa.classification.crops import CropSettings
-    from hpa.classification.train import auto_epochs
+    from hpa.classification.train import auto_epochs, frozen_run
 
     t_start = time.perf_counter()
     channels = parse_channels(cfg.channels)
@@ -152,8 +152,13 @@ def train_model(
     cache, labels = _build_cache_once(images, masks, labels, crop, root, run, channel_map)
     data, train_ids = _split_views(cache, labels, cfg, channels)
     if cfg.epochs is None:
-        cfg = replace(cfg, epochs=auto_epochs(len(data.train_rows)))
-        log.info("epochs: %d (automatic for %d training views)", cfg.epochs, len(data.train_rows))
+        cfg = replace(cfg, epochs=auto_epochs(len(data.train_rows), frozen=frozen_run(cfg)))
+        log.info(
+            "epochs: %d (automatic for %d training views%s)",
+            cfg.epochs,
+            len(data.train_rows),
+            ", head on frozen features" if frozen_run(cfg) else "",
+        )
     _log_views(data)
     model_cfg = _model_config(cfg, labels, data, crop, channels)
     if run.world.is_main:
