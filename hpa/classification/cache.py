@@ -135,8 +135,15 @@ def cache_key(
     settings: CropSettings,
     channel_map: ChannelMap | None = None,
 ) -> str:
-    """A hash of the settings, the channel map and every input file's size and modification time."""
-    h = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
+    """A hash of the settings, the channel map and every input file's size and modification time.
+
+    ``image_scale`` enters the hash only when set, so the caches cut before it existed
+    (the same views) keep their key.
+    """
+    fields = asdict(settings)
+    if not fields.get("image_scale"):
+        fields.pop("image_scale", None)
+    h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     if channel_map is not None:
         h.update(repr(channel_map.sources).encode())
     for image_id in ids:

@@ -2,7 +2,7 @@ import os
 
 import numpy as np
 
-from hpa.classification.cache import build_cache, channel_stats, load_views
+from hpa.classification.cache import build_cache, cache_key, channel_stats, load_views
 from hpa.classification.crops import CropSettings
 from hpa.io import list_image_ids
 
@@ -47,6 +47,15 @@ def test_cache_rebuilt_when_settings_or_masks_change(tiny_dataset, tmp_path):
         progress=False,
     )
     assert a.folder != b.folder
+    scaled = build_cache(
+        tiny_dataset["images"],
+        tiny_dataset["masks"],
+        ids,
+        CropSettings(crop_size=16, image_scale=True),
+        tmp_path,
+        progress=False,
+    )
+    assert scaled.folder not in (a.folder, b.folder)
     mask = tiny_dataset["masks"] / "cells" / f"{ids[0]}.png"
     st = mask.stat()
     os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
@@ -62,6 +71,24 @@ def test_cache_rebuilt_when_settings_or_masks_change(tiny_dataset, tmp_path):
         assert c.folder != a.folder
     finally:
         os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_settings_without_image_scale_hash_as_before_it_existed(tiny_dataset, monkeypatch):
+    """Caches cut before ``CropSettings.image_scale`` existed hold the same views: same key."""
+    import dataclasses
+
+    import hpa.classification.cache as cache_module
+
+    ids = list_image_ids(tiny_dataset["images"])[:3]
+    args = (tiny_dataset["images"], tiny_dataset["masks"], ids)
+    now = cache_key(*args, CropSettings(crop_size=16))
+    scaled = cache_key(*args, CropSettings(crop_size=16, image_scale=True))
+
+    def without_field(settings):  # the settings as the dataclass was before the field
+        return {k: v for k, v in dataclasses.asdict(settings).items() if k != "image_scale"}
+
+    monkeypatch.setattr(cache_module, "asdict", without_field)
+    assert cache_key(*args, CropSettings(crop_size=16)) == now != scaled
 
 
 def test_unreadable_image_is_reported_not_fatal(tiny_dataset, tmp_path):
