@@ -100,7 +100,7 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
     from hpa.classification.model import load_model_config
     from hpa.classification.train import TrainConfig
     from hpa.constants import CLASS_NAMES_2018
-    from hpa.io import read_id_list, read_labels
+    from hpa.io import read_id_list, read_labels, write_text_atomic
     from hpa.pipelines.evaluate import evaluate
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.segment import segment_folder
@@ -154,7 +154,7 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
         pred_s = time.perf_counter() - t
         runs[name] = (model, pred, metrics, train_s, pred_s)
         done[name] = {"train_s": train_s, "predict_s": pred_s}
-        timings_file.write_text(json.dumps(done, indent=2))
+        write_text_atomic(timings_file, json.dumps(done, indent=2))  # a killed run leaves the old record
     views = {
         "tiles only": ("tiles only", None),
         "cells only": ("cells + tiles", False),
