@@ -88,18 +88,17 @@ def train(
     """
     from hpa.classification.train import TrainConfig
     from hpa.io import read_labels
-    from hpa.pipelines.train import train_model
+    from hpa.pipelines.train import train_cells
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise HPAConfigError(f"hpa.train: unknown setting(s) {', '.join(unknown)}; known: {sorted(known)}")
     cfg = TrainConfig.for_device(device, source="hpa.train", **settings)
-    if "folds" in settings and "fold" not in settings:  # as train-cells --folds K: every fold
-        from hpa.pipelines.folds import train_folds
-
-        return train_folds(images, read_labels(labels), masks, out, cfg, progress=progress)
-    return train_model(images, read_labels(labels), masks, out, cfg, resume=resume, progress=progress)
+    all_folds = "folds" in settings and "fold" not in settings  # as train-cells --folds K: every fold
+    return train_cells(
+        images, read_labels(labels), masks, out, cfg, all_folds=all_folds, resume=resume, progress=progress
+    )
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,7 @@ class Classifier:
         from hpa.aggregation import apply_thresholds
         from hpa.classification.cache import image_views, views_index
         from hpa.classification.channels import channel_matrix, is_identity
-        from hpa.classification.inference import pool_views, score_views
+        from hpa.classification.inference import image_scores, score_views
 
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 4 or image.dtype not in (np.uint8, np.uint16):
@@ -246,10 +245,7 @@ class Classifier:
             size=self.config.network_size,
         )
         index = views_index(views)
-        cfg = self.config
-        scores = pool_views(
-            index, probs, ["image"], cfg.pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles
-        )
+        scores, probs = image_scores(index, probs, ["image"], self.config)
         labels = tuple(int(k) for k in np.flatnonzero(apply_thresholds(scores, self.thresholds)[0]))
         is_cell = (index["kind"] == "cell").to_numpy()
         table = index[is_cell].drop(columns=["image_id", "kind"]).reset_index(drop=True)

@@ -246,6 +246,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "of one image stay comparable; default: by device)",
     )
     m.add_argument(
+        "--companion",
+        choices=("scratch", "none"),
+        default=None,
+        help="also train a companion model on the same split and blend the two image by image, "
+        "the weight chosen on the validation images: scratch = resnet10t from random weights on "
+        "the four stains (default: scratch with the device defaults, none with --backbone)",
+    )
+    m.add_argument(
         "--crop-scale",
         choices=("box", "image"),
         default=None,

@@ -45,7 +45,7 @@ def test_import_hpa_stays_light() -> None:
 
 
 def test_readme_example_writes_every_artefact(example_run: Path) -> None:
-    for path in ("seg-train/cells.parquet", "model/config.json", "pred/submission.csv"):
+    for path in ("seg-train/cells.parquet", "model/thresholds.json", "pred/submission.csv"):
         assert (example_run / path).is_file(), path
 
 

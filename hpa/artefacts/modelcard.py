@@ -99,6 +99,10 @@ def model_card(
         lines.append(f"- validation macro F1 at 0.5: {_f(metrics['val_macro_f1_at_0.5'])}")
         lines.append(f"- best epoch: {metrics['best_epoch']}")
     lines.append(f"- tile weight: {metrics['tile_weight']}")
+    if "blend" in metrics:  # a model and its companion (hpa.pipelines.blend)
+        shares = ", ".join(f"{name} {w:.1f}" for name, w in metrics["blend"]["weights"].items())
+        own = ", ".join(f"{name} {_f(f)}" for name, f in metrics["blend"]["members_macro_f1"].items())
+        lines.append(f"- blended image by image, shares chosen on these images: {shares} (each alone: {own})")
     scored = "out-of-fold scores of every image" if folds else "the validation images"
     lines += ["", f"Per class, on {scored} (image level, tuned thresholds):", ""]
     rows = [

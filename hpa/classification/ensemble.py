@@ -12,6 +12,14 @@ Each member keeps its own input channels, normalisation and crop size: views are
 once at the largest member's size with the shared crop settings, and
 :class:`EnsembleNet` resizes, mixes and normalises them per member before averaging
 the members' probabilities.
+
+Folds of one run share their pooling and tile weight, so their view probabilities are
+averaged. Different models are **blended image by image**: each ``--model`` folder,
+and each member of a blend folder (``ensemble.json`` with ``"combine": "image"``,
+written by :mod:`hpa.pipelines.blend`), is a :class:`Group` that pools its own views
+with its own pooling and tile weight; the image scores are then averaged with the
+groups' weights. A mean-pooled and a max-pooled model are each judged as they were
+tuned.
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ from torch import nn
 
 from hpa.aggregation import ThresholdResult, load_thresholds, tune_thresholds
 from hpa.artefacts.modeldir import ModelDir
-from hpa.artefacts.tables import read_parquet_table
+from hpa.artefacts.tables import ID_COLUMN, read_csv_table
 from hpa.classification.channels import channel_matrix
 from hpa.classification.inference import pool_views
 from hpa.classification.model import (
     THRESHOLDS_FILE,
+    Group,
     ModelConfig,
     load_model,
     load_model_config,
@@ -53,6 +62,8 @@ OOF_LABELS_FILE = ModelDir.OOF_LABELS
 OOF_IMAGES_FILE = ModelDir.OOF_IMAGES
 #: Columns identifying a view across members (same masks, same tile grids).
 VIEW_KEY = ["image_id", "kind", "cell_id"]
+#: ``ensemble.json``'s ``combine`` of a blend folder: members blended image by image.
+BLEND = "image"
 
 
 def tune_on_views(
@@ -101,20 +112,15 @@ def tune_on_views(
 
 @dataclass(frozen=True)
 class Member:
-    """One model folder of an ensemble and its share of the average."""
+    """One model folder of an ensemble, its share of the average and its :class:`Group`."""
 
     folder: Path
     weight: float
+    group: int = 0
 
 
-def expand_members(folders: Sequence[str | Path], weights: Sequence[float] | None = None) -> list[Member]:
-    """The plain model folders behind ``folders``, with their weights (summing to 1).
-
-    A folder with ``ensemble.json`` stands for its members, which share its weight.
-
-    Raises:
-        HPAConfigError: weights do not match the folders, or are not positive.
-    """
+def _shares(folders: Sequence[str | Path], weights: Sequence[float] | None) -> np.ndarray:
+    """``--model-weights`` (default equal), checked and normalised to sum to 1."""
     if weights is not None and len(weights) != len(folders):
         raise HPAConfigError(
             f"--model-weights gives {len(weights)} weights for {len(folders)} --model folders"
@@ -122,18 +128,58 @@ def expand_members(folders: Sequence[str | Path], weights: Sequence[float] | Non
     w = np.asarray(weights if weights is not None else [1.0] * len(folders), dtype=np.float64)
     if (w <= 0).any() or not np.isfinite(w).all():
         raise HPAConfigError(f"--model-weights must be positive, got {list(w)}")
-    w = w / w.sum()
-    out: list[Member] = []
-    for folder, share in zip(folders, w):
-        folder = Path(folder)
+    return w / w.sum()
+
+
+def expand_groups(
+    folders: Sequence[str | Path], weights: Sequence[float] | None = None
+) -> tuple[list[Member], list[Group]]:
+    """The plain model folders behind ``folders`` and the groups they are blended in.
+
+    A plain folder is a group of one; a ``--folds`` folder is one group of its folds
+    (sharing its weight); a blend folder contributes each of its members as a group.
+    Member weights sum to 1, and so do the groups'.
+
+    Raises:
+        HPAConfigError: weights do not match the folders, or are not positive.
+    """
+    members: list[Member] = []
+    groups: list[Group] = []
+
+    def add(folder: Path, share: float) -> None:
         spec = read_ensemble(folder)
+        if spec is not None and spec.get("combine") == BLEND:
+            inner = np.asarray(spec["weights"], dtype=np.float64)
+            for m, v in zip(spec["members"], inner / inner.sum()):
+                add(folder / m, share * float(v))
+            return
+        pooling, tile_weight = _pooling_of(folder, spec)
+        groups.append(Group(share, pooling, tile_weight))
         if spec is None:
-            out.append(Member(folder, float(share)))
-            continue
+            members.append(Member(folder, share, len(groups) - 1))
+            return
         inner = np.asarray(spec["weights"], dtype=np.float64)
-        inner = inner / inner.sum()
-        out += [Member(folder / m, float(share * v)) for m, v in zip(spec["members"], inner)]
-    return out
+        members.extend(
+            Member(folder / m, share * float(v), len(groups) - 1)
+            for m, v in zip(spec["members"], inner / inner.sum())
+        )
+
+    for folder, share in zip(folders, _shares(folders, weights)):
+        add(Path(folder), float(share))
+    return members, groups
+
+
+def expand_members(folders: Sequence[str | Path], weights: Sequence[float] | None = None) -> list[Member]:
+    """The plain model folders behind ``folders``, with their weights (summing to 1)."""
+    return expand_groups(folders, weights)[0]
+
+
+def _pooling_of(folder: Path, spec: dict[str, Any] | None) -> tuple[str, float]:
+    """The pooling and tile weight a folder's thresholds were tuned with."""
+    if spec is not None and "pooling" in spec and "tile_weight" in spec:
+        return str(spec["pooling"]), float(spec["tile_weight"])
+    cfg = load_model_config(folder if spec is None else folder / spec["members"][0])
+    return cfg.pooling, cfg.tile_weight
 
 
 def read_ensemble(folder: str | Path) -> dict[str, Any] | None:
@@ -159,37 +205,49 @@ def read_ensemble(folder: str | Path) -> dict[str, Any] | None:
 
 
 class EnsembleNet(nn.Module):
-    """Members' networks behind one forward pass: the weighted mean of their probabilities.
+    """Members' networks behind one forward pass: per group, the weighted mean of their probabilities.
 
     Input: ``(B, 4, S, S)`` float views scaled to [0, 1] (the ensemble's config has mean
     0, std 1 and the four stains). Each member resizes them to its crop size, mixes its
-    channels, normalises with its statistics and scores them. Output: the logit of the
-    mean probability, so :func:`hpa.classification.inference.score_views` (which applies
-    the sigmoid) returns the mean probability.
+    channels, normalises with its statistics and scores them. Output: ``(B, G * K)``,
+    the logit of each group's mean probability, groups side by side (``G`` = 1 for the
+    folds of one run), so :func:`hpa.classification.inference.score_views` (which applies
+    the sigmoid) returns the mean probabilities.
     """
 
-    def __init__(self, nets: Sequence[nn.Module], configs: Sequence[ModelConfig], weights: Sequence[float]):
+    def __init__(
+        self,
+        nets: Sequence[nn.Module],
+        configs: Sequence[ModelConfig],
+        weights: Sequence[float],
+        groups: Sequence[int] | None = None,
+    ):
         super().__init__()
         self.nets = nn.ModuleList(nets)
         self.sizes = [c.network_size for c in configs]
         self.intensities = [c.intensity for c in configs]
-        self.weights = [float(w) for w in weights]
-        self.num_classes = configs[0].num_classes
+        self.groups = [int(g) for g in groups] if groups is not None else [0] * len(nets)
+        self.n_groups = max(self.groups) + 1
+        totals = np.zeros(self.n_groups)
+        np.add.at(totals, self.groups, np.asarray(weights, dtype=np.float64))
+        self.weights = [float(w) / totals[g] for w, g in zip(weights, self.groups)]  # within the group
+        self.num_classes = configs[0].num_classes * self.n_groups
         for k, c in enumerate(configs):
             self.register_buffer(f"mix{k}", torch.from_numpy(channel_matrix(c.channels)), persistent=False)
             self.register_buffer(f"mean{k}", torch.tensor(c.mean).view(1, -1, 1, 1), persistent=False)
             self.register_buffer(f"std{k}", torch.tensor(c.std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total: torch.Tensor | None = None
+        parts: list[torch.Tensor | None] = [None] * self.n_groups
         for k, net in enumerate(self.nets):
             # x is in [0, 1] already; "view" scaling does not depend on the dtype's maximum
             v = unit_views(x.float(), 1.0, self.intensities[k])
             v = torch.einsum("oc,bchw->bohw", getattr(self, f"mix{k}"), v)
             v = resize_views((v - getattr(self, f"mean{k}")) / getattr(self, f"std{k}"), self.sizes[k])
             p = torch.sigmoid(net(v.contiguous(memory_format=torch.channels_last)).float()) * self.weights[k]
-            total = p if total is None else total + p
-        assert total is not None
+            g = self.groups[k]
+            parts[g] = p if parts[g] is None else parts[g] + p
+        total = torch.cat([p for p in parts if p is not None], dim=1)
         return torch.logit(total.clamp(1e-7, 1 - 1e-7))
 
 
@@ -215,19 +273,23 @@ def load_predictor(
 ) -> tuple[nn.Module, ModelConfig, np.ndarray]:
     """The network, config and thresholds that ``hpa predict`` uses for ``--model`` folders.
 
-    One plain model folder is loaded as it is. Otherwise the members are averaged by an
-    :class:`EnsembleNet`; thresholds and tile weight are, in order of preference: those
-    of a single fold folder (tuned on its out-of-fold scores); re-tuned on the
-    weighted mean of the members' out-of-fold scores when every folder has them for
-    the same views; else the weighted mean of the folders' own (logged).
+    One plain model folder is loaded as it is. Otherwise the members are run by an
+    :class:`EnsembleNet`; with several groups (several folders, or a blend folder) the
+    config's ``groups`` say how each is pooled and weighted
+    (:func:`hpa.classification.inference.image_scores`). Thresholds are, in order of
+    preference: those of a single ``--folds`` or blend folder (tuned on its out-of-fold
+    or validation scores); re-tuned on the weighted mean of the folders' out-of-fold
+    image scores when every folder has them for the same images; else the weighted
+    mean of the folders' own (logged).
 
     Returns:
         ``(model, config, thresholds)``; ``config`` describes the views to cut.
     """
-    members = expand_members(folders, weights)
-    if len(folders) == 1 and len(members) == 1:
+    members, groups = expand_groups(folders, weights)
+    if len(members) == 1:
         model, cfg = load_model(members[0].folder, device)
-        return model, cfg, _thresholds_of(members[0].folder, cfg)
+        own = Path(folders[0]) if len(folders) == 1 else members[0].folder  # a blend of one keeps its file
+        return model, cfg, _thresholds_of(own, cfg)
     configs = [load_model_config(m.folder) for m in members]
     _check_compatible(members, configs)
     nets = [load_model(m.folder, device)[0] for m in members]
@@ -235,11 +297,12 @@ def load_predictor(
     size = max(c.crop.crop_size for c in configs)
     specs = [read_ensemble(f) for f in folders]
     if len(folders) == 1 and specs[0] is not None:
-        tile_weight = float(specs[0]["tile_weight"])
         thresholds = _thresholds_of(Path(folders[0]), base)
-        log.info("%s: %d folds averaged, out-of-fold thresholds", folders[0], len(members))
+        log.info(
+            "%s: %d models in %d group(s), its own tuned thresholds", folders[0], len(members), len(groups)
+        )
     else:
-        tile_weight, thresholds = _combined_thresholds(folders, weights, specs, base)
+        thresholds = _combined_thresholds(folders, weights, specs, base)
     cfg = replace(
         base,
         backbone="+".join(dict.fromkeys(c.backbone for c in configs)),
@@ -248,12 +311,14 @@ def load_predictor(
         mean=(0.0,) * len(CHANNELS),
         std=(1.0,) * len(CHANNELS),
         crop=replace(base.crop, crop_size=size),
-        tile_weight=tile_weight,
+        pooling=groups[0].pooling,
+        tile_weight=groups[0].tile_weight,
         intensity="dataset",  # the members scale, resize and normalise their own inputs
         input_size=None,
+        groups=tuple(groups) if len(groups) > 1 else (),
     )
-    net = EnsembleNet(nets, configs, [m.weight for m in members]).to(device).eval()
-    return net, cfg, thresholds
+    net = EnsembleNet(nets, configs, [m.weight for m in members], [m.group for m in members])
+    return net.to(device).eval(), cfg, thresholds
 
 
 def _thresholds_of(folder: Path, cfg: ModelConfig) -> np.ndarray:
@@ -268,69 +333,45 @@ def _combined_thresholds(
     weights: Sequence[float] | None,
     specs: Sequence[dict[str, Any] | None],
     base: ModelConfig,
-) -> tuple[float, np.ndarray]:
-    """Tile weight and thresholds of several folders (see :func:`load_predictor`)."""
-    w = np.asarray(weights if weights is not None else [1.0] * len(folders), dtype=np.float64)
-    w = w / w.sum()
-    oof = [_read_oof(Path(f), base) if s is not None else None for f, s in zip(folders, specs)]
+) -> np.ndarray:
+    """Thresholds of several folders (see :func:`load_predictor`)."""
+    w = _shares(folders, weights)
+    oof = [
+        read_oof_images(Path(f), base.class_names) if s is not None else None for f, s in zip(folders, specs)
+    ]
     if all(o is not None for o in oof):
-        tables = [o[0] for o in oof if o is not None]
-        keys = [t.set_index(VIEW_KEY).index for t in tables]
-        same = all(len(k) == len(keys[0]) and k.sort_values().equals(keys[0].sort_values()) for k in keys)
-        if same:
-            return _retune(tables, oof, w, specs, base, folders)
-        log.warning("the folders' out-of-fold scores cover different views; using their mean thresholds")
+        tables = [o for o in oof if o is not None]
+        ids = sorted(tables[0][0].index)
+        if all(sorted(t[0].index) == ids for t in tables):
+            scores = sum(wk * t[0].loc[ids].to_numpy(np.float64) for t, wk in zip(tables, w))
+            y = tables[0][1].subset(ids).y
+            shrink = float(specs[0]["threshold_shrink"]) if specs[0] is not None else 0.0
+            tuned = tune_thresholds(y, np.asarray(scores, np.float32), shrink=shrink)
+            log.info(
+                "thresholds re-tuned on the blended out-of-fold scores of %s", ", ".join(map(str, folders))
+            )
+            return tuned.thresholds
+        log.warning("the folders' out-of-fold scores cover different images; using their mean thresholds")
     else:
         log.warning(
             "not every --model folder has out-of-fold scores (train with --folds K and no --fold); "
-            "using the weighted mean of their thresholds and tile weights"
+            "using the weighted mean of their thresholds"
         )
     thresholds = sum(
         wk * _thresholds_of(Path(f), load_model_config(_first_member(f))) for f, wk in zip(folders, w)
     )
-    tile_weight = float(
-        sum(
-            wk * (float(s["tile_weight"]) if s is not None else load_model_config(f).tile_weight)
-            for f, s, wk in zip(folders, specs, w)
-        )
-    )
-    return tile_weight, np.asarray(thresholds, dtype=np.float64)
+    return np.asarray(thresholds, dtype=np.float64)
 
 
 def _first_member(folder: str | Path) -> Path:
     spec = read_ensemble(folder)
-    return Path(folder) / spec["members"][0] if spec is not None else Path(folder)
+    return _first_member(Path(folder) / spec["members"][0]) if spec is not None else Path(folder)
 
 
-def _read_oof(folder: Path, base: ModelConfig) -> tuple[pd.DataFrame, Any] | None:
-    views, labels = folder / OOF_VIEWS_FILE, folder / OOF_LABELS_FILE
-    if not (views.is_file() and labels.is_file()):
+def read_oof_images(folder: Path, class_names: Sequence[str]) -> tuple[pd.DataFrame, Any] | None:
+    """A folder's out-of-fold image scores (indexed by image Id) and labels, or None."""
+    scores, labels = folder / OOF_IMAGES_FILE, folder / OOF_LABELS_FILE
+    if not (scores.is_file() and labels.is_file()):
         return None
-    return read_parquet_table(views), read_labels(labels)
-
-
-def _retune(
-    tables: list[pd.DataFrame],
-    oof: list[Any],
-    w: np.ndarray,
-    specs: Sequence[dict[str, Any] | None],
-    base: ModelConfig,
-    folders: Sequence[str | Path],
-) -> tuple[float, np.ndarray]:
-    cols = list(base.class_names)
-    first = tables[0].sort_values(VIEW_KEY).reset_index(drop=True)
-    probs = np.zeros((len(first), len(cols)), np.float64)
-    for t, wk in zip(tables, w):
-        probs += wk * t.sort_values(VIEW_KEY)[cols].to_numpy(np.float64)
-    labels = oof[0][1]
-    shrink = float(specs[0]["threshold_shrink"]) if specs[0] is not None else 0.0
-    tile_weight, _, tuned, _ = tune_on_views(
-        first[VIEW_KEY], probs.astype(np.float32), labels.ids, labels.y, base.pooling,
-        base.use_cells, base.use_tiles, None, shrink,
-    )  # fmt: skip
-    log.info(
-        "thresholds and tile weight (%.2f) re-tuned on the combined out-of-fold scores of %s",
-        tile_weight,
-        ", ".join(map(str, folders)),
-    )
-    return tile_weight, tuned.thresholds
+    table = read_csv_table(scores).set_index(ID_COLUMN)
+    return table[list(class_names)], read_labels(labels)

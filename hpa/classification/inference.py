@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,9 @@ from torch import nn
 
 from hpa.aggregation import combine_with_tiles, pool_cells
 from hpa.classification.data import BatchLoader, dihedral
+
+if TYPE_CHECKING:
+    from hpa.classification.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +166,44 @@ def pool_views(
     if use_tiles and tiles.any():
         tile_scores = pool_cells(view_ids[tiles], probs[tiles], image_ids, method="max")
     return combine_with_tiles(cell_scores, tile_scores, method="mean", tile_weight=tile_weight)
+
+
+def image_scores(
+    index: pd.DataFrame,
+    probs: np.ndarray,
+    image_ids: Sequence[str],
+    cfg: ModelConfig,
+    pooling: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image scores and view probabilities of a model's outputs (one model or a blend).
+
+    One model: :func:`pool_views` with the config's pooling and tile weight. A blend
+    (``cfg.groups``): each group's block of ``probs`` is pooled with its own pooling and
+    tile weight, and the image scores are the groups' weighted mean; the view
+    probabilities are the weighted mean of the blocks.
+
+    Args:
+        index: one row per view with ``image_id`` and ``kind``.
+        probs: ``(len(index), cfg.output_width)`` view probabilities.
+        image_ids: the images, in output order.
+        cfg: the model's config.
+        pooling: a cell pooling for every group instead of their own (``--pooling``).
+
+    Returns:
+        ``(len(image_ids), K)`` image scores and ``(len(index), K)`` view probabilities.
+    """
+    if not cfg.groups:
+        scores = pool_views(
+            index, probs, image_ids, pooling or cfg.pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles
+        )
+        return scores, probs
+    k = cfg.num_classes
+    scores = np.zeros((len(image_ids), k), np.float32)
+    views = np.zeros((len(index), k), np.float32)
+    for g, group in enumerate(cfg.groups):
+        block = probs[:, g * k : (g + 1) * k]
+        scores += group.weight * pool_views(
+            index, block, image_ids, pooling or group.pooling, group.tile_weight, cfg.use_cells, cfg.use_tiles
+        )
+        views += group.weight * block
+    return scores, views

@@ -46,6 +46,21 @@ THRESHOLDS_FILE = ModelDir.THRESHOLDS
 
 
 @dataclass(frozen=True)
+class Group:
+    """One model of a blend: its share of the image scores and how it pools its views.
+
+    Attributes:
+        weight: share of the blended image scores (the groups' weights sum to 1).
+        pooling: cell-to-image pooling of this model's cell scores.
+        tile_weight: weight of its tile scores beside its pooled cell scores.
+    """
+
+    weight: float
+    pooling: str
+    tile_weight: float
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """What a trained classifier is and how its inputs are made.
 
@@ -68,6 +83,11 @@ class ModelConfig:
             ``"dataset"``.
         input_size: the network's input side; views are cut at ``crop.crop_size`` and
             resized to it. None = the crop size.
+        groups: several models blended image by image (set by
+            :func:`hpa.classification.ensemble.load_predictor`, never saved): the
+            network's outputs are ``len(groups)`` blocks of ``K`` probabilities, each
+            pooled with its group's pooling and tile weight before the weighted mean
+            (:func:`hpa.classification.inference.image_scores`). Empty for one model.
     """
 
     backbone: str
@@ -84,6 +104,7 @@ class ModelConfig:
     use_tiles: bool = True
     intensity: str = "dataset"
     input_size: int | None = None
+    groups: tuple[Group, ...] = ()
 
     def __post_init__(self) -> None:
         check_model_config(self)
@@ -97,9 +118,23 @@ class ModelConfig:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def output_width(self) -> int:
+        """Columns of the network's output: ``K`` per blended group (``K`` for one model)."""
+        return self.num_classes * max(1, len(self.groups))
+
+    @property
+    def output_columns(self) -> list[str]:
+        """Names of the output columns: the classes, or ``class@group`` for a blend."""
+        if not self.groups:
+            return list(self.class_names)
+        return [f"{name}@{g}" for g in range(len(self.groups)) for name in self.class_names]
+
     def to_json(self) -> dict[str, Any]:
         data = {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
         data["crop"]["tile_grids"] = list(self.crop.tile_grids)
+        if not self.groups:  # a model folder's config.json; blends are never saved
+            del data["groups"]
         return data
 
     @classmethod
@@ -202,6 +237,9 @@ def check_model_config(cfg: ModelConfig) -> None:
     size = cfg.input_size
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
         raise bad("input_size", f"expected an integer >= 8 or null, got {size!r}")
+    for g in cfg.groups:
+        if not isinstance(g, Group) or g.pooling not in POOLING_METHODS or not _is_number(g.weight):
+            raise bad("groups", f"expected blended groups with a known pooling, got {g!r}")
 
 
 def create_model(

@@ -76,7 +76,7 @@ def run_demo(
     from hpa.pipelines.evaluate import evaluate
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.segment import segment_folder
-    from hpa.pipelines.train import train_model
+    from hpa.pipelines.train import train_cells
     from hpa.synthetic import write_dataset
 
     t0 = time.perf_counter()
@@ -97,7 +97,7 @@ def run_demo(
     epochs = epochs or (CPU_DEMO_EPOCHS if device == "cpu" else None)
     cfg = TrainConfig.for_device(device, source="demo", seed=seed, **({"epochs": epochs} if epochs else {}))
     model = out / "model"
-    train_model(data / "train", read_labels(data / "train.csv"), out / "seg" / "train", model, cfg)
+    train_cells(data / "train", read_labels(data / "train.csv"), out / "seg" / "train", model, cfg)
     log.info("[4/6] predicting the test images")
     pred = out / "pred"
     predict_folder(

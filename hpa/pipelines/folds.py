@@ -45,7 +45,7 @@ def fold_dir(out: str | Path, k: int) -> Path:
     return ModelDir(out).fold(k).root
 
 
-def _check_same_settings(folder: Path, cfg: TrainConfig) -> None:
+def check_same_settings(folder: Path, cfg: TrainConfig) -> None:
     """Refuse to reuse a fold folder trained with other settings (naming the first difference)."""
     path = folder / ModelDir.TRAIN_CONFIG
     saved = ModelDir(folder).read_train_config()
@@ -151,7 +151,7 @@ def _train_fold(
     from hpa.pipelines.train import train_model
 
     k, folder = cfg.fold, fold_dir(out, cfg.fold)
-    _check_same_settings(folder, cfg)
+    check_same_settings(folder, cfg)
     if (folder / ModelDir.METRICS).is_file():
         log.info("fold %d of %d: finished earlier in %s, kept", k + 1, cfg.folds, folder)
         return dict(ModelDir(folder).read_metrics())

@@ -191,7 +191,7 @@ def score_folder_views(
         prob_parts.append(_score_pending(model, cfg, batch, device, batch_size, tta, precision, mix))
         index_parts.extend(views_index(v) for v in batch)
     if not index_parts:
-        return ScoredViews.empty(cfg.num_classes, failures, seg_tables)
+        return ScoredViews.empty(cfg.output_width, failures, seg_tables)
     return ScoredViews(
         pd.concat(index_parts, ignore_index=True), np.concatenate(prob_parts), failures, seg_tables
     )
@@ -240,7 +240,7 @@ def _score_pending(
 
     per_image = [np.concatenate([v.crops, v.tiles]) for v in pending]
     sizes = [len(v) for v in per_image]
-    probs = np.empty((sum(sizes), cfg.num_classes), np.float32)
+    probs = np.empty((sum(sizes), cfg.output_width), np.float32)
     starts = np.cumsum([0, *sizes])
     # 8- and 16-bit images are scaled by their own range: views of one bit depth
     # are scored together (np.concatenate of both would promote 8-bit views to uint16)
@@ -274,7 +274,7 @@ def write_predictions(
     cfg: ModelConfig,
     thresholds: np.ndarray,
     *,
-    pooling: str,
+    pooling: str | None,
     fill_top: bool,
     submission: bool = True,
 ) -> int:
@@ -286,7 +286,7 @@ def write_predictions(
         scored: the views' probabilities and the failures.
         cfg: the model's config (classes, tile weight, views used).
         thresholds: ``(K,)`` per-class thresholds.
-        pooling: cell-to-image pooling.
+        pooling: cell-to-image pooling; None = the model's (each blended model's own).
         fill_top: predict the top class where no class passes its threshold.
         submission: write the 2018-style ``submission.csv`` (False for ``--format 2021``).
 
@@ -294,10 +294,10 @@ def write_predictions(
         The number of cells scored.
     """
     from hpa.aggregation import apply_thresholds, save_thresholds, write_submission
-    from hpa.classification.inference import pool_views
+    from hpa.classification.inference import image_scores
 
-    index, probs, failures = scored.index, scored.probs, scored.failures
-    scores = pool_views(index, probs, ids, pooling, cfg.tile_weight, cfg.use_cells, cfg.use_tiles)
+    index, failures = scored.index, scored.failures
+    scores, probs = image_scores(index, scored.probs, ids, cfg, pooling)
     failed_rows = np.array([i in failures for i in ids], dtype=bool)
     scores[failed_rows] = 0.0
     y_pred = apply_thresholds(scores, thresholds, fill_top=fill_top)
@@ -473,7 +473,7 @@ def _predict_staged(
         from hpa.pipelines.predict_dask import score_on_cluster
 
         scored = score_on_cluster(
-            Path(model_dirs[0]).resolve(), cfg.class_names, Path(images).resolve(), ids, masks_dir.resolve(),
+            Path(model_dirs[0]).resolve(), cfg.output_columns, Path(images).resolve(), ids, masks_dir.resolve(),
             seg_config, work.resolve(), opts,
         )  # fmt: skip
     n_cells = _write_outputs(work, ids, scored, cfg, thresholds, masks_dir, opts)
@@ -503,7 +503,6 @@ def _write_outputs(
     table of masks segmented on the fly; returns the number of cells scored."""
     from hpa.pipelines import single_cell
 
-    assert opts.pooling is not None
     submission = opts.fmt != "2021"
     n_cells = write_predictions(
         work,
@@ -526,13 +525,12 @@ def _write_outputs(
 
 
 def _check_scheduler(model_dirs: Sequence[str | Path], scheduler: str | None) -> None:
-    """With ``scheduler``: one plain model folder, dask.distributed installed, a valid address."""
-    from hpa.classification.ensemble import read_ensemble
-
+    """With ``scheduler``: one model folder (plain, ``--folds`` or blend), dask.distributed
+    installed, a valid address."""
     if scheduler is None:
         return
-    if len(model_dirs) > 1 or read_ensemble(model_dirs[0]) is not None:
-        raise HPAConfigError("--scheduler scores one plain model folder; average several without it")
+    if len(model_dirs) > 1:
+        raise HPAConfigError("--scheduler scores one --model folder; average several without it")
     from hpa.pipelines.cluster import parse_local, require_distributed
 
     require_distributed()  # fail before writing anything
@@ -544,7 +542,8 @@ def _load_model(
 ) -> tuple[nn.Module | None, ModelConfig, np.ndarray, PredictOptions]:
     """The model (its folders averaged), its config and thresholds; ``opts`` with the device resolved.
 
-    With a scheduler, only the config and thresholds: each worker resolves the device
+    With a scheduler, only the config and thresholds (of a plain, ``--folds`` or blend
+    folder, read as :func:`load_predictor` reads them): each worker resolves the device
     and loads the model itself.
     """
     from hpa.classification.ensemble import load_predictor
@@ -552,13 +551,7 @@ def _load_model(
     from hpa.config import resolve_device
 
     if opts.scheduler is not None:
-        from hpa.aggregation import load_thresholds
-        from hpa.classification.model import THRESHOLDS_FILE, load_model_config
-
-        cfg = load_model_config(model_dirs[0])
-        thresholds, _ = load_thresholds(
-            Path(model_dirs[0]) / THRESHOLDS_FILE, expected_classes=cfg.class_names
-        )
+        _, cfg, thresholds = load_predictor(model_dirs, None, "cpu")
         return None, cfg, thresholds, opts
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
@@ -578,7 +571,8 @@ def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
     from hpa.pipelines import single_cell
 
     fmt = single_cell.resolve_format(opts.fmt, cfg.class_names)
-    opts = replace(opts, pooling=opts.pooling or cfg.pooling, fmt=fmt)
+    # a blend pools each model its own way unless --pooling says otherwise
+    opts = replace(opts, pooling=opts.pooling or (None if cfg.groups else cfg.pooling), fmt=fmt)
     if fmt != "2018":
         opts = replace(
             opts,
@@ -653,9 +647,10 @@ def _run_settings(
         "workers": opts.workers,
         "batch_size": opts.batch_size,
         "tta": opts.tta,
-        "pooling": opts.pooling,
+        "pooling": opts.pooling or [g.pooling for g in cfg.groups],
         "fill_top": opts.fill_top,
-        "tile_weight": cfg.tile_weight,
+        "tile_weight": [g.tile_weight for g in cfg.groups] if cfg.groups else cfg.tile_weight,
+        **({"blend_weights": [round(g.weight, 4) for g in cfg.groups]} if cfg.groups else {}),
         "segmented_on_the_fly": opts.masks is None,
         "segmentation_backend": seg_backend,
         "n_images": n_images,

@@ -35,17 +35,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# (model folder, weights mtime, device) -> (model, config): a worker process loads its model once
+# (model folder, its newest weights' mtime, device) -> (model, config): a worker process
+# loads its model once
 _MODEL_CACHE: dict[tuple[str, int, str], tuple[nn.Module, ModelConfig]] = {}
 
 
 def _cached_model(model_dir: str, device: str) -> tuple[nn.Module, ModelConfig]:
-    from hpa.classification.model import WEIGHTS_FILE, load_model
+    """The model of a plain, ``--folds`` or blend folder, as ``hpa predict`` loads it."""
+    from hpa.classification.ensemble import expand_members, load_predictor
+    from hpa.classification.model import WEIGHTS_FILE
 
-    key = (model_dir, (Path(model_dir) / WEIGHTS_FILE).stat().st_mtime_ns, device)
+    stamp = max((m.folder / WEIGHTS_FILE).stat().st_mtime_ns for m in expand_members([model_dir]))
+    key = (model_dir, stamp, device)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()  # one model per worker process: a retrained folder replaces it
-        _MODEL_CACHE[key] = load_model(model_dir, device)
+        model, cfg, _ = load_predictor([model_dir], None, device)
+        _MODEL_CACHE[key] = (model, cfg)
     return _MODEL_CACHE[key]
 
 
@@ -102,18 +107,18 @@ def _score_shard(
     write_failures(paths["failures"], scored.failures)
     if scored.seg_tables:
         write_parquet(paths["cells"], pd.concat(scored.seg_tables, ignore_index=True))
-    probs = pd.DataFrame(scored.probs, columns=list(cfg.class_names))
+    probs = pd.DataFrame(scored.probs, columns=cfg.output_columns)
     write_parquet(paths["scores"], pd.concat([scored.index.reset_index(drop=True), probs], axis=1))
     return device
 
 
-def merge_shards(parts_dir: str | Path, n_shards: int, class_names: Sequence[str]) -> ScoredViews:
+def merge_shards(parts_dir: str | Path, n_shards: int, columns: Sequence[str]) -> ScoredViews:
     """Read the part files of shards ``0 .. n_shards - 1`` back into one :class:`ScoredViews`.
 
     Shards hold consecutive Ids, so concatenating them in shard order gives the views,
     failures and segmentation tables in the order of a single-process run.
     """
-    columns = list(class_names)
+    columns = list(columns)
     frames: list[pd.DataFrame] = []
     seg_tables: list[pd.DataFrame] = []
     failures: dict[str, str] = {}
@@ -134,7 +139,7 @@ def merge_shards(parts_dir: str | Path, n_shards: int, class_names: Sequence[str
 
 def score_on_cluster(
     model_dir: Path,
-    class_names: Sequence[str],
+    columns: Sequence[str],
     images: Path,
     ids: list[str],
     masks_dir: Path,
@@ -173,7 +178,7 @@ def score_on_cluster(
         ]
         devices = _run_shards(client, jobs, shards, parts, opts.progress)
     log.info("shards scored on: %s", ", ".join(sorted(devices)) or "nothing")
-    scored = merge_shards(parts, len(shards), class_names)
+    scored = merge_shards(parts, len(shards), columns)
     shutil.rmtree(parts)
     return scored
 

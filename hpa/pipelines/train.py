@@ -90,10 +90,50 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         "use_cells": False if args.no_cells else None,
         "device": args.device,
         "precision": getattr(args, "precision", None),
+        "companion": getattr(args, "companion", None),
     }
     cfg = resolve(TrainConfig, args.config, build=TrainConfig.from_settings, **flags)
     check_backbone(cfg.backbone)
     return cfg
+
+
+def train_cells(
+    images: Folders,
+    labels: Labels,
+    masks: Folders,
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    all_folds: bool = False,
+    cache_root: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    channel_map: ChannelMap | None = None,
+) -> dict[str, Any]:
+    """What ``hpa train-cells`` runs: the model and its companion blended
+    (:func:`hpa.pipelines.blend.train_blend`) when ``cfg.companion`` names one, else every
+    fold (:func:`hpa.pipelines.folds.train_folds`) or one run (:func:`train_model`).
+
+    Returns:
+        The metrics written to ``OUT/metrics.json``.
+    """
+    if cfg.companion is not None:
+        from hpa.pipelines.blend import train_blend
+
+        return train_blend(
+            images, labels, masks, out, cfg, all_folds=all_folds, cache_root=cache_root, resume=resume,
+            progress=progress, channel_map=channel_map,
+        )  # fmt: skip
+    if all_folds:
+        from hpa.pipelines.folds import train_folds
+
+        return train_folds(
+            images, labels, masks, out, cfg, cache_root=cache_root, progress=progress, channel_map=channel_map
+        )
+    return train_model(
+        images, labels, masks, out, cfg, cache_root=cache_root, resume=resume, progress=progress,
+        channel_map=channel_map,
+    )  # fmt: skip
 
 
 def check_backbone(name: str) -> None:
@@ -685,28 +725,20 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     )
     from hpa.classification.distributed import world_from_env
 
-    if args.folds is not None and args.fold is None:  # every fold, out-of-fold thresholds
-        from hpa.pipelines.folds import train_folds
-
-        oof = train_folds(
-            images, labels, masks, args.out, cfg, cache_root=args.cache, channel_map=channel_map
-        )
-        if not world_from_env().is_main:
-            return 0
-        return 0, (
-            f"{cfg.folds} fold models written to {args.out}: out-of-fold macro F1 {oof['oof_macro_f1']:.4f}"
-        )
-    metrics = train_model(
-        images,
-        labels,
-        masks,
-        args.out,
-        cfg,
-        cache_root=args.cache,
-        resume=args.resume,
-        channel_map=channel_map,
-    )
-
+    all_folds = args.folds is not None and args.fold is None  # every fold, out-of-fold thresholds
+    metrics = train_cells(
+        images, labels, masks, args.out, cfg, all_folds=all_folds, cache_root=args.cache,
+        resume=args.resume, channel_map=channel_map,
+    )  # fmt: skip
     if not world_from_env().is_main:
         return 0
-    return 0, f"model written to {args.out}: validation macro F1 {metrics['val_macro_f1']:.4f}"
+    what = "out-of-fold" if all_folds else "validation"
+    score = metrics["oof_macro_f1" if all_folds else "val_macro_f1"]
+    if cfg.companion is not None:
+        from hpa.pipelines.blend import MAIN
+
+        w = metrics["blend"]["weights"][MAIN]
+        return 0, f"blend written to {args.out}: {what} macro F1 {score:.4f} (main model's share {w:.1f})"
+    if all_folds:
+        return 0, f"{cfg.folds} fold models written to {args.out}: out-of-fold macro F1 {score:.4f}"
+    return 0, f"model written to {args.out}: validation macro F1 {score:.4f}"

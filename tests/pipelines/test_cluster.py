@@ -153,6 +153,33 @@ def test_distributed_predict_equals_local(
     assert set(cached.values()) <= {0, 1} and sum(cached.values()) >= 1
 
 
+def test_distributed_predict_of_a_blend_equals_local(
+    tiny_dataset: dict[str, Path], tiny_model: Path, cluster: Any, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    blend = tmp_path / "blend"  # two members pooled their own ways, image scores blended
+    for name, pooling in (("a", "max"), ("b", "mean")):
+        shutil.copytree(tiny_model, blend / name)
+        config = json.loads((blend / name / "config.json").read_text())
+        (blend / name / "config.json").write_text(json.dumps({**config, "pooling": pooling}))
+    shutil.copy(tiny_model / "thresholds.json", blend / "thresholds.json")
+    spec = {"members": ["a", "b"], "weights": [0.6, 0.4], "combine": "image"}
+    (blend / "ensemble.json").write_text(json.dumps(spec))
+    kwargs: dict[str, Any] = dict(masks=tiny_dataset["masks"], device="cpu", progress=False)
+    local = predict_folder(tiny_dataset["images"], blend, tmp_path / "local", workers=1, **kwargs)
+    dist = predict_folder(
+        tiny_dataset["images"], blend, tmp_path / "dask", scheduler=cluster.scheduler_address, **kwargs
+    )
+    a, b = local.out, dist.out
+    assert (b / "submission.csv").read_bytes() == (a / "submission.csv").read_bytes()
+    for name in ("cell_predictions.parquet", "tile_predictions.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(b / name), pd.read_parquet(a / name), atol=1e-5, rtol=0)
+    pd.testing.assert_frame_equal(pd.read_csv(b / "image_scores.csv"), pd.read_csv(a / "image_scores.csv"),
+                                  atol=1e-5, rtol=0)  # fmt: skip
+
+
 def test_unusable_output_folder_names_folder_and_worker(cluster: Any, tmp_path: Path) -> None:
     with distributed.Client(cluster) as client:
         addresses = sorted(client.scheduler_info(n_workers=-1)["workers"])

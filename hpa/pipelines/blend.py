@@ -1,0 +1,298 @@
+"""A model and its companion, blended image by image (``TrainConfig.companion``).
+
+Frozen ImageNet features of the protein channel (the default recipe) are what works on
+a few dozen real images; a small network trained from scratch on the four channels
+learns the patterns a large set holds, relative to the reference stains. Which one a
+user's data favours is not known in advance, so the default run trains both on the same
+split and lets the validation images decide:
+
+* ``OUT/main/``: the run's own settings; ``OUT/<companion>/``: the companion recipe
+  (:data:`hpa.classification.train.COMPANIONS`). Each is a complete model folder, or a
+  ``--folds`` folder with out-of-fold scores;
+* the blend weight (the main model's share of the image scores, on the grid
+  :data:`BLEND_WEIGHTS`) is chosen by macro average precision on the validation (or
+  out-of-fold) images with the one-standard-error rule (:func:`choose_blend_weight`):
+  a companion that does not beat the main model by more than the noise of those images
+  gets no weight. The thresholds are then tuned on the blend;
+* ``OUT/ensemble.json`` (``"combine": "image"``), ``thresholds.json`` tuned on the
+  blended scores, ``metrics.json``, ``blend_scores.csv`` (the blended validation or
+  out-of-fold image scores) and a model card. ``hpa predict --model OUT`` pools each
+  member its own way and averages the image scores
+  (:func:`hpa.classification.inference.image_scores`).
+
+A rerun keeps finished members and resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from hpa import runlog
+from hpa.artefacts import ModelDir, read_csv_table, write_csv
+from hpa.artefacts.modelcard import write_training_record
+from hpa.artefacts.tables import ID_COLUMN, image_score_table
+from hpa.config import save_json, save_yaml, to_dict
+from hpa.io import write_labels
+
+if TYPE_CHECKING:
+    from hpa.classification.cache import Folders
+    from hpa.classification.train import TrainConfig
+    from hpa.io import Labels
+    from hpa.io_tiff import ChannelMap
+
+log = logging.getLogger(__name__)
+
+#: The main model's folder inside a blend folder.
+MAIN = "main"
+#: Candidate shares of the main model, best first on ties (a companion must earn its weight).
+BLEND_WEIGHTS = tuple(round(1.0 - k / 10, 1) for k in range(11))
+#: Bootstrap resamples behind the standard errors of :func:`choose_blend_weight`.
+BOOTSTRAP = 100
+#: The blended validation (or out-of-fold) image scores of a blend folder.
+BLEND_SCORES = "blend_scores.csv"
+
+
+def macro_average_precision(y: np.ndarray, scores: np.ndarray) -> float:
+    """Mean over classes with positives and negatives of the average precision of ``scores``.
+
+    >>> macro_average_precision(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.2], [0.1, 0.8]]))
+    1.0
+    """
+    from sklearn.metrics import average_precision_score
+
+    n = y.sum(axis=0)
+    judged = np.flatnonzero((n > 0) & (n < len(y)))
+    if not len(judged):
+        return 0.0
+    return float(np.mean([average_precision_score(y[:, k], scores[:, k]) for k in judged]))
+
+
+def choose_blend_weight(
+    y: np.ndarray, main: np.ndarray, companion: np.ndarray, *, resamples: int = BOOTSTRAP, seed: int = 0
+) -> tuple[float, dict[float, float], dict[float, float]]:
+    """The main model's share of the blend, by macro average precision on labelled images.
+
+    The best share is the one with the highest macro average precision (AP: the ranking
+    of the blended scores, judged without thresholds, which on a few dozen images make
+    macro F1 jump between neighbouring weights). Then the one-standard-error rule: the
+    largest main share whose AP is within one bootstrap standard error (images drawn
+    with replacement, paired) of the best is taken, so the companion gets weight only
+    where it beats the main model by more than the noise of these images. On the real
+    cross-validation this keeps the main model alone; on the synthetic benchmark it
+    blends them half and half (benchmarks/RESULTS.md).
+
+    Args:
+        y: ``(N, K)`` multi-hot labels.
+        main, companion: ``(N, K)`` image scores of the two models.
+        resamples: bootstrap resamples for the standard errors.
+        seed: seed of the resampling.
+
+    Returns:
+        ``(weight, {weight: macro AP}, {weight: standard error of its AP deficit to the best})``.
+
+    >>> y = np.array([[1, 0], [0, 1], [1, 0], [0, 1]])
+    >>> good, flat = y * 0.8 + 0.1, np.full((4, 2), 0.5)
+    >>> choose_blend_weight(y, good, flat)[0]
+    1.0
+    """
+
+    def ap_all(rows: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                macro_average_precision(y[rows], w * main[rows] + (1.0 - w) * companion[rows])
+                for w in BLEND_WEIGHTS
+            ]
+        )
+
+    everyone = np.arange(len(y))
+    ap = ap_all(everyone)
+    best = int(np.argmax(ap))  # the first of equals: the larger main share
+    rng = np.random.default_rng(seed)
+    deficits = np.array(
+        [(lambda a: a[best] - a)(ap_all(rng.integers(0, len(y), len(y)))) for _ in range(resamples)]
+    )
+    se = deficits.std(axis=0) if resamples > 1 else np.zeros(len(BLEND_WEIGHTS))
+    chosen = next(k for k in range(len(BLEND_WEIGHTS)) if ap[best] - ap[k] <= se[k])
+    return (
+        BLEND_WEIGHTS[chosen],
+        {w: float(a) for w, a in zip(BLEND_WEIGHTS, ap)},
+        {w: float(e) for w, e in zip(BLEND_WEIGHTS, se)},
+    )
+
+
+def train_blend(
+    images: Folders,
+    labels: Labels,
+    masks: Folders,
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    all_folds: bool = False,
+    cache_root: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    channel_map: ChannelMap | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` and its companion into ``out`` and blend them (see the module doc).
+
+    Args:
+        images, labels, masks, cache_root, progress, channel_map: as
+            :func:`hpa.pipelines.train.train_model`.
+        out: the blend folder.
+        cfg: the run's settings; ``cfg.companion`` names the companion recipe.
+        all_folds: train every fold of each (``--folds K`` without ``--fold``) and blend
+            their out-of-fold scores; else fold ``cfg.fold`` and its validation images.
+        resume: continue an interrupted member from its checkpoint.
+
+    Returns:
+        The metrics written to ``OUT/metrics.json``.
+    """
+    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report, save_thresholds, tune_thresholds
+    from hpa.classification.distributed import world_from_env
+    from hpa.classification.ensemble import BLEND, ENSEMBLE_FILE
+    from hpa.classification.model import THRESHOLDS_FILE
+    from hpa.classification.train import companion_config
+
+    assert cfg.companion is not None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runlog.write_into(out)
+    parts = {MAIN: replace(cfg, companion=None), cfg.companion: companion_config(cfg)}
+    member_metrics = {}
+    for name, part in parts.items():
+        log.info(
+            "blend member %s: %s, %s start, channels %s, %s pooling -> %s",
+            name, part.backbone, part.pretrained or "random", part.channels, part.pooling, out / name,
+        )  # fmt: skip
+        member_metrics[name] = _train_member(
+            images, labels, masks, out / name, part, all_folds, cache_root, resume, progress, channel_map
+        )
+    if not world_from_env().is_main:
+        return member_metrics[MAIN]
+    (ids, main), (ids_c, comp) = (_scores(out / name, labels, all_folds) for name in parts)
+    if ids != ids_c:
+        from hpa.errors import HPAConfigError
+
+        raise HPAConfigError(
+            f"{out}: the members were validated on different images (folders from other runs?); "
+            "remove them or use another --out"
+        )
+    judged = labels.subset(ids)
+    weight, selection, errors = choose_blend_weight(judged.y, main, comp, seed=cfg.seed)
+    scores = (weight * main + (1.0 - weight) * comp).astype(np.float32)
+    tuned = tune_thresholds(judged.y, scores, shrink=cfg.threshold_shrink)
+    y_pred = apply_thresholds(scores, tuned.thresholds)
+    cols = list(labels.class_names)
+    shares = {MAIN: weight, cfg.companion: round(1.0 - weight, 1)}
+    kept = {name: w for name, w in shares.items() if w > 0}
+    own = {name: _own_f1(m, all_folds) for name, m in member_metrics.items()}
+    key = "oof_macro_f1" if all_folds else "val_macro_f1"
+    metrics: dict[str, Any] = {
+        key: macro_f1(judged.y, y_pred),
+        "blend": {
+            "weights": shares,
+            "macro_ap_by_weight": {str(w): f for w, f in selection.items()},
+            "macro_ap_standard_error": {str(w): e for w, e in errors.items()},
+            "members_macro_f1": own,
+        },
+        "tile_weight": {name: _tile_weight(m) for name, m in member_metrics.items()},
+        "per_class": per_class_report(judged.y, y_pred, cols).to_dict(orient="records"),
+    }
+    main_metrics = member_metrics[MAIN]
+    if all_folds:
+        metrics.update(
+            n_images=len(ids), folds=cfg.folds, fold_val_macro_f1=main_metrics.get("fold_val_macro_f1", [])
+        )
+        write_labels(out / ModelDir.OOF_LABELS, judged)
+        write_csv(out / ModelDir.OOF_IMAGES, image_score_table(ids, scores, cols))
+    else:
+        metrics.update(
+            {
+                "val_macro_f1_at_0.5": macro_f1(judged.y, (scores >= 0.5).astype(np.int64)),
+                "n_train_images": main_metrics.get("n_train_images"),
+                "n_val_images": len(ids),
+                "best_epoch": main_metrics.get("best_epoch"),
+            }
+        )
+    save_yaml(out / ModelDir.TRAIN_CONFIG, to_dict(cfg))
+    write_csv(out / BLEND_SCORES, image_score_table(ids, scores, cols))
+    save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
+    save_json(out / ModelDir.METRICS, metrics)
+    save_json(
+        out / ENSEMBLE_FILE,
+        {
+            "members": list(kept),
+            "weights": list(kept.values()),
+            "combine": BLEND,
+            "threshold_shrink": cfg.threshold_shrink,
+        },
+    )
+    write_training_record(
+        out, name=out.name, seg_dirs=masks, images=images, labels=labels, metrics=metrics,
+        thresholds=tuned.thresholds, settings=to_dict(cfg),
+    )  # fmt: skip
+    log.info(
+        "blend of %s: weight %.1f for the main model (macro AP by weight: %s); %s %.4f (main alone %.4f, %s alone %.4f)",
+        out, weight, ", ".join(f"{w}: {f:.4f}" for w, f in selection.items()), key, metrics[key],
+        own[MAIN], cfg.companion, own[cfg.companion],
+    )  # fmt: skip
+    return metrics
+
+
+def _train_member(
+    images: Folders,
+    labels: Labels,
+    masks: Folders,
+    folder: Path,
+    cfg: TrainConfig,
+    all_folds: bool,
+    cache_root: str | Path | None,
+    resume: bool,
+    progress: bool,
+    channel_map: ChannelMap | None,
+) -> dict[str, Any]:
+    """One member: every fold (resumed per fold), or one run (kept when finished)."""
+    from hpa.pipelines.folds import check_same_settings, train_folds
+    from hpa.pipelines.train import train_model
+
+    if all_folds:
+        return train_folds(
+            images,
+            labels,
+            masks,
+            folder,
+            cfg,
+            cache_root=cache_root,
+            progress=progress,
+            channel_map=channel_map,
+        )
+    check_same_settings(folder, cfg)
+    if (folder / ModelDir.METRICS).is_file():
+        log.info("%s: finished earlier, kept", folder)
+        return dict(ModelDir(folder).read_metrics())
+    return train_model(
+        images, labels, masks, folder, cfg, cache_root=cache_root,
+        resume=resume or (folder / ModelDir.CHECKPOINT).is_file(), progress=progress, channel_map=channel_map,
+    )  # fmt: skip
+
+
+def _scores(folder: Path, labels: Labels, all_folds: bool) -> tuple[list[str], np.ndarray]:
+    """A member's validation (or out-of-fold) image scores, rows sorted by image Id."""
+    path = folder / (ModelDir.OOF_IMAGES if all_folds else ModelDir.VAL_IMAGES)
+    table: pd.DataFrame = read_csv_table(path).set_index(ID_COLUMN).sort_index()
+    return list(table.index), table[list(labels.class_names)].to_numpy(np.float64)
+
+
+def _own_f1(metrics: dict[str, Any], all_folds: bool) -> float:
+    return float(metrics["oof_macro_f1" if all_folds else "val_macro_f1"])
+
+
+def _tile_weight(metrics: dict[str, Any]) -> float | None:
+    w = metrics.get("tile_weight")
+    return float(w) if w is not None else None

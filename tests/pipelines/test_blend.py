@@ -1,0 +1,249 @@
+"""A model and its companion blended image by image: weight choice, folders, predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpa.aggregation import apply_thresholds, load_thresholds, macro_f1
+from hpa.classification import train as train_mod
+from hpa.classification.ensemble import EnsembleNet, expand_groups
+from hpa.classification.inference import image_scores, pool_views
+from hpa.classification.model import Group, ModelConfig, create_model
+from hpa.classification.train import TrainConfig, companion_config
+from hpa.constants import LABEL_SETS
+from hpa.errors import HPAConfigError
+from hpa.io import read_labels
+from hpa.pipelines.blend import BLEND_WEIGHTS, MAIN, choose_blend_weight, macro_average_precision, train_blend
+from hpa.pipelines.predict import predict_folder
+
+TINY = TrainConfig(
+    backbone="test_resnet", crop_size=32, epochs=1, batch_size=16, folds=3, workers=1, warmup_epochs=0.2
+)
+#: A companion recipe as small as the tests' main model, with the scratch recipe's other choices.
+TINY_COMPANION = {**train_mod.COMPANIONS["scratch"], "backbone": "test_resnet"}
+
+
+@pytest.fixture()
+def tiny_companion(monkeypatch):
+    monkeypatch.setitem(train_mod.COMPANIONS, "tiny", TINY_COMPANION)
+    return replace(TINY, companion="tiny")
+
+
+# ------------------------------------------------------------- the weight ---
+
+
+def test_the_weight_goes_where_the_validation_images_say():
+    rng = np.random.default_rng(0)
+    y = (rng.random((120, 3)) < 0.4).astype(np.int64)
+    good = y * 0.5 + rng.random(y.shape) * 0.6  # informative, overlapping classes
+    noise = rng.random(y.shape)
+    assert choose_blend_weight(y, good, noise)[0] == 1.0  # the companion adds nothing
+    assert choose_blend_weight(y, noise, good)[0] <= 0.2  # the main model adds (next to) nothing
+    # each knows different classes and is flat on the others: a mix beats either alone
+    half = good.copy()
+    half[:, 1:] = 0.5
+    other = good.copy()
+    other[:, :1] = 0.5
+    w, ap, se = choose_blend_weight(y, half, other)
+    assert 0.0 < w < 1.0 and ap[w] > max(ap[1.0], ap[0.0]) + se[1.0]
+    assert list(ap) == list(BLEND_WEIGHTS) and ap[w] == pytest.approx(
+        macro_average_precision(y, w * half + (1 - w) * other)
+    )
+    # the one-standard-error rule: the largest main share within one error of the best
+    assert all(max(ap.values()) - ap[v] > se[v] for v in BLEND_WEIGHTS if v > w)
+    assert choose_blend_weight(y, half, other) == choose_blend_weight(y, half, other)  # seeded
+    # without resampling the rule is the plain best; the errors only move it toward the main model
+    plain = choose_blend_weight(y, half, other, resamples=1)
+    assert plain[0] == max(BLEND_WEIGHTS, key=lambda v: plain[1][v]) and w >= plain[0]
+    # equal figures: the larger main share
+    assert choose_blend_weight(y, good, good)[0] == 1.0
+
+
+# --------------------------------------------------- pooling of a blend ---
+
+
+def test_each_blended_model_pools_its_own_way():
+    index = pd.DataFrame(
+        {"image_id": ["a", "a", "a", "b", "b"], "kind": ["cell", "cell", "tile", "cell", "tile"]}
+    )
+    base = ModelConfig(backbone="x", class_names=LABEL_SETS["2018"], label_set="2018")
+    k = base.num_classes
+    cfg = replace(base, groups=(Group(0.7, "mean", 0.0), Group(0.3, "max", 0.5)))
+    assert cfg.output_width == 2 * k and "groups" not in base.to_json()
+    probs = np.random.default_rng(1).random((5, 2 * k)).astype(np.float32)
+    scores, views = image_scores(index, probs, ["a", "b"], cfg)
+    first = pool_views(index, probs[:, :k], ["a", "b"], "mean", 0.0)
+    second = pool_views(index, probs[:, k:], ["a", "b"], "max", 0.5)
+    np.testing.assert_allclose(scores, 0.7 * first + 0.3 * second, rtol=1e-6)
+    np.testing.assert_allclose(views, 0.7 * probs[:, :k] + 0.3 * probs[:, k:], rtol=1e-6)
+    # --pooling overrides every model's own
+    forced, _ = image_scores(index, probs, ["a", "b"], cfg, pooling="max")
+    expected = 0.7 * pool_views(index, probs[:, :k], ["a", "b"], "max", 0.0) + 0.3 * second
+    np.testing.assert_allclose(forced, expected, rtol=1e-6)
+    # one model: its own pooling, views untouched
+    alone, same = image_scores(index, probs[:, :k], ["a", "b"], base)
+    np.testing.assert_allclose(
+        alone, pool_views(index, probs[:, :k], ["a", "b"], base.pooling, base.tile_weight)
+    )
+    assert same is not None and same.shape == (5, k)
+
+
+def test_ensemble_net_returns_one_block_per_group():
+    cfg = ModelConfig(backbone="test_resnet", class_names=LABEL_SETS["2018"], label_set="2018")
+    torch.manual_seed(0)
+    nets = [create_model("test_resnet", 28).eval() for _ in range(3)]
+    x = torch.rand(2, 4, 32, 32)
+    ens = EnsembleNet(nets, [cfg] * 3, [0.2, 0.2, 0.6], groups=[0, 0, 1]).eval()
+    with torch.no_grad():
+        out = torch.sigmoid(ens(x))
+        alone = [torch.sigmoid(ens.nets[k](_prepared(ens, k, x))) for k in range(3)]
+    assert out.shape == (2, 56) and ens.num_classes == 56
+    np.testing.assert_allclose(out[:, :28], 0.5 * alone[0] + 0.5 * alone[1], atol=1e-5)  # within a group
+    np.testing.assert_allclose(out[:, 28:], alone[2], atol=1e-5)
+
+
+def _prepared(ens: EnsembleNet, k: int, x: torch.Tensor) -> torch.Tensor:
+    from hpa.classification.model import resize_views, unit_views
+
+    v = unit_views(x.float(), 1.0, ens.intensities[k])
+    v = torch.einsum("oc,bchw->bohw", getattr(ens, f"mix{k}"), v)
+    return resize_views((v - getattr(ens, f"mean{k}")) / getattr(ens, f"std{k}"), ens.sizes[k])
+
+
+# ------------------------------------------------------------ settings ---
+
+
+def test_cpu_defaults_train_a_companion_and_a_chosen_backbone_drops_it():
+    assert TrainConfig.for_device("cpu").companion == "scratch"
+    assert TrainConfig.for_device("cpu", backbone="resnet18").companion is None
+    assert TrainConfig.for_device("cpu", backbone="resnet18", companion="scratch").companion == "scratch"
+    assert TrainConfig.for_device("cpu", companion="none").companion is None
+    with pytest.raises(HPAConfigError, match="companion must be one of scratch"):
+        TrainConfig.for_device("cpu", companion="bigger")
+    comp = companion_config(TrainConfig.for_device("cpu", seed=3, folds=4))
+    assert (comp.backbone, comp.pretrained, comp.channels, comp.pooling, comp.input_size) == (
+        "resnet10t", None, "rgby", "max", None,
+    )  # fmt: skip
+    assert (comp.seed, comp.folds, comp.companion) == (3, 4, None)  # the same split, no companion of its own
+    assert train_mod.DEVICE_DEFAULTS["cuda"]["companion"] == "scratch"
+    larger = companion_config(TrainConfig.for_device("cpu", crop_size=128))  # as on the GPU
+    assert (larger.crop_size, larger.input_size) == (
+        128,
+        None,
+    )  # the same crops (one cache), at their own size
+    image = companion_config(TrainConfig.for_device("cpu", intensity="image"))
+    assert image.intensity == "image"  # views are cut once for both: the same scaling
+
+
+# ---------------------------------------------------------- whole runs ---
+
+
+def test_blend_folder_trains_both_blends_them_and_predicts(tiny_dataset, tiny_companion, tmp_path):
+    labels = read_labels(tiny_dataset["labels"])
+    out = tmp_path / "blend"
+    metrics = train_blend(
+        tiny_dataset["images"], labels, tiny_dataset["masks"], out, tiny_companion,
+        cache_root=tmp_path / "cache", progress=False,
+    )  # fmt: skip
+    for name in (MAIN, "tiny"):
+        assert (out / name / "weights.safetensors").is_file() and (out / name / "thresholds.json").is_file()
+    spec = json.loads((out / "ensemble.json").read_text())
+    shares = metrics["blend"]["weights"]
+    assert spec["combine"] == "image" and sum(shares.values()) == pytest.approx(1.0)
+    assert spec["members"] == [n for n in (MAIN, "tiny") if shares[n] > 0]
+    selection = {float(w): f for w, f in metrics["blend"]["macro_ap_by_weight"].items()}
+    assert selection[shares[MAIN]] == max(selection.values())
+    blended = pd.read_csv(out / "blend_scores.csv").set_index("image_id")
+    val = labels.subset(list(blended.index))
+    thresholds = load_thresholds(out / "thresholds.json")[0]
+    y_pred = apply_thresholds(blended[list(labels.class_names)].to_numpy(), thresholds)
+    assert metrics["val_macro_f1"] == pytest.approx(
+        macro_f1(val.y, y_pred)
+    )  # the figure is the saved blend's
+    assert (out / "README.md").is_file()
+    assert (out / "segmentation.yaml").is_file() == (out / MAIN / "segmentation.yaml").is_file()
+
+    # predict: each model pooled its own way, image scores blended with the chosen weight
+    def run(model, name):
+        predict_folder(
+            tiny_dataset["images"],
+            model,
+            tmp_path / name,
+            masks=tiny_dataset["masks"],
+            workers=1,
+            progress=False,
+        )
+        return pd.read_csv(tmp_path / name / "image_scores.csv").set_index("image_id")
+
+    blend = run(out, "p-blend")
+    main, comp = run(out / MAIN, "p-main"), run(out / "tiny", "p-tiny")
+    w = shares[MAIN]
+    np.testing.assert_allclose(blend.to_numpy(), (w * main + (1 - w) * comp).to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        load_thresholds(tmp_path / "p-blend" / "thresholds.json")[0],
+        load_thresholds(out / "thresholds.json")[0],
+    )
+    # whatever the tiny run chose, a two-model blend pools each member its own way
+    (out / "ensemble.json").write_text(json.dumps({**spec, "members": [MAIN, "tiny"], "weights": [0.6, 0.4]}))
+    mixed = run(out, "p-mixed")
+    np.testing.assert_allclose(mixed.to_numpy(), (0.6 * main + 0.4 * comp).to_numpy(), atol=2e-3)  # bf16
+    cells = pd.read_parquet(tmp_path / "p-mixed" / "cell_predictions.parquet")
+    assert list(labels.class_names) == [c for c in cells.columns if c in labels.class_names]
+    main_cells = pd.read_parquet(tmp_path / "p-main" / "cell_predictions.parquet")
+    comp_cells = pd.read_parquet(tmp_path / "p-tiny" / "cell_predictions.parquet")
+    cols = list(labels.class_names)
+    np.testing.assert_allclose(
+        cells[cols].to_numpy(),
+        0.6 * main_cells[cols].to_numpy() + 0.4 * comp_cells[cols].to_numpy(),
+        atol=2e-3,
+    )
+    (out / "ensemble.json").write_text(json.dumps(spec))
+
+    # a rerun keeps both finished members
+    stamp = {n: os.stat(out / n / "weights.safetensors").st_mtime_ns for n in (MAIN, "tiny")}
+    again = train_blend(
+        tiny_dataset["images"], labels, tiny_dataset["masks"], out, tiny_companion,
+        cache_root=tmp_path / "cache", progress=False,
+    )  # fmt: skip
+    assert again["val_macro_f1"] == pytest.approx(metrics["val_macro_f1"])
+    assert stamp == {n: os.stat(out / n / "weights.safetensors").st_mtime_ns for n in (MAIN, "tiny")}
+
+
+def test_blend_of_every_fold_writes_out_of_fold_scores(tiny_dataset, tiny_companion, tmp_path):
+    labels = read_labels(tiny_dataset["labels"])
+    out = tmp_path / "blend"
+    metrics = train_blend(
+        tiny_dataset["images"], labels, tiny_dataset["masks"], out, tiny_companion, all_folds=True,
+        cache_root=tmp_path / "cache", progress=False,
+    )  # fmt: skip
+    assert (out / MAIN / "fold-2" / "weights.safetensors").is_file()
+    assert (out / "tiny" / "oof_image_scores.csv").is_file()
+    oof = pd.read_csv(out / "oof_image_scores.csv")
+    assert sorted(oof["image_id"]) == sorted(labels.ids) and metrics["n_images"] == 18
+    members, groups = expand_groups([out])
+    assert len(groups) == sum(1 for w in metrics["blend"]["weights"].values() if w > 0)
+    assert sum(m.weight for m in members) == pytest.approx(1.0)
+    assert {g.pooling for g in groups} <= {TINY.pooling, TINY_COMPANION["pooling"]}
+
+
+def test_cli_companion_flag(tiny_dataset, tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "hpa", "train-cells", "--images", str(tiny_dataset["images"]),
+           "--labels", str(tiny_dataset["labels"]), "--masks", str(tiny_dataset["masks"]), "--out", str(out),
+           "--cache", str(tmp_path / "cache"), "--backbone", "test_resnet", "--crop-size", "32",
+           "--companion", "scratch", "--epochs", "1", "--max-steps", "2", "--batch-size", "16",
+           "--device", "cpu", "--workers", "1", "--precision", "fp32"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "blend written to" in res.stdout and "main model's share" in res.stdout
+    assert (out / "scratch" / "config.json").is_file()
+    assert json.loads((out / "scratch" / "config.json").read_text())["backbone"] == "resnet10t"
