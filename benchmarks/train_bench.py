@@ -104,7 +104,7 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
     from hpa.pipelines.evaluate import evaluate
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.segment import segment_folder
-    from hpa.pipelines.train import train_model
+    from hpa.pipelines.train import train_cells
     from hpa.synthetic import write_dataset
 
     out = Path(args.out)
@@ -145,7 +145,8 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
             runs[name] = (model, pred, metrics, done[name]["train_s"], done[name]["predict_s"])
             continue
         t = time.perf_counter()
-        metrics = train_model(data / "train", read_labels(train_csv), out / "seg-train", model, cfg,
+        # what hpa train-cells runs: with a companion (the defaults), a blend folder
+        metrics = train_cells(data / "train", read_labels(train_csv), out / "seg-train", model, cfg,
                               cache_root=out / "cache")  # fmt: skip
         train_s = time.perf_counter() - t
         t = time.perf_counter()
@@ -160,8 +161,27 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
         "cells only": ("cells + tiles", False),
         "cells + tiles": ("cells + tiles", None),
     }
+    if base.companion is not None:  # blends: the submissions as hpa predict wrote them
+        views = {name: (name, None) for name in trained}
     for name, (run, use_tiles) in views.items():
         model, pred, metrics, train_s, pred_s = runs[run]
+        if base.companion is not None:
+            ev = evaluate(pred / "submission.csv", truth)
+            results[name] = {
+                "model": model.name,
+                "pooling": "each member its own",
+                "test_macro_f1": ev["macro_f1"],
+                "val_macro_f1": metrics["val_macro_f1"],
+                "train_s": train_s,
+                "predict_s": pred_s,
+                "blend": metrics["blend"]["weights"],
+                "members_val_macro_f1": metrics["blend"]["members_macro_f1"],
+                "tile_weight": metrics.get("tile_weight"),
+            }
+            per_class[name] = {r["name"]: r["f1"] for r in ev["per_class"]}
+            support = {r["name"]: r["support"] for r in ev["per_class"]}
+            log.info("%s: %s", name, results[name])
+            continue
         y, max_tuned, max_half = rescore(model, pred, truth, train_csv, "max", use_tiles)
         _, mean_tuned, mean_half = rescore(model, pred, truth, train_csv, "mean", use_tiles)
         own = load_model_config(model).pooling  # what hpa predict applies
@@ -189,7 +209,11 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
         log.info("%s: %s", name, results[name])
     import yaml
 
-    resolved = {n: yaml.safe_load((m / "train_config.yaml").read_text()) for n, (m, *_) in runs.items()}
+    def settings_of(folder: Path) -> dict:  # a blend's main model describes the recipe
+        folder = folder / "main" if (folder / "main" / "train_config.yaml").is_file() else folder
+        return yaml.safe_load((folder / "train_config.yaml").read_text())
+
+    resolved = {n: settings_of(m) for n, (m, *_) in runs.items()}
     main = resolved["cells + tiles"]
     lines = [
         f"Synthetic benchmark: {args.n_train} train / {args.n_test} test images at 512 px (hpa synth seed "
@@ -201,6 +225,13 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
         f"{main['threshold_shrink']}; epochs {main['epochs']} for cells + tiles, "
         f"{resolved['tiles only']['epochs']} for tiles only{'' if 'epochs' in overrides else ' (automatic)'}"
         + (f"; settings {json.dumps(overrides)}" if overrides else "")
+        + (
+            f"; blended image by image with a companion model ({base.companion}), main model's share "
+            + ", ".join(f"{n} {r['blend']['main']}" for n, r in results.items())
+            + ", chosen on the validation images"
+            if base.companion is not None
+            else ""
+        )
         + f". Synthesis {timings['synth']:.0f} s, segmentation {timings['segment']:.0f} s. Tile weight chosen "
         f"on the validation images for cells + tiles: {results['cells + tiles']['tile_weight']}.",
         "",
@@ -212,19 +243,32 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
             f"| {name} | {views[name][0]} | **{r['test_macro_f1']:.3f}** | {r['val_macro_f1']:.3f} "
             f"| {r['train_s']:.0f} | {r['predict_s']:.0f} |"
         )
-    lines += [
-        "",
-        "Thresholds and pooling (test macro F1; thresholds tuned on the validation images of each run "
-        "for each pooling):",
-        "",
-        "| views | max, tuned | max, 0.5 | mean, tuned | mean, 0.5 |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['f1_max_tuned']:.3f} | {r['f1_max_at_0.5']:.3f} | {r['f1_mean_tuned']:.3f} "
-            f"| {r['f1_mean_at_0.5']:.3f} |"
-        )
+    if base.companion is not None:
+        lines += [
+            "",
+            "Validation macro F1 of each member alone: "
+            + "; ".join(
+                f"{n}: " + ", ".join(f"{m} {f:.3f}" for m, f in r["members_val_macro_f1"].items())
+                for n, r in results.items()
+            )
+            + ".",
+        ]
+    if any("f1_max_tuned" in r for r in results.values()):  # not for blends
+        lines += [
+            "",
+            "Thresholds and pooling (test macro F1; thresholds tuned on the validation images of each run "
+            "for each pooling):",
+            "",
+            "| views | max, tuned | max, 0.5 | mean, tuned | mean, 0.5 |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in results.items():
+            if "f1_max_tuned" not in r:  # a blend: each member pools its own way
+                continue
+            lines.append(
+                f"| {name} | {r['f1_max_tuned']:.3f} | {r['f1_max_at_0.5']:.3f} | {r['f1_mean_tuned']:.3f} "
+                f"| {r['f1_mean_at_0.5']:.3f} |"
+            )
     table = pd.DataFrame(per_class)
     lines += [
         "",
