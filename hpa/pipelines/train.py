@@ -116,7 +116,12 @@ def train_cells(
 
     Returns:
         The metrics written to ``OUT/metrics.json``.
+
+    Raises:
+        HPAConfigError: ``out`` holds a model of the other kind (a blend, or a model
+            without a companion), which this run would leave half replaced.
     """
+    check_model_kind(out, blend=cfg.companion is not None)
     if cfg.companion is not None:
         from hpa.pipelines.blend import train_blend
 
@@ -134,6 +139,38 @@ def train_cells(
         images, labels, masks, out, cfg, cache_root=cache_root, resume=resume, progress=progress,
         channel_map=channel_map,
     )  # fmt: skip
+
+
+def check_model_kind(out: str | Path, blend: bool) -> None:
+    """Refuse to train a blend into a folder holding another kind of model, or the reverse.
+
+    A plain or ``--folds`` run keeps the entries of ``out`` it does not write, so over a
+    blend folder it would leave ``ensemble.json`` pointing ``hpa predict`` at the old
+    members; a blend over a model folder would leave that model's files beside it.
+
+    Raises:
+        HPAConfigError: naming the folder and what to do.
+    """
+    import json
+
+    from hpa.classification.ensemble import BLEND
+
+    out = Path(out)
+    spec = out / ModelDir.ENSEMBLE
+    try:
+        combine = json.loads(spec.read_text(encoding="utf-8")).get("combine") if spec.is_file() else None
+    except (ValueError, AttributeError):
+        combine = None  # a malformed file is reported where it is read
+    if blend and ((out / ModelDir.CONFIG).is_file() or (spec.is_file() and combine != BLEND)):
+        raise HPAConfigError(
+            f"{out}: holds a model trained without a companion; use another --out, or add "
+            "--companion none to retrain that model"
+        )
+    if not blend and combine == BLEND:
+        raise HPAConfigError(
+            f"{out}: holds a model blended with a companion (ensemble.json); use another --out, "
+            "or train with the companion again (the defaults, or --companion scratch)"
+        )
 
 
 def check_backbone(name: str) -> None:

@@ -247,3 +247,27 @@ def test_cli_companion_flag(tiny_dataset, tmp_path):
     assert "blend written to" in res.stdout and "main model's share" in res.stdout
     assert (out / "scratch" / "config.json").is_file()
     assert json.loads((out / "scratch" / "config.json").read_text())["backbone"] == "resnet10t"
+
+
+def test_a_blend_and_a_single_model_do_not_share_a_folder(tmp_path):
+    from hpa.pipelines.train import check_model_kind
+
+    plain, blend = tmp_path / "plain", tmp_path / "blend"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    blend.mkdir()
+    (blend / "ensemble.json").write_text(
+        json.dumps({"members": ["main"], "weights": [1.0], "combine": "image"})
+    )
+    check_model_kind(tmp_path / "new", blend=True)  # a new folder takes either
+    check_model_kind(blend, blend=True)  # a rerun of the blend
+    check_model_kind(plain, blend=False)
+    with pytest.raises(HPAConfigError, match=r"without a companion.*--companion none"):
+        check_model_kind(plain, blend=True)
+    with pytest.raises(HPAConfigError, match="blended with a companion"):
+        check_model_kind(blend, blend=False)
+    folds = tmp_path / "folds"
+    folds.mkdir()
+    (folds / "ensemble.json").write_text(json.dumps({"members": ["fold-0"], "weights": [1.0]}))
+    with pytest.raises(HPAConfigError, match="without a companion"):
+        check_model_kind(folds, blend=True)
