@@ -114,10 +114,11 @@ def choose_blend_weight(
     ap = ap_all(everyone)
     best = int(np.argmax(ap))  # the first of equals: the larger main share
     rng = np.random.default_rng(seed)
-    deficits = np.array(
-        [(lambda a: a[best] - a)(ap_all(rng.integers(0, len(y), len(y)))) for _ in range(resamples)]
-    )
-    se = deficits.std(axis=0) if resamples > 1 else np.zeros(len(BLEND_WEIGHTS))
+    deficits = []  # per resample, how far each share falls short of the best one (paired)
+    for _ in range(resamples):
+        boot = ap_all(rng.integers(0, len(y), len(y)))
+        deficits.append(boot[best] - boot)
+    se = np.std(deficits, axis=0) if resamples > 1 else np.zeros(len(BLEND_WEIGHTS))
     chosen = next(k for k in range(len(BLEND_WEIGHTS)) if ap[best] - ap[k] <= se[k])
     return (
         BLEND_WEIGHTS[chosen],
