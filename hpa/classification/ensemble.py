@@ -285,14 +285,34 @@ def load_predictor(
     Returns:
         ``(model, config, thresholds)``; ``config`` describes the views to cut.
     """
+    members, configs, cfg, thresholds = _plan(folders, weights)
+    if len(members) == 1:
+        return load_model(members[0].folder, device)[0], cfg, thresholds
+    nets = [load_model(m.folder, device)[0] for m in members]
+    net = EnsembleNet(nets, configs, [m.weight for m in members], [m.group for m in members])
+    return net.to(device).eval(), cfg, thresholds
+
+
+def predictor_config(
+    folders: Sequence[str | Path], weights: Sequence[float] | None = None
+) -> tuple[ModelConfig, np.ndarray]:
+    """The config and thresholds :func:`load_predictor` gives, without loading any weights
+    (``hpa predict --scheduler``: the workers load the networks)."""
+    _, _, cfg, thresholds = _plan(folders, weights)
+    return cfg, thresholds
+
+
+def _plan(
+    folders: Sequence[str | Path], weights: Sequence[float] | None
+) -> tuple[list[Member], list[ModelConfig], ModelConfig, np.ndarray]:
+    """The members, their configs, the predictor's config and its thresholds."""
     members, groups = expand_groups(folders, weights)
     if len(members) == 1:
-        model, cfg = load_model(members[0].folder, device)
+        cfg = load_model_config(members[0].folder)
         own = Path(folders[0]) if len(folders) == 1 else members[0].folder  # a blend of one keeps its file
-        return model, cfg, _thresholds_of(own, cfg)
+        return members, [cfg], cfg, _thresholds_of(own, cfg)
     configs = [load_model_config(m.folder) for m in members]
     _check_compatible(members, configs)
-    nets = [load_model(m.folder, device)[0] for m in members]
     base = configs[0]
     size = max(c.crop.crop_size for c in configs)
     specs = [read_ensemble(f) for f in folders]
@@ -317,8 +337,7 @@ def load_predictor(
         input_size=None,
         groups=tuple(groups) if len(groups) > 1 else (),
     )
-    net = EnsembleNet(nets, configs, [m.weight for m in members], [m.group for m in members])
-    return net.to(device).eval(), cfg, thresholds
+    return members, configs, cfg, thresholds
 
 
 def _thresholds_of(folder: Path, cfg: ModelConfig) -> np.ndarray:

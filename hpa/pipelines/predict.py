@@ -551,7 +551,9 @@ def _load_model(
     from hpa.config import resolve_device
 
     if opts.scheduler is not None:
-        _, cfg, thresholds = load_predictor(model_dirs, None, "cpu")
+        from hpa.classification.ensemble import predictor_config
+
+        cfg, thresholds = predictor_config(model_dirs)
         return None, cfg, thresholds, opts
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
