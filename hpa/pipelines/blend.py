@@ -20,7 +20,9 @@ split and lets the validation images decide:
   member its own way and averages the image scores
   (:func:`hpa.classification.inference.image_scores`).
 
-A rerun keeps finished members and resumes an interrupted one.
+A rerun keeps finished members and resumes an interrupted one. ``ensemble.json`` is
+removed before the blend files are rewritten and written last: a run killed in between
+leaves a folder ``hpa predict`` refuses, never new thresholds behind an old blend.
 """
 
 from __future__ import annotations
@@ -206,6 +208,8 @@ def train_blend(
         "per_class": per_class_report(judged.y, y_pred, cols).to_dict(orient="records"),
     }
     main_metrics = member_metrics[MAIN]
+    # ensemble.json makes OUT a model for hpa predict: gone until every other file is written
+    (out / ENSEMBLE_FILE).unlink(missing_ok=True)
     if all_folds:
         metrics.update(
             n_images=len(ids), folds=cfg.folds, fold_val_macro_f1=main_metrics.get("fold_val_macro_f1", [])
@@ -225,6 +229,10 @@ def train_blend(
     write_csv(out / BLEND_SCORES, image_score_table(ids, scores, cols))
     save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
     save_json(out / ModelDir.METRICS, metrics)
+    write_training_record(
+        out, name=out.name, seg_dirs=masks, images=images, labels=labels, metrics=metrics,
+        thresholds=tuned.thresholds, settings=to_dict(cfg),
+    )  # fmt: skip
     save_json(
         out / ENSEMBLE_FILE,
         {
@@ -234,10 +242,6 @@ def train_blend(
             "threshold_shrink": cfg.threshold_shrink,
         },
     )
-    write_training_record(
-        out, name=out.name, seg_dirs=masks, images=images, labels=labels, metrics=metrics,
-        thresholds=tuned.thresholds, settings=to_dict(cfg),
-    )  # fmt: skip
     log.info(
         "blend of %s: weight %.1f for the main model (macro AP by weight: %s); %s %.4f (main alone %.4f, %s alone %.4f)",
         out, weight, ", ".join(f"{w}: {f:.4f}" for w, f in selection.items()), key, metrics[key],

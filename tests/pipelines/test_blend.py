@@ -147,7 +147,9 @@ def test_cpu_defaults_train_a_companion_and_a_chosen_backbone_drops_it():
 # ---------------------------------------------------------- whole runs ---
 
 
-def test_blend_folder_trains_both_blends_them_and_predicts(tiny_dataset, tiny_companion, tmp_path):
+def test_blend_folder_trains_both_blends_them_and_predicts(
+    tiny_dataset, tiny_companion, tmp_path, monkeypatch
+):
     labels = read_labels(tiny_dataset["labels"])
     out = tmp_path / "blend"
     metrics = train_blend(
@@ -217,6 +219,20 @@ def test_blend_folder_trains_both_blends_them_and_predicts(tiny_dataset, tiny_co
     assert again["val_macro_f1"] == pytest.approx(metrics["val_macro_f1"])
     assert stamp == {n: os.stat(out / n / "weights.safetensors").st_mtime_ns for n in (MAIN, "tiny")}
 
+    # killed while rewriting the blend files: without ensemble.json predict refuses the folder
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("hpa.aggregation.save_thresholds", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_blend(
+            tiny_dataset["images"], labels, tiny_dataset["masks"], out, tiny_companion,
+            cache_root=tmp_path / "cache", progress=False,
+        )  # fmt: skip
+    assert not (out / "ensemble.json").exists()
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
+        run(out, "p-unfinished")
+
 
 def test_blend_of_every_fold_writes_out_of_fold_scores(tiny_dataset, tiny_companion, tmp_path):
     labels = read_labels(tiny_dataset["labels"])
@@ -271,3 +287,17 @@ def test_a_blend_and_a_single_model_do_not_share_a_folder(tmp_path):
     (folds / "ensemble.json").write_text(json.dumps({"members": ["fold-0"], "weights": [1.0]}))
     with pytest.raises(HPAConfigError, match="without a companion"):
         check_model_kind(folds, blend=True)
+
+
+def test_the_cli_offers_every_companion():
+    import argparse
+
+    from hpa.cli import _add_train
+
+    parser = argparse.ArgumentParser()
+    _add_train(parser.add_subparsers())
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "train-cells"
+    ]
+    choices = next(a.choices for a in train._actions if a.dest == "companion")
+    assert tuple(choices) == (*train_mod.COMPANIONS, "none")
