@@ -122,11 +122,12 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
     segment_folder(data / "train", out / "seg-train", workers=2)
     segment_folder(data / "test", out / "seg-test", workers=2)
     timings["segment"] = time.perf_counter() - t
-    base = TrainConfig.for_device("cpu", source="bench", workers=2, seed=args.seed)
     overrides = {k: v for k, v in json.loads(args.config).items()} if args.config else {}
     if args.epochs:
         overrides["epochs"] = args.epochs
-    base = replace(base, **overrides)
+    # the CPU defaults and the overrides, resolved as hpa train-cells resolves its flags
+    # (another backbone drops the ImageNet start and the companion unless they are named)
+    base = TrainConfig.for_device("cpu", source="bench", workers=2, seed=args.seed, **overrides)
     # two trainings: tiles only, and cells + tiles; "cells only" scores the cells + tiles
     # model's cell crops alone (tile weight 0, thresholds re-tuned on its validation views)
     trained = {"tiles only": replace(base, use_cells=False), "cells + tiles": base}
