@@ -248,6 +248,9 @@ def segment_folder(
             bar.update(1)
     seg.write_failures(failures)
     seg.merge_tables()
+    # a killed run's worker may still have been ending when this run began (its temporary
+    # was then a live process's, and kept): by now it has ended, so sweep again
+    _remove_stray_temporaries(out_dir)
     seconds = time.perf_counter() - start
     summary = SegmentSummary(n_done, n_skipped, len(failures), seconds)
     rate = n_done / seconds if seconds > 0 else 0.0

@@ -154,3 +154,29 @@ def _id_list(tmp_path: Path) -> Path:
     path = tmp_path / "one.csv"
     path.write_text("Id\nimg-a\n")
     return path
+
+
+def test_temporary_of_a_worker_that_ends_during_the_rerun_is_swept(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seg"
+    segment_folder(images, out, ids=list(IDS), workers=1, progress=False)
+    reference = _files(out)
+    # a killed run's worker still alive when the rerun starts, gone before it ends
+    worker = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    stray = out / "cells" / f".hpa-tmp-{worker.pid}-0a1b2c3d-img-c.png"
+    stray.write_bytes(b"junk")
+    import hpa.pipelines.segment as segment_module
+
+    merge = segment_module.SegDir.merge_tables
+
+    def merge_then_end_the_worker(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        assert stray.exists()  # a live process's temporary is kept at the start
+        assert worker.stdin is not None
+        worker.stdin.close()
+        worker.wait()
+        return merge(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(segment_module.SegDir, "merge_tables", merge_then_end_the_worker)
+        segment_folder(images, out, ids=list(IDS), workers=1, progress=False)
+    assert not stray.exists()
+    assert _files(out) == reference
