@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import tifffile
 import tomllib
 from npe2 import PluginManifest
@@ -143,3 +144,20 @@ def test_seg_dir_without_images_opens_the_cells_only(tmp_path, real_run):
     layers = read_run(str(copy))
     assert [t for _, _, t in layers] == ["labels"]
     assert layers[0][1]["features"].empty
+
+
+def test_real_napari_viewer_opens_a_run_in_class_colours(synthetic_run):
+    """napari's own viewer model (no display) opens a PRED_DIR through the registered plugin."""
+    pytest.importorskip("napari")
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()  # what napari.Viewer does: discover the installed plugins
+    viewer = ViewerModel()
+    layers = viewer.open(str(synthetic_run), plugin="hpa-cells")
+    assert [type(layer).__name__ for layer in layers] == ["Image"] * 4 + ["Labels"]
+    palette = class_palette(len(CLASSES))
+    for cid, top in TOP.items():
+        rgb = palette[top] / 255 if top is not None else np.array(DIM_COLOUR) / 255
+        np.testing.assert_allclose(layers[-1].colormap.map(cid)[:3], rgb, atol=1e-6)
+    assert layers[-1].colormap.map(0)[3] == 0  # background transparent
