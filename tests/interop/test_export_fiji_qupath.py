@@ -3,6 +3,7 @@ back with the clients' own libraries (roifile, pandas, tifffile, ome-types, zarr
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -207,3 +208,19 @@ def test_ome_zarr_pyramid_levels(synthetic_run, real_run, tmp_path):
                 np.testing.assert_array_equal(root[f"labels/cells/{k}"][...], cells[:: 2**k, :: 2**k])
                 np.testing.assert_array_equal(np.moveaxis(root[str(k)][...], 0, -1), level)
                 level = halve_mean(level)
+
+
+def test_geojson_cells_of_real_samples_never_overlap(real_run, tmp_path):
+    """With their holes kept, no cell polygon covers another (one real cell encloses another)."""
+    written, failed = export_run(real_run, "geojson", tmp_path)
+    assert not failed
+    holed = 0
+    for path in written:
+        features = json.loads(path.read_text())["features"]
+        geoms = [shape(f["geometry"]) for f in features]
+        holed += sum(len(g.interiors) > 0 for g in geoms)
+        tree = shapely.STRtree(geoms)
+        pairs = tree.query(geoms, predicate="intersects").T
+        overlap = sum(geoms[i].intersection(geoms[j]).area for i, j in pairs if i < j)
+        assert overlap < 1e-6, path.name
+    assert holed >= 2
