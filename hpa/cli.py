@@ -438,15 +438,28 @@ _CHANNEL_MAP_COMMANDS = ("segment", "train-cells", "predict", "show", "report", 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="write a prediction run for QuPath (GeoJSON) or napari/Fiji (OME-Zarr)",
+        help="write a prediction run for QuPath (GeoJSON, OME-TIFF), napari/Fiji (OME-Zarr, ImageJ ROIs) "
+        "or CellProfiler/R (CSV)",
         formatter_class=_FMT,
     )
     p.add_argument("pred", help="PRED_DIR written by 'hpa predict'")
-    p.add_argument("--to", required=True, choices=("geojson", "ome-zarr"), help="output format")
-    p.add_argument("--out", required=True, help="output folder: <Id>.geojson or <Id>.ome.zarr per image")
+    p.add_argument(
+        "--to",
+        required=True,
+        choices=("geojson", "ome-zarr", "imagej-roi", "csv", "ome-tiff"),
+        help="output format",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: <Id>.geojson, <Id>.ome.zarr, <Id>_rois.zip or <Id>.ome.tif per image; "
+        "cell_predictions.csv for csv",
+    )
     p.add_argument("--id", nargs="*", default=None, help="Ids to export (default: all predicted)")
     p.add_argument(
-        "--images", default=None, help="folder of the images, ome-zarr only (default: from PRED_DIR)"
+        "--images",
+        default=None,
+        help="folder of the images, ome-zarr and ome-tiff only (default: from PRED_DIR)",
     )
 
 

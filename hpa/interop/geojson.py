@@ -1,7 +1,8 @@
 """Cells of a prediction run as GeoJSON, in the form QuPath imports.
 
 One FeatureCollection per image. Each cell is a Feature whose geometry is the Polygon of
-the cell's outer contour (holes and stray fragments left out), in pixel coordinates with
+the cell's outer contour with its holes as interior rings (stray fragments left out; a
+cell that encloses another keeps it out), in pixel coordinates with
 the origin at the top-left corner of the image and pixel ``(row, col)`` covering
 ``[col, col + 1] x [row, row + 1]``, as QuPath uses. Its ``properties`` carry QuPath's
 import keys: ``objectType`` (``"cell"`` with a ``nucleusGeometry`` where the cell has a
@@ -21,7 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from skimage.measure import find_contours, regionprops
+from skimage.draw import polygon2mask
+from skimage.measure import find_contours, label, regionprops
 
 from hpa.io import write_text_atomic
 from hpa.visualization.classes import cell_calls, class_palette
@@ -43,10 +45,15 @@ def outer_contour(mask: np.ndarray) -> np.ndarray:
     >>> outer_contour(np.ones((2, 3), bool)).tolist()
     [[0.0, 0.5], [0.5, 0.0], [2.5, 0.0], [3.0, 0.5], [3.0, 1.5], [2.5, 2.0], [0.5, 2.0], [0.0, 1.5], [0.0, 0.5]]
     """
+    return _largest_ring(mask, "low")
+
+
+def _largest_ring(mask: np.ndarray, fully_connected: str) -> np.ndarray:
+    """The counter-clockwise ring around the largest part of ``mask`` (see :func:`outer_contour`)."""
     if not mask.any():
         return np.zeros((0, 2))
     padded = np.pad(mask, 1).astype(np.float32)
-    contours = find_contours(padded, 0.5)
+    contours = find_contours(padded, 0.5, fully_connected=fully_connected)
     ring = max(contours, key=lambda c: abs(_area(c)))  # the outer ring encloses the most
     xy = ring[:, ::-1] - 0.5  # (row, col) of the padded array -> pixel-corner (x, y)
     if not np.allclose(xy[0], xy[-1]):
@@ -55,6 +62,44 @@ def outer_contour(mask: np.ndarray) -> np.ndarray:
     if _area(xy) < 0:  # RFC 7946: exterior rings counter-clockwise in (x, y)
         xy = xy[::-1]
     return xy
+
+
+def polygon_rings(mask: np.ndarray) -> list[np.ndarray]:
+    """The rings of the Polygon of a binary mask: its outer contour, then its holes.
+
+    The exterior is :func:`outer_contour`. A hole is a part of the background inside it
+    that touches the outside through no pixel edge or corner (the exterior's contour runs
+    between such pixels), whatever fills it: nothing, another cell, or a stray fragment
+    of this mask (left out as the other fragments are).
+
+    Args:
+        mask: ``(H, W)`` bool array.
+
+    Returns:
+        ``(N, 2)`` float64 ``(x, y)`` closed rings, pixel-corner coordinates as
+        :func:`outer_contour`: the exterior counter-clockwise, then the holes clockwise
+        (RFC 7946) in scan order. Empty for an empty mask.
+
+    >>> ring = np.ones((5, 5), bool)
+    >>> ring[2, 2] = False
+    >>> [len(r) for r in polygon_rings(ring)], _area(polygon_rings(ring)[1])
+    ([9, 5], -0.5)
+    """
+    exterior = outer_contour(mask)
+    if not len(exterior):
+        return []
+    inside = polygon2mask(mask.shape, exterior[:, ::-1] - 0.5)  # pixel centres inside the ring
+    parts = label(inside & ~_largest_part(mask), connectivity=2)
+    holes = [_largest_ring(parts == k, "high")[::-1] for k in range(1, int(parts.max()) + 1)]
+    return [exterior, *holes]
+
+
+def _largest_part(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected part of a mask (the one :func:`outer_contour` follows)."""
+    parts = label(mask, connectivity=1)
+    if parts.max() <= 1:
+        return mask
+    return parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
 
 
 def _area(ring: np.ndarray) -> float:
@@ -75,9 +120,9 @@ def _drop_collinear(ring: np.ndarray) -> np.ndarray:
     return np.vstack([keep, keep[:1]])
 
 
-def _polygon(ring: np.ndarray) -> dict[str, Any]:
-    coords = [[round(float(x), 2), round(float(y), 2)] for x, y in ring]
-    return {"type": "Polygon", "coordinates": [coords]}
+def _polygon(*rings: np.ndarray) -> dict[str, Any]:
+    coords = [[[round(float(x), 2), round(float(y), 2)] for x, y in ring] for ring in rings]
+    return {"type": "Polygon", "coordinates": coords}
 
 
 def cell_features(
@@ -109,11 +154,11 @@ def cell_features(
         cid = int(region.label)
         y0, x0, y1, x1 = region.bbox
         offset = np.array([x0, y0], dtype=np.float64)  # box corner in (x, y)
-        ring = outer_contour(region.image) + offset
+        rings = [ring + offset for ring in polygon_rings(region.image)]
         props: dict[str, Any] = {"objectType": "detection", "isLocked": False, "name": f"cell {cid}"}
         measurements: dict[str, float] = {"cell_id": cid, "Area px^2": float(region.area)}
         # no "id": QuPath reads it as a UUID and makes its own where it is absent
-        feature: dict[str, Any] = {"type": "Feature", "geometry": _polygon(ring)}
+        feature: dict[str, Any] = {"type": "Feature", "geometry": _polygon(*rings)}
         if nuclei is not None:
             nucleus = nuclei[y0:y1, x0:x1] == cid
             if nucleus.any():

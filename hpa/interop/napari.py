@@ -1,17 +1,18 @@
 """napari reader: open a SEG_DIR or PRED_DIR as four channel layers and a cell Labels layer.
 
 Registered by the npe2 manifest ``hpa/interop/napari.yaml`` (entry point
-``napari.manifest``; ``pip install 'hpa-cells[napari]'``). Drop on napari, or
-``napari --plugin hpa-cells PATH``:
-
-- ``PRED_DIR`` (``hpa predict``) or ``SEG_DIR`` (``hpa segment``): its first image;
-- ``.../cells/<Id>.png`` inside either: that image.
+``napari.manifest``; ``pip install 'hpa-cells[napari]'``). The manifest claims folders
+only, and the reader takes a folder only when hpa wrote it: a ``PRED_DIR``
+(``cell_predictions.parquet`` and ``thresholds.json``) or a ``SEG_DIR`` (``cells/`` beside
+one of :data:`SEG_MARKERS`); it opens the run's first image. Other PNGs stay napari's.
+:func:`read_run` also takes ``.../cells/<Id>.png`` inside either, for that image.
 
 Layers: the red, green, blue and yellow channels as additive image layers in their HPA
 colours, then a Labels layer of the cells whose ``features`` is the image's per-cell
 table (``index`` = cell id), so hovering a cell shows its values: for a PRED_DIR every
-class probability and the top call (``top_class``, ``top_probability``), for a SEG_DIR the
-rows of ``cells.parquet``. The images folder and channel map come from the run
+class probability and the top call (``top_class``, ``top_probability``), each cell
+coloured by its top class in the report's colours (:func:`class_colours`); for a SEG_DIR
+the rows of ``cells.parquet``. The images folder and channel map come from the run
 (``PRED_DIR/config.yaml``, ``SEG_DIR/inputs.yaml``); without them only the Labels layer
 opens. Nothing here imports napari: the reader returns napari's layer data tuples.
 """
@@ -31,7 +32,7 @@ from hpa.constants import CHANNEL_STAINS, CHANNELS
 from hpa.errors import HPADataError
 from hpa.io import read_label_image, read_sample
 from hpa.io_tiff import ChannelMap
-from hpa.visualization.classes import cell_calls
+from hpa.visualization.classes import DIM_COLOUR, cell_calls, class_palette
 from hpa.visualization.composite import STRETCH_HIGH, STRETCH_LOW
 from hpa.visualization.preddir import load_prediction_run
 
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: napari's layer data tuple: ``(data, keyword arguments of add_<type>, layer type)``.
 LayerData = tuple[Any, dict[str, Any], str]
+#: Files of which one marks a SEG_DIR (beside its ``cells/``): ``hpa segment`` writes its
+#: settings and inputs first and the cells table last.
+SEG_MARKERS = (SegDir.CELLS_TABLE, SegDir.CONFIG, SegDir.INPUTS)
 
 
 def _is_pred_dir(folder: Path) -> bool:
@@ -46,8 +50,9 @@ def _is_pred_dir(folder: Path) -> bool:
 
 
 def _is_seg_dir(folder: Path) -> bool:
+    """A ``cells/`` folder beside a file ``hpa segment`` writes (its table or settings)."""
     seg = SegDir(folder)
-    return seg.is_segdir() and ((folder / seg.NUCLEI).is_dir() or seg.path(seg.CELLS_TABLE).is_file())
+    return seg.is_segdir() and any(seg.path(name).is_file() for name in SEG_MARKERS)
 
 
 def _locate(path: str | Path) -> tuple[Path, str | None] | None:
@@ -111,7 +116,39 @@ def _pred_layers(folder: Path, image_id: str | None) -> list[LayerData]:
         }
     )
     features = pd.concat([features, table[list(run.class_names)].reset_index(drop=True)], axis=1)
-    return _layers(image_id, cells, features, run.images_dir, run.channel_map)
+    colours = class_colours(
+        cells, features["index"].tolist(), calls["top_class"].tolist(), len(run.class_names)
+    )
+    return _layers(image_id, cells, features, run.images_dir, run.channel_map, colours)
+
+
+def class_colours(
+    cells: np.ndarray, cell_ids: list[int], top_classes: list[int], n_classes: int
+) -> dict[int | None, list[float]]:
+    """The Labels colormap of a prediction: each cell in its top class's report colour.
+
+    Args:
+        cells: ``(H, W)`` cell labels.
+        cell_ids: cell ids of the table rows.
+        top_classes: each row's top class over threshold, -1 for none.
+        n_classes: number of classes (:func:`hpa.visualization.class_palette`).
+
+    Returns:
+        ``{label: [r, g, b, a]}`` floats in ``[0, 1]`` as napari's ``colormap`` takes
+        them: 0 transparent, a cell without a call (or without a row) grey
+        (:data:`hpa.visualization.classes.DIM_COLOUR`), ``None`` (any other label) grey.
+
+    >>> class_colours(np.array([[0, 1, 2]]), [1, 2], [0, -1], 28)[1]
+    [0.12156862745098039, 0.4666666666666667, 0.7058823529411765, 1.0]
+    """
+    palette = class_palette(n_classes)
+    grey = [v / 255 for v in DIM_COLOUR] + [1.0]
+    colours: dict[int | None, list[float]] = {None: grey, 0: [0.0, 0.0, 0.0, 0.0]}
+    colours.update({int(i): grey for i in np.unique(cells) if i})
+    for cid, top in zip(cell_ids, top_classes):
+        if top >= 0:
+            colours[int(cid)] = [float(v) / 255 for v in palette[top]] + [1.0]
+    return colours
 
 
 def _seg_layers(folder: Path, image_id: str | None) -> list[LayerData]:
@@ -153,6 +190,7 @@ def _layers(
     features: pd.DataFrame,
     images_dir: Path | None,
     channel_map: ChannelMap | None,
+    colours: dict[int | None, list[float]] | None = None,
 ) -> list[LayerData]:
     layers: list[LayerData] = []
     if images_dir is not None and images_dir.is_dir():
@@ -174,5 +212,7 @@ def _layers(
     else:
         log.warning("Id %s: images folder %s not found; opening the cells only", image_id, images_dir)
     labels_kwargs = {"name": f"{image_id} cells", "features": features.reset_index(drop=True), "opacity": 0.5}
+    if colours is not None:
+        labels_kwargs["colormap"] = colours
     layers.append((cells, labels_kwargs, "labels"))
     return layers

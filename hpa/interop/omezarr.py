@@ -3,12 +3,20 @@
 Layout of ``<Id>.ome.zarr``, as ome-zarr-py writes it and OME-NGFF readers
 (napari-ome-zarr, Fiji's MoBIE / n5-viewer) read it::
 
-    .zattrs            multiscales (axes c, y, x; one level) and omero (HPA channel colours)
-    0/                 (4, H, W) uint8/uint16 image, channels in red, green, blue, yellow order
+    .zattrs            multiscales (axes c, y, x; one dataset per level) and omero
+                       (HPA channel colours)
+    0/, 1/, ...        (4, H, W) uint8/uint16 image, channels in red, green, blue, yellow
+                       order, then each level at half the resolution (2x2 means)
     labels/.zattrs     {"labels": ["cells"]}
     labels/cells/      multiscales (axes y, x) and image-label (class colour of each cell,
                        and per cell its top class and class probabilities)
-    labels/cells/0/    (H, W) uint32 cell labels, 0 = background
+    labels/cells/0/, 1/, ...  (H, W) uint32 cell labels, 0 = background, then every
+                       second pixel of the level above (nearest: ids stay ids)
+
+The levels are those of :mod:`hpa.interop.pyramid` (2 to 4 for 128 px to 2048 px
+images); level ``k`` carries the scale ``2**k`` in y and x (pixel units: the images
+carry no physical pixel size). ``multiscales`` names its downsampling in ``type`` and
+``metadata``, the optional fields of NGFF 0.4.
 
 The folder is written beside its final name and renamed into place. The ``zarr`` package
 (light: numcodecs, donfig, crc32c) is needed; ``ome-zarr-py`` is not.
@@ -24,8 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hpa import __version__
 from hpa.constants import CHANNEL_STAINS, CHANNELS
 from hpa.errors import HPAConfigError
+from hpa.interop.pyramid import image_pyramid, label_pyramid, level_count
 from hpa.io import temp_name
 from hpa.outputs import swap_in
 from hpa.visualization.classes import DIM_COLOUR, cell_calls, class_palette
@@ -49,15 +59,30 @@ def require_zarr() -> Any:
     return zarr
 
 
-def _multiscales(axes: list[dict[str, str]], name: str) -> list[dict[str, Any]]:
+#: ``multiscales`` ``type`` and ``metadata`` of the image and label pyramids.
+_DOWNSAMPLING = {
+    "image": ("mean", "hpa.interop.pyramid.halve_mean", "mean of 2x2 blocks, last row/column repeated"),
+    "labels": ("nearest", "hpa.interop.pyramid.label_pyramid", "every second pixel (array[::2, ::2])"),
+}
+
+
+def _multiscales(axes: list[dict[str, str]], name: str, levels: int, kind: str) -> list[dict[str, Any]]:
+    kind_type, method, description = _DOWNSAMPLING[kind]
+    lead = [1.0] * (len(axes) - 2)
     return [
         {
             "version": NGFF_VERSION,
             "name": name,
             "axes": axes,
             "datasets": [
-                {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}]}
+                {
+                    "path": str(k),
+                    "coordinateTransformations": [{"type": "scale", "scale": [*lead, 2.0**k, 2.0**k]}],
+                }
+                for k in range(levels)
             ],
+            "type": kind_type,
+            "metadata": {"method": method, "description": description, "version": __version__},
         }
     ]
 
@@ -90,7 +115,9 @@ def write_ome_zarr(
     tmp.mkdir()
     try:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        _write_array(root, "0", np.moveaxis(image, -1, 0), (1, _CHUNK, _CHUNK))
+        levels = level_count(cells.shape)
+        for k, level in enumerate(image_pyramid(image, levels)):
+            _write_array(root, str(k), np.moveaxis(level, -1, 0), (1, _CHUNK, _CHUNK))
         hi = int(np.iinfo(image.dtype).max)
         root.attrs.update(
             {
@@ -101,6 +128,8 @@ def write_ome_zarr(
                         {"name": "x", "type": "space"},
                     ],
                     path.name,
+                    levels,
+                    "image",
                 ),
                 "omero": {
                     "version": NGFF_VERSION,
@@ -125,11 +154,15 @@ def write_ome_zarr(
         labels = root.create_group("labels")
         labels.attrs["labels"] = ["cells"]
         group = labels.create_group("cells")
-        _write_array(group, "0", cells.astype(np.uint32), (_CHUNK, _CHUNK))
+        for k, level in enumerate(label_pyramid(cells.astype(np.uint32), levels)):
+            _write_array(group, str(k), level, (_CHUNK, _CHUNK))
         group.attrs.update(
             {
                 "multiscales": _multiscales(
-                    [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}], "cells"
+                    [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                    "cells",
+                    levels,
+                    "labels",
                 ),
                 "image-label": {
                     "version": NGFF_VERSION,

@@ -1,10 +1,13 @@
-"""``hpa export PRED_DIR --to geojson|ome-zarr --out DIR``: a run for QuPath, napari, Fiji.
+"""``hpa export PRED_DIR --to FORMAT --out DIR``: a run for QuPath, napari, Fiji, R.
 
 ``geojson`` writes ``DIR/<Id>.geojson`` (one FeatureCollection of cells per image,
-:mod:`hpa.interop.geojson`); it needs the run's masks only. ``ome-zarr`` writes
-``DIR/<Id>.ome.zarr`` (image and cell labels, :mod:`hpa.interop.omezarr`); it also reads
+:mod:`hpa.interop.geojson`) and ``imagej-roi`` ``DIR/<Id>_rois.zip`` (one ImageJ ROI per
+cell, :mod:`hpa.interop.imagej`); they need the run's masks only. ``ome-zarr`` writes
+``DIR/<Id>.ome.zarr`` (image and cell labels, :mod:`hpa.interop.omezarr`) and
+``ome-tiff`` ``DIR/<Id>.ome.tif`` (the image, :mod:`hpa.interop.ometiff`); they also read
 the images, from the folder in ``PRED_DIR/config.yaml`` or ``--images``. An image that
-fails is logged and the others go on.
+fails is logged and the others go on. ``csv`` writes the run's per-cell table, the rows
+of the exported Ids, as ``DIR/cell_predictions.csv``.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
 from hpa.artefacts import SegDir
 from hpa.errors import HPADataError
-from hpa.io import check_image_id, read_label_image
+from hpa.io import check_image_id, read_label_image, write_text_atomic
 from hpa.outputs import check_apart
 from hpa.visualization.preddir import PredictionRun, load_prediction_run
 
@@ -28,7 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("geojson", "ome-zarr")
+FORMATS = ("geojson", "ome-zarr", "imagej-roi", "csv", "ome-tiff")
+#: File written by ``--to csv``.
+CSV_NAME = "cell_predictions.csv"
 
 
 def export_image(
@@ -40,14 +46,22 @@ def export_image(
         HPADataError: its mask or image is missing or unreadable, or they differ in size.
     """
     table = run.cells_of(image_id)
+    if to == "imagej-roi":
+        from hpa.interop.imagej import cell_rois, write_roi_zip
+
+        cells = _read_mask(run, image_id)
+        rois = cell_rois(cells, table, run.class_names, run.thresholds)
+        return write_roi_zip(out / f"{image_id}_rois.zip", rois)
+    if to == "ome-tiff":
+        from hpa.interop.ometiff import write_ome_tiff
+
+        image, _ = run.load(image_id, images_dir)
+        return write_ome_tiff(out / f"{image_id}.ome.tif", image)
     if to == "geojson":
         from hpa.interop.geojson import cell_features, write_geojson
 
-        mask = run.mask_path(image_id)
-        if not mask.is_file():
-            raise HPADataError(f"{mask}: no cell mask for Id {image_id}")
-        cells = read_label_image(mask)
-        nuclei_path = SegDir(mask.parent.parent).nucleus_mask(image_id)
+        cells = _read_mask(run, image_id)
+        nuclei_path = SegDir(run.mask_path(image_id).parent.parent).nucleus_mask(image_id)
         nuclei = read_label_image(nuclei_path) if nuclei_path.is_file() else None
         path = out / f"{image_id}.geojson"
         write_geojson(path, cell_features(cells, table, run.class_names, run.thresholds, nuclei))
@@ -56,6 +70,25 @@ def export_image(
 
     image, cells = run.load(image_id, images_dir)
     return write_ome_zarr(out / f"{image_id}.ome.zarr", image, cells, table, run.class_names, run.thresholds)
+
+
+def _read_mask(run: PredictionRun, image_id: str) -> np.ndarray:
+    mask = run.mask_path(image_id)
+    if not mask.is_file():
+        raise HPADataError(f"{mask}: no cell mask for Id {image_id}")
+    return read_label_image(mask)
+
+
+def export_table(run: PredictionRun, ids: Sequence[str], out: Path) -> Path:
+    """Write the per-cell table of ``ids`` as ``out/cell_predictions.csv``; returns its path.
+
+    The columns of ``cell_predictions.parquet`` unchanged, floats at full precision, an
+    empty ``predicted`` for a cell with no class over threshold.
+    """
+    table = run.cells[run.cells["image_id"].isin(set(ids))]
+    path = out / CSV_NAME
+    write_text_atomic(path, table.to_csv(index=False))
+    return path
 
 
 def export_run(
@@ -71,10 +104,11 @@ def export_run(
 
     Args:
         pred_dir: PRED_DIR written by ``hpa predict``.
-        to: ``"geojson"`` or ``"ome-zarr"``.
+        to: one of :data:`FORMATS`.
         out: output folder.
         ids: Ids to export (default: every Id of the run).
-        images_dir: folder of the images (default: the run's); ``ome-zarr`` only.
+        images_dir: folder of the images (default: the run's); ``ome-zarr`` and
+            ``ome-tiff`` only.
         channel_map: :class:`hpa.io_tiff.ChannelMap` overriding the run's own.
 
     Returns:
@@ -98,6 +132,8 @@ def export_run(
     check_apart(out, {"PRED_DIR": pred_dir, "--images": images_dir, "the run's images": run.images_dir})
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(images_dir) if images_dir is not None else None
+    if to == "csv":
+        return [export_table(run, ids, out)], {}
     written, failed = [], {}
     for image_id in tqdm(ids, desc=f"export {to}", unit="img"):
         try:
@@ -119,6 +155,8 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         channel_map=getattr(args, "channel_map", None),
     )
     text = f"exported {len(written)} image(s) as {args.to} to {args.out}"
+    if args.to == "csv":
+        text = f"exported the per-cell table to {written[0]}"
     if failed:
         text += f"; {len(failed)} failed"
     return (0 if written and not failed else 1), text

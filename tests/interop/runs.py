@@ -105,6 +105,7 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_png(root / "images" / f"syn_{name}.png", image[..., c])
     write_label_image(root / "seg" / "cells" / "syn.png", cells)
     write_label_image(root / "seg" / "nuclei" / "syn.png", nuclei)
+    (root / "seg" / "config.yaml").write_text("backend: watershed\n")  # hpa segment's settings
     table = cell_probabilities(cells, 0, TOP)
     return write_run(root / "pred", root / "images", root / "seg", {"syn": table})
 

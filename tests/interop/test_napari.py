@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import tifffile
 import tomllib
 from npe2 import PluginManifest
@@ -16,6 +17,7 @@ from hpa.interop.napari import get_reader, read_run
 from hpa.io import list_image_ids, read_label_image, read_sample
 from hpa.io_tiff import ChannelMap
 from hpa.pipelines.segment import segment_folder
+from hpa.visualization.classes import DIM_COLOUR, class_palette
 
 from .runs import CLASSES, TOP
 
@@ -35,6 +37,29 @@ def test_manifest_is_valid_and_registered():
     module, func = command.python_name.split(":")
     assert getattr(importlib.import_module(module), func) is get_reader
     assert reader.accepts_directories
+    assert reader.filename_patterns == []  # napari never offers it for a PNG
+
+
+def test_napari_offers_the_reader_for_hpa_folders_only(synthetic_run, tmp_path):
+    """npe2's own matching: folders only; and of folders, get_reader takes hpa's only."""
+    from npe2 import PluginManager
+
+    pm = PluginManager()
+    pm.register(PluginManifest.from_file(MANIFEST))
+    png = tmp_path / "some_image.png"
+    png.write_bytes(b"")
+    assert [r.command for r in pm.iter_compatible_readers(str(png))] == []
+    mask = synthetic_run.parent / "seg" / "cells" / "syn.png"
+    assert [r.command for r in pm.iter_compatible_readers(str(mask))] == []
+    assert [r.command for r in pm.iter_compatible_readers(str(synthetic_run))] == ["hpa-cells.read_run"]
+    # a folder shaped like a SEG_DIR but without a file hpa segment writes is not ours
+    lookalike = tmp_path / "lookalike"
+    (lookalike / "cells").mkdir(parents=True)
+    (lookalike / "nuclei").mkdir()
+    (lookalike / "cells" / "a.png").write_bytes(mask.read_bytes())
+    assert get_reader(str(lookalike)) is None
+    (lookalike / "config.yaml").write_text("{}\n")
+    assert get_reader(str(lookalike)) is read_run
 
 
 def check_channels(layers, image: np.ndarray) -> None:
@@ -59,8 +84,13 @@ def test_pred_dir_layers(synthetic_run, tmp_path):
     assert features["index"].tolist() == [int(i) for i in np.unique(cells) if i]
     expected = pd.read_parquet(synthetic_run / "cell_predictions.parquet").set_index("cell_id")
     by_cell = features.set_index("index")
+    palette, grey = class_palette(len(CLASSES)), [v / 255 for v in DIM_COLOUR] + [1.0]
+    colours = kwargs["colormap"]
+    assert colours[0][3] == 0 and set(colours) == {None, 0, *TOP}
     for cid, top in TOP.items():
         assert by_cell.loc[cid, "top_class"] == (CLASSES[top] if top is not None else "")
+        expected_rgba = [v / 255 for v in palette[top]] + [1.0] if top is not None else grey
+        np.testing.assert_allclose(colours[cid], expected_rgba)  # the report's class colour
         np.testing.assert_allclose(
             by_cell.loc[cid, list(CLASSES)].to_numpy(float), expected.loc[cid, list(CLASSES)]
         )
@@ -108,8 +138,26 @@ def test_seg_dir_without_images_opens_the_cells_only(tmp_path, real_run):
     copy = tmp_path / "seg"
     (copy / "cells").mkdir(parents=True)
     (copy / "nuclei").mkdir()
+    (copy / "config.yaml").write_bytes((seg / "config.yaml").read_bytes())  # its settings: hpa's
     name = sorted((seg / "cells").glob("*.png"))[0].name
     (copy / "cells" / name).write_bytes((seg / "cells" / name).read_bytes())
     layers = read_run(str(copy))
     assert [t for _, _, t in layers] == ["labels"]
     assert layers[0][1]["features"].empty
+
+
+def test_real_napari_viewer_opens_a_run_in_class_colours(synthetic_run):
+    """napari's own viewer model (no display) opens a PRED_DIR through the registered plugin."""
+    pytest.importorskip("napari")
+    from napari.components import ViewerModel
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()  # what napari.Viewer does: discover the installed plugins
+    viewer = ViewerModel()
+    layers = viewer.open(str(synthetic_run), plugin="hpa-cells")
+    assert [type(layer).__name__ for layer in layers] == ["Image"] * 4 + ["Labels"]
+    palette = class_palette(len(CLASSES))
+    for cid, top in TOP.items():
+        rgb = palette[top] / 255 if top is not None else np.array(DIM_COLOUR) / 255
+        np.testing.assert_allclose(layers[-1].colormap.map(cid)[:3], rgb, atol=1e-6)
+    assert layers[-1].colormap.map(0)[3] == 0  # background transparent
