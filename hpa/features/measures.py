@@ -116,7 +116,10 @@ def radial(view: CellView, settings: FeatureSettings) -> Row:
     Each pixel's scaled radius is ``d_centre / (d_centre + d_edge)``: 0 at the nucleus
     centre, 1 on the cell outline. ``radial_frac_k`` is the share of the protein in ring k
     (1 = innermost), ``radial_meanfrac_k`` that share over the ring's share of the area
-    (1 everywhere for a uniform cell), ``radial_mean_r`` the protein-weighted mean radius.
+    (1 everywhere for a uniform cell), ``radial_mean_r`` the protein-weighted mean radius,
+    ``polarity`` the distance from the nucleus centre to the protein's centre of mass over
+    the reference length (0 for a stain symmetric around the nucleus, large for one-sided
+    Golgi, MTOC or aggresome).
     """
     n = settings.rings
     cy, cx = view.centre
@@ -134,6 +137,8 @@ def radial(view: CellView, settings: FeatureSettings) -> Row:
         row[f"radial_frac_{k + 1}"] = frac
         row[f"radial_meanfrac_{k + 1}"] = _ratio(frac, counts[k] / max(len(r), 1)) if counts[k] else NAN
     row["radial_mean_r"] = _ratio(float((g * r).sum()), total)
+    shift = np.hypot(_ratio(float((g * yy).sum()), total) - cy, _ratio(float((g * xx).sum()), total) - cx)
+    row["polarity"] = float(shift / view.ref)
     return row
 
 

@@ -93,6 +93,15 @@ def test_nucleoli_are_the_blue_dim_holes_of_the_nucleus() -> None:
     assert row.nucleoli_vs_nucleus > 3 and row.frac_nucleoli > 0.25
 
 
+def test_a_one_sided_cluster_is_polar_and_a_symmetric_stain_is_not() -> None:
+    image, cells, nuclei = round_cell()
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    image[..., 1] = np.where(np.hypot(yy - 64, xx - 94) <= 6, 3000, 0) + noise(8)  # beside the nucleus
+    assert _one(image, cells, nuclei).polarity > 0.6  # 30 px off centre, nucleus 40 px across
+    image[..., 1] = np.where(cells > 0, 1000, 0) + noise(9)
+    assert _one(image, cells, nuclei).polarity < 0.05
+
+
 def test_nuclear_rim() -> None:
     image, cells, nuclei = round_cell()
     r = radius_map()
