@@ -142,10 +142,16 @@ def radial(view: CellView, settings: FeatureSettings) -> Row:
     return row
 
 
+def smoothed(view: CellView, settings: FeatureSettings) -> np.ndarray:
+    """The protein blurred by a Gaussian of ``smooth`` x the reference length (its pixel noise
+    at 2048 px would otherwise read as fine spots that its 512 px version does not have)."""
+    return np.asarray(ndi.gaussian_filter(view.protein, settings.smooth * view.ref))
+
+
 def puncta(view: CellView, settings: FeatureSettings) -> Row:
     """Bright spots of protein found by a white top-hat, thresholded relative to the cell.
 
-    A spot pixel's top-hat response exceeds both ``puncta_mean`` x the cell's mean
+    The top-hat is taken of the :func:`smoothed` protein; a spot pixel's response exceeds both ``puncta_mean`` x the cell's mean
     protein and ``puncta_noise`` x the top-hat's robust spread in the cell.
     ``puncta_per_kpx``: spots per 1,000 px of cell area; ``puncta_mean_area``: their mean
     area in px; ``puncta_area_rel``: the same over the reference length squared;
@@ -153,7 +159,7 @@ def puncta(view: CellView, settings: FeatureSettings) -> Row:
     """
     g, cell = view.protein, view.cell
     values = g[cell]
-    filled = np.where(cell, g, np.median(values))  # the outside must not make an edge spot
+    filled = np.where(cell, smoothed(view, settings), np.median(values))  # no edge spot from outside
     tophat = white_tophat(filled, disk(scaled(settings.tophat_radius, view.ref)))
     response = tophat[cell]
     spread = 1.4826 * float(np.median(np.abs(response - np.median(response))))
@@ -161,7 +167,7 @@ def puncta(view: CellView, settings: FeatureSettings) -> Row:
     spots = cell & (tophat > thr) if thr > 0 else np.zeros_like(cell)
     labels, n = ndi.label(spots)
     sizes = np.bincount(labels.ravel())[1:]
-    keep = sizes >= settings.puncta_min_px
+    keep = sizes >= max(2.0, settings.puncta_min_area * view.ref**2)
     kept = np.isin(labels, np.flatnonzero(keep) + 1) if n else spots
     count = int(keep.sum())
     mean_area = float(sizes[keep].mean()) if count else NAN
@@ -180,16 +186,17 @@ def granularity(view: CellView, settings: FeatureSettings) -> Row:
     The protein is opened (eroded then dilated) with discs of growing radius;
     ``granularity_k`` is the share of the cell's protein removed by the k-th disc and
     not the one before: large at small k for fine spots, at large k for coarse blobs.
-    Pixels outside the cell are set to the cell's minimum, so the outline is no spot.
+    The protein is first smoothed (:func:`smoothed`); pixels outside the cell are set to
+    the cell's minimum, so the outline is no spot.
     """
     values = view.protein[view.cell]
-    g = np.where(view.cell, view.protein, values.min()).astype(np.float32)
+    g = np.where(view.cell, smoothed(view, settings), values.min()).astype(np.float32)
     total = float(values.sum())
-    step = scaled(settings.granularity_step, view.ref)
     row: Row = {}
     previous = total
     for k in range(settings.granularity_steps):
-        opened = cv2.morphologyEx(g, cv2.MORPH_OPEN, disk(step * (k + 1)).astype(np.uint8))
+        radius = scaled(settings.granularity_step * (k + 1), view.ref)  # rounded once, not k times
+        opened = cv2.morphologyEx(g, cv2.MORPH_OPEN, disk(radius).astype(np.uint8))
         current = float(opened[view.cell].sum())
         row[f"granularity_{k + 1}"] = _ratio(previous - current, total)
         previous = current

@@ -30,10 +30,13 @@ class FeatureSettings:
             cell's own 1st and 99th percentiles).
         haralick_scales: co-occurrence distances of the Haralick features.
         lbp_radius: radius of the local binary patterns (8 neighbours).
+        smooth: Gaussian sigma applied to the protein before puncta and granularity, so a
+            2048 px image is measured at the detail of its 512 px version (0.3 px at 512 px).
         tophat_radius: radius of the white top-hat that finds puncta.
         puncta_mean: a punctum's top-hat response exceeds this multiple of the cell's mean protein...
         puncta_noise: ...and this multiple of the top-hat's robust spread (1.4826 x MAD).
-        puncta_min_px: smallest punctum in pixels.
+        puncta_min_area: smallest punctum, as a fraction of the reference length squared
+            (2 px at 512 px, 32 px at 2048 px; never under 2 px).
         granularity_step: radius added by each erosion step of the granularity spectrum.
         granularity_steps: steps of the granularity spectrum.
     """
@@ -45,10 +48,11 @@ class FeatureSettings:
     grey_levels: int = 32
     haralick_scales: tuple[float, ...] = (0.02, 0.05, 0.1)
     lbp_radius: float = 0.02
+    smooth: float = 0.006
     tophat_radius: float = 0.08
     puncta_mean: float = 1.0
     puncta_noise: float = 4.0
-    puncta_min_px: int = 2
+    puncta_min_area: float = 0.0008
     granularity_step: float = 0.03
     granularity_steps: int = 4
 
