@@ -151,8 +151,9 @@ def smoothed(view: CellView, settings: FeatureSettings) -> np.ndarray:
 def puncta(view: CellView, settings: FeatureSettings) -> Row:
     """Bright spots of protein found by a white top-hat, thresholded relative to the cell.
 
-    The top-hat is taken of the :func:`smoothed` protein; a spot pixel's response exceeds both ``puncta_mean`` x the cell's mean
-    protein and ``puncta_noise`` x the top-hat's robust spread in the cell.
+    The top-hat is taken of the :func:`smoothed` protein; a spot pixel's response exceeds
+    both ``puncta_mean`` x the cell's mean protein and ``puncta_noise`` x the top-hat's
+    robust spread in the cell.
     ``puncta_per_kpx``: spots per 1,000 px of cell area; ``puncta_mean_area``: their mean
     area in px; ``puncta_area_rel``: the same over the reference length squared;
     ``frac_puncta``: share of the cell's protein inside them.
@@ -191,7 +192,7 @@ def granularity(view: CellView, settings: FeatureSettings) -> Row:
     """
     values = view.protein[view.cell]
     g = np.where(view.cell, smoothed(view, settings), values.min()).astype(np.float32)
-    total = float(values.sum())
+    total = float(g[view.cell].sum())
     row: Row = {}
     previous = total
     for k in range(settings.granularity_steps):

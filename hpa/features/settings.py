@@ -13,7 +13,7 @@ from typing import Final
 
 #: Bump when a feature's definition changes: cached feature tables of older versions are
 #: then recomputed (:mod:`hpa.features.folder`).
-FEATURES_VERSION: Final = 1
+FEATURES_VERSION: Final = 2
 
 
 @dataclass(frozen=True)
