@@ -16,7 +16,9 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
@@ -87,10 +89,13 @@ def image_cell_features(
 
 
 def _work(
-    task: tuple[str, str, str, str, FeatureSettings, ChannelMap | None],
+    task: tuple[str, str, str, str, dict[str, Any], ChannelMap | None],
 ) -> pd.DataFrame | tuple[str, str]:
+    images_dir, seg_dir, image_id, cache, settings, channel_map = task
     try:
-        return image_cell_features(*task)
+        return image_cell_features(
+            images_dir, seg_dir, image_id, cache, FeatureSettings(**settings), channel_map
+        )
     except (HPADataError, OSError, ValueError) as exc:
         return task[2], str(exc)
 
@@ -127,7 +132,10 @@ def folder_features(
     folder = root / settings.key()
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
-    tasks = [(str(images_dir), str(seg_dir), i, str(folder), settings, channel_map) for i in ids]
+    # settings travel as a dict: a class object re-imported under another identity (pytest's
+    # importlib doctest collection) would not pickle
+    fields = asdict(settings)
+    tasks = [(str(images_dir), str(seg_dir), i, str(folder), fields, channel_map) for i in ids]
     tables: list[pd.DataFrame] = []
     failures: dict[str, str] = {}
     with process_pool(workers, len(tasks)) if workers > 1 and len(tasks) > 1 else _Serial() as pool:
