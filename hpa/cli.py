@@ -484,6 +484,27 @@ def _parse_channel_map(args: argparse.Namespace) -> None:
         args.channel_map = ChannelMap.parse(args.channel_map)
 
 
+# ------------------------------------------- localisation features (issue 24) ---
+_HANDLERS["features"] = "hpa.features.folder:main"
+
+
+def _add_features(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "features",
+        help="measure per-cell localisation features (docs/features.md)",
+        formatter_class=_FMT,
+    )
+    p.add_argument("images", help="folder of channel files")
+    p.add_argument("--masks", required=True, help="SEG_DIR written by 'hpa segment'")
+    p.add_argument(
+        "--out", required=True, help="output folder: cell_features.parquet, image_features.parquet"
+    )
+    p.add_argument(
+        "--cache", default=None, help="cache root (default: $HPA_FEATURE_CACHE_DIR, else MASKS/feature-cache)"
+    )
+    p.add_argument("--workers", type=_POSITIVE, default=1, help="worker processes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``hpa`` argument parser."""
     parser = _Parser(
@@ -507,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_report,
         _add_demo,
         _add_export,
+        _add_features,
     ):
         add(sub)
     _add_channel_map(sub)
