@@ -178,7 +178,6 @@ def train_blend(
     runlog.write_into(out)
     check_masks_of(images, masks)
     record = model_record("blend", cfg, images, labels, masks, all_folds=all_folds)
-    remove_record(out)  # written again, before ensemble.json, once the blend is
     parts = {MAIN: replace(cfg, companion=None), cfg.companion: companion_config(cfg)}
     member_metrics = {}
     for name, part in parts.items():
@@ -224,6 +223,7 @@ def train_blend(
     main_metrics = member_metrics[MAIN]
     # ensemble.json makes OUT a model for hpa predict: gone until every other file is written
     (out / ENSEMBLE_FILE).unlink(missing_ok=True)
+    remove_record(out)  # written again, before ensemble.json, once the blend files are
     if all_folds:
         metrics.update(
             n_images=len(ids), folds=cfg.folds, fold_val_macro_f1=main_metrics.get("fold_val_macro_f1", [])

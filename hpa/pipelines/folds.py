@@ -104,7 +104,6 @@ def train_folds(
     runlog.write_into(out)  # one log for every fold, appended to by a rerun
     check_masks_of(images, masks)
     record = model_record("model-folds", cfg, images, labels, masks)
-    remove_record(out)  # written again once the folds and their ensemble files are
     fold_metrics = [
         _train_fold(
             images, labels, masks, out, replace(cfg, fold=k), cache_root, progress, channel_map, overwrite
@@ -132,6 +131,7 @@ def train_folds(
         "seconds": time.perf_counter() - t0,
         "per_class": report.to_dict(orient="records"),
     }
+    remove_record(out)  # written again once the ensemble files are
     _write_ensemble(out, cfg, views, oof_labels, scores, tuned, tile_weight, metrics)
     write_training_record(
         out, name=out.name, seg_dirs=masks, images=images, labels=oof_labels, metrics=metrics,
