@@ -165,9 +165,10 @@ def check_reusable(
 ) -> None:
     """Let a run add to ``out_dir`` only when its finished images were made from the same inputs.
 
-    With a provenance record, it must match ``record`` (:func:`check_reuse`); a folder
-    written before records is checked as before, by its settings, and a different
-    images folder in its ``inputs.yaml`` is warned about. With ``overwrite``, a folder
+    Its settings must be the run's (:func:`check_same_settings`, naming each one); with a
+    provenance record, the record must match ``record`` too (:func:`check_reuse`: the
+    images, the channel map); for a folder written before records, a different images
+    folder in its ``inputs.yaml`` is warned about. With ``overwrite``, a folder
     that does not match is cleared (:meth:`SegDir.clear`) instead.
 
     Raises:
@@ -176,15 +177,15 @@ def check_reusable(
     seg = SegDir(out_dir)
     if not seg.has_finished_images():
         return  # nothing finished yet: inputs and settings are free to change
-    if read_record(out_dir) is not None:
-        if not check_reuse(out_dir, record, overwrite=overwrite):
-            seg.clear()
-        return
     if overwrite and seg.settings_differences(settings):
         log.info("%s: masks made with other settings; removing them (--overwrite)", out_dir)
         seg.clear()
         return
-    check_same_settings(out_dir, settings)
+    check_same_settings(out_dir, settings)  # each setting named, recorded -> now
+    if read_record(out_dir) is not None:
+        if not check_reuse(out_dir, record, overwrite=overwrite):
+            seg.clear()
+        return
     log.info("%s: no provenance record (an older hpa wrote it); finished images kept", out_dir)
     before, now = seg.read_inputs().get("images"), record.inputs["images"][0].path
     if before and now and str(Path(before).resolve()) != now:

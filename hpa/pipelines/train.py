@@ -130,8 +130,9 @@ def train_cells(
     Returns:
         The metrics written to ``OUT/metrics.json``.
 
-    With ``overwrite``, a folder of another kind loses hpa's files of that kind first,
-    and nothing in ``out`` is reused (no kept fold or member, no resumed checkpoint).
+    With ``overwrite``, a folder of another kind loses hpa's files of that kind first, a
+    fold or member made from other inputs or settings is retrained instead of refused,
+    and no checkpoint is resumed.
 
     Raises:
         HPAConfigError: ``out`` holds a model of another kind (a blend, a ``--folds``
