@@ -794,7 +794,7 @@ def _same_images(previous: Path, record: Provenance, ids: Sequence[str], overwri
     if overwrite or not any(SegDir(previous).is_finished(i) for i in ids):
         log.info("%s: masks of other images (%s); segmenting anew", previous, "; ".join(diff.values()))
         return False
-    raise HPAConfigError(mismatch_message(previous.parent, {k: v for k, v in diff.items()}))
+    raise HPAConfigError(mismatch_message(previous.parent, diff))
 
 
 def resolve_predict_config(args: argparse.Namespace) -> PredictConfig:
