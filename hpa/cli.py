@@ -134,6 +134,11 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", help="folder of <Id>_<color>.png channel files")
     p.add_argument("--out", required=True, help="output folder SEG_DIR")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rebuild SEG_DIR when it holds masks of other images or settings (default: refuse)",
+    )
+    p.add_argument(
         "--backend",
         choices=("watershed", "cellpose"),
         default=None,
@@ -292,6 +297,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--workers", type=_POSITIVE, default=None, help="data-loading worker processes")
     t.add_argument("--config", help="YAML file of training settings; flags override it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain what OUT holds from other inputs or settings, or of another kind (default: refuse)",
+    )
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -316,6 +326,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="weight of each --model in the average (default: equal)",
     )
     p.add_argument("--out", required=True, help="output folder PRED_DIR")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="segment anew when PRED_DIR holds masks of other images (default: refuse)",
+    )
     p.add_argument("--masks", help="SEG_DIR from 'hpa segment' (default: segment on the fly)")
     p.add_argument("--ids", help="sample_submission.csv: Ids and their order (default: all, sorted)")
     p.add_argument(

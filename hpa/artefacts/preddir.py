@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import yaml
 
 from hpa.artefacts.folder import SETTINGS_FILE, THRESHOLDS_FILE, Folder
+from hpa.artefacts.provenance import RECORD_FILE
 from hpa.artefacts.tables import FAILURES_FILE
 from hpa.errors import HPAConfigError
 from hpa.runlog import RUN_LOG
@@ -37,12 +38,13 @@ class PredDir(Folder):
     REPORT = "report"
     OVERLAYS = "overlays"
     RUN_LOG = RUN_LOG
+    RECORD = RECORD_FILE
     #: The marker of a folder ``hpa predict`` wrote and may replace.
     MARKER = ".hpa-predict"
     #: Every name ``hpa predict`` (and ``hpa show``/``hpa report`` by default) writes in it.
     ENTRIES = (
         SUBMISSION, IMAGE_SCORES, CELLS, TILES, THRESHOLDS, SUBMISSION_2021, CELLS_2021,
-        THRESHOLDS_2021, FAILURES, CONFIG, MASKS, REPORT, OVERLAYS, RUN_LOG,
+        THRESHOLDS_2021, FAILURES, CONFIG, MASKS, REPORT, OVERLAYS, RUN_LOG, RECORD,
     )  # fmt: skip
     #: scheme -> (submission, cell table, thresholds) of that scheme's outputs.
     SCHEMES: ClassVar[dict[str, tuple[str, str, str]]] = {

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from hpa.artefacts.folder import SETTINGS_FILE, Folder
+from hpa.artefacts.provenance import RECORD_FILE, Provenance, images_fingerprint
 from hpa.artefacts.tables import FAILURES_FILE, ID_COLUMN, read_parquet_table, write_failures, write_parquet
 from hpa.config import load_yaml, save_yaml
 from hpa.errors import HPAConfigError, HPADataError
@@ -45,7 +46,11 @@ class SegDir(Folder):
     CONFIG = SETTINGS_FILE
     INPUTS = "inputs.yaml"
     FAILURES = FAILURES_FILE
+    RECORD = RECORD_FILE
+    CROP_CACHE = "crop-cache"
     SUBDIRS = (CELLS, NUCLEI, TABLES)
+    #: The files hpa writes in a SEG_DIR (besides :data:`SUBDIRS` and the crop cache).
+    FILES = (CELLS_TABLE, CONFIG, INPUTS, FAILURES, RECORD)
 
     # ------------------------------------------------------------ per image ---
 
@@ -113,6 +118,37 @@ class SegDir(Folder):
     def has_finished_images(self) -> bool:
         """True when at least one image's table exists."""
         return any((self.root / self.TABLES).glob("*.parquet"))
+
+    def clear(self) -> None:
+        """Remove hpa's files (masks, tables, settings, record, crop cache); the user's stay."""
+        import shutil
+
+        for sub in (*self.SUBDIRS, self.CROP_CACHE):
+            if (self.root / sub).is_dir() and not (self.root / sub).is_symlink():
+                shutil.rmtree(self.root / sub)
+        for name in self.FILES:
+            (self.root / name).unlink(missing_ok=True)
+
+    @staticmethod
+    def record(
+        images: str | Path, settings: dict[str, Any], channel_map_spec: str | None, command: str
+    ) -> Provenance:
+        """The provenance record of masks made from ``images`` with ``settings``.
+
+        Settings that do not reach the masks (the cellpose ones under the watershed
+        backend) are left out, as :meth:`settings_differences` leaves them.
+        """
+        kept = {
+            k: v
+            for k, v in settings.items()
+            if not (settings.get("backend") == "watershed" and k.startswith("cellpose"))
+        }
+        return Provenance(
+            "segdir",
+            command,
+            {**kept, "channel_map": channel_map_spec},
+            {"images": (images_fingerprint(images),)},
+        )
 
     def read_settings(self) -> dict[str, Any] | None:
         """The segmentation settings of ``config.yaml`` (None when the file is absent).

@@ -197,11 +197,38 @@ def read_ensemble(folder: str | Path) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise HPAConfigError(f"{path}: malformed ensemble file ({exc})") from exc
     if not members or len(weights) != len(members):
-        raise HPAConfigError(f"{path}: needs members and one weight per member")
+        raise HPAConfigError(
+            f"{path}: needs members and one weight per member ({len(members)} members, {len(weights)} weights)"
+        )
+    _check_weights(path, weights)
+    root = Path(folder).resolve()
     for m in members:
+        if not isinstance(m, str) or not m.strip():
+            raise HPAConfigError(f"{path}: member {m!r} is not a folder name")
+        member = (Path(folder) / m).resolve()
+        if member == root or root not in member.parents:
+            raise HPAConfigError(
+                f"{path}: member {m!r} is not a folder inside {folder}; members are sub-folders (fold-0, main)"
+            )
         if not (Path(folder) / m).is_dir():
             raise HPAConfigError(f"{path}: member {m} is missing (an unfinished --folds run?)")
     return spec
+
+
+def _check_weights(path: Path, weights: Sequence[Any]) -> None:
+    """Refuse member weights that are not finite non-negative numbers with a positive sum.
+
+    Raises:
+        HPAConfigError: naming ``path`` and the weights.
+    """
+    try:
+        w = np.asarray([float(v) for v in weights if not isinstance(v, bool)], dtype=np.float64)
+    except (TypeError, ValueError):
+        w = np.array([np.nan])
+    if len(w) != len(weights) or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise HPAConfigError(
+            f"{path}: weights must be finite numbers >= 0, not all zero, got {list(weights)}"
+        )
 
 
 class EnsembleNet(nn.Module):

@@ -38,6 +38,7 @@ import pandas as pd
 from hpa import runlog
 from hpa.artefacts import ModelDir, read_csv_table, write_csv
 from hpa.artefacts.modelcard import write_training_record
+from hpa.artefacts.provenance import check_reuse, remove_record, write_record
 from hpa.artefacts.tables import ID_COLUMN, image_score_table
 from hpa.config import save_json, save_yaml, to_dict
 from hpa.io import write_labels
@@ -141,6 +142,7 @@ def train_blend(
     resume: bool = False,
     progress: bool = True,
     channel_map: ChannelMap | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` and its companion into ``out`` and blend them (see the module doc).
 
@@ -152,20 +154,30 @@ def train_blend(
         all_folds: train every fold of each (``--folds K`` without ``--fold``) and blend
             their out-of-fold scores; else fold ``cfg.fold`` and its validation images.
         resume: continue an interrupted member from its checkpoint.
+        overwrite: retrain every member (none is kept or resumed); a member folder of
+            another kind loses hpa's files of that kind first.
 
     Returns:
         The metrics written to ``OUT/metrics.json``.
+
+    Raises:
+        HPAConfigError: a finished member was trained on other inputs or settings
+            (:func:`hpa.artefacts.provenance.check_reuse`), or is of another kind, and
+            ``overwrite`` is False.
     """
     from hpa.aggregation import apply_thresholds, macro_f1, per_class_report, save_thresholds, tune_thresholds
     from hpa.classification.distributed import world_from_env
     from hpa.classification.ensemble import BLEND, ENSEMBLE_FILE
     from hpa.classification.model import THRESHOLDS_FILE
     from hpa.classification.train import companion_config
+    from hpa.pipelines.train import check_masks_of, model_record
 
     assert cfg.companion is not None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runlog.write_into(out)
+    check_masks_of(images, masks)
+    record = model_record("blend", cfg, images, labels, masks, all_folds=all_folds)
     parts = {MAIN: replace(cfg, companion=None), cfg.companion: companion_config(cfg)}
     member_metrics = {}
     for name, part in parts.items():
@@ -174,8 +186,9 @@ def train_blend(
             name, part.backbone, part.pretrained or "random", part.channels, part.pooling, out / name,
         )  # fmt: skip
         member_metrics[name] = _train_member(
-            images, labels, masks, out / name, part, all_folds, cache_root, resume, progress, channel_map
-        )
+            images, labels, masks, out / name, part, all_folds, cache_root, resume, progress, channel_map,
+            overwrite,
+        )  # fmt: skip
     if not world_from_env().is_main:
         return member_metrics[MAIN]
     (ids, main), (ids_c, comp) = (_scores(out / name, labels, all_folds) for name in parts)
@@ -210,6 +223,7 @@ def train_blend(
     main_metrics = member_metrics[MAIN]
     # ensemble.json makes OUT a model for hpa predict: gone until every other file is written
     (out / ENSEMBLE_FILE).unlink(missing_ok=True)
+    remove_record(out)  # written again, before ensemble.json, once the blend files are
     if all_folds:
         metrics.update(
             n_images=len(ids), folds=cfg.folds, fold_val_macro_f1=main_metrics.get("fold_val_macro_f1", [])
@@ -233,6 +247,7 @@ def train_blend(
         out, name=out.name, seg_dirs=masks, images=images, labels=labels, metrics=metrics,
         thresholds=tuned.thresholds, settings=to_dict(cfg),
     )  # fmt: skip
+    write_record(out, record)
     save_json(
         out / ENSEMBLE_FILE,
         {
@@ -261,29 +276,31 @@ def _train_member(
     resume: bool,
     progress: bool,
     channel_map: ChannelMap | None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """One member: every fold (resumed per fold), or one run (kept when finished)."""
+    """One member: every fold (resumed per fold, kept when finished), or one run (kept when
+    finished); kept only when made from the same inputs and settings."""
     from hpa.pipelines.folds import check_same_settings, train_folds
-    from hpa.pipelines.train import train_model
+    from hpa.pipelines.train import check_model_kind, clear_other_kind, model_record, train_model
 
+    if overwrite:
+        clear_other_kind(folder, blend=False, folds=all_folds)
+    check_model_kind(folder, blend=False, folds=all_folds)
     if all_folds:
         return train_folds(
-            images,
-            labels,
-            masks,
-            folder,
-            cfg,
-            cache_root=cache_root,
-            progress=progress,
-            channel_map=channel_map,
-        )
-    check_same_settings(folder, cfg)
-    if (folder / ModelDir.METRICS).is_file():
+            images, labels, masks, folder, cfg, cache_root=cache_root, progress=progress,
+            channel_map=channel_map, overwrite=overwrite,
+        )  # fmt: skip
+    if not overwrite:
+        check_same_settings(folder, cfg)
+    record = model_record("model", cfg, images, labels, masks)
+    if (folder / ModelDir.METRICS).is_file() and check_reuse(folder, record, overwrite=overwrite):
         log.info("%s: finished earlier, kept", folder)
         return dict(ModelDir(folder).read_metrics())
+    resume = (resume or (folder / ModelDir.CHECKPOINT).is_file()) and not overwrite
     return train_model(
-        images, labels, masks, folder, cfg, cache_root=cache_root,
-        resume=resume or (folder / ModelDir.CHECKPOINT).is_file(), progress=progress, channel_map=channel_map,
+        images, labels, masks, folder, cfg, cache_root=cache_root, resume=resume, progress=progress,
+        channel_map=channel_map,
     )  # fmt: skip
 
 

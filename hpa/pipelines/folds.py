@@ -23,6 +23,7 @@ import pandas as pd
 from hpa import runlog
 from hpa.artefacts import ModelDir, write_csv, write_parquet
 from hpa.artefacts.modelcard import write_training_record
+from hpa.artefacts.provenance import check_reuse, remove_record, write_record
 from hpa.artefacts.tables import image_score_table
 from hpa.config import save_json, to_dict
 from hpa.errors import HPAConfigError
@@ -71,6 +72,7 @@ def train_folds(
     cache_root: str | Path | None = None,
     progress: bool = True,
     channel_map: ChannelMap | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train every fold of ``cfg.folds`` and tune the thresholds on the out-of-fold scores.
 
@@ -82,20 +84,30 @@ def train_folds(
         cfg: a :class:`hpa.classification.train.TrainConfig`; ``cfg.fold`` is ignored.
         cache_root: crop cache folder, shared by the folds.
         channel_map: which channel of a multi-channel TIFF is which (:mod:`hpa.io_tiff`).
+        overwrite: retrain every fold (none is kept or resumed).
 
     Returns:
         The metrics written to ``OUT/metrics.json`` (out-of-fold macro F1, per class,
         each fold's validation F1 and time).
+
+    Raises:
+        HPAConfigError: a finished fold was trained on other inputs or settings
+            (:func:`hpa.artefacts.provenance.check_reuse`) and ``overwrite`` is False.
     """
     from hpa.aggregation import apply_thresholds, macro_f1, per_class_report
     from hpa.classification.ensemble import tune_on_views
+    from hpa.pipelines.train import check_masks_of, model_record
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runlog.write_into(out)  # one log for every fold, appended to by a rerun
+    check_masks_of(images, masks)
+    record = model_record("model-folds", cfg, images, labels, masks)
     fold_metrics = [
-        _train_fold(images, labels, masks, out, replace(cfg, fold=k), cache_root, progress, channel_map)
+        _train_fold(
+            images, labels, masks, out, replace(cfg, fold=k), cache_root, progress, channel_map, overwrite
+        )
         for k in range(cfg.folds)
     ]
     views, ids = _read_out_of_fold(out, labels, cfg.folds)
@@ -119,11 +131,13 @@ def train_folds(
         "seconds": time.perf_counter() - t0,
         "per_class": report.to_dict(orient="records"),
     }
+    remove_record(out)  # written again once the ensemble files are
     _write_ensemble(out, cfg, views, oof_labels, scores, tuned, tile_weight, metrics)
     write_training_record(
         out, name=out.name, seg_dirs=masks, images=images, labels=oof_labels, metrics=metrics,
         thresholds=tuned.thresholds, settings=to_dict(cfg),
     )  # fmt: skip
+    write_record(out, record)
     log.info(
         "%d folds in %s: out-of-fold macro F1 %.4f over %d images (tile weight %.2f); %.0f s",
         cfg.folds,
@@ -145,17 +159,20 @@ def _train_fold(
     cache_root: str | Path | None,
     progress: bool,
     channel_map: ChannelMap | None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train fold ``cfg.fold`` into ``OUT/fold-<k>`` (resumed from its checkpoint, or kept when
-    finished); returns its metrics."""
-    from hpa.pipelines.train import train_model
+    finished and made from the same inputs and settings); returns its metrics."""
+    from hpa.pipelines.train import model_record, train_model
 
     k, folder = cfg.fold, fold_dir(out, cfg.fold)
-    check_same_settings(folder, cfg)
-    if (folder / ModelDir.METRICS).is_file():
+    if not overwrite:
+        check_same_settings(folder, cfg)
+    record = model_record("model", cfg, images, labels, masks)
+    if (folder / ModelDir.METRICS).is_file() and check_reuse(folder, record, overwrite=overwrite):
         log.info("fold %d of %d: finished earlier in %s, kept", k + 1, cfg.folds, folder)
         return dict(ModelDir(folder).read_metrics())
-    resume = (folder / ModelDir.CHECKPOINT).is_file()
+    resume = (folder / ModelDir.CHECKPOINT).is_file() and not overwrite
     log.info("fold %d of %d -> %s%s", k + 1, cfg.folds, folder, " (resumed)" if resume else "")
     return train_model(
         images,

@@ -27,6 +27,17 @@ from tqdm import tqdm
 
 from hpa import runlog
 from hpa.artefacts import PredDir, SegDir, write_csv, write_failures, write_parquet
+from hpa.artefacts.provenance import (
+    Fingerprint,
+    Provenance,
+    check_masks_images,
+    differences,
+    folder_fingerprint,
+    images_fingerprint,
+    mismatch_message,
+    read_record,
+    write_record,
+)
 from hpa.artefacts.tables import image_score_table, split_views
 from hpa.config import default_workers, log_settings, resolve, save_yaml
 from hpa.errors import HPAConfigError
@@ -356,6 +367,8 @@ class PredictOptions:
         cell_score: the 2021 cell confidence rule (default: the benchmark's choice).
         min_cell_score: the lowest confidence listed in ``submission_2021.csv``.
         model_weights: weight of each of several model folders (default: equal).
+        overwrite: segment anew when the masks of the previous run in ``OUT/masks``
+            were made from other images (default: refuse).
     """
 
     masks: str | Path | None = None
@@ -375,6 +388,7 @@ class PredictOptions:
     cell_score: str | None = None
     min_cell_score: float | None = None
     model_weights: Sequence[float] | None = None
+    overwrite: bool = False
 
 
 def predict_folder(
@@ -399,6 +413,7 @@ def predict_folder(
     cell_score: str | None = None,
     min_cell_score: float | None = None,
     model_weights: Sequence[float] | None = None,
+    overwrite: bool = False,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
@@ -410,8 +425,8 @@ def predict_folder(
         out: PRED_DIR to write.
         masks, ids, tta, pooling, fill_top, batch_size, device, workers, backend,
             progress, scheduler, precision, channel_map, fmt, cell_score,
-            min_cell_score, model_weights: keyword-only options, the fields of
-            :class:`PredictOptions`.
+            min_cell_score, model_weights, overwrite: keyword-only options, the fields
+            of :class:`PredictOptions`.
 
     Returns:
         A :class:`PredictSummary`.
@@ -426,13 +441,15 @@ def predict_folder(
         hpa.pipelines.cluster.ClusterError: with ``scheduler``, dask.distributed is not
             installed, a worker cannot see the folders, or a shard was lost.
         HPAConfigError: ``out`` is, holds or sits inside an input folder, or holds
-            files ``hpa predict`` did not write, or another run is writing it.
+            files ``hpa predict`` did not write, or another run is writing it; or
+            ``masks`` were made from another images folder; or ``out/masks`` holds
+            masks of other images for these Ids and ``overwrite`` is False.
     """
     opts = PredictOptions(
         masks=masks, ids=ids, tta=tta, pooling=pooling, fill_top=fill_top, batch_size=batch_size,
         device=device, workers=workers, backend=backend, progress=progress, scheduler=scheduler,
         precision=precision, channel_map=channel_map, fmt=fmt, cell_score=cell_score,
-        min_cell_score=min_cell_score, model_weights=model_weights,
+        min_cell_score=min_cell_score, model_weights=model_weights, overwrite=overwrite,
     )  # fmt: skip
     out = Path(out)
     models = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
@@ -457,11 +474,14 @@ def _predict_staged(
     check_folder_ids(images, ids)  # a badly named file fails now, not after the work
     model, cfg, thresholds, opts = _load_model(model_dirs, opts)
     opts = _resolve_options(opts, cfg)
-    masks_dir, seg_config = _masks_folder(work, out, model_dirs, opts)
+    masks_dir, seg_config = _masks_folder(work, out, model_dirs, opts, images, ids)
     seg_backend = seg_config.backend if seg_config is not None else None
-    settings = _run_settings(images, masks_dir, model_dirs, opts, cfg, len(ids), seg_backend)
+    # masks made on the fly are recorded where they will be: OUT/masks, not the staging folder
+    final_masks = masks_dir if opts.masks is not None else Path(os.path.realpath(out)) / PredDir.MASKS
+    settings = _run_settings(images, final_masks, model_dirs, opts, cfg, len(ids), seg_backend)
     log_settings("predict settings", settings)
     save_yaml(work / PredDir.CONFIG, settings)
+    write_record(work, _prediction_record(images, masks_dir, model_dirs, opts, settings))
     if opts.scheduler is None:
         assert model is not None and opts.workers is not None and opts.batch_size is not None
         scored = score_folder_views(
@@ -603,16 +623,23 @@ def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
 
 
 def _masks_folder(
-    work: Path, out: Path, model_dirs: Sequence[str | Path], opts: PredictOptions
+    work: Path,
+    out: Path,
+    model_dirs: Sequence[str | Path],
+    opts: PredictOptions,
+    images: str | Path,
+    ids: Sequence[str],
 ) -> tuple[Path, SegmentConfig | None]:
     """The SEG_DIR to read, or to segment into (``WORK/masks``, resumed) and its settings.
 
     Masks made on the fly follow the segmentation settings the model was trained with
     (:func:`hpa.pipelines.predict_config.model_segmentation`); ``opts.backend`` overrides
-    the backend.
+    the backend. They get a provenance record, as a SEG_DIR of ``hpa segment`` does.
 
     Raises:
         HPADataError: ``opts.masks`` is not a segmentation folder.
+        HPAConfigError: ``opts.masks`` were made from another images folder, or
+            ``OUT/masks`` holds masks of other images (:func:`_resume_masks`).
     """
     from hpa.config import to_dict
     from hpa.pipelines.predict_config import model_segmentation
@@ -620,11 +647,44 @@ def _masks_folder(
     masks_dir = Path(opts.masks) if opts.masks else work / PredDir.MASKS
     if opts.masks is not None:
         SegDir(masks_dir).check()
+        check_masks_images(masks_dir, images)
         return masks_dir, None
     seg_config = model_segmentation(model_dirs, opts.backend)
-    _resume_masks(masks_dir, out / PredDir.MASKS, to_dict(seg_config))
+    spec = opts.channel_map.spec if opts.channel_map is not None else None
+    record = SegDir.record(images, to_dict(seg_config), spec, "hpa predict")
+    _resume_masks(masks_dir, out / PredDir.MASKS, to_dict(seg_config), record, ids, overwrite=opts.overwrite)
     SegDir(masks_dir).write_settings(to_dict(seg_config))
+    write_record(masks_dir, record)
     return masks_dir, seg_config
+
+
+#: Run settings not in a PRED_DIR's record: paths (recorded as inputs), where and how fast it ran.
+_RECORD_FREE = ("images", "masks", "model", "device", "workers", "batch_size", "scheduler")
+
+
+def _prediction_record(
+    images: str | Path,
+    masks_dir: Path,
+    model_dirs: Sequence[str | Path],
+    opts: PredictOptions,
+    settings: dict[str, Any],
+) -> Provenance:
+    """The PRED_DIR's provenance record: the run's settings, the images, model(s) and masks.
+
+    Masks made on the fly are named ``masks`` (the folder's own), with their record's digest.
+    """
+    own = folder_fingerprint(masks_dir)
+    masks = own if opts.masks is not None else Fingerprint(PredDir.MASKS, own.sha256)
+    return Provenance(
+        "preddir",
+        "hpa predict",
+        {k: v for k, v in settings.items() if k not in _RECORD_FREE},
+        {
+            "images": (images_fingerprint(images),),
+            "model": tuple(folder_fingerprint(m) for m in model_dirs),
+            "masks": (masks,),
+        },
+    )
 
 
 def _run_settings(
@@ -666,22 +726,42 @@ def _run_settings(
     return settings
 
 
-def _resume_masks(masks_dir: Path, previous: Path, settings: dict[str, Any]) -> None:
+def _resume_masks(
+    masks_dir: Path,
+    previous: Path,
+    settings: dict[str, Any],
+    record: Provenance,
+    ids: Sequence[str],
+    *,
+    overwrite: bool = False,
+) -> None:
     """Prepare the on-the-fly SEG_DIR ``masks_dir`` of a staged run for resuming.
 
-    Masks left there by a killed run are kept when made with ``settings`` (else removed);
-    a new ``masks_dir`` starts from the masks of the previous finished run
-    (``previous``, hard links: every file is replaced by rename, never rewritten) when
-    their settings match.
+    Masks left there by a killed run are kept when made from the same images with
+    ``settings`` (their ``record`` matches; else they are removed); a new ``masks_dir``
+    starts from the masks of the previous finished run (``previous``, hard links: every
+    file is replaced by rename, never rewritten) when their settings and images match.
+
+    Raises:
+        HPAConfigError: ``previous`` holds masks of other images for some of ``ids``
+            and ``overwrite`` is False (with it, they are not reused).
     """
     import shutil
 
-    if masks_dir.is_dir() and SegDir(masks_dir).settings_differences(settings):
-        log.info("%s: masks of an interrupted run with other settings; segmenting anew", masks_dir)
-        shutil.rmtree(masks_dir)
+    if masks_dir.is_dir():
+        partial = read_record(masks_dir)
+        if SegDir(masks_dir).settings_differences(settings) or (
+            partial is not None and differences(partial, record)
+        ):
+            log.info(
+                "%s: masks of an interrupted run with other images or settings; segmenting anew", masks_dir
+            )
+            shutil.rmtree(masks_dir)
     if masks_dir.is_dir() or SegDir(previous).read_settings() is None:
         return
     if SegDir(previous).settings_differences(settings):
+        return
+    if not _same_images(previous, record, ids, overwrite):
         return
     try:
         shutil.copytree(previous, masks_dir, copy_function=os.link)
@@ -689,6 +769,32 @@ def _resume_masks(masks_dir: Path, previous: Path, settings: dict[str, Any]) -> 
         shutil.rmtree(masks_dir, ignore_errors=True)
         shutil.copytree(previous, masks_dir)
     log.info("reusing the masks of the previous run in %s", previous)
+
+
+def _same_images(previous: Path, record: Provenance, ids: Sequence[str], overwrite: bool) -> bool:
+    """Were the previous run's masks (``previous``, ``OUT/masks``) made from this run's images?
+
+    By their provenance record; for a folder written before records, by the images
+    folder its run's ``config.yaml`` names.
+
+    Raises:
+        HPAConfigError: they were not, they hold masks of some of ``ids``, and
+            ``overwrite`` is False.
+    """
+    recorded = read_record(previous)
+    if recorded is None:
+        before = PredDir(previous.parent).read_settings().get("images")
+        same = before is None or before == record.inputs["images"][0].path
+        if not same:
+            log.info("%s: masks of the images %s (no provenance record); not reused", previous, before)
+        return same
+    diff = differences(recorded, record)
+    if not diff:
+        return True
+    if overwrite or not any(SegDir(previous).is_finished(i) for i in ids):
+        log.info("%s: masks of other images (%s); segmenting anew", previous, "; ".join(diff.values()))
+        return False
+    raise HPAConfigError(mismatch_message(previous.parent, diff))
 
 
 def resolve_predict_config(args: argparse.Namespace) -> PredictConfig:
@@ -734,6 +840,7 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         cell_score=cfg.cell_score,
         min_cell_score=cfg.min_cell_score,
         model_weights=cfg.model_weights,
+        overwrite=getattr(args, "overwrite", False),
     )
     written = [n for n in (PredDir.SUBMISSION, PredDir.SUBMISSION_2021) if (summary.out / n).is_file()]
     text = (

@@ -22,6 +22,7 @@ from typing import Any
 from tqdm import tqdm
 
 from hpa import runlog
+from hpa.artefacts.provenance import Provenance, check_reuse, read_record, write_record
 from hpa.artefacts.segdir import SegDir, segment_and_write
 from hpa.config import default_workers, log_settings, resolve, to_dict
 from hpa.errors import HPAConfigError
@@ -159,6 +160,40 @@ def check_same_settings(out_dir: str | Path, settings: dict[str, Any]) -> None:
         )
 
 
+def check_reusable(
+    out_dir: str | Path, record: Provenance, settings: dict[str, Any], *, overwrite: bool
+) -> None:
+    """Let a run add to ``out_dir`` only when its finished images were made from the same inputs.
+
+    Its settings must be the run's (:func:`check_same_settings`, naming each one); with a
+    provenance record, the record must match ``record`` too (:func:`check_reuse`: the
+    images, the channel map); for a folder written before records, a different images
+    folder in its ``inputs.yaml`` is warned about. With ``overwrite``, a folder
+    that does not match is cleared (:meth:`SegDir.clear`) instead.
+
+    Raises:
+        HPAConfigError: the folder does not match and ``overwrite`` is False.
+    """
+    seg = SegDir(out_dir)
+    if not seg.has_finished_images():
+        return  # nothing finished yet: inputs and settings are free to change
+    if overwrite and seg.settings_differences(settings):
+        log.info("%s: masks made with other settings; removing them (--overwrite)", out_dir)
+        seg.clear()
+        return
+    check_same_settings(out_dir, settings)  # each setting named, recorded -> now
+    if read_record(out_dir) is not None:
+        if not check_reuse(out_dir, record, overwrite=overwrite):
+            seg.clear()
+        return
+    log.info("%s: no provenance record (an older hpa wrote it); finished images kept", out_dir)
+    before, now = seg.read_inputs().get("images"), record.inputs["images"][0].path
+    if before and now and str(Path(before).resolve()) != now:
+        log.warning(
+            "%s: its masks were made from %s, not %s; use --overwrite if they differ", out_dir, before, now
+        )
+
+
 def segment_folder(
     images_dir: str | Path,
     out_dir: str | Path,
@@ -168,6 +203,7 @@ def segment_folder(
     progress: bool = True,
     scheduler: str | None = None,
     channel_map: ChannelMap | None = None,
+    overwrite: bool = False,
 ) -> SegmentSummary:
     """Segment every sample of ``images_dir`` into the SEG_DIR ``out_dir``.
 
@@ -184,6 +220,8 @@ def segment_folder(
             workers write into ``out_dir``, which must be on a filesystem they share.
         channel_map: which channel of a multi-channel TIFF is which
             (:mod:`hpa.io_tiff`); saved with the images folder in ``inputs.yaml``.
+        overwrite: when ``out_dir`` holds masks of other images or settings, remove
+            them (hpa's files only) and segment anew, instead of refusing.
 
     Returns:
         A :class:`SegmentSummary`; failures are listed in ``out_dir/failures.csv``.
@@ -192,7 +230,8 @@ def segment_folder(
         hpa.pipelines.cluster.ClusterError: with ``scheduler``, dask.distributed is not
             installed or a worker cannot see or write ``out_dir``.
         HPAConfigError: ``out_dir`` is, holds or sits inside ``images_dir``, or holds
-            finished images segmented with other settings.
+            finished images segmented from other images or with other settings (its
+            ``provenance.json`` differs) and ``overwrite`` is False.
     """
     start = time.perf_counter()
     config = config or SegmentConfig()
@@ -216,9 +255,13 @@ def segment_folder(
 
         check_models(config)  # a missing or foreign weights file fails before any work
     check_apart(out_dir, {"IMAGES": images_dir})
-    check_same_settings(out_dir, to_dict(config))
+    record = SegDir.record(
+        images_dir, to_dict(config), channel_map.spec if channel_map else None, "hpa segment"
+    )
+    check_reusable(out_dir, record, to_dict(config), overwrite=overwrite)
     seg = SegDir(out_dir)
     seg.create()
+    write_record(out_dir, record)  # before any mask: what the folder's finished images are made from
     runlog.write_into(out_dir)  # appended to by a resumed run
     _remove_stray_temporaries(out_dir)
     seg.write_settings(to_dict(config))
@@ -292,6 +335,7 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=getattr(args, "scheduler", None),
         channel_map=getattr(args, "channel_map", None),
+        overwrite=getattr(args, "overwrite", False),
     )
     if summary.n_done + summary.n_skipped == 0:
         log.error("no image was segmented (%d failed)", summary.n_failed)

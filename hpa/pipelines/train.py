@@ -18,6 +18,18 @@ from hpa import runlog
 from hpa.artefacts import ModelDir, SegDir, write_csv
 from hpa.artefacts.cachedir import CacheDir
 from hpa.artefacts.modelcard import write_training_record
+from hpa.artefacts.provenance import (
+    KIND_NAMES,
+    WAY_OUT,
+    Provenance,
+    fingerprints,
+    folder_fingerprint,
+    images_fingerprint,
+    labels_digest,
+    labels_fingerprint,
+    read_record,
+    write_record,
+)
 from hpa.config import log_settings, resolve, save_json, save_yaml, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, Labels, read_labels
@@ -109,6 +121,7 @@ def train_cells(
     resume: bool = False,
     progress: bool = True,
     channel_map: ChannelMap | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """What ``hpa train-cells`` runs: the model and its companion blended
     (:func:`hpa.pipelines.blend.train_blend`) when ``cfg.companion`` names one, else every
@@ -117,60 +130,160 @@ def train_cells(
     Returns:
         The metrics written to ``OUT/metrics.json``.
 
+    With ``overwrite``, a folder of another kind loses hpa's files of that kind first, a
+    fold or member made from other inputs or settings is retrained instead of refused,
+    and no checkpoint is resumed.
+
     Raises:
-        HPAConfigError: ``out`` holds a model of the other kind (a blend, or a model
-            without a companion), which this run would leave half replaced.
+        HPAConfigError: ``out`` holds a model of another kind (a blend, a ``--folds``
+            ensemble or a plain model), which this run would leave half replaced, and
+            ``overwrite`` is False.
     """
-    check_model_kind(out, blend=cfg.companion is not None)
+    blend, folds = cfg.companion is not None, all_folds and cfg.companion is None
+    if overwrite:
+        clear_other_kind(out, blend=blend, folds=folds)
+        resume = False
+    check_model_kind(out, blend=blend, folds=folds)
     if cfg.companion is not None:
         from hpa.pipelines.blend import train_blend
 
         return train_blend(
             images, labels, masks, out, cfg, all_folds=all_folds, cache_root=cache_root, resume=resume,
-            progress=progress, channel_map=channel_map,
+            progress=progress, channel_map=channel_map, overwrite=overwrite,
         )  # fmt: skip
     if all_folds:
         from hpa.pipelines.folds import train_folds
 
         return train_folds(
-            images, labels, masks, out, cfg, cache_root=cache_root, progress=progress, channel_map=channel_map
-        )
+            images, labels, masks, out, cfg, cache_root=cache_root, progress=progress, channel_map=channel_map,
+            overwrite=overwrite,
+        )  # fmt: skip
     return train_model(
         images, labels, masks, out, cfg, cache_root=cache_root, resume=resume, progress=progress,
         channel_map=channel_map,
     )  # fmt: skip
 
 
-def check_model_kind(out: str | Path, blend: bool) -> None:
-    """Refuse to train a blend into a folder holding another kind of model, or the reverse.
+def model_kind(out: str | Path) -> str | None:
+    """The kind of model ``out`` holds: ``model``, ``model-folds``, ``blend`` (None: none).
 
-    A plain or ``--folds`` run keeps the entries of ``out`` it does not write, so over a
-    blend folder it would leave ``ensemble.json`` pointing ``hpa predict`` at the old
-    members; a blend over a model folder would leave that model's files beside it.
-
-    Raises:
-        HPAConfigError: naming the folder and what to do.
+    Told by its provenance record, else by its files: ``ensemble.json`` (a blend's says
+    ``"combine": "image"``), ``fold-<k>/`` folders, ``config.json``.
     """
     import json
 
     from hpa.classification.ensemble import BLEND
+    from hpa.pipelines.blend import MAIN
 
     out = Path(out)
+    if not out.is_dir():
+        return None
+    record = read_record(out)
+    if record is not None and record.kind in ("model", "model-folds", "blend"):
+        return record.kind
     spec = out / ModelDir.ENSEMBLE
     try:
         combine = json.loads(spec.read_text(encoding="utf-8")).get("combine") if spec.is_file() else None
     except (ValueError, AttributeError):
         combine = None  # a malformed file is reported where it is read
-    if blend and ((out / ModelDir.CONFIG).is_file() or (spec.is_file() and combine != BLEND)):
+    if combine == BLEND or (out / MAIN).is_dir():
+        return "blend"
+    if spec.is_file() or any(out.glob(f"{ModelDir.FOLD_PREFIX}*/{ModelDir.CONFIG}")):
+        return "model-folds"
+    if (out / ModelDir.CONFIG).is_file():
+        return "model"
+    return None
+
+
+def check_model_kind(out: str | Path, blend: bool, *, folds: bool = False) -> None:
+    """Refuse to train one kind of model (plain, ``--folds``, blend) into a folder of another.
+
+    A plain or ``--folds`` run keeps the entries of ``out`` it does not write, so over a
+    blend folder it would leave ``ensemble.json`` pointing ``hpa predict`` at the old
+    members; over a ``--folds`` folder a plain model would be averaged with the old
+    folds; a blend over a model folder would leave that model's files beside it.
+
+    Raises:
+        HPAConfigError: naming the folder, both kinds and what to do.
+    """
+    have = model_kind(out)
+    want = "blend" if blend else "model-folds" if folds else "model"
+    if have is None or have == want:
+        return
+    if blend:
         raise HPAConfigError(
-            f"{out}: holds a model trained without a companion; use another --out, or add "
-            "--companion none to retrain that model"
+            f"{out}: holds {KIND_NAMES[have]}, trained without a companion; use another --out, add "
+            "--companion none to retrain that model, or --overwrite to rebuild the folder"
         )
-    if not blend and combine == BLEND:
+    if have == "blend":
         raise HPAConfigError(
             f"{out}: holds a model blended with a companion (ensemble.json); use another --out, "
-            "or train with the companion again (the defaults, or --companion scratch)"
+            "train with the companion again (the defaults, or --companion scratch), or --overwrite "
+            "to rebuild the folder"
         )
+    raise HPAConfigError(f"{out}: holds {KIND_NAMES[have]}, this run trains {KIND_NAMES[want]}; {WAY_OUT}")
+
+
+def clear_other_kind(out: str | Path, *, blend: bool, folds: bool) -> None:
+    """Remove hpa's files of a model of another kind from ``out`` (``--overwrite``).
+
+    Only the names a model, ``--folds`` or blend folder holds are removed (the user's
+    own files stay), and only when ``out`` holds another kind than the run's.
+    """
+    import shutil
+
+    from hpa.classification.train import COMPANIONS
+    from hpa.pipelines.blend import BLEND_SCORES, MAIN
+    from hpa.runlog import RUN_LOG
+
+    out = Path(out)
+    have = model_kind(out)
+    if have is None or have == ("blend" if blend else "model-folds" if folds else "model"):
+        return
+    files = {
+        v for k, v in vars(ModelDir).items() if k.isupper() and isinstance(v, str) and k != "FOLD_PREFIX"
+    }
+    files |= {BLEND_SCORES, RUN_LOG, "provenance.json"}
+    dirs = {MAIN, *COMPANIONS}
+    log.info("%s: removing the files of %s (--overwrite)", out, KIND_NAMES[have])
+    for entry in list(out.iterdir()):
+        if (
+            entry.is_dir()
+            and not entry.is_symlink()
+            and (entry.name in dirs or entry.name.startswith(ModelDir.FOLD_PREFIX))
+        ):
+            shutil.rmtree(entry)
+        elif entry.is_file() and entry.name in files:
+            entry.unlink()
+
+
+def model_record(
+    kind: str, cfg: TrainConfig, images: Folders, labels: Labels, masks: Folders, **extra: Any
+) -> Provenance:
+    """The provenance record of a model folder trained by ``cfg`` on these inputs.
+
+    Settings that change where and how fast a run goes (:data:`_RECORD_FREE`) are left
+    out; ``extra`` settings are added (a blend's ``all_folds``).
+    """
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in _RECORD_FREE}
+    if kind != "model":
+        settings.pop("fold", None)
+    image_dirs = images.values() if isinstance(images, Mapping) else [images]
+    seg_dirs = masks.values() if isinstance(masks, Mapping) else [masks]
+    return Provenance(
+        kind,
+        "hpa train-cells",
+        {**settings, **extra},
+        {
+            "images": fingerprints(image_dirs, images_fingerprint),
+            "labels": (labels_fingerprint(labels),),
+            "masks": fingerprints(seg_dirs, folder_fingerprint),
+        },
+    )
+
+
+#: Training settings not in a model's record: where and how fast, not what, it trains.
+_RECORD_FREE = ("workers", "device", "precision", "max_steps")
 
 
 def check_backbone(name: str) -> None:
@@ -220,7 +333,9 @@ def train_model(
     t_start = time.perf_counter()
     channels = parse_channels(cfg.channels)
     seg_dirs = _check_folders(images, masks, out, channel_map)
-    run = _start_run(Path(out), cfg, labels, resume=resume, progress=progress)
+    check_masks_of(images, masks)
+    record = model_record("model", cfg, images, labels, masks)
+    run = _start_run(Path(out), cfg, labels, resume=resume, progress=progress, record=record)
     cfg = run.cfg
     labels = _labels_with_masks(labels, masks, seg_dirs)
     crop = CropSettings(cfg.crop_size, cfg.margin, cfg.mask_outside, tuple(cfg.tile_grids), cfg.crop_scale,
@@ -246,7 +361,9 @@ def train_model(
     result = _choose_tile_weight(data, cfg, model_cfg, evaluated)
     metrics = _metrics(result, data, train_ids, history, time.perf_counter() - t_start)
     image_dirs = sorted({str(p) for p in images.values()}) if isinstance(images, Mapping) else [str(images)]
-    _publish_model_folder(run, model, result, data, metrics, history, _Sources(seg_dirs, image_dirs, labels))
+    _publish_model_folder(
+        run, model, result, data, metrics, history, _Sources(seg_dirs, image_dirs, labels), record
+    )
     return metrics
 
 
@@ -327,8 +444,14 @@ class _Run:
     progress: bool
 
 
-def _start_run(out: Path, cfg: TrainConfig, labels: Labels, *, resume: bool, progress: bool) -> _Run:
-    """Join the torchrun world, check ``--resume``, stage the model folder, seed."""
+def _start_run(
+    out: Path, cfg: TrainConfig, labels: Labels, *, resume: bool, progress: bool, record: Provenance
+) -> _Run:
+    """Join the torchrun world, check ``--resume``, stage the model folder, seed.
+
+    The checkpoint records the digest of ``record``'s inputs: a resume with other
+    images, labels or masks is refused like one with other settings.
+    """
     import torch
 
     from hpa.classification import distributed
@@ -342,7 +465,11 @@ def _start_run(out: Path, cfg: TrainConfig, labels: Labels, *, resume: bool, pro
     if not world.is_main:
         progress = False
         logging.getLogger("hpa").setLevel(logging.WARNING)
-    settings = {**resume_settings(cfg, labels), "world_size": world.size}
+    settings = {
+        **resume_settings(cfg, labels),
+        "world_size": world.size,
+        "inputs_sha256": record.inputs_digest(),
+    }
     checkpoint = out / CHECKPOINT_FILE
     if resume:
         check_resume(checkpoint, settings)
@@ -594,9 +721,10 @@ def _publish_model_folder(
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
     sources: _Sources,
+    record: Provenance,
 ) -> None:
-    """Weights, config, thresholds, metrics, history, validation scores and the model card
-    (``README.md``), swapped into OUT."""
+    """Weights, config, thresholds, metrics, history, validation scores, the model card
+    (``README.md``) and the provenance record, swapped into OUT."""
     from hpa.aggregation import save_thresholds
     from hpa.classification.model import THRESHOLDS_FILE, save_model_folder
 
@@ -613,6 +741,7 @@ def _publish_model_folder(
         staging, name=run.out.name, seg_dirs=sources.seg_dirs, images=sources.image_dirs, labels=sources.labels,
         metrics=metrics, thresholds=result.tuned.thresholds, settings=to_dict(run.cfg),
     )  # fmt: skip
+    write_record(staging, record)
     swap_in_keeping(staging, run.out)
     log.info(
         "model folder %s: val macro F1 %.4f (tuned thresholds), %.4f at 0.5; %.0f s",
@@ -637,13 +766,8 @@ def resume_settings(cfg: TrainConfig, labels: Labels) -> dict[str, Any]:
     Every training setting except :data:`_RESUME_FREE`, and a digest of the labels
     (Ids, label set and classes), so that another label file is caught too.
     """
-    import hashlib
-
-    digest = hashlib.sha256(labels.label_set.encode())
-    digest.update("\n".join(labels.ids).encode())
-    digest.update(np.ascontiguousarray(labels.y, dtype=np.uint8).tobytes())
     settings = {k: v for k, v in to_dict(cfg).items() if k not in _RESUME_FREE}
-    return {**settings, "labels_sha256": digest.hexdigest()}
+    return {**settings, "labels_sha256": labels_digest(labels)}
 
 
 def check_resume(checkpoint: Path, settings: dict[str, Any]) -> None:
@@ -669,9 +793,13 @@ def check_resume(checkpoint: Path, settings: dict[str, Any]) -> None:
         )
     changed = []
     for key in sorted(set(saved) | set(settings)):
+        if key == "inputs_sha256" and key not in saved:
+            continue  # written before checkpoints recorded their inputs: settings and labels checked
         if saved.get(key) != settings.get(key):
             if key == "labels_sha256":
                 changed.append("the labels (file content)")
+            elif key == "inputs_sha256":
+                changed.append("the images, labels or masks (their fingerprints)")
             else:
                 changed.append(f"{key} {saved.get(key)!r} -> {settings.get(key)!r}")
     if changed:
@@ -765,7 +893,7 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     all_folds = args.folds is not None and args.fold is None  # every fold, out-of-fold thresholds
     metrics = train_cells(
         images, labels, masks, args.out, cfg, all_folds=all_folds, cache_root=args.cache,
-        resume=args.resume, channel_map=channel_map,
+        resume=args.resume, channel_map=channel_map, overwrite=getattr(args, "overwrite", False),
     )  # fmt: skip
     if not world_from_env().is_main:
         return 0
@@ -779,3 +907,26 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     if all_folds:
         return 0, f"{cfg.folds} fold models written to {args.out}: out-of-fold macro F1 {score:.4f}"
     return 0, f"model written to {args.out}: validation macro F1 {score:.4f}"
+
+
+def check_masks_of(images: Folders, masks: Folders) -> None:
+    """Refuse ``--masks`` made from another images folder than ``--images`` (each source).
+
+    Raises:
+        HPAConfigError: :func:`hpa.artefacts.provenance.check_masks_images`.
+    """
+    from hpa.artefacts.provenance import check_masks_images
+
+    if isinstance(masks, Mapping) or isinstance(images, Mapping):
+        ids = masks.keys() if isinstance(masks, Mapping) else images.keys()  # type: ignore[union-attr]
+        pairs = {
+            (
+                str(masks[i] if isinstance(masks, Mapping) else masks),
+                str(images[i] if isinstance(images, Mapping) else images),
+            )
+            for i in ids
+        }
+    else:
+        pairs = {(str(masks), str(images))}
+    for seg, folder in sorted(pairs):
+        check_masks_images(seg, folder)

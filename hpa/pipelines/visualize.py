@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from hpa.artefacts.provenance import check_masks_images
 from hpa.io import HPADataError, check_image_id, write_png
 from hpa.outputs import check_apart
 from hpa.visualization.classes import image_title
@@ -116,6 +117,8 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
         load_prediction_run(args.pred, getattr(args, "scheme", "2018")), getattr(args, "channel_map", None)
     )
     ids = _ids(args.id, run)
+    if run.masks_dir is not None and run.masks_dir.is_dir():  # the overlays draw these masks on IMAGES
+        check_masks_images(run.masks_dir, args.images, flag=f"--pred {args.pred}: masks")
     out = Path(args.out) if args.out else run.root / "overlays"
     check_apart(out, {"IMAGES": args.images, "--pred": args.pred}, may_sit_inside=("--pred",))
     written = draw_overlays(
