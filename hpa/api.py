@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 
 from hpa.errors import HPAConfigError, HPADataError
-from hpa.pipelines.evaluate import evaluate
 from hpa.pipelines.predict import predict_folder
 from hpa.pipelines.segment import segment_folder
 
@@ -99,6 +98,39 @@ def train(
     return train_cells(
         images, read_labels(labels), masks, out, cfg, all_folds=all_folds, resume=resume, progress=progress
     )
+
+
+def evaluate(
+    submission: str | Path,
+    labels: str | Path | None = None,
+    *,
+    truth: str | Path | None = None,
+    format: str | None = None,
+) -> dict[str, Any]:
+    """Score a submission, as ``hpa evaluate`` does (the same checks, the same result).
+
+    Args:
+        submission: ``submission.csv`` (``Id,Predicted``) or ``submission_2021.csv``.
+        labels: image labels (2018 ``Id,Target`` or 2021 ``ID,Label``): the macro F1 of a
+            ``submission.csv``.
+        truth: folder of ``cells/<Id>.png`` and ``cell_labels_2021.csv``: the cell-level
+            mAP (IoU >= 0.6) of a 2021 submission.
+        format: ``2018`` or ``2021``; default: 2021 with ``truth`` or a 2021 submission
+            file, else 2018.
+
+    Returns:
+        2018: ``{"macro_f1", "n_images", "label_set", "submission", "labels", "per_class"}``;
+        2021: ``{"map", "n_images", "n_truth_cells", "submission", "truth", "per_class", ...}``
+        (JSON-ready, as ``hpa evaluate --json`` prints).
+
+    Raises:
+        HPAConfigError: a missing ``labels`` or ``truth`` for the format, or an unknown format.
+        HPADataError: an unreadable file, or Ids missing, duplicated or unknown.
+    """
+    from hpa.config import Spelling
+    from hpa.pipelines.evaluate import evaluate_submission
+
+    return evaluate_submission(submission, labels, truth=truth, fmt=format, names=Spelling("hpa.evaluate"))[1]
 
 
 @dataclass(frozen=True)

@@ -376,12 +376,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         formatter_class=_FMT,
     )
     p.add_argument("submission", help="submission.csv (Id,Predicted) or submission_2021.csv")
-    p.add_argument("--labels", default=None, help="label CSV with the truth (2018 format)")
+    p.add_argument(
+        "--labels", default=None, help="image labels of a submission.csv (2018 Id,Target or 2021 ID,Label)"
+    )
     p.add_argument(
         "--format",
         choices=("2018", "2021"),
         default=None,
-        help="2018: image labels, macro F1; 2021: cells, mAP at IoU >= 0.6 (default: 2021 with --truth)",
+        help="2018: image labels, macro F1; 2021: cells, mAP at IoU >= 0.6 (default: 2021 with "
+        "--truth or a submission_2021.csv)",
     )
     p.add_argument("--truth", default=None, help="2021: folder of cells/<Id>.png and cell_labels_2021.csv")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

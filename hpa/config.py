@@ -57,6 +57,49 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
         raise HPAConfigError(f"{source}: {exc}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Spelling:
+    """How the caller names a setting in messages: a CLI flag, or an API function's argument.
+
+    One check serves the ``hpa`` command and the Python API; each message names the
+    setting as its user wrote it.
+
+    Attributes:
+        api: the API function (``hpa.predict_folder``); None for the command line.
+        flags: settings whose flag is not ``--<name with dashes>`` (``fmt``: ``--format``).
+
+    >>> api = Spelling("hpa.predict_folder")
+    >>> CLI("min_cell_score"), api("min_cell_score")
+    ('--min-cell-score', 'min_cell_score')
+    >>> CLI.given("fmt", "2019"), api.given("fmt", "2019"), CLI.needs("truth", "DIR"), api.needs("truth", "DIR")
+    ('--format 2019', "fmt='2019'", '--truth DIR', 'truth=DIR')
+    """
+
+    api: str | None = None
+    flags: tuple[tuple[str, str], ...] = (("fmt", "--format"), ("model_dir", "--model"))
+
+    def __call__(self, name: str) -> str:
+        if self.api is not None:
+            return name
+        return dict(self.flags).get(name, "--" + name.replace("_", "-"))
+
+    def given(self, name: str, value: Any) -> str:
+        """The setting as given: ``--format 2019`` or ``fmt='2019'``."""
+        return f"{name}={value!r}" if self.api is not None else f"{self(name)} {value}"
+
+    def needs(self, name: str, meta: str) -> str:
+        """The setting as asked for: ``--truth DIR`` or ``truth=DIR``."""
+        return f"{name}={meta}" if self.api is not None else f"{self(name)} {meta}"
+
+    def prefix(self) -> str:
+        """``"hpa.predict_folder: "`` for the API, nothing for the command line."""
+        return f"{self.api}: " if self.api else ""
+
+
+#: Settings named as ``hpa`` flags.
+CLI = Spelling()
+
+
 def check_count(value: Any, name: str, minimum: int = 1, optional: bool = False) -> None:
     """Raise unless ``value`` is an integer >= ``minimum`` (or None when ``optional``).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import shutil
 import zlib
@@ -18,7 +19,7 @@ from hpa.aggregation.rle import encode_cells, encode_mask
 from hpa.aggregation.submission_2021 import read_submission_2021, write_submission_2021
 from hpa.cli import main as hpa_main
 from hpa.constants import CLASS_NAMES_2018
-from hpa.errors import HPADataError
+from hpa.errors import HPAConfigError, HPADataError
 from hpa.io import write_label_image
 from hpa.pipelines.predict import predict_folder
 
@@ -86,16 +87,22 @@ def test_rle_bytes_match_the_competition_encoder_on_edge_masks(name):
 MASK = encode_mask(np.ones((2, 2), bool))
 
 
+def _truth(tmp_path: Path) -> Path:
+    """A 2021 truth folder of two 2x2 images ``a`` and ``b``, one cell each (classes 0 and 3)."""
+    truth = tmp_path / "truth"
+    for image_id in "ab":
+        write_label_image(truth / "cells" / f"{image_id}.png", np.ones((2, 2), np.int32))
+    (truth / "cell_labels_2021.csv").write_text("image_id,cell_id,Label\na,1,0\nb,1,3\n")
+    return truth
+
+
 @pytest.mark.parametrize("conf", ["nan", "NaN", "inf", "-inf"])
 def test_nan_confidence_is_refused_by_the_reader_naming_file_and_line(tmp_path, caplog, conf):
     sub = tmp_path / "submission_2021.csv"
     sub.write_text(f"ID,ImageWidth,ImageHeight,PredictionString\na,2,2,0 0.5 {MASK}\nb,2,2,3 {conf} {MASK}\n")
     with pytest.raises(HPADataError, match=rf"submission_2021.csv, line 3: class 3 has confidence '{conf}'"):
         read_submission_2021(sub)
-    truth = tmp_path / "truth"
-    for image_id in "ab":
-        write_label_image(truth / "cells" / f"{image_id}.png", np.ones((2, 2), np.int32))
-    (truth / "cell_labels_2021.csv").write_text("image_id,cell_id,Label\na,1,0\nb,1,3\n")
+    truth = _truth(tmp_path)
     caplog.clear()
     assert hpa_main(["evaluate", str(sub), "--truth", str(truth)]) == 1
     (line,) = _errors(caplog)
@@ -119,3 +126,36 @@ def test_nan_confidence_is_refused_by_the_writers(run, tmp_path):
     with pytest.raises(HPADataError, match=r"cell_predictions.parquet: row 3 \(image_id \w+, cell_id \d+\)"):
         write_single_cell(pred, progress=False)
     assert not (pred / "submission_2021.csv").exists()
+
+
+# ------------------------------- 3. evaluate a 2021 submission: CLI and API agree ---
+
+
+def test_evaluate_2021_submission_with_image_labels_says_what_scores_it(tmp_path, caplog, capsys):
+    import hpa
+
+    sub = tmp_path / "submission_2021.csv"
+    sub.write_text(f"ID,ImageWidth,ImageHeight,PredictionString\na,2,2,0 0.9 {MASK}\nb,2,2,3 0.8 {MASK}\n")
+    labels = tmp_path / "labels_2021.csv"
+    labels.write_text("ID,Label\na,0\nb,3\n")
+    caplog.clear()
+    assert hpa_main(["evaluate", str(sub), "--labels", str(labels)]) == 1
+    (line,) = _errors(caplog)
+    assert "--truth TRUTH_DIR" in line and str(labels) in line and "expected 'Id,Predicted'" not in line, line
+    with pytest.raises(HPAConfigError, match=r"^hpa\.evaluate: .*truth=TRUTH_DIR") as raised:
+        hpa.evaluate(sub, labels)
+    assert "--" not in str(raised.value).split("'hpa predict")[0]  # API names, not flags
+    caplog.clear()
+    assert hpa_main(["evaluate", str(sub), "--format", "2018", "--labels", str(labels)]) == 1
+    assert "--truth TRUTH_DIR" in _errors(caplog)[0]
+
+    # the API's 2021 mode gives what the CLI prints with --json
+    truth = _truth(tmp_path)
+    capsys.readouterr()
+    assert hpa_main(["evaluate", str(sub), "--truth", str(truth), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    result = hpa.evaluate(sub, truth=truth)
+    assert result == printed and result["map"] == 1.0
+    assert hpa.evaluate(sub, format="2021", truth=truth) == result
+    with pytest.raises(HPAConfigError, match=r"hpa\.evaluate: format='2019'"):
+        hpa.evaluate(sub, format="2019")
