@@ -53,7 +53,8 @@ def user_message(exc: BaseException) -> str | None:
         path = exc.filename or "?"
         if name in _DISK_ERRNOS:
             action = "cannot write" if name in ("ENOSPC", "EDQUOT", "EROFS") else "cannot access"
-            return f"{path}: {action}: {_DISK_ERRNOS[name]} ({exc.strerror})"
+            where = f"{exc.filename}: " if exc.filename else ""
+            return f"{where}{action}: {_DISK_ERRNOS[name]} ({exc.strerror})"
         if name in ("ENOENT", "ENOTDIR", "EISDIR", "EEXIST", "ENOTEMPTY") and exc.filename:
             return f"{path}: {exc.strerror}"
     if isinstance(exc, FileNotFoundError | NotADirectoryError):

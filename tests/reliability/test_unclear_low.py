@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import logging
+import os
+import pathlib
 import shutil
+import subprocess
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +164,65 @@ def test_evaluate_2021_submission_with_image_labels_says_what_scores_it(tmp_path
     assert hpa.evaluate(sub, format="2021", truth=truth) == result
     with pytest.raises(HPAConfigError, match=r"hpa\.evaluate: format='2019'"):
         hpa.evaluate(sub, format="2019")
+
+
+# ------------------------------------------ 4. a full disk: the path, and ENOSPC ---
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on a full disk: a 64 KiB tmpfs where one can be mounted (root), else a folder
+    where ``Path.write_bytes`` fails as ``write()`` does on a full disk (ENOSPC, no file name)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)]
+    mounted = os.geteuid() == 0 and subprocess.run(mount, capture_output=True).returncode == 0
+    if not mounted:
+        real = pathlib.Path.write_bytes
+
+        def write_bytes(self: Path, data: bytes) -> int:  # type: ignore[override]
+            if folder in self.parents:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, data)
+
+        monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    try:
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_full_disk_names_the_file_and_says_the_disk_is_full(full_disk, model, caplog):
+    from hpa.classification.model import load_model, save_model_folder
+    from hpa.errors import user_message
+    from hpa.io import write_text_atomic
+
+    target = full_disk / "pred" / "submission.csv"
+    with pytest.raises(OSError) as raised:
+        write_text_atomic(target, "Id,Predicted\n" + "x,0 1 2\n" * 20_000)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert user_message(raised.value) == f"{target}: cannot write: the disk is full (No space left on device)"
+    assert not list(target.parent.iterdir())  # no temporary left
+
+    net, config = load_model(model)
+    weights = full_disk / "model" / "weights.safetensors"
+    with pytest.raises(OSError) as raised:
+        save_model_folder(full_disk / "model", config, net)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(weights)
+
+    # through the command: one line naming the file
+    caplog.clear()
+    assert (
+        hpa_main(["synth", str(full_disk / "synth"), "--n-train", "4", "--n-test", "1", "--size", "96"]) == 1
+    )
+    (line,) = _errors(caplog)
+    assert str(full_disk / "synth") in line and "cannot write: the disk is full" in line and "?" not in line
+
+
+# ---------------------------------------------- 8. file modes, warnings, limits ---
+
+
+def test_weights_have_the_mode_of_the_other_files(model):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model.iterdir() if p.is_file()}
+    assert modes["weights.safetensors"] == modes["config.json"], modes
