@@ -86,8 +86,7 @@ def train(
         HPAConfigError: a setting that ``TrainConfig`` does not have.
     """
     from hpa.classification.train import TrainConfig
-    from hpa.io import read_labels
-    from hpa.pipelines.train import train_cells
+    from hpa.pipelines.train import read_training_labels, train_cells
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
@@ -96,7 +95,14 @@ def train(
     cfg = TrainConfig.for_device(device, source="hpa.train", **settings)
     all_folds = "folds" in settings and "fold" not in settings  # as train-cells --folds K: every fold
     return train_cells(
-        images, read_labels(labels), masks, out, cfg, all_folds=all_folds, resume=resume, progress=progress
+        images,
+        read_training_labels(labels),
+        masks,
+        out,
+        cfg,
+        all_folds=all_folds,
+        resume=resume,
+        progress=progress,
     )
 
 

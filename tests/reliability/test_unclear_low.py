@@ -226,3 +226,31 @@ def test_full_disk_names_the_file_and_says_the_disk_is_full(full_disk, model, ca
 def test_weights_have_the_mode_of_the_other_files(model):
     modes = {p.name: p.stat().st_mode & 0o777 for p in model.iterdir() if p.is_file()}
     assert modes["weights.safetensors"] == modes["config.json"], modes
+
+
+# ------------------------------------------- 5. train-cells checks inputs up front ---
+
+TINY = ("--backbone", "resnet10t", "--crop-size", "32", "--epochs", "1", "--device", "cpu", "--workers", "1")
+
+
+def test_train_cells_checks_images_and_labels_before_cropping(tiny_dataset, tmp_path, caplog):
+    cache = tmp_path / "cache"
+
+    def train(images: Path, labels: Path) -> str:
+        caplog.clear()
+        argv = ["train-cells", "--images", str(images), "--labels", str(labels), "--masks",
+                str(tiny_dataset["masks"]), "--out", str(tmp_path / "model"), "--cache", str(cache), *TINY]  # fmt: skip
+        assert hpa_main(argv) == 1
+        (line,) = _errors(caplog)
+        assert not cache.exists() and not (tmp_path / "model").exists()
+        return line
+
+    line = train(tmp_path / "nope", tiny_dataset["labels"])
+    assert str(tmp_path / "nope") in line and "not found" in line
+    (tmp_path / "other").mkdir()
+    line = train(tmp_path / "other", tiny_dataset["labels"])
+    assert str(tmp_path / "other") in line and "none of the 18 labelled Id(s)" in line
+    header_only = tmp_path / "train.csv"
+    header_only.write_text("Id,Target\n")
+    line = train(tiny_dataset["images"], header_only)
+    assert str(header_only) in line and "no rows" in line
