@@ -698,8 +698,8 @@ def read_id_list(path: str | Path) -> list[str]:
     Order is kept; a duplicate or unsafe Id is an error.
 
     Raises:
-        HPADataError: missing or empty file, no header, a duplicate or unsafe Id (with
-            its line), or a file that is not UTF-8 CSV.
+        HPADataError: missing or empty file, no header, no Id under it, a duplicate or
+            unsafe Id (with its line), or a file that is not UTF-8 CSV.
     """
     path = Path(path)
     if not path.is_file():
@@ -721,6 +721,8 @@ def read_id_list(path: str | Path) -> list[str]:
                 raise HPADataError(f"{path}, line {line_no}: duplicate Id {image_id}")
             seen.add(image_id)
             ids.append(image_id)
+    if not ids:
+        raise HPADataError(f"{path}: no rows under the header '{','.join(header)}': the file lists no Id")
     return ids
 
 

@@ -81,7 +81,7 @@ class ChannelMap:
         Raises:
             HPAConfigError: an unknown key, a key given twice (also as stain and
                 colour), a missing microtubules/protein/nucleus entry, an empty value,
-                or two channels mapped to the same source.
+                a negative index, or two channels mapped to the same source.
         """
         where = f"--channel-map {spec!r}"
         sources: list[int | str | None] = [None] * 4
@@ -106,7 +106,11 @@ class ChannelMap:
                 if role != 3:
                     raise HPAConfigError(f"{where}: only er may be 'none', not {key!r}")
                 continue
-            sources[role] = int(value) if re.fullmatch(r"\d+", value) else value
+            if re.fullmatch(r"[+-]\d+", value) and int(value) < 0:
+                raise HPAConfigError(
+                    f"{where}: {key}={value}: a channel index counts from 0 (the file's first channel)"
+                )
+            sources[role] = int(value) if re.fullmatch(r"\+?\d+", value) else value
         missing = [_STAINS[r] for r in range(3) if sources[r] is None]
         if missing:
             raise HPAConfigError(f"{where}: no channel given for {', '.join(missing)}")

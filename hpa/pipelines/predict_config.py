@@ -10,6 +10,7 @@ way it learned them; ``backend`` overrides only the backend.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,13 @@ class PredictConfig:
         ):
             raise ValueError(f"min_cell_score must be a number in [0, 1], got {self.min_cell_score!r}")
         if self.model_weights is not None and not all(
-            isinstance(w, int | float) and w >= 0 for w in self.model_weights
+            isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+            for w in self.model_weights
         ):
-            raise ValueError(f"model_weights must be numbers >= 0, got {list(self.model_weights)}")
+            raise ValueError(
+                f"model_weights {list(self.model_weights)}: each weight must be a number > 0 "
+                "(leave a model out rather than weight it 0)"
+            )
 
 
 def model_segmentation(model_dirs: Sequence[str | Path], backend: str | None = None) -> SegmentConfig:

@@ -254,3 +254,50 @@ def test_train_cells_checks_images_and_labels_before_cropping(tiny_dataset, tmp_
     header_only.write_text("Id,Target\n")
     line = train(tiny_dataset["images"], header_only)
     assert str(header_only) in line and "no rows" in line
+
+
+# ------------------- 6. --channel-map indexes, --model-weights 0, predict --ids header ---
+
+
+def test_negative_channel_map_index_is_refused_not_taken_for_a_name(caplog, tmp_path):
+    from hpa.io_tiff import ChannelMap
+
+    with pytest.raises(HPAConfigError, match=r"protein=-1: a channel index counts from 0"):
+        ChannelMap.parse("microtubules=0,protein=-1,nucleus=2,er=3")
+    assert ChannelMap.parse("microtubules=0,protein=+1,nucleus=2").sources == (0, 1, 2, None)
+    caplog.clear()
+    argv = ["segment", str(tmp_path), "--out", str(tmp_path / "seg"), "--channel-map", "protein=-1,microtubules=0,nucleus=2"]  # fmt: skip
+    assert hpa_main(argv) == 1
+    assert "a channel index counts from 0" in _errors(caplog)[0]
+
+
+def test_model_weights_zero_refused_by_the_settings_check_and_the_loader_alike(model):
+    from hpa.classification.ensemble import load_predictor
+    from hpa.pipelines.predict_config import PredictConfig
+
+    for weights in [(0.0, 1.0), (float("nan"), 1.0), (-1.0, 2.0)]:
+        with pytest.raises(ValueError, match=r"each weight must be a number > 0") as first:
+            PredictConfig(model_weights=weights)
+        with pytest.raises(HPAConfigError, match=r"each weight must be a number > 0") as second:
+            load_predictor([model, model], list(weights))
+        assert "positive" not in str(first.value) + str(second.value)
+
+
+def test_predict_ids_header_only_is_refused_before_touching_pred_dir(
+    tiny_dataset, model, run, tmp_path, caplog
+):
+    from reliability_helpers import digests
+
+    pred = tmp_path / "pred"
+    shutil.copytree(run, pred)
+    before = digests(pred)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("Id\n")
+    caplog.clear()
+    argv = ["predict", str(tiny_dataset["images"]), "--model", str(model), "--masks", str(tiny_dataset["masks"]),
+            "--out", str(pred), "--ids", str(ids), "--workers", "1"]  # fmt: skip
+    assert hpa_main(argv) == 1
+    (line,) = _errors(caplog)
+    assert str(ids) in line and "no rows" in line
+    assert digests(pred) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.csv", "pred"]  # no staging folder
