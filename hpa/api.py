@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from hpa.config import Spelling
 from hpa.errors import HPAConfigError, HPADataError
-from hpa.pipelines.predict import predict_folder
+from hpa.pipelines import predict as _predict
 from hpa.pipelines.segment import segment_folder
 
 if TYPE_CHECKING:
@@ -106,6 +107,27 @@ def train(
     )
 
 
+def predict_folder(
+    images: str | Path, model_dir: str | Path | Sequence[str | Path], out: str | Path, **options: Any
+) -> _predict.PredictSummary:
+    """Predict a folder of images into ``out``, as ``hpa predict`` does.
+
+    The options are those of :func:`hpa.pipelines.predict.predict_folder` (``masks``,
+    ``ids``, ``tta``, ``fmt``, ``min_cell_score``, ``model_weights``, ...), checked as
+    ``hpa predict`` checks its flags; errors name these arguments (``min_cell_score=7.5``),
+    not the flags.
+
+    Returns:
+        A :class:`hpa.pipelines.predict.PredictSummary`.
+
+    Raises:
+        HPAConfigError: a refused option, or an ``out`` that is an input or holds files
+            ``hpa predict`` did not write.
+    """
+    names = Spelling("hpa.predict_folder", arguments=(("format", "fmt"),))
+    return _predict.predict_folder(images, model_dir, out, names=names, **options)
+
+
 def evaluate(
     submission: str | Path,
     labels: str | Path | None = None,
@@ -133,7 +155,6 @@ def evaluate(
         HPAConfigError: a missing ``labels`` or ``truth`` for the format, or an unknown format.
         HPADataError: an unreadable file, or Ids missing, duplicated or unknown.
     """
-    from hpa.config import Spelling
     from hpa.pipelines.evaluate import evaluate_submission
 
     return evaluate_submission(submission, labels, truth=truth, fmt=format, names=Spelling("hpa.evaluate"))[1]
@@ -211,9 +232,17 @@ class Classifier:
             precision: ``auto``, ``bf16`` or ``fp32`` autocast.
         """
         from hpa.classification.ensemble import load_predictor
-        from hpa.config import resolve_device
-        from hpa.pipelines.predict_config import model_segmentation
+        from hpa.config import SettingError, from_dict, resolve_device
+        from hpa.pipelines.predict_config import PredictConfig, model_segmentation
 
+        names = Spelling("hpa.Classifier.from_folder", arguments=(("model_weights", "weights"),))
+        if not isinstance(folder, str | Path) and not (
+            isinstance(folder, Sequence) and folder and all(isinstance(f, str | Path) for f in folder)
+        ):
+            problem = "expected a model folder path (str or pathlib.Path) or a list of them"
+            raise HPAConfigError(SettingError("folder", folder, problem).named(names))
+        settings = {"device": device, "precision": precision, "model_weights": weights}
+        from_dict(PredictConfig, settings, spelling=names)  # hpa predict's checks of the same settings
         resolved = resolve_device(device)
         folders = [folder] if isinstance(folder, str | Path) else list(folder)
         model, config, thresholds = load_predictor(folders, weights, resolved)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from hpa import runlog
 from hpa.artefacts import PredDir, SegDir, write_csv, write_failures, write_parquet
 from hpa.artefacts.tables import image_score_table, split_views
-from hpa.config import default_workers, log_settings, resolve, save_yaml
+from hpa.config import CLI, Spelling, default_workers, log_settings, resolve, save_yaml
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list
 from hpa.io_tiff import check_channel_map
@@ -399,6 +399,7 @@ def predict_folder(
     cell_score: str | None = None,
     min_cell_score: float | None = None,
     model_weights: Sequence[float] | None = None,
+    names: Spelling = CLI,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
@@ -411,7 +412,10 @@ def predict_folder(
         masks, ids, tta, pooling, fill_top, batch_size, device, workers, backend,
             progress, scheduler, precision, channel_map, fmt, cell_score,
             min_cell_score, model_weights: keyword-only options, the fields of
-            :class:`PredictOptions`.
+            :class:`PredictOptions`, checked as ``hpa predict`` checks its flags
+            (:func:`check_predict_options`).
+        names: how errors name the options (the flags; :func:`hpa.predict_folder`: its
+            arguments).
 
     Returns:
         A :class:`PredictSummary`.
@@ -428,6 +432,13 @@ def predict_folder(
         HPAConfigError: ``out`` is, holds or sits inside an input folder, or holds
             files ``hpa predict`` did not write, or another run is writing it.
     """
+    check_predict_options(
+        names, images=images, model_dir=model_dir, out=out, masks=masks, ids=ids, tta=tta, pooling=pooling,
+        fill_top=fill_top, batch_size=batch_size, device=device, workers=workers, backend=backend,
+        precision=precision, format=fmt, cell_score=cell_score, min_cell_score=min_cell_score,
+        model_weights=None if model_weights is None else tuple(model_weights) if not isinstance(model_weights, str)
+        else model_weights,
+    )  # fmt: skip
     opts = PredictOptions(
         masks=masks, ids=ids, tta=tta, pooling=pooling, fill_top=fill_top, batch_size=batch_size,
         device=device, workers=workers, backend=backend, progress=progress, scheduler=scheduler,
@@ -444,6 +455,48 @@ def predict_folder(
         summary = _predict_staged(stage.path, images, models, out, opts)
         stage.commit()
     return summary
+
+
+def check_predict_options(names: Spelling, **options: Any) -> None:
+    """Check the options of :func:`predict_folder` as ``hpa predict`` checks its flags.
+
+    The folders are paths (``model_dir`` one or a list), ``ids`` a non-empty list of
+    Ids (not a string), and the settings pass :class:`PredictConfig`'s checks: the
+    CLI's, in one place.
+
+    Raises:
+        HPAConfigError: the first refused option, named as ``names`` spells it.
+    """
+    from hpa.config import SettingError, from_dict
+
+    def refuse(name: str, problem: str) -> NoReturn:
+        raise HPAConfigError(SettingError(name, options[name], problem).named(names))
+
+    for name in ("images", "out", "masks"):
+        if not isinstance(options[name], str | Path) and not (name == "masks" and options[name] is None):
+            refuse(name, "expected a folder path (str or pathlib.Path)")
+    models = options["model_dir"]
+    if not isinstance(models, str | Path) and not (
+        isinstance(models, Sequence) and models and all(isinstance(m, str | Path) for m in models)
+    ):
+        refuse("model_dir", "expected a model folder path (str or pathlib.Path) or a list of them")
+    ids = options["ids"]
+    if ids is not None:
+        if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+            refuse("ids", "expected a list of Ids, not a single string")
+        if not all(isinstance(i, str) for i in ids):
+            refuse("ids", "expected a list of Ids (strings)")
+        if not len(ids):
+            refuse("ids", "an empty list: no image to predict")
+    settings = {k: v for k, v in options.items() if k in _PREDICT_SETTINGS}
+    from_dict(PredictConfig, settings, source="settings", spelling=names)
+
+
+#: The options of :func:`predict_folder` that :class:`PredictConfig` checks.
+_PREDICT_SETTINGS = (
+    "tta", "pooling", "fill_top", "batch_size", "device", "workers", "backend", "precision", "format",
+    "cell_score", "min_cell_score", "model_weights",
+)  # fmt: skip
 
 
 def _predict_staged(

@@ -301,3 +301,81 @@ def test_predict_ids_header_only_is_refused_before_touching_pred_dir(
     assert str(ids) in line and "no rows" in line
     assert digests(pred) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.csv", "pred"]  # no staging folder
+
+
+# ------------------------------------------ 7. the API validates as the CLI does ---
+
+
+def _cli_refuses(argv: list[str], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture) -> str:
+    """``hpa ARGV`` refuses (argparse's exit 2, or exit 1 with one error line); the message."""
+    caplog.clear()
+    capsys.readouterr()
+    try:
+        rc = hpa_main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc != 0
+    return capsys.readouterr().err + " ".join(_errors(caplog))
+
+
+# (predict flags, the same settings as hpa.predict_folder arguments, the flag and argument named)
+PREDICT_REFUSALS = [
+    (["--min-cell-score", "7.5"], {"min_cell_score": 7.5}, "--min-cell-score", "min_cell_score=7.5"),
+    (["--tta", "3"], {"tta": 3}, "--tta", "tta=3"),
+    (["--batch-size", "0"], {"batch_size": 0}, "--batch-size", "batch_size=0"),
+    (["--workers", "0"], {"workers": 0}, "--workers", "workers=0"),
+    (["--pooling", "median"], {"pooling": "median"}, "--pooling", "pooling='median'"),
+    (["--format", "2019"], {"fmt": "2019"}, "--format", "fmt='2019'"),
+    (["--cell-score", "best"], {"cell_score": "best"}, "--cell-score", "cell_score='best'"),
+    (["--precision", "fp16"], {"precision": "fp16"}, "--precision", "precision='fp16'"),
+    (["--device", "tpu"], {"device": "tpu"}, "--device", "device='tpu'"),
+    (["--backend", "stardist"], {"backend": "stardist"}, "--backend", "backend='stardist'"),
+    (["--model-weights", "0"], {"model_weights": [0]}, "--model-weights", "model_weights=[0]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flags", "arguments", "flag", "named"), PREDICT_REFUSALS, ids=[r[2] for r in PREDICT_REFUSALS]
+)
+def test_api_predict_refuses_what_the_cli_refuses(tiny_dataset, model, tmp_path, caplog, capsys, flags, arguments, flag, named):  # fmt: skip
+    import hpa
+
+    images, masks, out = tiny_dataset["images"], tiny_dataset["masks"], tmp_path / "pred"
+    argv = ["predict", str(images), "--model", str(model), "--masks", str(masks), "--out", str(out), *flags]
+    assert flag in _cli_refuses(argv, caplog, capsys)
+    with pytest.raises(HPAConfigError) as raised:
+        hpa.predict_folder(images, model, out, masks=masks, **{"workers": 1, "progress": False, **arguments})
+    message = str(raised.value)
+    assert message.startswith("hpa.predict_folder: ") and named in message and "--" not in message, message
+    assert not out.exists()
+
+
+def test_api_argument_types_are_checked_as_the_cli_reads_them(tiny_dataset, model, tmp_path, caplog, capsys):
+    import hpa
+
+    images, masks, out = tiny_dataset["images"], tiny_dataset["masks"], tmp_path / "pred"
+    for ids, problem in [("x", "not a single string"), ([], "empty"), ([3], "strings")]:
+        with pytest.raises(HPAConfigError, match=rf"^hpa\.predict_folder: ids=.*{problem}"):
+            hpa.predict_folder(images, model, out, masks=masks, ids=ids, progress=False)
+    header_only = tmp_path / "ids.csv"
+    header_only.write_text("Id\n")
+    assert "no rows" in _cli_refuses(["predict", str(images), "--model", str(model), "--out", str(out),
+                                      "--ids", str(header_only)], caplog, capsys)  # fmt: skip
+    assert not out.exists()
+    with pytest.raises(
+        HPAConfigError, match=r"^hpa\.Classifier\.from_folder: folder=5: expected a model folder"
+    ):
+        hpa.Classifier.from_folder(5)
+    with pytest.raises(HPAConfigError, match=r"^hpa\.Classifier\.from_folder: weights=\[0, 1\]: each weight"):
+        hpa.Classifier.from_folder([model, model], weights=[0, 1])
+    with pytest.raises(HPAConfigError, match=r"^hpa\.train: channels must be text"):
+        hpa.train(images, tiny_dataset["labels"], masks, tmp_path / "model", channels=["g"], device="cpu")
+    assert not (tmp_path / "model").exists()
+    # the CLI's own refusals of train settings, and the API's
+    for flags, arguments in [(["--epochs", "0"], {"epochs": 0}), (["--crop-size", "4"], {"crop_size": 4}),
+                             (["--lr", "-1"], {"lr": -1.0})]:  # fmt: skip
+        argv = ["train-cells", "--images", str(images), "--labels", str(tiny_dataset["labels"]), "--masks",
+                str(masks), "--out", str(tmp_path / "model"), *flags]  # fmt: skip
+        assert flags[0] in _cli_refuses(argv, caplog, capsys)
+        with pytest.raises(HPAConfigError, match=rf"^hpa\.train: {next(iter(arguments))}"):
+            hpa.train(images, tiny_dataset["labels"], masks, tmp_path / "model", device="cpu", **arguments)
