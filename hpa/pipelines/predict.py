@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -308,6 +308,7 @@ def write_predictions(
         write_submission(pred.path(PredDir.SUBMISSION), ids, y_pred)
     write_csv(pred.path(PredDir.IMAGE_SCORES), image_score_table(ids, scores, cfg.class_names))
     cells, tiles = split_views(index, probs, cfg.class_names)
+    _warn_cellless(ids, failures, cells)
     called = apply_thresholds(cells[list(cfg.class_names)].to_numpy(), thresholds, fill_top=False)
     cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in called]
     write_parquet(pred.path(PredDir.CELLS), cells)
@@ -315,6 +316,20 @@ def write_predictions(
     save_thresholds(pred.path(PredDir.THRESHOLDS), thresholds, cfg.class_names)
     write_failures(pred.path(PredDir.FAILURES), failures)
     return len(cells)
+
+
+def _warn_cellless(ids: Sequence[str], failures: Mapping[str, str], cells: pd.DataFrame) -> None:
+    """Warn, naming them, of the images predicted without a single cell (tiles alone)."""
+    with_cells = set(cells["image_id"].astype(str)) if len(cells) else set()
+    cellless = [i for i in ids if i not in failures and i not in with_cells]
+    if cellless:
+        shown = ", ".join(cellless[:10]) + (f" and {len(cellless) - 10} more" if len(cellless) > 10 else "")
+        log.warning(
+            "%d image(s) without a cell in their mask: %s; their labels come from the whole-image "
+            "tiles alone (check their masks)",
+            len(cellless),
+            shown,
+        )
 
 
 # ------------------------------------------------------------ the PRED_DIR ---
@@ -490,6 +505,10 @@ def check_predict_options(names: Spelling, **options: Any) -> None:
             refuse("ids", "an empty list: no image to predict")
     settings = {k: v for k, v in options.items() if k in _PREDICT_SETTINGS}
     from_dict(PredictConfig, settings, source="settings", spelling=names)
+    if options["format"] == "2018":
+        for name in ("cell_score", "min_cell_score"):
+            if options[name] is not None:
+                refuse(name, f"applies to the 2021 output only, not to {names.given('format', '2018')}")
 
 
 #: The options of :func:`predict_folder` that :class:`PredictConfig` checks.
@@ -626,6 +645,12 @@ def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
     from hpa.pipelines import single_cell
 
     fmt = single_cell.resolve_format(opts.fmt, cfg.class_names)
+    unused = [n for n in ("cell_score", "min_cell_score") if getattr(opts, n) is not None]
+    if fmt == "2018" and unused:
+        log.warning(
+            "%s ignored: the model's label set writes the 2018 format only (ask for format 2021 or both)",
+            " and ".join(unused),
+        )
     # a blend pools each model its own way unless --pooling says otherwise
     opts = replace(opts, pooling=opts.pooling or (None if cfg.groups else cfg.pooling), fmt=fmt)
     if fmt != "2018":

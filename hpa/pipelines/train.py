@@ -122,7 +122,7 @@ def train_cells(
             without a companion), which this run would leave half replaced.
     """
     check_model_kind(out, blend=cfg.companion is not None)
-    check_inputs(images, labels, masks)
+    check_inputs(images, labels, masks, cfg.folds)
     if cfg.companion is not None:
         from hpa.pipelines.blend import train_blend
 
@@ -154,15 +154,21 @@ def read_training_labels(path: str | Path) -> Labels:
     return labels
 
 
-def check_inputs(images: Folders, labels: Labels, masks: Folders) -> None:
+def check_inputs(images: Folders, labels: Labels, masks: Folders, folds: int = 2) -> None:
     """Before any work: every image folder exists and holds some of its labelled images,
-    and every SEG_DIR is one.
+    every SEG_DIR is one, and there are enough labelled images for ``folds`` folds.
 
     Raises:
         HPADataError: an image folder that is missing, or where none of its labelled
-            Ids has a file; a SEG_DIR without ``cells/``.
+            Ids has a file; a SEG_DIR without ``cells/``; fewer labelled images than folds.
     """
     from hpa.io import list_image_ids
+
+    if len(labels) < folds:
+        raise HPADataError(
+            f"{len(labels)} labelled images cannot be split into {folds} folds (every fold needs a "
+            f"validation image): use at most {max(2, len(labels))} folds, or label more images"
+        )
 
     by_folder: dict[str, list[str]] = {}
     for image_id in labels.ids:

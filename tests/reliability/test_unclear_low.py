@@ -379,3 +379,68 @@ def test_api_argument_types_are_checked_as_the_cli_reads_them(tiny_dataset, mode
         assert flags[0] in _cli_refuses(argv, caplog, capsys)
         with pytest.raises(HPAConfigError, match=rf"^hpa\.train: {next(iter(arguments))}"):
             hpa.train(images, tiny_dataset["labels"], masks, tmp_path / "model", device="cpu", **arguments)
+
+
+def test_help_shows_each_default_once():
+    import re
+
+    from hpa.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():  # type: ignore[union-attr]
+        text = " ".join(command.format_help().split())
+        assert "(default: None)" not in text, name
+        assert not re.search(r"\(default: [^)]*\) \(default:", text), name
+    demo = " ".join(sub.choices["demo"].format_help().split())  # type: ignore[union-attr]
+    assert "synthetic training images (default: 240) " in demo and "output folder (default: hpa-demo)" in demo
+
+
+def test_synth_n_test_zero_writes_training_data_only(tmp_path):
+    assert hpa_main(["synth", str(tmp_path / "syn"), "--n-train", "2", "--n-test", "0", "--size", "64"]) == 0
+    names = {p.name for p in (tmp_path / "syn").iterdir()}
+    assert {"train", "train.csv", "train_2021.csv", "truth"} <= names
+    assert not names & {"test", "test_labels.csv", "test_labels_2021.csv", "sample_submission.csv"}
+
+
+def test_folds_more_than_images_refused_before_the_crop_cache(tiny_dataset, tmp_path, caplog):
+    cache, out = tmp_path / "cache", tmp_path / "model"
+    caplog.clear()
+    argv = ["train-cells", "--images", str(tiny_dataset["images"]), "--labels", str(tiny_dataset["labels"]),
+            "--masks", str(tiny_dataset["masks"]), "--out", str(out), "--cache", str(cache), "--folds", "20", *TINY]  # fmt: skip
+    assert hpa_main(argv) == 1
+    (line,) = _errors(caplog)
+    assert "18 labelled images cannot be split into 20 folds" in line
+    assert not cache.exists() and not out.exists()
+
+
+def test_single_cell_flags_with_format_2018_are_refused(tiny_dataset, model, tmp_path, caplog, capsys):
+    import hpa
+
+    images, masks, out = tiny_dataset["images"], tiny_dataset["masks"], tmp_path / "pred"
+    for flags, arguments in [(["--min-cell-score", "0.2"], {"min_cell_score": 0.2}),
+                             (["--cell-score", "cell"], {"cell_score": "cell"})]:  # fmt: skip
+        argv = ["predict", str(images), "--model", str(model), "--masks", str(masks), "--out", str(out),
+                "--format", "2018", *flags]  # fmt: skip
+        assert f"{flags[0]} {flags[1]}: applies to the 2021 output only" in _cli_refuses(argv, caplog, capsys)
+        with pytest.raises(HPAConfigError, match=r"^hpa\.predict_folder: .*applies to the 2021 output only"):
+            hpa.predict_folder(images, model, out, masks=masks, fmt="2018", progress=False, **arguments)
+        assert not out.exists()
+    # the model's own format is 2018: warned of, then ignored
+    caplog.clear()
+    hpa.predict_folder(
+        images, model, out, masks=masks, ids=["img000"], min_cell_score=0.2, workers=1, progress=False
+    )
+    assert any("min_cell_score ignored" in w for w in _warnings(caplog))
+
+
+def test_images_without_a_cell_are_named_in_a_warning(tiny_dataset, model, tmp_path, caplog):
+    masks = tmp_path / "seg"
+    shutil.copytree(tiny_dataset["masks"], masks, ignore=shutil.ignore_patterns("crop-cache"))
+    write_label_image(masks / "cells" / "img001.png", np.zeros((96, 96), np.int32))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        predict_folder(tiny_dataset["images"], model, tmp_path / "pred", masks=masks,
+                       ids=["img000", "img001"], workers=1, progress=False)  # fmt: skip
+    (warning,) = [w for w in _warnings(caplog) if "without a cell" in w]
+    assert "img001" in warning and "img000" not in warning and "tiles alone" in warning
