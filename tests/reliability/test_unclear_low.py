@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pycocotools import mask as coco_mask
-from reliability_helpers import write_untrained_model
+from reliability_helpers import digests, run_hpa, write_images, write_untrained_model
 
 from hpa.aggregation.rle import encode_cells, encode_mask
 from hpa.aggregation.submission_2021 import read_submission_2021, write_submission_2021
@@ -286,8 +286,6 @@ def test_model_weights_zero_refused_by_the_settings_check_and_the_loader_alike(m
 def test_predict_ids_header_only_is_refused_before_touching_pred_dir(
     tiny_dataset, model, run, tmp_path, caplog
 ):
-    from reliability_helpers import digests
-
     pred = tmp_path / "pred"
     shutil.copytree(run, pred)
     before = digests(pred)
@@ -444,3 +442,23 @@ def test_images_without_a_cell_are_named_in_a_warning(tiny_dataset, model, tmp_p
                        ids=["img000", "img001"], workers=1, progress=False)  # fmt: skip
     (warning,) = [w for w in _warnings(caplog) if "without a cell" in w]
     assert "img001" in warning and "img000" not in warning and "tiles alone" in warning
+
+
+def test_unreachable_scheduler_fails_fast_with_a_clear_message(tmp_path):
+    pytest.importorskip("distributed")
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    images = tmp_path / "images"
+    write_images(images, 1)
+    t0 = time.monotonic()
+    done = run_hpa(
+        "-q", "segment", images, "--out", tmp_path / "seg", "--scheduler", f"tcp://127.0.0.1:{port}"
+    )
+    elapsed = time.monotonic() - t0
+    assert done.returncode == 1 and elapsed < 40, (elapsed, done.stderr)
+    (line,) = [x for x in done.stderr.splitlines() if "ERROR" in x]
+    assert f"--scheduler tcp://127.0.0.1:{port}: no Dask scheduler answered within 10 s" in line
