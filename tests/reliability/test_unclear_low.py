@@ -462,3 +462,27 @@ def test_unreachable_scheduler_fails_fast_with_a_clear_message(tmp_path):
     assert done.returncode == 1 and elapsed < 40, (elapsed, done.stderr)
     (line,) = [x for x in done.stderr.splitlines() if "ERROR" in x]
     assert f"--scheduler tcp://127.0.0.1:{port}: no Dask scheduler answered within 10 s" in line
+
+
+def test_ome_channels_named_as_known_stains_are_mapped_by_name_else_warned_of(tmp_path, caplog):
+    import tifffile
+
+    from hpa.io import read_sample
+
+    rng = np.random.default_rng(0)
+    planes = rng.integers(0, 255, (4, 16, 24), endpoint=True).astype(np.uint8)  # red, green, blue, yellow
+    order = (2, 3, 1, 0)  # stored as nucleus, ER, protein, microtubules
+    stored = np.stack([planes[k] for k in order])
+    names = ("DAPI", "Calreticulin", "GFP", "Tubulin")
+    meta = {"axes": "CYX", "Channel": {"Name": list(names)}}
+    tifffile.imwrite(tmp_path / "a.ome.tif", stored, photometric="minisblack", metadata=meta)
+    np.testing.assert_array_equal(np.moveaxis(read_sample(tmp_path, "a"), -1, 0), planes)
+
+    other = {"axes": "CYX", "Channel": {"Name": ["C1", "C2", "C3", "C4"]}}
+    tifffile.imwrite(tmp_path / "b.ome.tif", stored, photometric="minisblack", metadata=other)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        img = read_sample(tmp_path, "b")
+    np.testing.assert_array_equal(np.moveaxis(img, -1, 0), stored)  # file order, as before
+    (warning,) = _warnings(caplog)
+    assert "b.ome.tif" in warning and "C1, C2, C3, C4" in warning and "--channel-map" in warning
