@@ -62,6 +62,19 @@ def user_message(exc: BaseException) -> str | None:
     return None
 
 
+def detail(exc: BaseException, path: object) -> str:
+    """A library's error text for a message that names ``path`` already: without the path.
+
+    >>> detail(OSError("Could not open '/a/b.parquet': too small"), "/a/b.parquet")
+    'Could not open the file: too small'
+    """
+    text = str(exc)
+    name = str(path)
+    for quoted in (f"'{name}'", f'"{name}"', name):
+        text = text.replace(quoted, "the file")
+    return text
+
+
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread when the process receives SIGTERM (``hpa`` CLI only).
 

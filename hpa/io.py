@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from hpa.constants import CHANNELS, IMAGE_EXTENSIONS, LABEL_SETS
-from hpa.errors import HPADataError
+from hpa.errors import HPADataError, detail
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def read_grey(path: str | Path) -> np.ndarray:
         try:
             img = tifffile.imread(path)
         except Exception as exc:  # tifffile raises many types for broken files
-            raise HPADataError(f"{path}: cannot read TIFF ({exc})") from exc
+            raise HPADataError(f"{path}: cannot read TIFF ({detail(exc, path)})") from exc
     else:
         data = np.fromfile(path, dtype=np.uint8)
         if path.suffix.lower() == ".png" and not _png_complete(data):

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from hpa.constants import CHANNELS
-from hpa.errors import HPAConfigError, HPADataError
+from hpa.errors import HPAConfigError, HPADataError, detail
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def read_stack(path: str | Path, channel_map: ChannelMap | None = None) -> np.nd
             axes = series.axes
             names = _ome_channel_names(tif) if tif.is_ome else None
     except Exception as exc:  # tifffile raises many types for broken files
-        raise HPADataError(f"{path}: cannot read TIFF ({exc})") from exc
+        raise HPADataError(f"{path}: cannot read TIFF ({detail(exc, path)})") from exc
     if data.dtype not in (np.uint8, np.uint16):
         raise HPADataError(f"{path}: unsupported pixel type {data.dtype} (expected 8 or 16 bit)")
     planes = _channels_last(data, axes, path)

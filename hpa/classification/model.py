@@ -342,7 +342,7 @@ def load_model_config(folder: str | Path) -> ModelConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: not a model folder (no {CONFIG_FILE}); train one with hpa train-cells"
+            f"{folder}: not a model folder (no {CONFIG_FILE}); train one with hpa train-cells"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

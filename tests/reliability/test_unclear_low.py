@@ -486,3 +486,20 @@ def test_ome_channels_named_as_known_stains_are_mapped_by_name_else_warned_of(tm
     np.testing.assert_array_equal(np.moveaxis(img, -1, 0), stored)  # file order, as before
     (warning,) = _warnings(caplog)
     assert "b.ome.tif" in warning and "C1, C2, C3, C4" in warning and "--channel-map" in warning
+
+
+def test_messages_name_a_path_once(tmp_path, caplog):
+    from hpa.artefacts.tables import read_parquet_table
+
+    broken = tmp_path / "cell_predictions.parquet"
+    broken.write_bytes(b"garbage")
+    with pytest.raises(HPADataError) as raised:
+        read_parquet_table(broken)
+    assert str(raised.value).count(str(broken)) == 1, raised.value
+    caplog.clear()
+    missing = tmp_path / "nomodel"
+    (tmp_path / "images").mkdir()
+    argv = ["predict", str(tmp_path / "images"), "--model", str(missing), "--out", str(tmp_path / "pred")]
+    assert hpa_main(argv) == 1
+    (line,) = _errors(caplog)
+    assert line.count(str(missing)) == 1 and line.count("config.json") == 1, line
