@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from hpa.config import Spelling
 from hpa.errors import HPAConfigError, HPADataError
-from hpa.pipelines.evaluate import evaluate
-from hpa.pipelines.predict import predict_folder
+from hpa.pipelines import predict as _predict
 from hpa.pipelines.segment import segment_folder
 
 if TYPE_CHECKING:
@@ -87,8 +87,7 @@ def train(
         HPAConfigError: a setting that ``TrainConfig`` does not have.
     """
     from hpa.classification.train import TrainConfig
-    from hpa.io import read_labels
-    from hpa.pipelines.train import train_cells
+    from hpa.pipelines.train import read_training_labels, train_cells
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
@@ -97,8 +96,68 @@ def train(
     cfg = TrainConfig.for_device(device, source="hpa.train", **settings)
     all_folds = "folds" in settings and "fold" not in settings  # as train-cells --folds K: every fold
     return train_cells(
-        images, read_labels(labels), masks, out, cfg, all_folds=all_folds, resume=resume, progress=progress
+        images,
+        read_training_labels(labels),
+        masks,
+        out,
+        cfg,
+        all_folds=all_folds,
+        resume=resume,
+        progress=progress,
     )
+
+
+def predict_folder(
+    images: str | Path, model_dir: str | Path | Sequence[str | Path], out: str | Path, **options: Any
+) -> _predict.PredictSummary:
+    """Predict a folder of images into ``out``, as ``hpa predict`` does.
+
+    The options are those of :func:`hpa.pipelines.predict.predict_folder` (``masks``,
+    ``ids``, ``tta``, ``fmt``, ``min_cell_score``, ``model_weights``, ...), checked as
+    ``hpa predict`` checks its flags; errors name these arguments (``min_cell_score=7.5``),
+    not the flags.
+
+    Returns:
+        A :class:`hpa.pipelines.predict.PredictSummary`.
+
+    Raises:
+        HPAConfigError: a refused option, or an ``out`` that is an input or holds files
+            ``hpa predict`` did not write.
+    """
+    names = Spelling("hpa.predict_folder", arguments=(("format", "fmt"),))
+    return _predict.predict_folder(images, model_dir, out, names=names, **options)
+
+
+def evaluate(
+    submission: str | Path,
+    labels: str | Path | None = None,
+    *,
+    truth: str | Path | None = None,
+    format: str | None = None,
+) -> dict[str, Any]:
+    """Score a submission, as ``hpa evaluate`` does (the same checks, the same result).
+
+    Args:
+        submission: ``submission.csv`` (``Id,Predicted``) or ``submission_2021.csv``.
+        labels: image labels (2018 ``Id,Target`` or 2021 ``ID,Label``): the macro F1 of a
+            ``submission.csv``.
+        truth: folder of ``cells/<Id>.png`` and ``cell_labels_2021.csv``: the cell-level
+            mAP (IoU >= 0.6) of a 2021 submission.
+        format: ``2018`` or ``2021``; default: 2021 with ``truth`` or a 2021 submission
+            file, else 2018.
+
+    Returns:
+        2018: ``{"macro_f1", "n_images", "label_set", "submission", "labels", "per_class"}``;
+        2021: ``{"map", "n_images", "n_truth_cells", "submission", "truth", "per_class", ...}``
+        (JSON-ready, as ``hpa evaluate --json`` prints).
+
+    Raises:
+        HPAConfigError: a missing ``labels`` or ``truth`` for the format, or an unknown format.
+        HPADataError: an unreadable file, or Ids missing, duplicated or unknown.
+    """
+    from hpa.pipelines.evaluate import evaluate_submission
+
+    return evaluate_submission(submission, labels, truth=truth, fmt=format, names=Spelling("hpa.evaluate"))[1]
 
 
 @dataclass(frozen=True)
@@ -173,9 +232,17 @@ class Classifier:
             precision: ``auto``, ``bf16`` or ``fp32`` autocast.
         """
         from hpa.classification.ensemble import load_predictor
-        from hpa.config import resolve_device
-        from hpa.pipelines.predict_config import model_segmentation
+        from hpa.config import SettingError, from_dict, resolve_device
+        from hpa.pipelines.predict_config import PredictConfig, model_segmentation
 
+        names = Spelling("hpa.Classifier.from_folder", arguments=(("model_weights", "weights"),))
+        if not isinstance(folder, str | Path) and not (
+            isinstance(folder, Sequence) and folder and all(isinstance(f, str | Path) for f in folder)
+        ):
+            problem = "expected a model folder path (str or pathlib.Path) or a list of them"
+            raise HPAConfigError(SettingError("folder", folder, problem).named(names))
+        settings = {"device": device, "precision": precision, "model_weights": weights}
+        from_dict(PredictConfig, settings, spelling=names)  # hpa predict's checks of the same settings
         resolved = resolve_device(device)
         folders = [folder] if isinstance(folder, str | Path) else list(folder)
         model, config, thresholds = load_predictor(folders, weights, resolved)

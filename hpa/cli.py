@@ -35,7 +35,19 @@ _HANDLERS = {
     "export": "hpa.pipelines.export:main",
 }
 
-_FMT = argparse.ArgumentDefaultsHelpFormatter
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to a flag's help only where the help does not say it already
+    and there is a default to show (None means "decided at run time", said in the help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default is None or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+_FMT = _DefaultsFormatter
 
 #: Commands whose log also goes to ``<out>/run.log`` (:mod:`hpa.runlog`).
 _RUN_LOG_COMMANDS = ("segment", "train-cells", "predict", "demo", "report")
@@ -118,7 +130,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", help="output folder (train/, test/, train.csv, truth/, ...)")
     p.add_argument("--n-train", type=_POSITIVE, default=40, help="training images")
-    p.add_argument("--n-test", type=_POSITIVE, default=10, help="test images")
+    p.add_argument(
+        "--n-test", type=_at_least(0), default=10, help="test images (0: training data only, no test files)"
+    )
     p.add_argument("--seed", type=_at_least(0), default=0, help="random seed (same seed, same files)")
     p.add_argument("--size", type=_at_least(64), default=512, help="image side in pixels (>= 64)")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="PNG bit depth")
@@ -391,12 +405,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         formatter_class=_FMT,
     )
     p.add_argument("submission", help="submission.csv (Id,Predicted) or submission_2021.csv")
-    p.add_argument("--labels", default=None, help="label CSV with the truth (2018 format)")
+    p.add_argument(
+        "--labels", default=None, help="image labels of a submission.csv (2018 Id,Target or 2021 ID,Label)"
+    )
     p.add_argument(
         "--format",
         choices=("2018", "2021"),
         default=None,
-        help="2018: image labels, macro F1; 2021: cells, mAP at IoU >= 0.6 (default: 2021 with --truth)",
+        help="2018: image labels, macro F1; 2021: cells, mAP at IoU >= 0.6 (default: 2021 with "
+        "--truth or a submission_2021.csv)",
     )
     p.add_argument("--truth", default=None, help="2021: folder of cells/<Id>.png and cell_labels_2021.csv")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

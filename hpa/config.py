@@ -39,12 +39,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
+def from_dict(
+    cls: type[T], data: dict[str, Any], source: str = "config", spelling: Spelling | None = None
+) -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name.
+
+    Args:
+        cls: the settings dataclass.
+        data: setting values by field name.
+        source: where ``data`` came from, named in errors (a file, ``settings``).
+        spelling: name a refused setting as this caller does (an API's arguments)
+            instead of ``source: key=value``.
+    """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise HPAConfigError(f"{source}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        shown = [spelling(u) for u in unknown] if spelling else unknown
+        where = spelling.prefix() if spelling else f"{source}: "
+        raise HPAConfigError(f"{where}unknown setting(s) {shown}; known: {sorted(names)}")
     values = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in data:
@@ -53,8 +65,75 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
             values[f.name] = tuple(v) if isinstance(v, list) else v
     try:
         return cls(**values)
+    except SettingError as exc:
+        raise HPAConfigError(exc.named(spelling) if spelling else f"{source}: {exc}") from exc
     except (ValueError, TypeError) as exc:
         raise HPAConfigError(f"{source}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Spelling:
+    """How the caller names a setting in messages: a CLI flag, or an API function's argument.
+
+    One check serves the ``hpa`` command and the Python API; each message names the
+    setting as its user wrote it.
+
+    Attributes:
+        api: the API function (``hpa.predict_folder``); None for the command line.
+        flags: settings whose flag is not ``--<name with dashes>`` (``fmt``: ``--format``).
+
+    >>> api = Spelling("hpa.predict_folder")
+    >>> CLI("min_cell_score"), api("min_cell_score")
+    ('--min-cell-score', 'min_cell_score')
+    >>> CLI.given("fmt", "2019"), api.given("fmt", "2019"), CLI.needs("truth", "DIR"), api.needs("truth", "DIR")
+    ('--format 2019', "fmt='2019'", '--truth DIR', 'truth=DIR')
+    """
+
+    api: str | None = None
+    flags: tuple[tuple[str, str], ...] = (("fmt", "--format"), ("model_dir", "--model"))
+    #: settings whose API argument has another name (``format``: ``fmt``)
+    arguments: tuple[tuple[str, str], ...] = ()
+
+    def __call__(self, name: str) -> str:
+        if self.api is not None:
+            return dict(self.arguments).get(name, name)
+        return dict(self.flags).get(name, "--" + name.replace("_", "-"))
+
+    def given(self, name: str, value: Any) -> str:
+        """The setting as given: ``--format 2019`` or ``fmt='2019'``."""
+        if self.api is not None:
+            return f"{self(name)}={value!r}"
+        shown = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
+        return f"{self(name)} {shown}"
+
+    def needs(self, name: str, meta: str) -> str:
+        """The setting as asked for: ``--truth DIR`` or ``truth=DIR``."""
+        return f"{self(name)}={meta}" if self.api is not None else f"{self(name)} {meta}"
+
+    def prefix(self) -> str:
+        """``"hpa.predict_folder: "`` for the API, nothing for the command line."""
+        return f"{self.api}: " if self.api else ""
+
+
+#: Settings named as ``hpa`` flags.
+CLI = Spelling()
+
+
+class SettingError(HPAConfigError):
+    """A refused setting value: which setting, the value, and why.
+
+    Raised by the settings dataclasses' checks; :func:`from_dict` and :func:`resolve`
+    name the setting as their caller does (:class:`Spelling`: a flag, an API argument,
+    or the key of a settings file).
+    """
+
+    def __init__(self, setting: str, value: Any, problem: str) -> None:
+        self.setting, self.value, self.problem = setting, value, problem
+        super().__init__(f"{setting}={value!r}: {problem}")
+
+    def named(self, names: Spelling) -> str:
+        """The message with the setting as ``names`` spells it."""
+        return f"{names.prefix()}{names.given(self.setting, self.value)}: {self.problem}"
 
 
 def check_count(value: Any, name: str, minimum: int = 1, optional: bool = False) -> None:
@@ -104,9 +183,16 @@ def resolve(
     data: dict[str, Any] = {}
     if yaml_path:
         data.update(load_yaml(yaml_path))
-    data.update({k: v for k, v in flags.items() if v is not None})
+    given = {k: v for k, v in flags.items() if v is not None}
+    data.update(given)
     source = str(yaml_path or "settings")
-    return build(data, source) if build is not None else from_dict(cls, data, source=source)
+    try:
+        return build(data, source) if build is not None else from_dict(cls, data, source=source)
+    except HPAConfigError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, SettingError) and cause.setting in given:
+            raise HPAConfigError(cause.named(CLI)) from None  # a flag: named as the flag
+        raise
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -53,12 +53,26 @@ def user_message(exc: BaseException) -> str | None:
         path = exc.filename or "?"
         if name in _DISK_ERRNOS:
             action = "cannot write" if name in ("ENOSPC", "EDQUOT", "EROFS") else "cannot access"
-            return f"{path}: {action}: {_DISK_ERRNOS[name]} ({exc.strerror})"
+            where = f"{exc.filename}: " if exc.filename else ""
+            return f"{where}{action}: {_DISK_ERRNOS[name]} ({exc.strerror})"
         if name in ("ENOENT", "ENOTDIR", "EISDIR", "EEXIST", "ENOTEMPTY") and exc.filename:
             return f"{path}: {exc.strerror}"
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
         return str(exc)
     return None
+
+
+def detail(exc: BaseException, path: object) -> str:
+    """A library's error text for a message that names ``path`` already: without the path.
+
+    >>> detail(OSError("Could not open '/a/b.parquet': too small"), "/a/b.parquet")
+    'Could not open the file: too small'
+    """
+    text = str(exc)
+    name = str(path)
+    for quoted in (f"'{name}'", f'"{name}"', name):
+        text = text.replace(quoted, "the file")
+    return text
 
 
 class Terminated(KeyboardInterrupt):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ import cv2
 import numpy as np
 
 from hpa.constants import CHANNELS, IMAGE_EXTENSIONS, LABEL_SETS
-from hpa.errors import HPADataError
+from hpa.errors import HPADataError, detail
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def read_grey(path: str | Path) -> np.ndarray:
         try:
             img = tifffile.imread(path)
         except Exception as exc:  # tifffile raises many types for broken files
-            raise HPADataError(f"{path}: cannot read TIFF ({exc})") from exc
+            raise HPADataError(f"{path}: cannot read TIFF ({detail(exc, path)})") from exc
     else:
         data = np.fromfile(path, dtype=np.uint8)
         if path.suffix.lower() == ".png" and not _png_complete(data):
@@ -448,7 +449,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     The temporary is named by :func:`temp_name`. On an exception it is removed and
-    ``path`` is left untouched.
+    ``path`` is left untouched. A write that fails for want of space (an ``OSError``
+    without a file name, as ``write()`` raises, or a library's own error on a full
+    disk) is raised as ``OSError(ENOSPC)`` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -456,11 +459,45 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the usual open() mode
     os.close(fd)
     try:
-        yield tmp_path
+        with write_errors_name(path, tmp_path):
+            yield tmp_path
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def write_errors_name(path: str | Path, written: str | Path | None = None) -> Iterator[None]:
+    """Raise a failed write inside the block as an ``OSError`` that names ``path``.
+
+    ``write()`` raises ``OSError(ENOSPC)`` without a file name, and libraries raise
+    their own errors on a full disk (torch's ``RuntimeError: file write failed``,
+    Arrow's ``OSError`` without errno); each becomes ``OSError(errno, ..., path)``, so
+    the user reads which file could not be written and why. ``written`` is the file
+    actually written (a temporary), whose filesystem is checked for free space.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        if exc.errno is None and _disk_full(Path(written or path)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+    except Exception as exc:
+        if _disk_full(Path(written or path)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+
+
+def _disk_full(path: Path, margin: int = 1 << 20) -> bool:
+    """Whether the filesystem of ``path`` has less than ``margin`` bytes left to write."""
+    try:
+        stat = os.statvfs(path.parent)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
+    return stat.f_bavail * stat.f_frsize < margin
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -661,8 +698,8 @@ def read_id_list(path: str | Path) -> list[str]:
     Order is kept; a duplicate or unsafe Id is an error.
 
     Raises:
-        HPADataError: missing or empty file, no header, a duplicate or unsafe Id (with
-            its line), or a file that is not UTF-8 CSV.
+        HPADataError: missing or empty file, no header, no Id under it, a duplicate or
+            unsafe Id (with its line), or a file that is not UTF-8 CSV.
     """
     path = Path(path)
     if not path.is_file():
@@ -684,6 +721,8 @@ def read_id_list(path: str | Path) -> list[str]:
                 raise HPADataError(f"{path}, line {line_no}: duplicate Id {image_id}")
             seen.add(image_id)
             ids.append(image_id)
+    if not ids:
+        raise HPADataError(f"{path}: no rows under the header '{','.join(header)}': the file lists no Id")
     return ids
 
 

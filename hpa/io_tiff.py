@@ -9,8 +9,11 @@ which stain, by index or by OME channel name::
     microtubules=Tubulin,protein=GFP,nucleus=DAPI,er=Calreticulin
 
 Keys are the stains (``microtubules``, ``protein``, ``nucleus``, ``er``) or their HPA
-colours (``red``, ``green``, ``blue``, ``yellow``). Without a map, a 4-channel file is
-read in red, green, blue, yellow order and a 3-channel file as red, green, blue.
+colours (``red``, ``green``, ``blue``, ``yellow``). Without a map, an OME-TIFF whose
+channel names are all known stains (:data:`KNOWN_STAIN_NAMES`: DAPI, Tubulin, GFP,
+Calreticulin, ...) is read by those names; otherwise a 4-channel file is read in red,
+green, blue, yellow order and a 3-channel file as red, green, blue (with a warning
+when its channels carry other names).
 
 A file without an ER channel (3 channels, or a map without ``er``/with ``er=none``)
 gives a yellow channel of zeros: segmentation then finds cell bodies from the
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from hpa.constants import CHANNELS
-from hpa.errors import HPAConfigError, HPADataError
+from hpa.errors import HPAConfigError, HPADataError, detail
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class ChannelMap:
         Raises:
             HPAConfigError: an unknown key, a key given twice (also as stain and
                 colour), a missing microtubules/protein/nucleus entry, an empty value,
-                or two channels mapped to the same source.
+                a negative index, or two channels mapped to the same source.
         """
         where = f"--channel-map {spec!r}"
         sources: list[int | str | None] = [None] * 4
@@ -106,7 +109,11 @@ class ChannelMap:
                 if role != 3:
                     raise HPAConfigError(f"{where}: only er may be 'none', not {key!r}")
                 continue
-            sources[role] = int(value) if re.fullmatch(r"\d+", value) else value
+            if re.fullmatch(r"[+-]\d+", value) and int(value) < 0:
+                raise HPAConfigError(
+                    f"{where}: {key}={value}: a channel index counts from 0 (the file's first channel)"
+                )
+            sources[role] = int(value) if re.fullmatch(r"\+?\d+", value) else value
         missing = [_STAINS[r] for r in range(3) if sources[r] is None]
         if missing:
             raise HPAConfigError(f"{where}: no channel given for {', '.join(missing)}")
@@ -262,7 +269,7 @@ def read_stack(path: str | Path, channel_map: ChannelMap | None = None) -> np.nd
             axes = series.axes
             names = _ome_channel_names(tif) if tif.is_ome else None
     except Exception as exc:  # tifffile raises many types for broken files
-        raise HPADataError(f"{path}: cannot read TIFF ({exc})") from exc
+        raise HPADataError(f"{path}: cannot read TIFF ({detail(exc, path)})") from exc
     if data.dtype not in (np.uint8, np.uint16):
         raise HPADataError(f"{path}: unsupported pixel type {data.dtype} (expected 8 or 16 bit)")
     planes = _channels_last(data, axes, path)
@@ -270,7 +277,12 @@ def read_stack(path: str | Path, channel_map: ChannelMap | None = None) -> np.nd
     if names is not None and len(names) != n:
         log.debug("%s: %d OME channel names for %d channels; names ignored", path, len(names), n)
         names = None
-    index = channel_map.indices(n, names, path) if channel_map else default_indices(n, path)
+    if channel_map:
+        index = channel_map.indices(n, names, path)
+    else:
+        index = (names_indices(names) if names else None) or default_indices(n, path)
+        if names and index != names_indices(names):
+            _warn_unknown_names(path, names)
     out = np.zeros((*planes.shape[:2], 4), dtype=planes.dtype)
     for k, source in enumerate(index):
         if source is not None:
@@ -278,6 +290,47 @@ def read_stack(path: str | Path, channel_map: ChannelMap | None = None) -> np.nd
     if index[3] is None:
         log.debug("%s: no ER channel, yellow is zeros", path)
     return out
+
+
+#: OME channel names (lower case) read as each HPA channel without a ``--channel-map``.
+KNOWN_STAIN_NAMES = (
+    ("red", "microtubules", "microtubule", "tubulin", "alpha-tubulin"),
+    ("green", "protein", "antibody", "gfp"),
+    ("blue", "nucleus", "nuclei", "dapi", "hoechst", "dna"),
+    ("yellow", "er", "endoplasmic reticulum", "calreticulin"),
+)
+_WARNED_NAMES: set[tuple[str, ...]] = set()
+
+
+def names_indices(names: tuple[str, ...]) -> list[int | None] | None:
+    """File channels by OME channel name, where every name is a known stain (else None).
+
+    >>> names_indices(("DAPI", "Tubulin", "GFP", "Calreticulin"))
+    [1, 2, 0, 3]
+    >>> names_indices(("DAPI", "Tubulin", "GFP")), names_indices(("C1", "C2", "C3", "C4"))
+    ([1, 2, 0, None], None)
+    """
+    index: list[int | None] = [None] * len(CHANNELS)
+    for k, name in enumerate(names):
+        roles = [r for r, known in enumerate(KNOWN_STAIN_NAMES) if name.strip().lower() in known]
+        if not roles or index[roles[0]] is not None:
+            return None
+        index[roles[0]] = k
+    return index if all(i is not None for i in index[:3]) else None
+
+
+def _warn_unknown_names(path: Path, names: tuple[str, ...]) -> None:
+    """Warn, once per set of names, that named channels are read in RGBY order."""
+    if names in _WARNED_NAMES:
+        return
+    _WARNED_NAMES.add(names)
+    log.warning(
+        "%s: OME channel names %s are not the known stains: read as red, green, blue%s in file "
+        "order; say which is which with --channel-map microtubules=NAME,protein=NAME,nucleus=NAME,er=NAME",
+        path,
+        ", ".join(names),
+        ", yellow" if len(names) == 4 else "",
+    )
 
 
 def _ome_channel_names(tif: Any) -> tuple[str, ...] | None:

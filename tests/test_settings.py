@@ -110,7 +110,7 @@ def test_predict_default_then_yaml_then_flag(tmp_path):
 
 def test_predict_config_rejects_bad_yaml_values_naming_the_file(tmp_path):
     config = _yaml(tmp_path, tta=3)
-    with pytest.raises(HPAConfigError, match=r"settings\.yaml: tta must be one of 1, 2, 4, 8, got 3"):
+    with pytest.raises(HPAConfigError, match=r"settings\.yaml: tta=3: choose from 1, 2, 4, 8"):
         resolve_predict_config(_args("predict", "imgs", "--model", "m", "--out", "o", "--config", config))
     config = _yaml(tmp_path, pooling="median")
     with pytest.raises(HPAConfigError, match="pooling"):

@@ -65,6 +65,10 @@ def _box_runs(box: np.ndarray, y0: int, x0: int, height: int, width: int) -> lis
     bounds = np.empty(2 * int(keep_s.sum()) + 2, dtype=np.int64)
     bounds[0], bounds[-1] = 0, height * width
     bounds[1:-1:2], bounds[2:-1:2] = s[keep_s], e[keep_e]
+    if len(bounds) > 2 and bounds[-2] == bounds[-1]:
+        # the last run of ones reaches the image's last pixel: COCO ends there, with
+        # no zero-length run of background after it
+        bounds = bounds[:-1]
     return np.diff(bounds).tolist()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ def write_submission_2021(path: str | Path, rows: Sequence[tuple[str, int | None
 
     Raises:
         ValueError: a duplicated or unsafe Id.
+        HPADataError: a PredictionString that :func:`read_submission_2021` would refuse
+            (e.g. a NaN confidence), naming the file and the Id.
     """
     seen: set[str] = set()
     buf = io.StringIO()
@@ -55,6 +58,7 @@ def write_submission_2021(path: str | Path, rows: Sequence[tuple[str, int | None
         if image_id in seen:
             raise ValueError(f"Id {image_id} twice in a 2021 submission")
         seen.add(image_id)
+        parse_prediction_string(text, f"{path}: Id {image_id}")
         writer.writerow([image_id, "" if width is None else width, "" if height is None else height, text])
     write_text_atomic(path, buf.getvalue())
 
@@ -76,7 +80,7 @@ def parse_prediction_string(text: str, where: str) -> list[tuple[int, float, str
 
     Raises:
         HPADataError: a token count not a multiple of 3, a class outside 0-18 or a
-            confidence that is not a number (``where`` names the file and line).
+            confidence that is not a finite number (``where`` names the file and line).
     """
     tokens = text.split()
     if len(tokens) % 3:
@@ -88,6 +92,8 @@ def parse_prediction_string(text: str, where: str) -> list[tuple[int, float, str
             c, p = int(cls), float(conf)
         except ValueError:
             raise HPADataError(f"{where}: {cls!r} {conf!r} is not 'class confidence'") from None
+        if not math.isfinite(p):
+            raise HPADataError(f"{where}: class {c} has confidence {conf!r}, not a finite number")
         if not 0 <= c < len(CLASS_NAMES_2021):
             raise HPADataError(f"{where}: unknown class {c} (classes are 0-{len(CLASS_NAMES_2021) - 1})")
         out.append((c, p, mask))

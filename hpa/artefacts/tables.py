@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hpa.errors import HPADataError
+from hpa.errors import HPADataError, detail
 from hpa.io import atomic_path, write_text_atomic
 
 #: The image Id column of every internal table.
@@ -71,7 +71,7 @@ def read_csv_table(path: str | Path, **kwargs: object) -> pd.DataFrame:
             **kwargs,  # type: ignore[arg-type]
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise HPADataError(f"{path}: cannot read CSV ({exc})") from exc
+        raise HPADataError(f"{path}: cannot read CSV ({detail(exc, path)})") from exc
     return with_id_column(frame, path)
 
 
@@ -87,7 +87,7 @@ def read_parquet_table(path: str | Path) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a broken file
-        raise HPADataError(f"{path}: cannot read Parquet ({exc})") from exc
+        raise HPADataError(f"{path}: cannot read Parquet ({detail(exc, path)})") from exc
     frame = with_id_column(frame, path)
     frame[ID_COLUMN] = frame[ID_COLUMN].astype(str)
     return frame

@@ -33,6 +33,7 @@ from hpa.io import (
     remove_stale_temporaries,
     sample_paths,
     temp_name,
+    write_errors_name,
 )
 from hpa.io_tiff import ChannelMap
 from hpa.parallel import process_pool
@@ -281,7 +282,8 @@ def _build(
     dtype: np.dtype | None = None
     n = 0
     size = settings.crop_size
-    with CacheDir(tmp).path(CacheDir.VIEWS).open("wb") as fh:
+    views_path = CacheDir(tmp).path(CacheDir.VIEWS)
+    with write_errors_name(views_path), views_path.open("wb") as fh:
         bar = tqdm(
             iter_views(images_dir, seg_dir, ids, settings, workers, channel_map),
             total=len(ids),

@@ -126,8 +126,11 @@ def _shares(folders: Sequence[str | Path], weights: Sequence[float] | None) -> n
             f"--model-weights gives {len(weights)} weights for {len(folders)} --model folders"
         )
     w = np.asarray(weights if weights is not None else [1.0] * len(folders), dtype=np.float64)
-    if (w <= 0).any() or not np.isfinite(w).all():
-        raise HPAConfigError(f"--model-weights must be positive, got {list(w)}")
+    if not (np.isfinite(w) & (w > 0)).all():
+        raise HPAConfigError(
+            f"--model-weights {' '.join(f'{v:g}' for v in w)}: each weight must be a number > 0 "
+            "(leave a model out rather than weight it 0)"
+        )
     return w / w.sum()
 
 

@@ -313,16 +313,21 @@ def create_model(
 
 
 def save_model_folder(folder: str | Path, config: ModelConfig, model: nn.Module) -> None:
-    """Write ``config.json`` and ``weights.safetensors`` into ``folder`` (atomically)."""
-    from safetensors.torch import save_file
+    """Write ``config.json`` and ``weights.safetensors`` into ``folder`` (atomically).
 
-    from hpa.io import atomic_path
+    The weights are serialised in memory and written as every other file is
+    (:func:`hpa.io.write_bytes_atomic`): the same file mode, and a full disk reported
+    as ``OSError(ENOSPC)`` naming the file (safetensors' own writer gives 0600 files and
+    a ``SafetensorError``).
+    """
+    from safetensors.torch import save
+
+    from hpa.io import write_bytes_atomic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"backbone": config.backbone})
+    write_bytes_atomic(folder / WEIGHTS_FILE, save(state, metadata={"backbone": config.backbone}))
     write_text_atomic(folder / CONFIG_FILE, json.dumps(config.to_json(), indent=2) + "\n")
 
 
@@ -337,7 +342,7 @@ def load_model_config(folder: str | Path) -> ModelConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: not a model folder (no {CONFIG_FILE}); train one with hpa train-cells"
+            f"{folder}: not a model folder (no {CONFIG_FILE}); train one with hpa train-cells"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

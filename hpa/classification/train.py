@@ -155,6 +155,10 @@ class TrainConfig:
             raise HPAConfigError(
                 f"fold must be in 0..{self.folds - 1} for {self.folds} folds, got {self.fold}"
             )
+        if not isinstance(self.channels, str):
+            raise HPAConfigError(
+                f"channels must be text such as 'rgby', 'g' or 'g,b,r+y', got {self.channels!r}"
+            )
         if not (self.use_cells or self.use_tiles):
             raise HPAConfigError(
                 "use_cells and use_tiles both false (--no-cells --no-tiles): nothing to train on"

@@ -95,7 +95,9 @@ def start_local_cluster(n_workers: int, silence_logs: int = logging.WARNING) -> 
 
 
 @contextmanager
-def connect(scheduler: str, *, wait_s: float = 60.0, silence_logs: int = logging.WARNING) -> Iterator[Client]:
+def connect(
+    scheduler: str, *, wait_s: float = 60.0, connect_s: float = 10.0, silence_logs: int = logging.WARNING
+) -> Iterator[Client]:
     """A :class:`distributed.Client` for ``scheduler``, closed (with its cluster) on exit.
 
     Args:
@@ -103,6 +105,8 @@ def connect(scheduler: str, *, wait_s: float = 60.0, silence_logs: int = logging
             ``LocalCluster(n_workers=N, threads_per_worker=1, processes=True)`` without a
             dashboard.
         wait_s: how long to wait for the first worker of a remote scheduler.
+        connect_s: how long to try reaching a remote scheduler (a running one answers
+            at once: an unreachable address fails after this, not after ``wait_s``).
         silence_logs: least level of dask's own log records while connected (and of a
             local cluster's workers).
 
@@ -126,9 +130,12 @@ def connect(scheduler: str, *, wait_s: float = 60.0, silence_logs: int = logging
             client = distributed.Client(cluster)
         else:
             try:
-                client = distributed.Client(scheduler, timeout=f"{wait_s}s")
-            except OSError as exc:
-                raise ClusterError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+                client = distributed.Client(scheduler, timeout=f"{connect_s}s")
+            except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+                raise ClusterError(
+                    f"--scheduler {scheduler}: no Dask scheduler answered within {connect_s:.0f} s; start one "
+                    "there ('dask scheduler'), check the address and port, or use --scheduler local:N"
+                ) from exc
         with client:
             try:
                 client.wait_for_workers(1, timeout=wait_s)

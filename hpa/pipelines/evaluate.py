@@ -16,8 +16,10 @@ from typing import Any
 
 from hpa.aggregation.metrics import format_report, macro_f1, per_class_report
 from hpa.aggregation.submission import align_submission, read_submission
+from hpa.aggregation.submission_2021 import HEADER as HEADER_2021
 from hpa.aggregation.thresholds import load_thresholds_file
 from hpa.artefacts import PredDir
+from hpa.config import CLI, Spelling
 from hpa.constants import LABEL_SETS
 from hpa.errors import HPAConfigError
 from hpa.io import read_labels
@@ -105,26 +107,91 @@ def format_result(result: dict[str, Any]) -> str:
     return head + "\n" + format_report(pd.DataFrame(result["per_class"]), result["macro_f1"])
 
 
+def is_submission_2021(path: str | Path) -> bool:
+    """Whether ``path`` starts with the 2021 header (``ID,ImageWidth,ImageHeight,PredictionString``)."""
+    try:
+        with Path(path).open(encoding="utf-8-sig") as fh:
+            first = fh.readline(4096)
+    except (OSError, UnicodeDecodeError):
+        return False  # the reader of the format chosen reports it
+    return tuple(h.strip().lower() for h in first.rstrip("\r\n").split(",")) == tuple(
+        h.lower() for h in HEADER_2021
+    )
+
+
+def evaluate_submission(
+    submission: str | Path,
+    labels: str | Path | None = None,
+    *,
+    truth: str | Path | None = None,
+    fmt: str | None = None,
+    names: Spelling = CLI,
+) -> tuple[str, dict[str, Any]]:
+    """Score a submission as ``hpa evaluate`` does: image labels (2018) or cells (2021).
+
+    Args:
+        submission: ``submission.csv`` (``Id,Predicted``) or ``submission_2021.csv``.
+        labels: image labels (2018 ``Id,Target`` or 2021 ``ID,Label``) for a
+            ``submission.csv``.
+        truth: folder of ``cells/<Id>.png`` and ``cell_labels_2021.csv`` for a 2021
+            submission.
+        fmt: ``2018`` (macro F1 against ``labels``) or ``2021`` (cell mAP against
+            ``truth``); default: 2021 with ``truth`` or a 2021 submission file, else 2018.
+        names: how messages name the arguments (CLI flags, or the API's).
+
+    Returns:
+        The format and the result: :func:`evaluate`'s or
+        :func:`hpa.pipelines.single_cell.evaluate_2021`'s.
+
+    Raises:
+        HPAConfigError: an unknown format, or the file the format needs is not given
+            (a 2021 submission with image labels only is refused, saying what scores what).
+    """
+    if fmt not in (None, "2018", "2021"):
+        raise HPAConfigError(f"{names.prefix()}{names.given('format', fmt)}: choose from 2018, 2021")
+    is_2021 = is_submission_2021(submission)
+    fmt = fmt or ("2021" if truth is not None or is_2021 else "2018")
+    if fmt == "2021":
+        if truth is None:
+            hint = (
+                f"; image labels such as {labels} score a submission.csv (Id,Predicted), which "
+                "'hpa predict --format both' writes beside it"
+                if labels is not None
+                else ""
+            )
+            raise HPAConfigError(
+                f"{names.prefix()}{submission}: a 2021 submission is scored cell by cell: give "
+                f"{names.needs('truth', 'TRUTH_DIR')} (cells/<Id>.png, cell_labels_2021.csv){hint}"
+            )
+        from hpa.pipelines.single_cell import evaluate_2021
+
+        return fmt, evaluate_2021(submission, truth)
+    if is_2021:
+        raise HPAConfigError(
+            f"{names.prefix()}{submission}: a 2021 submission (ID,ImageWidth,ImageHeight,PredictionString) "
+            f"cannot be scored as {names.given('format', '2018')}; give {names.needs('truth', 'TRUTH_DIR')} to score its cells"
+        )
+    if labels is None:
+        raise HPAConfigError(
+            f"{names.prefix()}{names.given('format', '2018')} needs {names.needs('labels', 'LABELS.csv')} "
+            "(image labels: 2018 Id,Target or 2021 ID,Label)"
+        )
+    return fmt, evaluate(submission, labels)
+
+
 def main(args: argparse.Namespace) -> tuple[int, str]:
     """Entry point of ``hpa evaluate SUBMISSION --labels LABELS [--json]``: status and report text.
 
-    With ``--format 2021 --truth TRUTH_DIR``, the cell-level mAP of a 2021 submission
-    (:func:`hpa.pipelines.single_cell.evaluate_2021`).
+    With ``--truth TRUTH_DIR`` (or a 2021 submission file), the cell-level mAP of a 2021
+    submission (:func:`hpa.pipelines.single_cell.evaluate_2021`).
     """
-    fmt = getattr(args, "format", None) or ("2021" if getattr(args, "truth", None) else "2018")
-    if fmt == "2021":
-        from hpa.pipelines.single_cell import evaluate_2021, format_result_2021
-
-        if not getattr(args, "truth", None):
-            raise HPAConfigError(
-                "--format 2021 needs --truth TRUTH_DIR (cells/<Id>.png, cell_labels_2021.csv)"
-            )
-        cell_result = evaluate_2021(args.submission, args.truth)
-        text = json.dumps(cell_result, indent=2) if args.json else format_result_2021(cell_result)
-        return 0, text
-    if not args.labels:
-        raise HPAConfigError("--format 2018 needs --labels LABELS.csv")
-    result = evaluate(args.submission, args.labels)
+    fmt, result = evaluate_submission(
+        args.submission, args.labels, truth=getattr(args, "truth", None), fmt=getattr(args, "format", None)
+    )
     if getattr(args, "json", False):
         return 0, json.dumps(result, indent=2)
+    if fmt == "2021":
+        from hpa.pipelines.single_cell import format_result_2021
+
+        return 0, format_result_2021(result)
     return 0, format_result(result)

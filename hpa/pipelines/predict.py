@@ -15,11 +15,11 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,7 @@ from hpa.artefacts.provenance import (
     write_record,
 )
 from hpa.artefacts.tables import image_score_table, split_views
-from hpa.config import default_workers, log_settings, resolve, save_yaml
+from hpa.config import CLI, Spelling, default_workers, log_settings, resolve, save_yaml
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list
 from hpa.io_tiff import check_channel_map
@@ -319,6 +319,7 @@ def write_predictions(
         write_submission(pred.path(PredDir.SUBMISSION), ids, y_pred)
     write_csv(pred.path(PredDir.IMAGE_SCORES), image_score_table(ids, scores, cfg.class_names))
     cells, tiles = split_views(index, probs, cfg.class_names)
+    _warn_cellless(ids, failures, cells)
     called = apply_thresholds(cells[list(cfg.class_names)].to_numpy(), thresholds, fill_top=False)
     cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in called]
     write_parquet(pred.path(PredDir.CELLS), cells)
@@ -326,6 +327,20 @@ def write_predictions(
     save_thresholds(pred.path(PredDir.THRESHOLDS), thresholds, cfg.class_names)
     write_failures(pred.path(PredDir.FAILURES), failures)
     return len(cells)
+
+
+def _warn_cellless(ids: Sequence[str], failures: Mapping[str, str], cells: pd.DataFrame) -> None:
+    """Warn, naming them, of the images predicted without a single cell (tiles alone)."""
+    with_cells = set(cells["image_id"].astype(str)) if len(cells) else set()
+    cellless = [i for i in ids if i not in failures and i not in with_cells]
+    if cellless:
+        shown = ", ".join(cellless[:10]) + (f" and {len(cellless) - 10} more" if len(cellless) > 10 else "")
+        log.warning(
+            "%d image(s) without a cell in their mask: %s; their labels come from the whole-image "
+            "tiles alone (check their masks)",
+            len(cellless),
+            shown,
+        )
 
 
 # ------------------------------------------------------------ the PRED_DIR ---
@@ -414,6 +429,7 @@ def predict_folder(
     min_cell_score: float | None = None,
     model_weights: Sequence[float] | None = None,
     overwrite: bool = False,
+    names: Spelling = CLI,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
 
@@ -426,7 +442,10 @@ def predict_folder(
         masks, ids, tta, pooling, fill_top, batch_size, device, workers, backend,
             progress, scheduler, precision, channel_map, fmt, cell_score,
             min_cell_score, model_weights, overwrite: keyword-only options, the fields
-            of :class:`PredictOptions`.
+            of :class:`PredictOptions`, checked as ``hpa predict`` checks its flags
+            (:func:`check_predict_options`).
+        names: how errors name the options (the flags; :func:`hpa.predict_folder`: its
+            arguments).
 
     Returns:
         A :class:`PredictSummary`.
@@ -445,6 +464,13 @@ def predict_folder(
             ``masks`` were made from another images folder; or ``out/masks`` holds
             masks of other images for these Ids and ``overwrite`` is False.
     """
+    check_predict_options(
+        names, images=images, model_dir=model_dir, out=out, masks=masks, ids=ids, tta=tta, pooling=pooling,
+        fill_top=fill_top, batch_size=batch_size, device=device, workers=workers, backend=backend,
+        precision=precision, format=fmt, cell_score=cell_score, min_cell_score=min_cell_score,
+        model_weights=None if model_weights is None else tuple(model_weights) if not isinstance(model_weights, str)
+        else model_weights,
+    )  # fmt: skip
     opts = PredictOptions(
         masks=masks, ids=ids, tta=tta, pooling=pooling, fill_top=fill_top, batch_size=batch_size,
         device=device, workers=workers, backend=backend, progress=progress, scheduler=scheduler,
@@ -461,6 +487,52 @@ def predict_folder(
         summary = _predict_staged(stage.path, images, models, out, opts)
         stage.commit()
     return summary
+
+
+def check_predict_options(names: Spelling, **options: Any) -> None:
+    """Check the options of :func:`predict_folder` as ``hpa predict`` checks its flags.
+
+    The folders are paths (``model_dir`` one or a list), ``ids`` a non-empty list of
+    Ids (not a string), and the settings pass :class:`PredictConfig`'s checks: the
+    CLI's, in one place.
+
+    Raises:
+        HPAConfigError: the first refused option, named as ``names`` spells it.
+    """
+    from hpa.config import SettingError, from_dict
+
+    def refuse(name: str, problem: str) -> NoReturn:
+        raise HPAConfigError(SettingError(name, options[name], problem).named(names))
+
+    for name in ("images", "out", "masks"):
+        if not isinstance(options[name], str | Path) and not (name == "masks" and options[name] is None):
+            refuse(name, "expected a folder path (str or pathlib.Path)")
+    models = options["model_dir"]
+    if not isinstance(models, str | Path) and not (
+        isinstance(models, Sequence) and models and all(isinstance(m, str | Path) for m in models)
+    ):
+        refuse("model_dir", "expected a model folder path (str or pathlib.Path) or a list of them")
+    ids = options["ids"]
+    if ids is not None:
+        if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+            refuse("ids", "expected a list of Ids, not a single string")
+        if not all(isinstance(i, str) for i in ids):
+            refuse("ids", "expected a list of Ids (strings)")
+        if not len(ids):
+            refuse("ids", "an empty list: no image to predict")
+    settings = {k: v for k, v in options.items() if k in _PREDICT_SETTINGS}
+    from_dict(PredictConfig, settings, source="settings", spelling=names)
+    if options["format"] == "2018":
+        for name in ("cell_score", "min_cell_score"):
+            if options[name] is not None:
+                refuse(name, f"applies to the 2021 output only, not to {names.given('format', '2018')}")
+
+
+#: The options of :func:`predict_folder` that :class:`PredictConfig` checks.
+_PREDICT_SETTINGS = (
+    "tta", "pooling", "fill_top", "batch_size", "device", "workers", "backend", "precision", "format",
+    "cell_score", "min_cell_score", "model_weights",
+)  # fmt: skip
 
 
 def _predict_staged(
@@ -593,6 +665,12 @@ def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
     from hpa.pipelines import single_cell
 
     fmt = single_cell.resolve_format(opts.fmt, cfg.class_names)
+    unused = [n for n in ("cell_score", "min_cell_score") if getattr(opts, n) is not None]
+    if fmt == "2018" and unused:
+        log.warning(
+            "%s ignored: the model's label set writes the 2018 format only (ask for format 2021 or both)",
+            " and ".join(unused),
+        )
     # a blend pools each model its own way unless --pooling says otherwise
     opts = replace(opts, pooling=opts.pooling or (None if cfg.groups else cfg.pooling), fmt=fmt)
     if fmt != "2018":

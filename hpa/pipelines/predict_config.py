@@ -10,6 +10,7 @@ way it learned them; ``backend`` overrides only the backend.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 from hpa.aggregation.pooling import POOLING_METHODS
 from hpa.aggregation.single_cell import CELL_SCORES
 from hpa.artefacts import ModelDir
-from hpa.config import from_dict
+from hpa.config import SettingError, from_dict
 
 if TYPE_CHECKING:
     from hpa.segmentation.config import SegmentConfig
@@ -69,24 +70,40 @@ class PredictConfig:
     model_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        from hpa.config import check_count
+        """The checks of every predict setting: the CLI's (via :func:`hpa.config.resolve`)
+        and the API's (:func:`hpa.pipelines.predict.predict_folder`), named as each caller does.
 
+        Raises:
+            SettingError: the first refused setting.
+        """
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 shown = ", ".join(str(a) for a in allowed if a is not None)
-                raise ValueError(f"{name} must be one of {shown}, got {getattr(self, name)!r}")
-        check_count(self.batch_size, "batch_size", 1, optional=True)
-        check_count(self.workers, "workers", 1, optional=True)
+                raise SettingError(name, getattr(self, name), f"choose from {shown}")
+        for name in ("batch_size", "workers"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise SettingError(name, value, "expected an integer >= 1")
         if not isinstance(self.fill_top, bool):
-            raise ValueError(f"fill_top must be true or false, got {self.fill_top!r}")
-        if self.min_cell_score is not None and not (
-            isinstance(self.min_cell_score, int | float) and 0.0 <= self.min_cell_score <= 1.0
+            raise SettingError("fill_top", self.fill_top, "expected true or false")
+        score = self.min_cell_score
+        if score is not None and not (
+            isinstance(score, int | float) and not isinstance(score, bool) and 0.0 <= score <= 1.0
         ):
-            raise ValueError(f"min_cell_score must be a number in [0, 1], got {self.min_cell_score!r}")
-        if self.model_weights is not None and not all(
-            isinstance(w, int | float) and w >= 0 for w in self.model_weights
+            raise SettingError("min_cell_score", score, "expected a number in [0, 1]")
+        weights = self.model_weights
+        if weights is not None and (
+            isinstance(weights, str)
+            or not all(
+                isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+                for w in weights
+            )
         ):
-            raise ValueError(f"model_weights must be numbers >= 0, got {list(self.model_weights)}")
+            raise SettingError(
+                "model_weights",
+                list(weights) if not isinstance(weights, str) else weights,
+                "each weight must be a number > 0 (leave a model out rather than weight it 0)",
+            )
 
 
 def model_segmentation(model_dirs: Sequence[str | Path], backend: str | None = None) -> SegmentConfig:

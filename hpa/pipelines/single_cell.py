@@ -130,6 +130,23 @@ def call_cells(confidence: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return called
 
 
+def _check_finite(table: pd.DataFrame, names: Sequence[str], path: Path, keys: Sequence[str]) -> None:
+    """Refuse a score table with a NaN or infinite score, naming the file and the row.
+
+    Raises:
+        HPADataError: the first such row, by its ``keys`` (Id, cell).
+    """
+    scores = table[list(names)].to_numpy(np.float64)
+    bad = np.argwhere(~np.isfinite(scores))
+    if len(bad):
+        row, col = (int(v) for v in bad[0])
+        key = ", ".join(f"{k} {table[k].iloc[row]}" for k in keys if k in table.columns)
+        raise HPADataError(
+            f"{path}: row {row + 1} ({key}): score of {names[col]!r} is {scores[row, col]}, not a finite "
+            f"number ({len(bad)} such score(s)); predict again into a new folder"
+        )
+
+
 def _read_run(pred_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, list[str], Path, set[str]]:
     run = PredDir(pred_dir)
     for name in (run.CELLS, run.IMAGE_SCORES, run.THRESHOLDS, run.CONFIG):
@@ -141,6 +158,8 @@ def _read_run(pred_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, l
     missing = [n for n in names if n not in cells.columns or n not in images.columns]
     if missing:
         raise HPADataError(f"{pred_dir}: score tables lack the model's classes {missing[:3]}")
+    _check_finite(cells, names, run.path(run.CELLS), ["image_id", "cell_id"])
+    _check_finite(images, names, run.path(run.IMAGE_SCORES), [ID_COLUMN])
     config = run.read_settings()
     if not config.get("masks"):
         raise HPADataError(f"{run.path(run.CONFIG)} names no masks folder")

@@ -140,6 +140,7 @@ def train_cells(
             ``overwrite`` is False.
     """
     blend, folds = cfg.companion is not None, all_folds and cfg.companion is None
+    check_inputs(images, labels, masks, cfg.folds)
     if overwrite:
         clear_other_kind(out, blend=blend, folds=folds)
         resume = False
@@ -162,6 +163,51 @@ def train_cells(
         images, labels, masks, out, cfg, cache_root=cache_root, resume=resume, progress=progress,
         channel_map=channel_map,
     )  # fmt: skip
+
+
+def read_training_labels(path: str | Path) -> Labels:
+    """The labels of a ``--labels`` file to train on: :func:`hpa.io.read_labels`, at least one row.
+
+    Raises:
+        HPADataError: as :func:`hpa.io.read_labels`, or a file with no row under its header.
+    """
+    labels = read_labels(path)
+    if not len(labels):
+        raise HPADataError(f"{path}: no rows under the header: the label file labels no image to train on")
+    return labels
+
+
+def check_inputs(images: Folders, labels: Labels, masks: Folders, folds: int = 2) -> None:
+    """Before any work: every image folder exists and holds some of its labelled images,
+    every SEG_DIR is one, and there are enough labelled images for ``folds`` folds.
+
+    Raises:
+        HPADataError: an image folder that is missing, or where none of its labelled
+            Ids has a file; a SEG_DIR without ``cells/``; fewer labelled images than folds.
+    """
+    from hpa.io import list_image_ids
+
+    if len(labels) < folds:
+        raise HPADataError(
+            f"{len(labels)} labelled images cannot be split into {folds} folds (every fold needs a "
+            f"validation image): use at most {max(2, len(labels))} folds, or label more images"
+        )
+
+    by_folder: dict[str, list[str]] = {}
+    for image_id in labels.ids:
+        folder = images[image_id] if isinstance(images, Mapping) else images
+        by_folder.setdefault(str(folder), []).append(image_id)
+    for folder, ids in by_folder.items():
+        if not Path(folder).is_dir():
+            raise HPADataError(f"{folder}: images folder not found")
+        present = set(list_image_ids(folder))
+        if not present.intersection(ids):
+            raise HPADataError(
+                f"{folder}: none of the {len(ids)} labelled Id(s) has a file in this images folder "
+                f"(e.g. {ids[0]}_green.png); is it the folder of the label file's images?"
+            )
+    for seg in sorted({str(p) for p in masks.values()}) if isinstance(masks, Mapping) else [str(masks)]:
+        SegDir(seg).check()
 
 
 def model_kind(out: str | Path) -> str | None:
@@ -868,14 +914,14 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     masks: Folders = args.masks
     if isinstance(args.images, list):  # --images/--labels/--masks may be repeated
         if len(args.images) == len(args.labels) == len(args.masks) == 1:
-            images, labels, masks = args.images[0], read_labels(args.labels[0]), args.masks[0]
+            images, labels, masks = args.images[0], read_training_labels(args.labels[0]), args.masks[0]
         else:
             images, labels, masks = combine_sources(
-                args.images, [read_labels(p) for p in args.labels], args.masks
+                args.images, [read_training_labels(p) for p in args.labels], args.masks
             )
             log.info("%d images from %d sources", len(labels), len(args.images))
     else:
-        labels = read_labels(args.labels)
+        labels = read_training_labels(args.labels)
     log_settings(
         "train-cells settings",
         {

@@ -5,7 +5,7 @@ Layout of ``OUT``::
     train/<Id>_{red,green,blue,yellow}.png   test/<Id>_{...}.png
     train.csv            Id,Target (space-separated ascending 2018 class numbers)
     test_labels.csv      Id,Target of the test images
-    sample_submission.csv  Id,Predicted ("0"), test Ids in shuffled order
+    sample_submission.csv  Id,Predicted ("0"), test Ids in shuffled order (none with --n-test 0)
     truth/cells/<Id>.png   truth/nuclei/<Id>.png  (uint16 instance labels, train and test)
     truth/cell_labels.csv  image_id,cell_id,Target
     truth/cell_labels_2021.csv  image_id,cell_id,Label (2021 classes, '|'-separated)
@@ -120,13 +120,15 @@ def write_dataset(
     write_labels(
         out / "train.csv", Labels(tuple(r[0] for r in train), _multi_hot([r[1] for r in train]), "2018")
     )
-    write_labels(
-        out / "test_labels.csv", Labels(tuple(r[0] for r in test), _multi_hot([r[1] for r in test]), "2018")
-    )
-    order = np.random.default_rng(seqs[-1]).permutation(len(test))
-    write_text_atomic(
-        out / "sample_submission.csv", "Id,Predicted\n" + "".join(f"{test[i][0]},0\n" for i in order)
-    )
+    if test:  # n_test 0: training data only, no test files (a header alone lists nothing)
+        write_labels(
+            out / "test_labels.csv",
+            Labels(tuple(r[0] for r in test), _multi_hot([r[1] for r in test]), "2018"),
+        )
+        order = np.random.default_rng(seqs[-1]).permutation(len(test))
+        write_text_atomic(
+            out / "sample_submission.csv", "Id,Predicted\n" + "".join(f"{test[i][0]},0\n" for i in order)
+        )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["image_id", "cell_id", "Target"])
@@ -150,6 +152,8 @@ def _write_2021_labels(out: Path, train: list[_Result], test: list[_Result]) -> 
             writer.writerow([iid, cell_id, format_target(row, "|")])
     write_text_atomic(out / "truth" / "cell_labels_2021.csv", buf.getvalue())
     for name, results in (("train_2021.csv", train), ("test_labels_2021.csv", test)):
+        if not results:
+            continue
         y = map_labels_2018_to_2021(_multi_hot([r[1] for r in results]))
         write_labels(out / name, Labels(tuple(r[0] for r in results), y, "2021"))
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from hpa.aggregation.thresholds import load_thresholds_file
 from hpa.artefacts import ID_COLUMN, PredDir, SegDir, read_csv_table, read_failures
+from hpa.errors import detail
 from hpa.io import HPADataError, check_image_id, read_label_image, read_sample
 from hpa.visualization.classes import parse_class_list
 
@@ -110,7 +111,7 @@ def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
     try:
         return pd.read_csv(path, keep_default_na=False, dtype={"Id": str, "ID": str}, **kwargs)  # type: ignore[call-overload]
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise HPADataError(f"{path}: cannot read CSV ({exc})") from exc
+        raise HPADataError(f"{path}: cannot read CSV ({detail(exc, path)})") from exc
 
 
 # scheme -> (submission, cell table, thresholds) files of a PRED_DIR
