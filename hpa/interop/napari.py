@@ -4,7 +4,8 @@ Registered by the npe2 manifest ``hpa/interop/napari.yaml`` (entry point
 ``napari.manifest``; ``pip install 'hpa-cells[napari]'``). Drop on napari, or
 ``napari --plugin hpa-cells PATH``:
 
-- ``PRED_DIR`` (``hpa predict``) or ``SEG_DIR`` (``hpa segment``): its first image;
+- ``PRED_DIR`` (``hpa predict``, also ``--format 2021`` alone) or ``SEG_DIR``
+  (``hpa segment``): its first image;
 - ``.../cells/<Id>.png`` inside either: that image.
 
 Layers: the red, green, blue and yellow channels as additive image layers in their HPA
@@ -33,7 +34,7 @@ from hpa.io import read_label_image, read_sample
 from hpa.io_tiff import ChannelMap
 from hpa.visualization.classes import cell_calls
 from hpa.visualization.composite import STRETCH_HIGH, STRETCH_LOW
-from hpa.visualization.preddir import load_prediction_run
+from hpa.visualization.preddir import default_scheme, load_prediction_run
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def read_run(path: str | list[str]) -> list[LayerData]:
 
 
 def _pred_layers(folder: Path, image_id: str | None) -> list[LayerData]:
-    run = load_prediction_run(folder)
+    run = load_prediction_run(folder, default_scheme(folder))  # 2021 for a --format 2021 run
     if not run.ids:
         raise HPADataError(f"{folder}: the run predicted no image")
     image_id = image_id or _first(run.ids, folder)
