@@ -22,6 +22,7 @@ from hpa.artefacts.folder import SETTINGS_FILE, Folder
 from hpa.artefacts.tables import FAILURES_FILE, ID_COLUMN, read_parquet_table, write_failures, write_parquet
 from hpa.config import load_yaml, save_yaml
 from hpa.errors import HPAConfigError, HPADataError
+from hpa.runlog import RUN_LOG
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -46,6 +47,8 @@ class SegDir(Folder):
     INPUTS = "inputs.yaml"
     FAILURES = FAILURES_FILE
     SUBDIRS = (CELLS, NUCLEI, TABLES)
+    #: Every name ``hpa segment`` writes in it (:func:`hpa.outputs.claim_entries`).
+    ENTRIES = (*SUBDIRS, CELLS_TABLE, CONFIG, INPUTS, FAILURES, RUN_LOG)
 
     # ------------------------------------------------------------ per image ---
 

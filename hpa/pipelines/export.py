@@ -20,7 +20,7 @@ from tqdm import tqdm
 from hpa.artefacts import PredDir, SegDir
 from hpa.errors import HPADataError
 from hpa.io import check_image_id, read_label_image
-from hpa.outputs import check_apart
+from hpa.outputs import check_apart, claim_entries
 from hpa.visualization.preddir import PredictionRun, default_scheme, load_prediction_run
 
 if TYPE_CHECKING:
@@ -109,7 +109,8 @@ def export_run(
         },
         may_sit_inside=("PRED_DIR",),
     )
-    out.mkdir(parents=True, exist_ok=True)
+    suffix = ".geojson" if to == "geojson" else ".ome.zarr"
+    claim_entries(out, [f"{image_id}{suffix}" for image_id in ids], "hpa export")
     folder = Path(images_dir) if images_dir is not None else None
     written, failed = [], {}
     for image_id in tqdm(ids, desc=f"export {to}", unit="img"):

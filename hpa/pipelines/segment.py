@@ -33,7 +33,7 @@ from hpa.io import (
     remove_stale_temporaries,
 )
 from hpa.io_tiff import ChannelMap, check_channel_map
-from hpa.outputs import check_apart
+from hpa.outputs import check_apart, claim_entries
 from hpa.parallel import process_pool
 from hpa.segmentation import SegmentConfig
 
@@ -216,6 +216,7 @@ def segment_folder(
 
         check_models(config)  # a missing or foreign weights file fails before any work
     check_apart(out_dir, {"IMAGES": images_dir})
+    claim_entries(out_dir, SegDir.ENTRIES, "hpa segment")  # never a user's config.yaml or masks
     check_same_settings(out_dir, to_dict(config))
     seg = SegDir(out_dir)
     seg.create()

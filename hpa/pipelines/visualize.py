@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from hpa.io import HPADataError, check_image_id, write_png
-from hpa.outputs import check_apart
+from hpa.outputs import check_apart, claim_entries
 from hpa.visualization.classes import image_title
 from hpa.visualization.composite import parse_channels
 from hpa.visualization.overlay import render_overlay
@@ -118,6 +118,7 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
     ids = _ids(args.id, run)
     out = Path(args.out) if args.out else run.root / "overlays"
     check_apart(out, {"IMAGES": args.images, "--pred": args.pred}, may_sit_inside=("--pred",))
+    claim_entries(out, [f"{image_id}.png" for image_id in ids], "hpa show")
     written = draw_overlays(
         run, ids, out, images_dir=args.images, channels=args.channels, truth=_truth(args.labels, run)
     )
