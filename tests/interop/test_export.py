@@ -137,7 +137,9 @@ def test_ome_zarr_round_trip(synthetic_run, real_run, tmp_path):
     # a second export replaces the first, leaving no temporary folder behind
     export_run(synthetic_run, "ome-zarr", tmp_path / "again")
     export_run(synthetic_run, "ome-zarr", tmp_path / "again")
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["syn.ome.zarr"]
+    from hpa.outputs import WRITTEN_RECORD
+
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted([WRITTEN_RECORD, "syn.ome.zarr"])
 
 
 def test_export_errors(synthetic_run, tmp_path):
