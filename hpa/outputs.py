@@ -182,8 +182,15 @@ def claim_entries(folder: str | Path, names: Collection[str], what: str, *, out_
             )
     if set(names) <= record and (path / WRITTEN_RECORD).is_file():
         return
+    record_entries(path, names)
+
+
+def record_entries(folder: str | Path, names: Collection[str]) -> None:
+    """Add ``names`` to the record of what hpa wrote in ``folder`` (created if need be),
+    unchecked: for entries hpa has just made itself (a copy of its own masks)."""
+    path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
-    entries = sorted(record | set(names))
+    entries = sorted(written_entries(path) | set(names))
     write_text_atomic(
         path / WRITTEN_RECORD, json.dumps({"written_by": "hpa", "entries": entries}, indent=1) + "\n"
     )
