@@ -1,6 +1,6 @@
 """Output folders that never cost the user data.
 
-Three rules every command follows (docs/reliability.md):
+Four rules every command follows (docs/reliability.md):
 
 * :func:`check_apart`: an output folder is never an input folder of the same command,
   nor inside one, nor around one (symlinks resolved).
