@@ -493,6 +493,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="folder of the images, ome-zarr and ome-tiff only (default: from PRED_DIR)",
     )
+    p.add_argument(
+        "--scheme",
+        choices=("2018", "2021"),
+        default=argparse.SUPPRESS,  # chosen by the run (export_run)
+        help="2018: the model's own cell predictions; 2021: the run's 2021 per-cell labels "
+        "(default: 2018, or 2021 for a run written with --format 2021 only)",
+    )
 
 
 def _add_channel_map(sub: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 """Output folders that never cost the user data.
 
-Three rules every command follows (docs/reliability.md):
+Four rules every command follows (docs/reliability.md):
 
 * :func:`check_apart`: an output folder is never an input folder of the same command,
   nor inside one, nor around one (symlinks resolved).
@@ -10,6 +10,11 @@ Three rules every command follows (docs/reliability.md):
 * :func:`swap_in`: a folder built beside its target is put in place in one step (an
   atomic exchange of the two names where the kernel offers it), so the target is
   always one run's complete output.
+* :func:`claim_entries`: a command that writes into a folder it does not replace whole
+  (``hpa export``, ``show``, ``train-cells``, ``segment``, ``synth``) first claims the
+  names it will write there. A name is hpa's when the folder's record of what hpa
+  wrote (:data:`WRITTEN_RECORD`) lists it; an entry of that name that the record does
+  not list is the user's, and the command is refused before it writes anything.
 """
 
 from __future__ import annotations
@@ -122,6 +127,89 @@ def check_replaceable(
             f"{out_flag} {out}: {what}'s folder also holds files it did not write ({shown}); "
             "move them away or choose another folder"
         )
+
+
+#: The record, in a folder hpa writes into, of the entries hpa wrote there (JSON).
+WRITTEN_RECORD = ".hpa-written"
+
+
+def written_entries(folder: str | Path) -> set[str]:
+    """The names the folder's :data:`WRITTEN_RECORD` lists (empty when absent or unreadable)."""
+    try:
+        data = json.loads((Path(folder) / WRITTEN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    entries = data.get("entries") if isinstance(data, dict) else None
+    return {e for e in entries if isinstance(e, str)} if isinstance(entries, list) else set()
+
+
+def claim_entries(folder: str | Path, names: Collection[str], what: str, *, out_flag: str = "--out") -> None:
+    """Let ``what`` write the entries ``names`` into ``folder``, unless one is the user's.
+
+    An entry of ``names`` that exists in ``folder`` (a file, a folder or a link) and is
+    not listed in the folder's :data:`WRITTEN_RECORD` was not written by hpa: the call is
+    refused and nothing is written. Otherwise ``folder`` is created if need be and
+    ``names`` are added to the record before the command writes them, so a run killed
+    halfway leaves entries its rerun knows as its own.
+
+    Args:
+        folder: the folder the command writes into (it need not exist yet).
+        names: the names of the files and folders it will write directly in ``folder``.
+        what: the command, for the message (``"hpa export"``).
+        out_flag: how the folder is given on the command line, for the message.
+
+    Raises:
+        HPAConfigError: one line naming the first such entry and the way out.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> claim_entries(d, ["a.png"], "hpa show"); claim_entries(d, ["a.png"], "hpa show")
+    >>> _ = (d / "b.png").write_text("mine")
+    >>> claim_entries(d, ["a.png", "b.png"], "hpa show")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hpa.errors.HPAConfigError: --out ...: b.png was not written by hpa and hpa show would replace it; move it away or choose another --out
+    """
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise HPAConfigError(f"{out_flag} {folder}: exists and is not a folder; choose another {out_flag}")
+    record = written_entries(path) if path.is_dir() else set()
+    if path.is_dir() and not (path / WRITTEN_RECORD).is_file() and _written_by_earlier_hpa(path):
+        record = {name for name in names if os.path.lexists(path / name)}
+        log.info(
+            "%s: written by an earlier hpa (no %s); its entries are taken as hpa's", path, WRITTEN_RECORD
+        )
+    for name in sorted(set(names)):
+        if name not in record and os.path.lexists(path / name):
+            raise HPAConfigError(
+                f"{out_flag} {folder}: {name} was not written by hpa and {what} would replace it; "
+                f"move it away or choose another {out_flag}"
+            )
+    if set(names) <= record and (path / WRITTEN_RECORD).is_file():
+        return
+    record_entries(path, names)
+
+
+#: Files every hpa command of an earlier version left in the folders it wrote (the log of
+#: segment, train-cells, predict and demo; the provenance record): a folder holding one and
+#: no :data:`WRITTEN_RECORD` predates that record and is adopted rather than refused.
+_EARLIER_HPA_MARKERS = ("run.log", "provenance.json")
+
+
+def _written_by_earlier_hpa(path: Path) -> bool:
+    """``path`` holds a file that only hpa writes, from before the written-entries record."""
+    return any((path / name).is_file() for name in _EARLIER_HPA_MARKERS)
+
+
+def record_entries(folder: str | Path, names: Collection[str]) -> None:
+    """Add ``names`` to the record of what hpa wrote in ``folder`` (created if need be),
+    unchecked: for entries hpa has just made itself (a copy of its own masks)."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    entries = sorted(written_entries(path) | set(names))
+    write_text_atomic(
+        path / WRITTEN_RECORD, json.dumps({"written_by": "hpa", "entries": entries}, indent=1) + "\n"
+    )
 
 
 _AT_FDCWD = -100

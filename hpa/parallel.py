@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _TEMPDIR_ENV = "HPA_MP_TEMPDIR"  # read by hpa._forkserver in the fork server
+_MAIN_SCRIPT_ENV = "HPA_MP_MAIN_SCRIPT"  # likewise
 _ORPHAN_EXIT = 1
 
 
@@ -119,6 +120,22 @@ class _Pool(ProcessPoolExecutor):
             process.join(timeout=5)
 
 
+def _main_script() -> str | None:
+    """The path of the main module when it is a plain script (``python script.py``), else None.
+
+    Such a script is the one a worker would import again (as ``__mp_main__``) before it
+    runs a task: a script without ``if __name__ == "__main__":`` would run once more in
+    every worker. Workers run only hpa's own functions, so :mod:`hpa._forkserver` tells
+    them the script is already imported (``python -m hpa``, ``python -c`` and an
+    interactive session have no such path).
+    """
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        return None
+    path = getattr(main, "__file__", None)
+    return os.path.normpath(path) if isinstance(path, str) else None
+
+
 def pool_size(workers: int, n_tasks: int) -> int:
     """Workers worth starting: at most one per task and one per usable core (at least 1).
 
@@ -148,7 +165,10 @@ def process_pool(workers: int, n_tasks: int) -> ProcessPoolExecutor:
     tempdir = multiprocessing.util.get_temp_dir()  # the fork server's socket lives here
     if method == "forkserver":  # takes effect when the fork server starts (the first pool)
         os.environ[_TEMPDIR_ENV] = f"{os.getpid()}:{tempdir}"
-        ctx.set_forkserver_preload(["__main__", "hpa._forkserver"])
+        script = _main_script()
+        if script is not None:
+            os.environ[_MAIN_SCRIPT_ENV] = script
+        ctx.set_forkserver_preload(["hpa._forkserver"] if script else ["__main__", "hpa._forkserver"])
     return _Pool(
         max_workers=size,
         mp_context=ctx,

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.artefacts.folder import THRESHOLDS_FILE, Folder
+from hpa.artefacts.provenance import RECORD_FILE
 from hpa.artefacts.tables import (
     ID_COLUMN,
     VIEW_COLUMNS,
@@ -36,6 +37,7 @@ from hpa.artefacts.tables import (
 )
 from hpa.config import load_yaml, save_yaml
 from hpa.errors import HPAConfigError
+from hpa.runlog import RUN_LOG
 
 
 class ModelDir(Folder):
@@ -63,6 +65,13 @@ class ModelDir(Folder):
     OOF_IMAGES = "oof_image_scores.csv"
     OOF_LABELS = "oof_labels.csv"
     FOLD_PREFIX = "fold-"
+    #: Every file ``hpa train-cells`` writes in a model folder of any kind; the fold and
+    #: member folders are claimed with them (:func:`hpa.outputs.claim_entries`).
+    ENTRIES = (
+        CONFIG, WEIGHTS, THRESHOLDS, TRAIN_CONFIG, SPLIT, CHECKPOINT, METRICS, HISTORY, VAL_IMAGES,
+        VAL_CELLS, VAL_TILES, SEGMENTATION, CARD, ENSEMBLE, OOF_VIEWS, OOF_IMAGES, OOF_LABELS, RUN_LOG,
+        RECORD_FILE,
+    )  # fmt: skip
 
     def fold(self, k: int) -> ModelDir:
         """The model folder of fold ``k`` of a ``--folds`` folder."""

@@ -53,8 +53,11 @@ class PredDir(Folder):
     }
 
     def is_preddir(self) -> bool:
-        """True when the folder has a cell table and its thresholds."""
-        return self.path(self.CELLS).is_file() and self.path(self.THRESHOLDS).is_file()
+        """True when the folder has a cell table and its thresholds (of either scheme)."""
+        return any(
+            self.path(cells).is_file() and self.path(thresholds).is_file()
+            for _, cells, thresholds in self.SCHEMES.values()
+        )
 
     def read_settings(self) -> dict[str, Any]:
         """``config.yaml``: the run's resolved settings (empty when absent).

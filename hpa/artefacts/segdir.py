@@ -23,6 +23,7 @@ from hpa.artefacts.provenance import RECORD_FILE, Provenance, images_fingerprint
 from hpa.artefacts.tables import FAILURES_FILE, ID_COLUMN, read_parquet_table, write_failures, write_parquet
 from hpa.config import load_yaml, save_yaml
 from hpa.errors import HPAConfigError, HPADataError
+from hpa.runlog import RUN_LOG
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -51,6 +52,8 @@ class SegDir(Folder):
     SUBDIRS = (CELLS, NUCLEI, TABLES)
     #: The files hpa writes in a SEG_DIR (besides :data:`SUBDIRS` and the crop cache).
     FILES = (CELLS_TABLE, CONFIG, INPUTS, FAILURES, RECORD)
+    #: Every name ``hpa segment`` writes in it (:func:`hpa.outputs.claim_entries`).
+    ENTRIES = (*SUBDIRS, CELLS_TABLE, CONFIG, INPUTS, FAILURES, RUN_LOG, RECORD)
 
     # ------------------------------------------------------------ per image ---
 

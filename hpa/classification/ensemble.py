@@ -363,7 +363,9 @@ def _plan(
         crop=replace(base.crop, crop_size=size),
         pooling=groups[0].pooling,
         tile_weight=groups[0].tile_weight,
-        intensity="dataset",  # the members scale, resize and normalise their own inputs
+        # the members scale, resize and normalise their own inputs; "image" only says the
+        # views are cut from images scaled by their bright end (crop.image_scale, shared)
+        intensity="image" if base.crop.image_scale else "dataset",
         input_size=None,
         groups=tuple(groups) if len(groups) > 1 else (),
     )

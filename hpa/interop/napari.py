@@ -2,9 +2,9 @@
 
 Registered by the npe2 manifest ``hpa/interop/napari.yaml`` (entry point
 ``napari.manifest``; ``pip install 'hpa-cells[napari]'``). The manifest claims folders
-only, and the reader takes a folder only when hpa wrote it: a ``PRED_DIR``
-(``cell_predictions.parquet`` and ``thresholds.json``) or a ``SEG_DIR`` (``cells/`` beside
-one of :data:`SEG_MARKERS`); it opens the run's first image. Other PNGs stay napari's.
+only, and the reader takes a folder only when hpa wrote it: a ``PRED_DIR`` (``hpa
+predict``, also ``--format 2021`` alone) or a ``SEG_DIR`` (``cells/`` beside one of
+:data:`SEG_MARKERS`); it opens the run's first image. Other PNGs stay napari's.
 :func:`read_run` also takes ``.../cells/<Id>.png`` inside either, for that image.
 
 Layers: the red, green, blue and yellow channels as additive image layers in their HPA
@@ -34,7 +34,7 @@ from hpa.io import read_label_image, read_sample
 from hpa.io_tiff import ChannelMap
 from hpa.visualization.classes import DIM_COLOUR, cell_calls, class_palette
 from hpa.visualization.composite import STRETCH_HIGH, STRETCH_LOW
-from hpa.visualization.preddir import load_prediction_run
+from hpa.visualization.preddir import default_scheme, load_prediction_run
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def read_run(path: str | list[str]) -> list[LayerData]:
 
 
 def _pred_layers(folder: Path, image_id: str | None) -> list[LayerData]:
-    run = load_prediction_run(folder)
+    run = load_prediction_run(folder, default_scheme(folder))  # 2021 for a --format 2021 run
     if not run.ids:
         raise HPADataError(f"{folder}: the run predicted no image")
     image_id = image_id or _first(run.ids, folder)

@@ -42,6 +42,7 @@ from hpa.artefacts.provenance import check_reuse, remove_record, write_record
 from hpa.artefacts.tables import ID_COLUMN, image_score_table
 from hpa.config import save_json, save_yaml, to_dict
 from hpa.io import write_labels
+from hpa.outputs import claim_entries
 
 if TYPE_CHECKING:
     from hpa.classification.cache import Folders
@@ -174,11 +175,11 @@ def train_blend(
 
     assert cfg.companion is not None
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    runlog.write_into(out)
     check_masks_of(images, masks)
     record = model_record("blend", cfg, images, labels, masks, all_folds=all_folds)
     parts = {MAIN: replace(cfg, companion=None), cfg.companion: companion_config(cfg)}
+    claim_entries(out, [*ModelDir.ENTRIES, BLEND_SCORES, *parts], "hpa train-cells")
+    runlog.write_into(out)
     member_metrics = {}
     for name, part in parts.items():
         log.info(

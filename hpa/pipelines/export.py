@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from hpa.artefacts import SegDir
+from hpa.artefacts import PredDir, SegDir
 from hpa.errors import HPADataError
 from hpa.io import check_image_id, read_label_image, write_text_atomic
-from hpa.outputs import check_apart
-from hpa.visualization.preddir import PredictionRun, load_prediction_run
+from hpa.outputs import check_apart, claim_entries
+from hpa.visualization.preddir import PredictionRun, default_scheme, load_prediction_run
 
 if TYPE_CHECKING:
     from hpa.io_tiff import ChannelMap
@@ -99,6 +99,7 @@ def export_run(
     ids: Sequence[str] | None = None,
     images_dir: str | Path | None = None,
     channel_map: ChannelMap | None = None,
+    scheme: str | None = None,
 ) -> tuple[list[Path], dict[str, str]]:
     """Export the images of a prediction run.
 
@@ -110,6 +111,8 @@ def export_run(
         images_dir: folder of the images (default: the run's); ``ome-zarr`` and
             ``ome-tiff`` only.
         channel_map: :class:`hpa.io_tiff.ChannelMap` overriding the run's own.
+        scheme: the cell labels exported, as :func:`load_prediction_run`; default
+            ``"2018"``, or ``"2021"`` for a run written with ``--format 2021`` only.
 
     Returns:
         ``(paths written, Id -> error of the images that failed)``.
@@ -120,17 +123,28 @@ def export_run(
         from hpa.interop.omezarr import require_zarr
 
         require_zarr()  # one clear error before any image
-    run = load_prediction_run(pred_dir)
+    run = load_prediction_run(pred_dir, scheme or default_scheme(pred_dir))
     if channel_map is not None:
         import dataclasses
 
         run = dataclasses.replace(run, channel_map=channel_map)
     ids = [check_image_id(i) for i in ids] if ids else list(run.ids)
     out = Path(out)
-    # never inside the run (predict replaces PRED_DIR whole) nor its images, whose own
-    # files could carry the names written here
-    check_apart(out, {"PRED_DIR": pred_dir, "--images": images_dir, "the run's images": run.images_dir})
-    out.mkdir(parents=True, exist_ok=True)
+    # an export is an output of its own kind: it may sit inside PRED_DIR (pred/geojson), never
+    # be PRED_DIR, nor be or sit inside what is read (the masks, the images)
+    masks = run.masks_dir if run.masks_dir is not None else PredDir(run.root).path(PredDir.MASKS)
+    check_apart(
+        out,
+        {
+            "PRED_DIR": pred_dir,
+            "the run's masks": masks,
+            "--images": images_dir,
+            "the run's images": run.images_dir,
+        },
+        may_sit_inside=("PRED_DIR",),
+    )
+    suffix = ".geojson" if to == "geojson" else ".ome.zarr"
+    claim_entries(out, [f"{image_id}{suffix}" for image_id in ids], "hpa export")
     folder = Path(images_dir) if images_dir is not None else None
     if to == "csv":
         return [export_table(run, ids, out)], {}
@@ -153,6 +167,7 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         ids=args.id,
         images_dir=args.images,
         channel_map=getattr(args, "channel_map", None),
+        scheme=getattr(args, "scheme", None),
     )
     text = f"exported {len(written)} image(s) as {args.to} to {args.out}"
     if args.to == "csv":

@@ -28,6 +28,7 @@ from hpa.artefacts.tables import image_score_table
 from hpa.config import save_json, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import Labels, write_labels
+from hpa.outputs import claim_entries
 
 if TYPE_CHECKING:
     from hpa.aggregation import ThresholdResult
@@ -100,7 +101,8 @@ def train_folds(
 
     t0 = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    folds = [ModelDir(out).fold(k).root.name for k in range(cfg.folds)]
+    claim_entries(out, [*ModelDir.ENTRIES, *folds], "hpa train-cells")
     runlog.write_into(out)  # one log for every fold, appended to by a rerun
     check_masks_of(images, masks)
     record = model_record("model-folds", cfg, images, labels, masks)

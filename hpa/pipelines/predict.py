@@ -43,7 +43,7 @@ from hpa.config import CLI, Spelling, default_workers, log_settings, resolve, sa
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list
 from hpa.io_tiff import check_channel_map
-from hpa.outputs import StagedFolder, check_apart
+from hpa.outputs import StagedFolder, check_apart, record_entries
 from hpa.parallel import process_pool
 from hpa.pipelines.predict_config import PredictConfig
 
@@ -846,6 +846,7 @@ def _resume_masks(
     except OSError:  # no hard links here: copy
         shutil.rmtree(masks_dir, ignore_errors=True)
         shutil.copytree(previous, masks_dir)
+    record_entries(masks_dir, SegDir.ENTRIES)  # hpa's masks, also when an older hpa wrote them
     log.info("reusing the masks of the previous run in %s", previous)
 
 

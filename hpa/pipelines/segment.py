@@ -34,7 +34,7 @@ from hpa.io import (
     remove_stale_temporaries,
 )
 from hpa.io_tiff import ChannelMap, check_channel_map
-from hpa.outputs import check_apart
+from hpa.outputs import check_apart, claim_entries
 from hpa.parallel import process_pool
 from hpa.segmentation import SegmentConfig
 
@@ -255,6 +255,7 @@ def segment_folder(
 
         check_models(config)  # a missing or foreign weights file fails before any work
     check_apart(out_dir, {"IMAGES": images_dir})
+    claim_entries(out_dir, SegDir.ENTRIES, "hpa segment")  # never a user's config.yaml or masks
     record = SegDir.record(
         images_dir, to_dict(config), channel_map.spec if channel_map else None, "hpa segment"
     )

@@ -33,7 +33,7 @@ from hpa.artefacts.provenance import (
 from hpa.config import log_settings, resolve, save_json, save_yaml, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, Labels, read_labels
-from hpa.outputs import prepare_staging, swap_in_keeping
+from hpa.outputs import claim_entries, prepare_staging, swap_in_keeping
 
 if TYPE_CHECKING:
     import torch
@@ -524,7 +524,7 @@ def _start_run(
     staging = prepare_staging(out, rescue=(CHECKPOINT_FILE,)) if world.is_main else out
     if world.is_main:
         runlog.write_into(staging, previous=out if resume else None)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_entries(out, ModelDir.ENTRIES, "hpa train-cells")  # never a user's README.md or other file
     set_seed(cfg.seed)
     if cfg.device == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.size))

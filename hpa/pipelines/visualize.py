@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from hpa.artefacts.provenance import check_masks_images
 from hpa.io import HPADataError, check_image_id, write_png
-from hpa.outputs import check_apart
+from hpa.outputs import check_apart, claim_entries
 from hpa.visualization.classes import image_title
 from hpa.visualization.composite import parse_channels
 from hpa.visualization.overlay import render_overlay
@@ -121,6 +121,7 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
         check_masks_images(run.masks_dir, args.images, flag=f"--pred {args.pred}: masks")
     out = Path(args.out) if args.out else run.root / "overlays"
     check_apart(out, {"IMAGES": args.images, "--pred": args.pred}, may_sit_inside=("--pred",))
+    claim_entries(out, [f"{image_id}.png" for image_id in ids], "hpa show")
     written = draw_overlays(
         run, ids, out, images_dir=args.images, channels=args.channels, truth=_truth(args.labels, run)
     )

@@ -34,6 +34,7 @@ from hpa.aggregation.single_cell import map_labels_2018_to_2021
 from hpa.artefacts import SegDir
 from hpa.constants import CHANNELS
 from hpa.io import Labels, format_target, write_label_image, write_labels, write_png, write_text_atomic
+from hpa.outputs import claim_entries
 from hpa.parallel import process_pool
 from hpa.synthetic.sample import N_CLASSES, generate_sample
 
@@ -66,6 +67,13 @@ def _write_one(job: _Job) -> _Result:
     write_label_image(truth.cell_mask(iid), sample.cells)
     write_label_image(truth.nucleus_mask(iid), sample.nuclei)
     return iid, sample.labels, sample.cell_labels
+
+
+#: Every name :func:`write_dataset` writes in its folder (:func:`hpa.outputs.claim_entries`).
+DATASET_ENTRIES = (
+    "train", "test", "truth", "train.csv", "test_labels.csv", "sample_submission.csv",
+    "train_2021.csv", "test_labels_2021.csv",
+)  # fmt: skip
 
 
 def _multi_hot(rows: list[tuple[int, ...]]) -> np.ndarray:
@@ -101,7 +109,7 @@ def write_dataset(
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_entries(out, DATASET_ENTRIES, "hpa synth", out_flag="OUT")
     root = np.random.SeedSequence(seed)
     seqs = root.spawn(n_train + n_test + 1)
     jobs: list[_Job] = [

@@ -118,6 +118,21 @@ def _read_csv(path: Path, **kwargs: object) -> pd.DataFrame:
 _SCHEME_FILES = PredDir.SCHEMES
 
 
+def default_scheme(pred_dir: str | Path) -> str:
+    """The scheme a run is read in when none is asked for: ``"2018"``, or ``"2021"`` for a
+    run written with ``hpa predict --format 2021`` only (it has no ``submission.csv``).
+
+    >>> default_scheme("/nowhere")
+    '2018'
+    """
+    root = Path(pred_dir)
+    if not (root / _SCHEME_FILES["2018"][0]).is_file() and all(
+        (root / name).is_file() for name in _SCHEME_FILES["2021"]
+    ):
+        return "2021"
+    return "2018"
+
+
 def load_prediction_run(pred_dir: str | Path, scheme: str = "2018") -> PredictionRun:
     """Read the artefacts of a PRED_DIR.
 

@@ -137,7 +137,9 @@ def test_ome_zarr_round_trip(synthetic_run, real_run, tmp_path):
     # a second export replaces the first, leaving no temporary folder behind
     export_run(synthetic_run, "ome-zarr", tmp_path / "again")
     export_run(synthetic_run, "ome-zarr", tmp_path / "again")
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["syn.ome.zarr"]
+    from hpa.outputs import WRITTEN_RECORD
+
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted([WRITTEN_RECORD, "syn.ome.zarr"])
 
 
 def test_export_errors(synthetic_run, tmp_path):
@@ -244,8 +246,10 @@ def test_export_never_writes_into_the_run_or_its_images(synthetic_run, tmp_path)
     images = load_prediction_run(synthetic_run).images_dir
     assert images is not None
     before = sorted(p.name for p in images.iterdir())
-    for out in (synthetic_run / "export", images, images / "zarr"):
+    masks = load_prediction_run(synthetic_run).masks_dir
+    assert masks is not None
+    for out in (synthetic_run, images, images / "zarr", masks / "cells", masks / "export"):
         with pytest.raises(HPAConfigError, match="--out"):
             export_run(synthetic_run, "ome-zarr", out)
     assert sorted(p.name for p in images.iterdir()) == before
-    assert not (synthetic_run / "export").exists()
+    assert not (masks / "export").exists()

@@ -23,9 +23,10 @@ from reliability_helpers import (
     write_untrained_model,
 )
 
+from hpa.artefacts import SegDir
 from hpa.cli import main as hpa_main
 from hpa.errors import HPAConfigError
-from hpa.outputs import check_apart
+from hpa.outputs import check_apart, claim_entries
 from hpa.pipelines.predict import predict_folder
 from hpa.pipelines.segment import segment_folder
 from hpa.segmentation import SegmentConfig
@@ -105,6 +106,7 @@ def test_report_replaces_its_own_report_only(
 
 def test_segment_removes_only_its_own_dead_temporaries(tiny_dataset: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "seg"
+    claim_entries(out, SegDir.ENTRIES, "hpa segment")  # the SEG_DIR of a killed run
     (out / "cells").mkdir(parents=True)
     users = [out / ".notes.tmpl", out / "cells" / ".draft.tmp.png", out / ".hpa-tmp-notes"]
     for path in users:
