@@ -135,7 +135,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return dict(load_file(str(path), device="cpu"))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many types for bad files
-        raise HPAConfigError(f"{path}: not a readable weights file ({type(exc).__name__}: {detail(exc, path)})") from exc
+        raise HPAConfigError(
+            f"{path}: not a readable weights file ({type(exc).__name__}: {detail(exc, path)})"
+        ) from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
