@@ -252,7 +252,7 @@ TILE_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)
 #: the validation images decide: on the real cross-validation it got no weight (0.380
 #: unchanged), on the synthetic benchmark half (0.831 against 0.714 without it).
 _RECIPE: dict[str, Any] = dict(
-    backbone="efficientnet_lite0",
+    backbone="tf_efficientnet_lite0",
     pretrained="imagenet",
     channels="g",
     intensity="view",
