@@ -209,6 +209,12 @@ ROWS = [
         "... at 224, image intensity, cells max-pooled",
         train={**FROZEN, "input_size": 224, "intensity": "image"},
     ),
+    Row(
+        "frozen-g-224-mean-tflite",
+        "... at 224, cells mean-pooled, on tf_efficientnet_lite0 (the checkpoint's own architecture: "
+        "TF same padding, BatchNorm eps 1e-3)",
+        train={**FROZEN, "input_size": 224, "pooling": "mean", "backbone": "tf_efficientnet_lite0"},
+    ),
     # the no-flag CPU defaults: frozen-g-224-mean and its scratch companion blended image by
     # image (hpa.pipelines.blend); the weight and the thresholds applied to a fold's images
     # are chosen on the other folds' out-of-fold scores

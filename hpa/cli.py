@@ -240,7 +240,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="imagenet (packaged EfficientNet-Lite0 weights, offline), a local checkpoint, "
         "'hub' to download, or none (random start); default: imagenet on the device defaults' "
-        "efficientnet_lite0, none for another --backbone",
+        "tf_efficientnet_lite0, none for another --backbone",
     )
     m.add_argument(
         "--crop-size", type=_at_least(8), default=None, help="crop side in pixels, >= 8 (default: by device)"

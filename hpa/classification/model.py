@@ -257,7 +257,7 @@ def create_model(
         in_chans: input channels; timm adapts a 3-channel first layer itself.
         pretrained: ``None`` for random initialisation; ``"imagenet"`` for the ImageNet
             weights of EfficientNet-Lite0 shipped in a package (offline; ``backbone``
-            must be ``efficientnet_lite0``); a local checkpoint file (``.safetensors``,
+            must be ``tf_efficientnet_lite0``, or the legacy ``efficientnet_lite0``); a local checkpoint file (``.safetensors``,
             ``.pth``, ``.bin``) in timm's layout, or in efficientnet_pytorch's for a
             timm EfficientNet, loaded and adapted offline by timm (head dropped when the
             class count differs); ``"hub"`` for timm's default pretrained weights,
@@ -291,11 +291,7 @@ def create_model(
     from hpa.classification import pretrained as weights
 
     if pretrained == weights.IMAGENET:
-        if backbone != weights.IMAGENET_BACKBONE:
-            raise HPAConfigError(
-                f"--pretrained imagenet holds {weights.IMAGENET_BACKBONE} weights; the backbone is "
-                f"{backbone!r} (use --backbone {weights.IMAGENET_BACKBONE}, or --pretrained none/PATH/hub)"
-            )
+        weights.check_imagenet_backbone(backbone)
         state = weights.timm_state_from_efficientnet_pytorch(backbone, weights.imagenet_weights_file())
         return weights.create_from_state(backbone, state, num_classes, in_chans, drop_rate)
     path = Path(pretrained).expanduser()

