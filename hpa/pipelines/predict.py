@@ -733,6 +733,7 @@ def _masks_folder(
     _resume_masks(masks_dir, out / PredDir.MASKS, to_dict(seg_config), record, ids, overwrite=opts.overwrite)
     SegDir(masks_dir).write_settings(to_dict(seg_config))
     write_record(masks_dir, record)
+    record_entries(masks_dir, SegDir.ENTRIES)  # hpa's own masks: a clean and a resumed run alike
     return masks_dir, seg_config
 
 

@@ -229,7 +229,7 @@ def test_two_rank_gloo_ddp_run(tiny_dataset, tmp_path):
     assert len(cells) == len(val_ids) * 4 and len(tiles) == len(val_ids) * 5
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
-    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary leftovers
+    assert not any(p.name.startswith(".hpa-tmp") for p in out.iterdir())  # no temporary leftovers
 
 
 def test_automatic_epochs_follow_the_data_size(tiny_dataset, tmp_path):
