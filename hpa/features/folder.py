@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from hpa.artefacts.provenance import check_masks_images
 from hpa.artefacts.segdir import SegDir
 from hpa.artefacts.tables import ID_COLUMN, read_parquet_table, write_failures, write_parquet
 from hpa.errors import HPADataError
@@ -30,6 +31,7 @@ from hpa.features.cells import cell_features, feature_names, image_features
 from hpa.features.settings import FeatureSettings
 from hpa.io import list_image_ids, read_label_image, read_sample, remove_stale_temporaries, sample_paths
 from hpa.io_tiff import ChannelMap
+from hpa.outputs import claim_entries
 from hpa.parallel import process_pool
 
 log = logging.getLogger(__name__)
@@ -164,10 +166,16 @@ class _Serial:
         return map(fn, tasks)
 
 
+#: The failures table ``hpa features`` writes beside its tables.
+FAILURES = "failures.csv"
+
+
 def main(args: argparse.Namespace) -> int:
     """``hpa features IMAGES --masks SEG_DIR --out DIR``: write the cell and image feature tables."""
     SegDir(args.masks).check()
+    check_masks_images(args.masks, args.images)  # masks of these images, not of another folder
     out = Path(args.out)
+    claim_entries(out, [CELL_TABLE, IMAGE_TABLE, FAILURES], "hpa features")  # never a user's file
     cells, failures = folder_features(
         args.images,
         args.masks,
@@ -179,7 +187,9 @@ def main(args: argparse.Namespace) -> int:
     write_parquet(out / CELL_TABLE, cells)
     write_parquet(out / IMAGE_TABLE, image_features(cells))
     if failures:
-        write_failures(out / "failures.csv", failures)
+        write_failures(out / FAILURES, failures)
+    else:  # an earlier run's list (hpa's own: claimed above) would name images that now succeed
+        (out / FAILURES).unlink(missing_ok=True)
     log.info(
         "%d cells of %d images -> %s (%d failed)", len(cells), cells[ID_COLUMN].nunique(), out, len(failures)
     )

@@ -118,3 +118,26 @@ def test_a_real_sample_segmented_by_hpa(repo_data: Path) -> None:
     assert np.isfinite(table.frac_nucleus).all() and np.isfinite(table.pearson_er).all()
     # a nuclear protein (this image's labels: nucleoplasm, nucleoli, nuclear membrane)
     assert table.frac_nucleus.median() > 0.5
+
+
+def test_hpa_features_refuses_masks_of_other_images_and_a_users_file(
+    folder: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A consumer checks its producer: masks recorded as made from another images folder are
+    refused; and the output folder's files that hpa did not write are never replaced."""
+    from hpa.artefacts.provenance import write_record
+
+    images, seg = folder
+    other = tmp_path / "other-images"
+    other.mkdir()
+    _write_sample(other, tmp_path / "other-seg", "z", 7)
+    write_record(seg, SegDir.record(other, {}, None, "hpa segment"))
+    out = tmp_path / "out"
+    assert main(["features", str(images), "--masks", str(seg), "--out", str(out)]) == 1
+    assert "other-images" in caplog.text and not out.exists()
+
+    write_record(seg, SegDir.record(images, {}, None, "hpa segment"))
+    out.mkdir()
+    (out / "cell_features.parquet").write_text("a user's file\n")
+    assert main(["features", str(images), "--masks", str(seg), "--out", str(out)]) == 1
+    assert (out / "cell_features.parquet").read_text() == "a user's file\n"

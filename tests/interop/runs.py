@@ -9,6 +9,9 @@ their cell probabilities are drawn by a seeded generator (the geometry is under 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +126,11 @@ def real_run(repo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         cells = read_label_image(root / "seg" / "cells" / f"{image_id}.png")
         tables[image_id] = cell_probabilities(cells, n)
     return write_run(root / "pred", images, root / "seg", tables)
+
+
+def export_cli(run: Path, to: str, out: Path) -> None:
+    """``hpa export RUN --to TO --out OUT`` in a subprocess, as a user types it; asserts it succeeds."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "hpa", "export", str(run), "--to", to, "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr

@@ -21,7 +21,7 @@ from hpa.pipelines.export import export_run
 from hpa.visualization.classes import class_palette
 from hpa.visualization.preddir import load_prediction_run
 
-from .runs import CLASSES, TOP
+from .runs import CLASSES, TOP, export_cli
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
 
@@ -93,14 +93,7 @@ def test_geojson_synthetic_truth(synthetic_run, tmp_path):
 
 
 def test_geojson_real_samples_through_the_cli(real_run, tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "hpa", "export", str(real_run), "--to", "geojson", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
+    export_cli(real_run, "geojson", tmp_path)
     run = load_prediction_run(real_run)
     for image_id in run.ids:
         cells = read_label_image(run.mask_path(image_id))

@@ -4,8 +4,6 @@ back with the clients' own libraries (roifile, pandas, tifffile, ome-types, zarr
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -24,8 +22,8 @@ from hpa.io import read_label_image, read_sample
 from hpa.pipelines.export import export_run
 from hpa.visualization.preddir import load_prediction_run
 
-from .runs import CLASSES, TOP
-from .test_export import ENV, iou
+from .runs import CLASSES, TOP, export_cli
+from .test_export import iou
 
 OME_NS = {"ome": "http://www.openmicroscopy.org/Schemas/OME/2016-06"}
 
@@ -42,14 +40,7 @@ def roi_mask(roi: roifile.ImagejRoi, shape_hw: tuple[int, int]) -> np.ndarray:
 
 
 def test_imagej_rois_of_real_samples_cover_their_cells(real_run, tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "hpa", "export", str(real_run), "--to", "imagej-roi", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
+    export_cli(real_run, "imagej-roi", tmp_path)
     run = load_prediction_run(real_run)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(
         f"{i}_rois.zip" for i in run.ids
@@ -115,14 +106,7 @@ def check_ome_xml(xml: str) -> None:
 
 
 def test_ome_tiff_pyramid_of_real_samples(real_run, tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "hpa", "export", str(real_run), "--to", "ome-tiff", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
+    export_cli(real_run, "ome-tiff", tmp_path)
     run = load_prediction_run(real_run)
     for image_id in run.ids:
         image = read_sample(run.images_dir, image_id)

@@ -20,7 +20,6 @@ from reliability_helpers import (
     hpa_env,
     temporaries,
     wait_until,
-    write_untrained_model,
 )
 
 from hpa.artefacts import SegDir
@@ -30,19 +29,6 @@ from hpa.outputs import check_apart, claim_entries
 from hpa.pipelines.predict import predict_folder
 from hpa.pipelines.segment import segment_folder
 from hpa.segmentation import SegmentConfig
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_untrained_model(tmp_path_factory.mktemp("model") / "model")
-
-
-@pytest.fixture(scope="module")
-def run(tiny_dataset: dict[str, Path], model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished prediction folder of the tiny dataset (with its masks)."""
-    out = tmp_path_factory.mktemp("run") / "pred"
-    predict_folder(tiny_dataset["images"], model, out, masks=tiny_dataset["masks"], workers=1, progress=False)
-    return out
 
 
 def _user_folder(path: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pycocotools import mask as coco_mask
-from reliability_helpers import digests, run_hpa, write_images, write_untrained_model
+from reliability_helpers import digests, run_hpa, write_images
 
 from hpa.aggregation.rle import encode_cells, encode_mask
 from hpa.aggregation.submission_2021 import read_submission_2021, write_submission_2021
@@ -27,19 +27,6 @@ from hpa.constants import CLASS_NAMES_2018
 from hpa.errors import HPAConfigError, HPADataError
 from hpa.io import write_label_image
 from hpa.pipelines.predict import predict_folder
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_untrained_model(tmp_path_factory.mktemp("model") / "model")
-
-
-@pytest.fixture(scope="module")
-def run(tiny_dataset: dict[str, Path], model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished prediction folder of the tiny dataset (with its masks)."""
-    out = tmp_path_factory.mktemp("run") / "pred"
-    predict_folder(tiny_dataset["images"], model, out, masks=tiny_dataset["masks"], workers=1, progress=False)
-    return out
 
 
 def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
