@@ -73,9 +73,21 @@ class SegDir(Folder):
         """``(cell mask, nucleus mask, table)`` of one image."""
         return self.cell_mask(image_id), self.nucleus_mask(image_id), self.image_table(image_id)
 
-    def is_finished(self, image_id: str) -> bool:
-        """True when the masks and the table of ``image_id`` all exist."""
-        return all(p.is_file() for p in self.image_files(image_id))
+    def image_source(self, image_id: str) -> Path:
+        """``tables/<Id>.source``: the names and sizes of the files the image was segmented
+        from (:func:`source_signature`), written before its table."""
+        return self.root / self.TABLES / f"{image_id}.source"
+
+    def is_finished(self, image_id: str, source: str | None = None) -> bool:
+        """True when the masks and the table of ``image_id`` all exist, and, given the
+        ``source`` signature of the image's files now, they were made from those files.
+
+        A finished image without a recorded source (an earlier hpa) counts as finished.
+        """
+        if not all(p.is_file() for p in self.image_files(image_id)):
+            return False
+        recorded = self.image_source(image_id)
+        return source is None or not recorded.is_file() or recorded.read_text(encoding="utf-8") == source
 
     def read_cells(self, image_id: str) -> np.ndarray:
         """The ``(H, W)`` int32 cell labels of an image.
@@ -94,12 +106,22 @@ class SegDir(Folder):
         """The rows of one image in the cells table."""
         return read_parquet_table(self.image_table(image_id))
 
-    def write_image(self, image_id: str, cells: np.ndarray, nuclei: np.ndarray, table: pd.DataFrame) -> None:
-        """Write one image's masks, then its table (whose presence marks it finished)."""
-        from hpa.io import write_label_image
+    def write_image(
+        self,
+        image_id: str,
+        cells: np.ndarray,
+        nuclei: np.ndarray,
+        table: pd.DataFrame,
+        source: str | None = None,
+    ) -> None:
+        """Write one image's masks, the ``source`` signature of its files when given, then
+        its table (whose presence marks it finished)."""
+        from hpa.io import write_label_image, write_text_atomic
 
         write_label_image(self.cell_mask(image_id), cells)
         write_label_image(self.nucleus_mask(image_id), nuclei)
+        if source is not None:
+            write_text_atomic(self.image_source(image_id), source)
         write_parquet(self.image_table(image_id), table)
 
     # ------------------------------------------------------------ the folder ---
@@ -230,10 +252,28 @@ class SegDir(Folder):
         return table
 
 
+def source_signature(images_dir: str | Path, image_id: str) -> str:
+    """The names and sizes of the files of one sample (:func:`hpa.io.sample_paths`), one per
+    line: an image replaced in its folder under the same Id gets another signature, a copy
+    of the folder elsewhere the same one.
+
+    Raises:
+        HPADataError: the sample has no file.
+    """
+    from hpa.io import sample_paths
+
+    return "".join(f"{p.name}\t{p.stat().st_size}\n" for p in sample_paths(images_dir, image_id))
+
+
 def segment_and_write(
-    image: np.ndarray, seg_dir: str | Path | SegDir, image_id: str, config: SegmentConfig
+    image: np.ndarray,
+    seg_dir: str | Path | SegDir,
+    image_id: str,
+    config: SegmentConfig,
+    source: str | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Segment an ``(H, W, 4)`` sample and write its SEG_DIR files (masks, then its table).
+    """Segment an ``(H, W, 4)`` sample and write its SEG_DIR files (masks, the ``source``
+    signature of its files, then its table).
 
     Returns:
         ``(cells, table)``: the ``(H, W)`` int32 cell labels and the per-cell table.
@@ -243,18 +283,19 @@ def segment_and_write(
     folder = seg_dir if isinstance(seg_dir, SegDir) else SegDir(seg_dir)
     cells, nuclei = segment(image, config)
     table = cell_table(image_id, image, cells, nuclei)
-    folder.write_image(image_id, cells, nuclei, table)
+    folder.write_image(image_id, cells, nuclei, table, source)
     return cells, table
 
 
 def load_or_segment(
-    image: np.ndarray, seg_dir: str | Path, image_id: str, config: SegmentConfig
+    image: np.ndarray, seg_dir: str | Path, image_id: str, config: SegmentConfig, source: str | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """An image's cells and table from ``seg_dir`` when finished there, else segmented now.
+    """An image's cells and table from ``seg_dir`` when finished there from the same files
+    (``source``: :func:`source_signature`), else segmented now.
 
     This is how an interrupted on-the-fly segmentation is resumed.
     """
     folder = SegDir(seg_dir)
-    if folder.is_finished(image_id):
+    if folder.is_finished(image_id, source):
         return folder.read_cells(image_id), folder.read_image_table(image_id)
-    return segment_and_write(image, folder, image_id, config)
+    return segment_and_write(image, folder, image_id, config, source)

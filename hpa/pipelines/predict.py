@@ -88,7 +88,7 @@ class PredictSummary:
 
 def _prepare(task: _Task) -> _Prepared:
     """Read, segment (or load masks) and cut the views of one image, in a worker."""
-    from hpa.artefacts.segdir import load_or_segment
+    from hpa.artefacts.segdir import load_or_segment, source_signature
     from hpa.classification.cache import image_views
     from hpa.io import read_sample
 
@@ -98,7 +98,8 @@ def _prepare(task: _Task) -> _Prepared:
         if seg_config is None:
             cells, table = SegDir(masks_dir).read_cells(image_id), None
         else:  # the same files as hpa segment (resuming an interrupted run): OUT/masks is a SEG_DIR
-            cells, table = load_or_segment(image, masks_dir, image_id, seg_config)
+            source = source_signature(images_dir, image_id)
+            cells, table = load_or_segment(image, masks_dir, image_id, seg_config, source)
         return image_views(image, cells, image_id, crop), table
     except (HPADataError, OSError, ValueError, TypeError) as exc:
         return image_id, f"{type(exc).__name__}: {exc}"

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from hpa import runlog
 from hpa.artefacts.provenance import Provenance, check_reuse, read_record, write_record
-from hpa.artefacts.segdir import SegDir, segment_and_write
+from hpa.artefacts.segdir import SegDir, segment_and_write, source_signature
 from hpa.config import default_workers, log_settings, resolve, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import (
@@ -77,10 +77,20 @@ def segment_one(
 
     try:
         image = read_sample(images_dir, image_id, channel_map)
-        _, table = segment_and_write(image, out_dir, image_id, config)
+        source = source_signature(images_dir, image_id)
+        _, table = segment_and_write(image, out_dir, image_id, config, source)
         return image_id, len(table), None
     except (HPADataError, ValueError, TypeError, OSError, RuntimeError) as exc:
         return image_id, 0, f"{type(exc).__name__}: {exc}"
+
+
+def _source_or_none(images_dir: str | Path, image_id: str) -> str | None:
+    """The image's :func:`source_signature`; None when its files are missing (the worker
+    then reports the image as failed, naming the file)."""
+    try:
+        return source_signature(images_dir, image_id)
+    except (HPADataError, OSError):
+        return None
 
 
 #: One image to segment: images folder, SEG_DIR, Id, settings, channel map.
@@ -267,10 +277,14 @@ def segment_folder(
     _remove_stray_temporaries(out_dir)
     seg.write_settings(to_dict(config))
     seg.write_inputs(images_dir, channel_map.spec if channel_map else None)  # for viewers: hpa.interop.napari
-    todo = [i for i in ids if not seg.is_finished(i)]
+    todo = [i for i in ids if not seg.is_finished(i, _source_or_none(images_dir, i))]
     n_skipped = len(ids) - len(todo)
     if n_skipped:
         log.info("%d of %d images already finished, skipping them", n_skipped, len(ids))
+    changed = [i for i in todo if seg.is_finished(i)]
+    if changed:
+        log.info("%d finished image(s) changed in %s since (e.g. %s): segmenting them again",
+                 len(changed), images_dir, changed[0])  # fmt: skip
     jobs: list[_Job] = [(str(images_dir), str(out_dir), i, config, channel_map) for i in todo]
     failures: list[tuple[str, str]] = []
     n_done = n_cells = 0

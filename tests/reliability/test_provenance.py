@@ -146,6 +146,35 @@ def test_segment_resumes_a_moved_copy_and_a_folder_without_record(
     assert read_record(old) == read_record(two_folders["segA"])
 
 
+def test_segment_resegments_an_image_replaced_in_place(two_folders: dict[str, Path], tmp_path: Path) -> None:
+    """An image replaced under the same Id in the same folder is segmented again, not skipped
+    with the masks of the image it replaced; the other images are kept."""
+    images = shutil.copytree(two_folders["A"], tmp_path / "images")
+    seg = tmp_path / "S"
+    segment_folder(images, seg, workers=1, progress=False)
+    kept = _masks(seg)
+    for path in two_folders["B"].glob("s01_*.png"):  # s01 becomes B's image of that Id
+        shutil.copy(path, images / path.name)
+    summary = segment_folder(images, seg, workers=1, progress=False)
+    assert summary.n_skipped == 2
+    masks = _masks(seg)
+    assert masks["s01.png"] == _masks(two_folders["segB"])["s01.png"] != kept["s01.png"]
+    assert {k: v for k, v in masks.items() if k != "s01.png"} == {
+        k: v for k, v in kept.items() if k != "s01.png"
+    }
+
+
+def test_predict_resegments_an_image_replaced_in_place(two_folders: dict[str, Path], tmp_path: Path) -> None:
+    """Masks a prediction made on the fly are not reused for an image replaced in place."""
+    images = shutil.copytree(two_folders["A"], tmp_path / "images")
+    out = tmp_path / "R"
+    predict_folder(images, two_folders["model"], out, workers=1, progress=False)
+    for path in two_folders["B"].glob("s01_*.png"):
+        shutil.copy(path, images / path.name)
+    predict_folder(images, two_folders["model"], out, workers=1, progress=False)
+    assert _masks(out / "masks")["s01.png"] == _masks(two_folders["segB"])["s01.png"]
+
+
 # ------------------------------------------------------------ predict ---
 
 
