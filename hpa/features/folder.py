@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from hpa.artefacts.provenance import check_masks_images
 from hpa.artefacts.segdir import SegDir
-from hpa.artefacts.tables import ID_COLUMN, read_parquet_table, write_failures, write_parquet
+from hpa.artefacts.tables import FAILURES_FILE, ID_COLUMN, read_parquet_table, write_failures, write_parquet
 from hpa.errors import HPADataError
 from hpa.features.cells import cell_features, feature_names, image_features
 from hpa.features.settings import FeatureSettings
@@ -166,8 +166,8 @@ class _Serial:
         return map(fn, tasks)
 
 
-#: The failures table ``hpa features`` writes beside its tables.
-FAILURES = "failures.csv"
+#: The failures table ``hpa features`` writes beside its tables (the same name every hpa folder uses).
+FAILURES = FAILURES_FILE
 
 
 def main(args: argparse.Namespace) -> int:
