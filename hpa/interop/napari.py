@@ -105,6 +105,7 @@ def _pred_layers(folder: Path, image_id: str | None) -> list[LayerData]:
     if not run.ids:
         raise HPADataError(f"{folder}: the run predicted no image")
     image_id = image_id or _first(run.ids, folder)
+    run.check_masks()  # the masks are shown over the run's images
     cells = read_label_image(run.mask_path(image_id))
     table = run.cells_of(image_id)
     calls = cell_calls(table, run.class_names, run.thresholds)

@@ -130,6 +130,8 @@ def export_run(
         run = dataclasses.replace(run, channel_map=channel_map)
     ids = [check_image_id(i) for i in ids] if ids else list(run.ids)
     out = Path(out)
+    if to != "csv":  # the run's masks are exported with (or as drawn on) its images
+        run.check_masks(images_dir, flag="PRED_DIR")
     # an export is an output of its own kind: it may sit inside PRED_DIR (pred/geojson), never
     # be PRED_DIR, nor be or sit inside what is read (the masks, the images)
     masks = run.masks_dir if run.masks_dir is not None else PredDir(run.root).path(PredDir.MASKS)

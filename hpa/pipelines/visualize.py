@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from hpa.artefacts.provenance import check_masks_images
 from hpa.io import HPADataError, check_image_id, write_png
 from hpa.outputs import check_apart, claim_entries
 from hpa.visualization.classes import image_title
@@ -117,8 +116,7 @@ def show_main(args: argparse.Namespace) -> tuple[int, str]:
         load_prediction_run(args.pred, getattr(args, "scheme", "2018")), getattr(args, "channel_map", None)
     )
     ids = _ids(args.id, run)
-    if run.masks_dir is not None and run.masks_dir.is_dir():  # the overlays draw these masks on IMAGES
-        check_masks_images(run.masks_dir, args.images, flag=f"--pred {args.pred}: masks")
+    run.check_masks(args.images)  # the overlays draw these masks on IMAGES
     out = Path(args.out) if args.out else run.root / "overlays"
     check_apart(out, {"IMAGES": args.images, "--pred": args.pred}, may_sit_inside=("--pred",))
     claim_entries(out, [f"{image_id}.png" for image_id in ids], "hpa show")
@@ -152,6 +150,7 @@ def make_report(
     run = _with_channel_map(load_prediction_run(pred, scheme), channel_map)
     if images is None and run.images_dir is None:
         log.warning("%s/config.yaml names no images folder and no images were given: no overlays", run.root)
+    run.check_masks(images)
     target = Path(out) if out else run.root / "report"
     return Path(
         write_report(run, target, images_dir=images, truth=_truth(str(labels) if labels else None, run))

@@ -17,6 +17,7 @@ import pandas as pd
 
 from hpa.aggregation.thresholds import load_thresholds_file
 from hpa.artefacts import ID_COLUMN, PredDir, SegDir, read_csv_table, read_failures
+from hpa.artefacts.provenance import check_masks_images
 from hpa.errors import detail
 from hpa.io import HPADataError, check_image_id, read_label_image, read_sample
 from hpa.visualization.classes import parse_class_list
@@ -65,6 +66,22 @@ class PredictionRun:
         """Path of the cell instance mask of an image (``SEG_DIR/cells/<Id>.png``)."""
         masks = self.masks_dir if self.masks_dir is not None else PredDir(self.root).path(PredDir.MASKS)
         return SegDir(masks).cell_mask(check_image_id(image_id))
+
+    def check_masks(self, images_dir: str | Path | None = None, *, flag: str = "--pred") -> None:
+        """Refuse to draw or export this run's masks on another images folder.
+
+        The masks the run used (its SEG_DIR, or the ``masks/`` it segmented on the fly)
+        are checked against ``images_dir`` (default: the run's own images) by their
+        provenance record (:func:`hpa.artefacts.provenance.check_masks_images`): the masks
+        of other images are refused; a folder that moved is accepted, logged.
+
+        Raises:
+            HPAConfigError: the masks were made from another images folder.
+        """
+        images = images_dir if images_dir is not None else self.images_dir
+        masks = self.masks_dir if self.masks_dir is not None else PredDir(self.root).path(PredDir.MASKS)
+        if images is not None and masks.is_dir():
+            check_masks_images(masks, images, flag=f"{flag} {self.root}: masks")
 
     def load(self, image_id: str, images_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Read an image and its cell mask.

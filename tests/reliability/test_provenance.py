@@ -38,13 +38,15 @@ from hpa.artefacts.provenance import (
 from hpa.classification.ensemble import read_ensemble
 from hpa.classification.train import TrainConfig
 from hpa.errors import HPAConfigError
+from hpa.interop.napari import read_run
 from hpa.io import Labels, read_labels, write_labels
 from hpa.pipelines.blend import MAIN, train_blend
+from hpa.pipelines.export import export_run
 from hpa.pipelines.folds import train_folds
 from hpa.pipelines.predict import predict_folder
 from hpa.pipelines.segment import segment_folder
 from hpa.pipelines.train import check_resume, train_cells, train_model
-from hpa.pipelines.visualize import show_main
+from hpa.pipelines.visualize import make_report, show_main
 
 TINY = TrainConfig(
     backbone="test_resnet", crop_size=32, epochs=1, batch_size=16, folds=2, workers=1, warmup_epochs=0.2,
@@ -222,6 +224,29 @@ def test_masks_of_other_images_are_refused_by_their_consumers(
     with pytest.raises(HPAConfigError, match="masks of another images folder"):
         show_main(args)
     assert show_main(replace_ns(args, images=str(moved)))[0] == 0
+
+
+def test_report_export_and_napari_refuse_masks_remade_for_other_images(
+    two_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A SEG_DIR segmented again from other images after a prediction used it: the run's
+    consumers refuse to draw or export those masks over the run's images."""
+    seg = shutil.copytree(two_folders["segA"], tmp_path / "seg")
+    run = tmp_path / "pred"
+    predict_folder(two_folders["A"], two_folders["model"], run, masks=seg, workers=1, progress=False)
+    export_run(run, "geojson", tmp_path / "ok")  # the masks still match: accepted
+    make_report(run, out=tmp_path / "report-ok")
+    with pytest.raises(HPAConfigError, match="masks of another images folder"):
+        export_run(run, "geojson", tmp_path / "other", images_dir=two_folders["B"])
+    shutil.rmtree(seg)
+    shutil.copytree(two_folders["segB"], seg)  # the same SEG_DIR, now the masks of B
+    with pytest.raises(HPAConfigError, match=r"PRED_DIR .*pred: masks .*masks of another images folder"):
+        export_run(run, "geojson", tmp_path / "geo")
+    with pytest.raises(HPAConfigError, match="masks of another images folder"):
+        make_report(run, out=tmp_path / "report")
+    with pytest.raises(HPAConfigError, match="masks of another images folder"):
+        read_run(str(run))
+    assert not (tmp_path / "geo").exists() and not (tmp_path / "report").exists()
 
 
 def replace_ns(ns: argparse.Namespace, **changes: object) -> argparse.Namespace:
