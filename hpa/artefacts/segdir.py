@@ -24,7 +24,7 @@ from hpa.artefacts.tables import FAILURES_FILE, ID_COLUMN, read_parquet_table, w
 from hpa.config import load_yaml, save_yaml
 from hpa.constants import CHANNELS
 from hpa.errors import HPAConfigError, HPADataError
-from hpa.io import sample_paths
+from hpa.io import read_label_image, sample_paths, write_label_image, write_text_atomic
 from hpa.runlog import RUN_LOG
 
 if TYPE_CHECKING:
@@ -115,8 +115,6 @@ class SegDir(Folder):
         Raises:
             HPADataError: no mask for the Id (names the file), or an unreadable one.
         """
-        from hpa.io import read_label_image
-
         path = self.cell_mask(image_id)
         if not path.is_file():
             raise HPADataError(f"{path}: no cell mask for Id {image_id}; run hpa segment first")
@@ -136,8 +134,6 @@ class SegDir(Folder):
     ) -> None:
         """Write one image's masks, the ``source`` signature of its files when given, then
         its table (whose presence marks it finished)."""
-        from hpa.io import write_label_image, write_text_atomic
-
         write_label_image(self.cell_mask(image_id), cells)
         write_label_image(self.nucleus_mask(image_id), nuclei)
         if source is not None:
