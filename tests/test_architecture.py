@@ -64,6 +64,9 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     }
 )
 
+#: Packages hpa.aggregation never imports.
+NOT_IN_AGGREGATION = frozenset({"torch", "torchvision", "timm"})
+
 #: Wrong-way imports that remain (importer, imported), with the same rule.
 KNOWN_WRONG_WAY: frozenset[tuple[str, str]] = frozenset({("hpa.artefacts.segdir", "hpa.segmentation.write")})
 
@@ -289,6 +292,21 @@ def test_no_import_cycle(hpa_imports, key):
     assert not gone, f"KNOWN_CYCLES lists {key} cycles that no longer exist; delete them: " + str(
         [sorted(c) for c in gone]
     )
+
+
+def test_aggregation_never_imports_torch():
+    """Pooling, thresholds and metrics are array code: no torch, timm or torchvision,
+    at module level or inside a function (docs/architecture.md)."""
+    found = []
+    for path in sorted((REPO / "hpa" / "aggregation").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            found += [
+                f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] in NOT_IN_AGGREGATION
+            ]
+    assert not found, f"hpa.aggregation imports {found}"
 
 
 def test_the_checks_see_function_level_imports_and_skip_type_checking(tmp_path):
