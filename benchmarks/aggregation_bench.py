@@ -7,6 +7,7 @@ Prints the best of ``R`` wall-clock times per step (CPU only; numpy and pandas).
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import time
 from collections.abc import Callable
@@ -44,9 +45,9 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, numpy {np.__version__}")
     print(f"pool_cells: {args.cells:,} cells x {args.classes} classes -> {args.images:,} images")
     for method in ("max", "mean", "noisy-or", "topk"):
-        t_shuffled = best_of(args.repeat, lambda m=method: pool_cells(cell_ids, scores, image_ids, m))
+        t_shuffled = best_of(args.repeat, functools.partial(pool_cells, cell_ids, scores, image_ids, method))
         t_sorted = best_of(
-            args.repeat, lambda m=method: pool_cells(grouped_ids, grouped_scores, image_ids, m)
+            args.repeat, functools.partial(pool_cells, grouped_ids, grouped_scores, image_ids, method)
         )
         print(f"  {method:9s} shuffled cells {t_shuffled:6.3f} s   grouped by image {t_sorted:6.3f} s")
     pooled = pool_cells(cell_ids, scores, image_ids)
@@ -60,7 +61,7 @@ def main() -> None:
     s = np.clip(0.3 * y + rng.random((m, args.classes)), 0, 1)
     print(f"tune_thresholds: {m:,} images x {args.classes} classes")
     for method in ("f1", "rate"):
-        t = best_of(args.repeat, lambda mm=method: tune_thresholds(y, s, method=mm))
+        t = best_of(args.repeat, functools.partial(tune_thresholds, y, s, method=method))
         print(f"  {method:4s} {t:6.3f} s")
     th = tune_thresholds(y, s).thresholds
     print(f"apply_thresholds: {best_of(args.repeat, lambda: apply_thresholds(s, th)):.4f} s")

@@ -11,6 +11,7 @@ temporary folder, checks every file reads back equal through
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
@@ -82,7 +83,9 @@ def main() -> int:
         for name, (where, channel_map) in cases.items():
             np.testing.assert_array_equal(read_sample(where, image_id, channel_map), image)
             mib = sum(f.stat().st_size for f in where.iterdir() if f.name.startswith(image_id)) / 2**20
-            seconds = median_seconds(lambda w=where, m=channel_map: read_sample(w, image_id, m), args.repeats)
+            seconds = median_seconds(
+                functools.partial(read_sample, where, image_id, channel_map), args.repeats
+            )
             print(f"| {name} | {mib:.1f} | {seconds:.3f} |")
     return 0
 

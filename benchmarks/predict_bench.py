@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,11 @@ def main() -> None:
     images, masks = bench / "data" / "test", bench / "seg-test"
     out = bench / "predict-bench"
     rows = []
-    for label, kwargs in (("masks given", {"masks": masks}), ("segmenting on the fly", {})):
+    cases: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("masks given", {"masks": masks}),
+        ("segmenting on the fly", {}),
+    )
+    for label, kwargs in cases:
         summary = predict_folder(
             images,
             model,

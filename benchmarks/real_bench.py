@@ -542,14 +542,14 @@ def run_train(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
     y = kag.labels.y
     pred = cross_fitted(y, oof.to_numpy(np.float32), fold_of(y))
     seconds = time.perf_counter() - t0  # training the five folds (the external check is not timed)
-    ext = external_train(model_dir, src, out) if row.name == "train-default" else None
+    external = external_train(model_dir, src, out) if row.name == "train-default" else None
     macro, per_class = judged(y, pred, classes)
     return {
         "macro_f1": macro,
         "per_class": per_class,
         "seconds": seconds,
         "oof_macro_f1_own_thresholds": metrics["oof_macro_f1"],
-        **({"external": ext} if ext is not None else {}),
+        **({"external": external} if external is not None else {}),
         "settings": {k: v for k, v in cfg.__dict__.items() if k in ("backbone", "pretrained", "crop_size",
                                                                      "epochs", "freeze_epochs", "lr", "channels",
                                                                      "intensity", "input_size", "use_cells",

@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -93,7 +94,8 @@ def score_cases(cases: list[Case], segmenter: Segmenter, which: int) -> np.ndarr
 def grid(base: SegmentConfig, axes: dict[str, tuple[float, ...]]) -> list[SegmentConfig]:
     """Every combination of ``axes`` values applied to ``base``."""
     keys = list(axes)
-    return [dataclasses.replace(base, **dict(zip(keys, vals))) for vals in itertools.product(*axes.values())]
+    changes: list[dict[str, Any]] = [dict(zip(keys, vals)) for vals in itertools.product(*axes.values())]
+    return [dataclasses.replace(base, **change) for change in changes]
 
 
 def describe(config: SegmentConfig, axes: dict[str, tuple[float, ...]]) -> str:

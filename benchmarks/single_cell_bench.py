@@ -93,9 +93,9 @@ def main() -> None:
 
         tag += f"-first{args.train_images}"
         for scheme, path in list(models.items()):
-            labels = read_labels(path)
+            table = read_labels(path)
             models[scheme] = path.with_name(f"{path.stem}{tag}.csv")
-            write_labels(models[scheme], labels.subset(labels.ids[: args.train_images]))
+            write_labels(models[scheme], table.subset(table.ids[: args.train_images]))
     results: dict[str, dict] = {}
     for scheme, labels in models.items():
         model = out / f"model-{scheme}{tag}"

@@ -29,8 +29,9 @@ def repo_data() -> Path:
     return REPO / "data"
 
 
-# A tiny drawn dataset (images, masks, labels) for classification and pipeline tests.
-from tiny_data import tiny_dataset  # noqa: E402, F401
+# A tiny drawn dataset (images, masks, labels) for classification and pipeline tests, and
+# a tiny model trained on it once per session.
+from tiny_data import tiny_dataset, tiny_model  # noqa: E402, F401
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,4 +1,5 @@
-"""The Python API: the README's example runs as written, and Classifier agrees with predict."""
+"""The Python API: the README's example runs as written (slow: it segments, trains and
+predicts a synthetic set), and Classifier agrees with predict (on the session's tiny model)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 
 import hpa
 from hpa.errors import HPAConfigError, HPADataError
-from hpa.io import read_label_image, read_sample
+from hpa.io import list_image_ids, read_label_image, read_sample
+from hpa.pipelines.predict import predict_folder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -44,20 +46,36 @@ def test_import_hpa_stays_light() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_readme_example_writes_every_artefact(example_run: Path) -> None:
     for path in ("seg-train/cells.parquet", "model/thresholds.json", "pred/submission.csv"):
         assert (example_run / path).is_file(), path
 
 
-def test_classifier_scores_cells_as_predict_does(example_run: Path) -> None:
-    clf = hpa.Classifier.from_folder(example_run / "model", device="cpu")
-    pred_cells = pd.read_parquet(example_run / "pred" / "cell_predictions.parquet")
-    image_scores = pd.read_csv(example_run / "pred" / "image_scores.csv").set_index("image_id")
-    submission = pd.read_csv(example_run / "pred" / "submission.csv", keep_default_na=False, dtype=str)
+@pytest.fixture(scope="module")
+def predicted(
+    tiny_dataset: dict[str, Path], tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """``hpa predict`` of four tiny images with the session's tiny model, segmenting them
+    on the fly (their masks in ``masks/``)."""
+    out = tmp_path_factory.mktemp("api") / "pred"
+    ids = list_image_ids(tiny_dataset["images"])[:4]
+    predict_folder(tiny_dataset["images"], tiny_model, out, ids=ids, workers=1, device="cpu", progress=False)
+    return out
+
+
+def test_classifier_scores_cells_as_predict_does(
+    tiny_dataset: dict[str, Path], tiny_model: Path, predicted: Path
+) -> None:
+    clf = hpa.Classifier.from_folder(tiny_model, device="cpu")
+    pred_cells = pd.read_parquet(predicted / "cell_predictions.parquet")
+    image_scores = pd.read_csv(predicted / "image_scores.csv").set_index("image_id")
+    submission = pd.read_csv(predicted / "submission.csv", keep_default_na=False, dtype=str)
     names = list(clf.class_names)
+    assert len(submission) == 4 and len(pred_cells)
     for image_id in submission["Id"]:
-        image = read_sample(example_run / "data" / "test", image_id)
-        cells = read_label_image(example_run / "seg-test" / "cells" / f"{image_id}.png")
+        image = read_sample(tiny_dataset["images"], image_id)
+        cells = read_label_image(predicted / "masks" / "cells" / f"{image_id}.png")
         found = clf.predict(image, cells)
         expected = pred_cells[pred_cells["image_id"] == image_id].reset_index(drop=True)
         assert found.cells["cell_id"].tolist() == expected["cell_id"].tolist()
@@ -71,20 +89,22 @@ def test_classifier_scores_cells_as_predict_does(example_run: Path) -> None:
         assert found.label_names == tuple(names[k] for k in found.labels)
 
 
-def test_classifier_segments_when_no_mask_is_given(example_run: Path) -> None:
-    clf = hpa.Classifier.from_folder(example_run / "model", device="cpu")
-    image_id = pd.read_csv(example_run / "data" / "test_labels.csv")["Id"].iloc[0]
-    image = read_sample(example_run / "data" / "test", image_id)
+def test_classifier_segments_when_no_mask_is_given(
+    tiny_dataset: dict[str, Path], tiny_model: Path, predicted: Path
+) -> None:
+    clf = hpa.Classifier.from_folder(tiny_model, device="cpu")
+    image_id = "img001"
+    image = read_sample(tiny_dataset["images"], image_id)
     found = clf.predict(image)
-    # the default segmentation is what hpa segment wrote for this image
+    # the default segmentation is what hpa predict segmented for this image
     np.testing.assert_array_equal(
-        found.cell_mask, read_label_image(example_run / "seg-test" / "cells" / f"{image_id}.png")
+        found.cell_mask, read_label_image(predicted / "masks" / "cells" / f"{image_id}.png")
     )
     assert len(found.cells) == len(np.unique(found.cell_mask)) - 1
 
 
-def test_bad_inputs_are_refused(example_run: Path) -> None:
-    clf = hpa.Classifier.from_folder(example_run / "model", device="cpu")
+def test_bad_inputs_are_refused(tiny_model: Path) -> None:
+    clf = hpa.Classifier.from_folder(tiny_model, device="cpu")
     with pytest.raises(HPADataError, match=r"\(H, W, 4\)"):
         clf.predict(np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(HPADataError, match="mask"):

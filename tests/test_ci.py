@@ -82,7 +82,7 @@ def test_ci_runs_the_readme_test_command_in_a_new_environment(locked: bool) -> N
 
 def test_ci_lints_what_it_tests() -> None:
     text = CI.read_text(encoding="utf-8")
-    assert "ruff check" in text and "ruff format --check" in text and "mypy hpa" in text
+    assert "ruff check" in text and "ruff format --check" in text and "mypy hpa benchmarks" in text
 
 
 def test_every_requirement_is_imported_before_the_tests() -> None:

@@ -1,4 +1,4 @@
-"""A tiny drawn dataset: images, masks and labels in a temporary folder (a fixture)."""
+"""A tiny drawn dataset: images, masks and labels in a temporary folder, and a tiny model trained on it (fixtures)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hpa.constants import CHANNELS, CLASS_NAMES_2018
-from hpa.io import Labels, write_label_image, write_labels, write_png
+from hpa.io import Labels, read_labels, write_label_image, write_labels, write_png
 
 SIZE = 96
 # three classes drawn in green: a filled nucleus, a cytoplasm fill, a cell rim
@@ -56,3 +56,19 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         y[n, classes] = 1
     write_labels(root / "train.csv", Labels(tuple(ids), y, "2018"))
     return {"root": root, "images": root / "images", "masks": root / "seg", "labels": root / "train.csv"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dataset: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder trained once per session on :func:`tiny_dataset` (its crop cache in
+    ``cache/`` inside), for every module that needs a trained tiny model: copy it before
+    changing anything in it."""
+    from hpa.classification.train import TrainConfig
+    from hpa.pipelines.train import train_model
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    cfg = TrainConfig(backbone="test_resnet", crop_size=32, epochs=1, batch_size=16, folds=3, workers=1)
+    labels = read_labels(tiny_dataset["labels"])
+    train_model(tiny_dataset["images"], labels, tiny_dataset["masks"], out, cfg, cache_root=out / "cache",
+                progress=False)  # fmt: skip
+    return out

@@ -6,8 +6,8 @@ image is finished when all three exist. ``cells.parquet`` merges the tables;
 ``config.yaml`` holds the segmentation settings, ``inputs.yaml`` the images folder and
 channel map, ``failures.csv`` the images that could not be segmented.
 
-Segmentation and classification meet here, through files: this module imports
-:mod:`hpa.segmentation` only inside :func:`segment_and_write`.
+Segmentation and classification meet here, through files: this module only reads and
+writes them; :mod:`hpa.segmentation.write` segments an image into a SEG_DIR.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from hpa.artefacts.folder import SETTINGS_FILE, Folder
 from hpa.artefacts.provenance import RECORD_FILE, Provenance, images_fingerprint
 from hpa.artefacts.tables import FAILURES_FILE, ID_COLUMN, read_parquet_table, write_failures, write_parquet
 from hpa.config import load_yaml, save_yaml
+from hpa.constants import CHANNELS
 from hpa.errors import HPAConfigError, HPADataError
+from hpa.io import read_label_image, sample_paths, write_label_image, write_text_atomic
 from hpa.runlog import RUN_LOG
 
 if TYPE_CHECKING:
@@ -31,6 +33,24 @@ if TYPE_CHECKING:
     import numpy as np
 
     from hpa.segmentation.config import SegmentConfig
+
+#: Columns of ``cells.parquet`` and of each ``tables/<Id>.parquet``, in order (docs/artefacts.md).
+TABLE_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "cell_id",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_y1",
+    "bbox_x1",
+    "area",
+    "centroid_y",
+    "centroid_x",
+    "nucleus_area",
+    "touches_border",
+    *(f"mean_{c}" for c in CHANNELS),
+    "image_height",
+    "image_width",
+)
 
 
 class SegDir(Folder):
@@ -95,8 +115,6 @@ class SegDir(Folder):
         Raises:
             HPADataError: no mask for the Id (names the file), or an unreadable one.
         """
-        from hpa.io import read_label_image
-
         path = self.cell_mask(image_id)
         if not path.is_file():
             raise HPADataError(f"{path}: no cell mask for Id {image_id}; run hpa segment first")
@@ -116,8 +134,6 @@ class SegDir(Folder):
     ) -> None:
         """Write one image's masks, the ``source`` signature of its files when given, then
         its table (whose presence marks it finished)."""
-        from hpa.io import write_label_image, write_text_atomic
-
         write_label_image(self.cell_mask(image_id), cells)
         write_label_image(self.nucleus_mask(image_id), nuclei)
         if source is not None:
@@ -238,8 +254,6 @@ class SegDir(Folder):
 
         Rows are sorted by ``image_id`` then ``cell_id``; written atomically.
         """
-        from hpa.segmentation import TABLE_COLUMNS
-
         if tables is None:
             tables = (pd.read_parquet(p) for p in sorted((self.root / self.TABLES).glob("*.parquet")))
         parts = [t for t in tables if len(t)]
@@ -260,42 +274,18 @@ def source_signature(images_dir: str | Path, image_id: str) -> str:
     Raises:
         HPADataError: the sample has no file.
     """
-    from hpa.io import sample_paths
-
     return "".join(f"{p.name}\t{p.stat().st_size}\n" for p in sample_paths(images_dir, image_id))
-
-
-def segment_and_write(
-    image: np.ndarray,
-    seg_dir: str | Path | SegDir,
-    image_id: str,
-    config: SegmentConfig,
-    source: str | None = None,
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Segment an ``(H, W, 4)`` sample and write its SEG_DIR files (masks, the ``source``
-    signature of its files, then its table).
-
-    Returns:
-        ``(cells, table)``: the ``(H, W)`` int32 cell labels and the per-cell table.
-    """
-    from hpa.segmentation import cell_table, segment
-
-    folder = seg_dir if isinstance(seg_dir, SegDir) else SegDir(seg_dir)
-    cells, nuclei = segment(image, config)
-    table = cell_table(image_id, image, cells, nuclei)
-    folder.write_image(image_id, cells, nuclei, table, source)
-    return cells, table
 
 
 def load_or_segment(
     image: np.ndarray, seg_dir: str | Path, image_id: str, config: SegmentConfig, source: str | None = None
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """An image's cells and table from ``seg_dir`` when finished there from the same files
-    (``source``: :func:`source_signature`), else segmented now.
+    """:func:`hpa.segmentation.write.load_or_segment`, where segmenting now lives.
 
-    This is how an interrupted on-the-fly segmentation is resumed.
+    Kept only for ``hpa/pipelines/predict.py``, which imports it from here; when that
+    imports it from :mod:`hpa.segmentation.write`, delete this and its entry in
+    ``KNOWN_CYCLES`` of ``tests/test_architecture.py``.
     """
-    folder = SegDir(seg_dir)
-    if folder.is_finished(image_id, source):
-        return folder.read_cells(image_id), folder.read_image_table(image_id)
-    return segment_and_write(image, folder, image_id, config, source)
+    from hpa.segmentation.write import load_or_segment as segment_or_read
+
+    return segment_or_read(image, seg_dir, image_id, config, source)

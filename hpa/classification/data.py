@@ -173,3 +173,20 @@ class BatchLoader:
             yield x, (None if y is None else y.to(self.device, non_blocking=True))
         thread.join()
         self.epoch += 1
+
+
+def balance_weights(targets: np.ndarray, power: float) -> np.ndarray:
+    """Sampling weight of each view: ``max over its labels of (1 / frequency) ** power``.
+
+    Frequencies are the fraction of views carrying each class; a view without any
+    label gets the weight of the commonest class.
+
+    >>> balance_weights(np.array([[1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.float32), 1.0).round(2).tolist()
+    [1.33, 1.33, 1.33, 4.0]
+    """
+    targets = targets.astype(np.float64)
+    freq = targets.mean(axis=0)
+    inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1e-12), 0.0) ** power
+    w = (targets * inv[None, :]).max(axis=1)
+    floor = inv[freq > 0].min() if (freq > 0).any() else 1.0
+    return np.where(w > 0, w, floor)

@@ -29,9 +29,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hpa.classification.data import BatchLoader
+from hpa.classification.data import BatchLoader, balance_weights
 from hpa.classification.inference import autocast, resolve_precision
 from hpa.classification.losses import get_loss
+from hpa.classification.validation import score_validation_images
 from hpa.io import atomic_path
 
 if TYPE_CHECKING:
@@ -232,8 +233,6 @@ class _HeadFit:
 
     @classmethod
     def start(cls, features: _Features, data: TrainData, cfg: TrainConfig) -> _HeadFit:
-        from hpa.classification.train import balance_weights
-
         p = None
         if cfg.balance > 0:
             p = balance_weights(data.train_targets, cfg.balance)
@@ -283,8 +282,6 @@ def _validate(
     seconds: float,
 ) -> dict[str, Any]:
     """The epoch's record: validation images pooled and thresholded as in full training."""
-    from hpa.classification.train import score_validation_images
-
     tile_weight = 0.5 if cfg.tile_weight is None else cfg.tile_weight
     metrics, _, _ = score_validation_images(data, fitting.val_probs(), cfg, tile_weight)
     return {

@@ -30,15 +30,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from hpa.aggregation import POOLING_METHODS, ThresholdResult, apply_thresholds, macro_f1, tune_thresholds
+from hpa.aggregation import POOLING_METHODS, ThresholdResult
 from hpa.classification.crops import CROP_SCALES
-from hpa.classification.data import BatchLoader
+from hpa.classification.data import BatchLoader, balance_weights
 from hpa.classification.distributed import World, barrier, gather_rows
-from hpa.classification.inference import autocast, pool_views, resolve_precision, score_views
+from hpa.classification.inference import autocast, resolve_precision, score_views
 from hpa.classification.losses import LOSSES, get_loss
 from hpa.classification.model import INTENSITIES
-from hpa.config import check_count
+from hpa.classification.pretrained import pretrained_for_backbone
+from hpa.classification.probe import fit_head
+from hpa.classification.validation import score_validation_images
+from hpa.config import check_count, default_workers, from_dict, resolve_device
 from hpa.errors import HPAConfigError
+from hpa.io import atomic_path
 
 if TYPE_CHECKING:
     from timm.scheduler import CosineLRScheduler
@@ -205,9 +209,6 @@ class TrainConfig:
         Raises:
             HPAConfigError: an unknown setting or a bad value; names ``source``.
         """
-        from hpa.classification.pretrained import pretrained_for_backbone
-        from hpa.config import default_workers, from_dict, resolve_device
-
         resolved = resolve_device(device)
         data: dict[str, Any] = {**DEVICE_DEFAULTS[resolved], "workers": default_workers(), **overrides}
         data["device"] = resolved
@@ -465,31 +466,6 @@ def evaluate_views(
     return metrics, probs, scores, tuned
 
 
-def score_validation_images(
-    data: TrainData, probs: np.ndarray, cfg: TrainConfig, tile_weight: float
-) -> tuple[dict[str, float], np.ndarray, ThresholdResult]:
-    """Pool validation view probabilities per image, tune thresholds, measure macro F1.
-
-    Args:
-        data: the split; ``probs`` follows ``data.val_rows``.
-        probs: ``(len(data.val_rows), K)`` float32 view probabilities.
-        cfg: pooling, views used and threshold shrinkage.
-        tile_weight: weight of the tile scores in the image score.
-
-    Returns:
-        ``(metrics, (M, K) image scores, tuned thresholds)``; ``metrics`` holds
-        ``val_macro_f1`` (tuned thresholds) and ``val_macro_f1_at_0.5``.
-    """
-    index = data.index.iloc[data.val_rows]
-    scores = pool_views(index, probs, data.val_ids, cfg.pooling, tile_weight, cfg.use_cells, cfg.use_tiles)
-    tuned = tune_thresholds(data.val_y, scores, shrink=cfg.threshold_shrink)
-    metrics = {
-        "val_macro_f1": macro_f1(data.val_y, apply_thresholds(scores, tuned.thresholds)),
-        "val_macro_f1_at_0.5": macro_f1(data.val_y, apply_thresholds(scores, np.full(scores.shape[1], 0.5))),
-    }
-    return metrics, scores, tuned
-
-
 def select_tile_weight(
     data: TrainData, probs: np.ndarray, cfg: TrainConfig
 ) -> tuple[float, dict[float, float]]:
@@ -563,8 +539,6 @@ def fit(
     world = world or World()
     if frozen_run(cfg) and not world.distributed:
         # the backbone never changes: embed every view once, train the head on the features
-        from hpa.classification.probe import fit_head
-
         if resume:
             log.info("frozen-backbone run: --resume recomputes the features and refits the head")
         return fit_head(model, data, cfg, on_best)
@@ -771,23 +745,6 @@ def _end_epoch(
             on_best(scored, record)
 
 
-def balance_weights(targets: np.ndarray, power: float) -> np.ndarray:
-    """Sampling weight of each view: ``max over its labels of (1 / frequency) ** power``.
-
-    Frequencies are the fraction of views carrying each class; a view without any
-    label gets the weight of the commonest class.
-
-    >>> balance_weights(np.array([[1, 0], [1, 0], [1, 0], [0, 1]], dtype=np.float32), 1.0).round(2).tolist()
-    [1.33, 1.33, 1.33, 4.0]
-    """
-    targets = targets.astype(np.float64)
-    freq = targets.mean(axis=0)
-    inv = np.where(freq > 0, 1.0 / np.maximum(freq, 1e-12), 0.0) ** power
-    w = (targets * inv[None, :]).max(axis=1)
-    floor = inv[freq > 0].min() if (freq > 0).any() else 1.0
-    return np.where(w > 0, w, floor)
-
-
 def _make_ema(model: nn.Module, decay: float) -> ModelEmaV3 | None:
     """timm's ModelEmaV3 of ``model`` (fp32, same device), or None when ``decay`` is 0."""
     if decay <= 0:
@@ -827,8 +784,6 @@ def _save_checkpoint(
     settings: dict[str, Any] | None = None,
 ) -> None:
     """Save the state after ``epoch`` (0-based) for ``--resume``, atomically."""
-    from hpa.io import atomic_path
-
     state = {
         "model": model.state_dict(),
         "optimizer": updates.optimizer.state_dict(),

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from hpa import runlog
 from hpa.artefacts.provenance import Provenance, check_reuse, read_record, write_record
-from hpa.artefacts.segdir import SegDir, segment_and_write, source_signature
+from hpa.artefacts.segdir import SegDir, source_signature
 from hpa.config import default_workers, log_settings, resolve, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import (
@@ -37,6 +37,7 @@ from hpa.io_tiff import ChannelMap, check_channel_map
 from hpa.outputs import check_apart, claim_entries
 from hpa.parallel import process_pool
 from hpa.segmentation import SegmentConfig
+from hpa.segmentation.write import segment_and_write
 
 log = logging.getLogger(__name__)
 

@@ -6,26 +6,9 @@ import numpy as np
 import pandas as pd
 from skimage.measure import regionprops_table
 
+from hpa.artefacts.segdir import TABLE_COLUMNS
 from hpa.constants import CHANNELS
 from hpa.segmentation.postprocess import border_ids
-
-#: Columns of ``cells.parquet``, in order (docs/artefacts.md).
-TABLE_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "cell_id",
-    "bbox_y0",
-    "bbox_x0",
-    "bbox_y1",
-    "bbox_x1",
-    "area",
-    "centroid_y",
-    "centroid_x",
-    "nucleus_area",
-    "touches_border",
-    *(f"mean_{c}" for c in CHANNELS),
-    "image_height",
-    "image_width",
-)
 
 _DTYPES = {
     "cell_id": "int32",

@@ -54,7 +54,7 @@ def test_weighted_epochs_oversample_rare_rows():
     targets = np.zeros((100, 2), np.float32)
     targets[:90, 0] = 1  # common class
     targets[90:, 1] = 1  # rare class
-    from hpa.classification.train import balance_weights
+    from hpa.classification.data import balance_weights
 
     w = balance_weights(targets, 1.0)
     ld = BatchLoader(views, np.arange(100), targets, 10, np.zeros(4), np.ones(4), 255.0, weights=w, seed=0)

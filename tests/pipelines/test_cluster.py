@@ -18,8 +18,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from hpa.classification.train import TrainConfig  # noqa: E402
-from hpa.io import list_image_ids, read_labels  # noqa: E402
+from hpa.io import list_image_ids  # noqa: E402
 from hpa.pipelines.cluster import (  # noqa: E402
     MISSING_DASK,
     ClusterError,
@@ -29,7 +28,6 @@ from hpa.pipelines.cluster import (  # noqa: E402
 )
 from hpa.pipelines.predict import predict_folder  # noqa: E402
 from hpa.pipelines.segment import segment_folder  # noqa: E402
-from hpa.pipelines.train import train_model  # noqa: E402
 from hpa.synthetic import write_dataset  # noqa: E402
 
 N_IMAGES = 16  # synthetic; plus one truncated image that must land in failures.csv
@@ -114,16 +112,6 @@ def test_worker_killed_mid_run_leaves_complete_output(
         assert _files(out) == reference  # complete, and no half-written or temporary file
         client.wait_for_workers(2, timeout=30)  # the nanny restarted the worker
         assert victim not in client.run(os.getpid)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_dataset: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("model")
-    cfg = TrainConfig(backbone="test_resnet", crop_size=32, epochs=1, batch_size=16, folds=3, workers=1)
-    labels = read_labels(tiny_dataset["labels"])
-    train_model(tiny_dataset["images"], labels, tiny_dataset["masks"], out, cfg, cache_root=out / "cache",
-                progress=False)  # fmt: skip
-    return out
 
 
 def test_distributed_predict_equals_local(

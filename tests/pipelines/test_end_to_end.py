@@ -117,6 +117,7 @@ def test_segment_train_predict_evaluate_report(synth):
     assert (pred / "overlays" / f"{order[0]}.png").is_file()
 
 
+@pytest.mark.slow  # about 70 s alone; the test above covers the same commands quickly
 def test_demo_runs_end_to_end(tmp_path):
     res = hpa(
         "demo",

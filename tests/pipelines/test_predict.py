@@ -7,29 +7,10 @@ import sys
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from hpa.aggregation import read_submission
-from hpa.classification.train import TrainConfig
-from hpa.io import list_image_ids, read_labels
+from hpa.io import list_image_ids
 from hpa.pipelines.predict import predict_folder
-from hpa.pipelines.train import train_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model")
-    cfg = TrainConfig(backbone="test_resnet", crop_size=32, epochs=1, batch_size=16, folds=3, workers=1)
-    train_model(
-        tiny_dataset["images"],
-        read_labels(tiny_dataset["labels"]),
-        tiny_dataset["masks"],
-        out,
-        cfg,
-        cache_root=out / "cache",
-        progress=False,
-    )
-    return out
 
 
 def test_predict_with_masks_writes_every_output(tiny_dataset, tiny_model, tmp_path):

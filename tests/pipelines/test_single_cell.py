@@ -29,13 +29,13 @@ def _train(tiny_dataset, labels, out):
 
 
 @pytest.fixture(scope="module")
-def models(tiny_dataset, tmp_path_factory):
+def models(tiny_dataset, tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("sc-models")
     y2018 = read_labels(tiny_dataset["labels"])
     y2021 = Labels(y2018.ids, map_labels_2018_to_2021(y2018.y), "2021")
     write_labels(root / "train_2021.csv", y2021)
     return {
-        "2018": _train(tiny_dataset, y2018, root / "m2018"),
+        "2018": tiny_model,
         "2021": _train(tiny_dataset, y2021, root / "m2021"),
     }
 

@@ -1,0 +1,43 @@
+"""The validation score of a classifier: view probabilities pooled per image, thresholds tuned.
+
+Full training (:func:`hpa.classification.train.fit`), the head fitted on frozen features
+(:mod:`hpa.classification.probe`) and the choice of the tile weight all select a model
+by this score, the image-level macro F1 the competition scores.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hpa.aggregation import ThresholdResult, apply_thresholds, macro_f1, tune_thresholds
+from hpa.classification.inference import pool_views
+
+if TYPE_CHECKING:
+    from hpa.classification.train import TrainConfig, TrainData
+
+
+def score_validation_images(
+    data: TrainData, probs: np.ndarray, cfg: TrainConfig, tile_weight: float
+) -> tuple[dict[str, float], np.ndarray, ThresholdResult]:
+    """Pool validation view probabilities per image, tune thresholds, measure macro F1.
+
+    Args:
+        data: the split; ``probs`` follows ``data.val_rows``.
+        probs: ``(len(data.val_rows), K)`` float32 view probabilities.
+        cfg: pooling, views used and threshold shrinkage.
+        tile_weight: weight of the tile scores in the image score.
+
+    Returns:
+        ``(metrics, (M, K) image scores, tuned thresholds)``; ``metrics`` holds
+        ``val_macro_f1`` (tuned thresholds) and ``val_macro_f1_at_0.5``.
+    """
+    index = data.index.iloc[data.val_rows]
+    scores = pool_views(index, probs, data.val_ids, cfg.pooling, tile_weight, cfg.use_cells, cfg.use_tiles)
+    tuned = tune_thresholds(data.val_y, scores, shrink=cfg.threshold_shrink)
+    metrics = {
+        "val_macro_f1": macro_f1(data.val_y, apply_thresholds(scores, tuned.thresholds)),
+        "val_macro_f1_at_0.5": macro_f1(data.val_y, apply_thresholds(scores, np.full(scores.shape[1], 0.5))),
+    }
+    return metrics, scores, tuned
