@@ -53,14 +53,6 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
         frozenset({"hpa.pipelines.train", "hpa.pipelines.blend", "hpa.pipelines.folds"}),
         # predict.py hands images to predict_dask, which imports predict's helpers.
         frozenset({"hpa.pipelines.predict", "hpa.pipelines.predict_dask"}),
-        # pipelines/predict.py imports load_or_segment from hpa.artefacts.segdir, which
-        # forwards it to hpa.segmentation.write (where segmenting lives since the cycle
-        # artefacts <-> segmentation was broken); import it from there and delete the
-        # forwarding function, this entry, the next and the KNOWN_WRONG_WAY entry.
-        frozenset(
-            {"hpa.artefacts.segdir", "hpa.segmentation", "hpa.segmentation.measure", "hpa.segmentation.write"}
-        ),
-        frozenset({"artefacts", "segmentation"}),
     }
 )
 
@@ -68,7 +60,7 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
 NOT_IN_AGGREGATION = frozenset({"torch", "torchvision", "timm"})
 
 #: Wrong-way imports that remain (importer, imported), with the same rule.
-KNOWN_WRONG_WAY: frozenset[tuple[str, str]] = frozenset({("hpa.artefacts.segdir", "hpa.segmentation.write")})
+KNOWN_WRONG_WAY: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)

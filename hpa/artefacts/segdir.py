@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from hpa.segmentation.config import SegmentConfig
 
 #: Columns of ``cells.parquet`` and of each ``tables/<Id>.parquet``, in order (docs/artefacts.md).
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -275,17 +274,3 @@ def source_signature(images_dir: str | Path, image_id: str) -> str:
         HPADataError: the sample has no file.
     """
     return "".join(f"{p.name}\t{p.stat().st_size}\n" for p in sample_paths(images_dir, image_id))
-
-
-def load_or_segment(
-    image: np.ndarray, seg_dir: str | Path, image_id: str, config: SegmentConfig, source: str | None = None
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """:func:`hpa.segmentation.write.load_or_segment`, where segmenting now lives.
-
-    Kept only for ``hpa/pipelines/predict.py``, which imports it from here; when that
-    imports it from :mod:`hpa.segmentation.write`, delete this and its entry in
-    ``KNOWN_CYCLES`` of ``tests/test_architecture.py``.
-    """
-    from hpa.segmentation.write import load_or_segment as segment_or_read
-
-    return segment_or_read(image, seg_dir, image_id, config, source)

@@ -88,9 +88,10 @@ class PredictSummary:
 
 def _prepare(task: _Task) -> _Prepared:
     """Read, segment (or load masks) and cut the views of one image, in a worker."""
-    from hpa.artefacts.segdir import load_or_segment, source_signature
+    from hpa.artefacts.segdir import source_signature
     from hpa.classification.cache import image_views
     from hpa.io import read_sample
+    from hpa.segmentation.write import load_or_segment
 
     images_dir, masks_dir, image_id, crop, seg_config, channel_map = task
     try:
