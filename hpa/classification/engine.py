@@ -28,8 +28,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -215,7 +217,7 @@ class OnnxEngine:
         self.skip = skip
         self.num_classes = int(getattr(module, "num_classes", 0))
         self._sessions: dict[tuple[int, ...], Any] = {}
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: Path | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(int(s) for s in x.shape[1:])
@@ -232,9 +234,10 @@ class OnnxEngine:
     def _path(self, digest: str) -> Path:
         folder = self.cache_dir
         if folder is None:
-            if self._tmp is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="hpa-onnx-")
-            folder = Path(self._tmp.name)
+            if self._tmp is None:  # removed with the engine (no ResourceWarning, unlike TemporaryDirectory)
+                self._tmp = Path(tempfile.mkdtemp(prefix="hpa-onnx-"))
+                weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
+            folder = self._tmp
         return folder / f"{digest[:24]}.onnx"
 
     def _session(self, shape: tuple[int, ...]) -> Any:
