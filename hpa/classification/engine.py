@@ -24,6 +24,7 @@ on CUDA; see :func:`resolve_engine`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -145,6 +146,10 @@ def make_engine(
     if engine == "torch":
         return TorchEngine(module)
     if engine == "onnxruntime":
+        from hpa.classification.ensemble import EnsembleNet
+
+        if isinstance(module, EnsembleNet):
+            return _EnsembleEngine(module, cache_dir, threads or engine_threads(0))
         return OnnxEngine(module, cache_dir, threads or engine_threads(0), skip)
     raise ValueError(f"engine must be resolved to torch or onnxruntime, got {engine!r}")
 
@@ -160,6 +165,38 @@ class TorchEngine:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
+
+
+class _MemberEngine(nn.Module):
+    """An engine in a module's place (an ensemble member run by onnxruntime)."""
+
+    def __init__(self, engine: OnnxEngine):
+        super().__init__()
+        self.engine = engine
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.engine(x)
+
+
+class _EnsembleEngine(TorchEngine):
+    """An ensemble or blend (:class:`hpa.classification.ensemble.EnsembleNet`) whose members'
+    networks run on onnxruntime, each exported on its own (``cache_dir/member-<k>/``): the
+    ensemble's own input scaling (a per-view quantile, which ONNX has no operator for),
+    channel mixing, resizing and averaging stay torch's."""
+
+    name = "onnxruntime"
+
+    def __init__(self, module: nn.Module, cache_dir: str | Path | None, threads: int):
+        members = list(module.nets)  # type: ignore[arg-type]
+        clone = copy.copy(module)
+        clone._modules = dict(module._modules)  # the original keeps its own members
+        folders = [
+            None if cache_dir is None else Path(cache_dir) / f"member-{k}" for k in range(len(members))
+        ]
+        clone.nets = nn.ModuleList(
+            [_MemberEngine(OnnxEngine(net, folder, threads)) for net, folder in zip(members, folders)]
+        )
+        super().__init__(clone)
 
 
 def network_digest(module: nn.Module, shape: tuple[int, ...], skip: tuple[str, ...] = ()) -> str:

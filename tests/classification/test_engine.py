@@ -165,3 +165,34 @@ def test_an_unwritable_cache_exports_into_a_temporary_folder(real_views, tiny_ne
         cache.chmod(0o700)
     assert "not writable" in caplog.text
     assert float(np.abs(got - _score(tiny_net, real_views)).max()) < 1e-4
+
+
+def test_a_blend_runs_its_members_on_onnxruntime_and_keeps_its_own_scaling(tmp_path):
+    """EnsembleNet scales views by a per-view quantile (no ONNX operator): its members are
+    exported one by one, the original ensemble is left as it was, and the outputs match."""
+    from hpa.classification.ensemble import EnsembleNet
+    from hpa.classification.model import ModelConfig
+    from hpa.constants import CLASS_NAMES_2018
+
+    torch.manual_seed(0)
+    green = ModelConfig(
+        backbone="test_resnet", class_names=CLASS_NAMES_2018, label_set="2018", in_chans=1, channels=("green",),
+        mean=(0.2,), std=(0.25,), crop=CropSettings(crop_size=32), intensity="view", input_size=48,
+    )  # fmt: skip
+    stains = ModelConfig(
+        backbone="test_resnet",
+        class_names=CLASS_NAMES_2018,
+        label_set="2018",
+        crop=CropSettings(crop_size=32),
+    )
+    nets = [create_model("test_resnet", 28, 1).eval(), create_model("test_resnet", 28, 4).eval()]
+    blend = EnsembleNet(nets, [green, stains], [0.6, 0.4], [0, 1]).eval()
+    x = torch.rand(5, 4, 32, 32)
+    with torch.no_grad():
+        expected = torch.sigmoid(blend(x))
+        engine = make_engine(blend, "onnxruntime", cache_dir=tmp_path)
+        got = torch.sigmoid(engine(x))
+    assert engine.name == "onnxruntime" and got.shape == (5, 56)
+    assert float((got - expected).abs().max()) < 1e-4
+    assert sorted(p.parent.name for p in tmp_path.rglob("*.onnx")) == ["member-0", "member-1"]
+    assert all(not isinstance(n, torch.nn.Module) or type(n).__name__ == "ResNet" for n in blend.nets)
