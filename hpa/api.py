@@ -203,12 +203,22 @@ class Classifier:
         device: str = "cpu",
         precision: str = "auto",
         segment_config: SegmentConfig | None = None,
+        engine: str = "auto",
+        engine_cache: str | Path | None = None,
     ) -> None:
+        from hpa.classification.engine import make_engine, resolve_engine
+        from hpa.classification.inference import resolve_precision
+
         self.model = model
         self.config = config
         self.thresholds = np.asarray(thresholds, dtype=np.float64)
         self.device = device
-        self.precision = precision
+        resolved = resolve_precision(precision, device)
+        #: What runs the network: ``torch`` or ``onnxruntime`` (``engine`` resolved).
+        self.engine = resolve_engine(engine, device, resolved, flag="engine")
+        self.precision = precision if self.engine == "torch" else "fp32"
+        log.info("Classifier: engine %s on %s", self.engine, device)
+        self._net = make_engine(model, self.engine, cache_dir=engine_cache)
         #: How images without cell labels are segmented: the model's training masks' settings.
         self.segment_config = segment_config
 
@@ -220,6 +230,7 @@ class Classifier:
         weights: Sequence[float] | None = None,
         device: str = "auto",
         precision: str = "auto",
+        engine: str = "auto",
     ) -> Classifier:
         """Load a model folder written by ``hpa train-cells``, as ``hpa predict --model`` does.
 
@@ -230,6 +241,9 @@ class Classifier:
             weights: weight of each of several folders (default: equal).
             device: ``auto``, ``cpu`` or ``cuda``.
             precision: ``auto``, ``bf16`` or ``fp32`` autocast.
+            engine: what runs the network: ``auto`` (onnxruntime on the CPU when installed,
+                torch on CUDA), ``torch`` or ``onnxruntime``; the onnxruntime export is
+                cached in the (first) folder's ``engine-cache/``, as ``hpa predict`` does.
         """
         from hpa.classification.ensemble import load_predictor
         from hpa.config import SettingError, from_dict, resolve_device
@@ -241,15 +255,18 @@ class Classifier:
         ):
             problem = "expected a model folder path (str or pathlib.Path) or a list of them"
             raise HPAConfigError(SettingError("folder", folder, problem).named(names))
-        settings = {"device": device, "precision": precision, "model_weights": weights}
+        settings = {"device": device, "precision": precision, "model_weights": weights, "engine": engine}
         from_dict(PredictConfig, settings, spelling=names)  # hpa predict's checks of the same settings
         resolved = resolve_device(device)
         folders = [folder] if isinstance(folder, str | Path) else list(folder)
         model, config, thresholds = load_predictor(folders, weights, resolved)
         segmentation = model_segmentation(folders)  # as hpa predict segments without --masks
+        from hpa.artefacts import ModelDir
+
         return cls(
-            model, config, thresholds, device=resolved, precision=precision, segment_config=segmentation
-        )
+            model, config, thresholds, device=resolved, precision=precision, segment_config=segmentation,
+            engine=engine, engine_cache=ModelDir(folders[0]).path(ModelDir.ENGINE_CACHE),
+        )  # fmt: skip
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -299,7 +316,7 @@ class Classifier:
         views = image_views(image, cells.astype(np.int32, copy=False), "image", self.config.crop)
         stacked = np.concatenate([views.crops, views.tiles])
         probs = score_views(
-            self.model,
+            self._net,
             stacked,
             self.config.mean,
             self.config.std,

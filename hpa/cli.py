@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from hpa import __version__
+from hpa.constants import ENGINES
 
 log = logging.getLogger("hpa")
 
@@ -55,6 +56,10 @@ _RUN_LOG_COMMANDS = ("segment", "train-cells", "predict", "demo", "report")
 _PRECISIONS = ("auto", "bf16", "fp32")
 _PRECISION_HELP = (
     "autocast precision; auto = bf16 where the device computes it natively (CUDA, AVX512-BF16 CPUs)"
+)
+_ENGINE_HELP = (
+    "what runs the network: auto = onnxruntime on the CPU when installed (fp32; torch with "
+    "--precision bf16), torch on CUDA (default: auto)"
 )
 _SCHEDULER_HELP = (
     "dask.distributed scheduler address (tcp://host:8786), or local:N for a LocalCluster "
@@ -308,6 +313,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=_at_least(0), default=None)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: auto")
     t.add_argument("--precision", choices=_PRECISIONS, default=None, help=_PRECISION_HELP)
+    t.add_argument(
+        "--engine", choices=ENGINES, default=None, help=_ENGINE_HELP + "; the frozen backbone's embedding"
+    )
     t.add_argument("--workers", type=_POSITIVE, default=None, help="data-loading worker processes")
     t.add_argument("--config", help="YAML file of training settings; flags override it")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
@@ -357,6 +365,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision", choices=_PRECISIONS, default=None, help=_PRECISION_HELP + " (default: auto)"
     )
+    p.add_argument("--engine", choices=ENGINES, default=None, help=_ENGINE_HELP)
     p.add_argument("--workers", type=_POSITIVE, default=None, help="CPU worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None, help=_SCHEDULER_HELP)
     p.add_argument(

@@ -65,12 +65,15 @@ class ModelDir(Folder):
     OOF_IMAGES = "oof_image_scores.csv"
     OOF_LABELS = "oof_labels.csv"
     FOLD_PREFIX = "fold-"
+    #: The onnxruntime engine's exported graphs of this folder's network, a cache keyed by
+    #: the weights' digest (:mod:`hpa.classification.engine`).
+    ENGINE_CACHE = "engine-cache"
     #: Every file ``hpa train-cells`` writes in a model folder of any kind; the fold and
     #: member folders are claimed with them (:func:`hpa.outputs.claim_entries`).
     ENTRIES = (
         CONFIG, WEIGHTS, THRESHOLDS, TRAIN_CONFIG, SPLIT, CHECKPOINT, METRICS, HISTORY, VAL_IMAGES,
         VAL_CELLS, VAL_TILES, SEGMENTATION, CARD, ENSEMBLE, OOF_VIEWS, OOF_IMAGES, OOF_LABELS, RUN_LOG,
-        RECORD_FILE,
+        RECORD_FILE, ENGINE_CACHE,
     )  # fmt: skip
 
     def fold(self, k: int) -> ModelDir:

@@ -245,6 +245,10 @@ class EnsembleNet(nn.Module):
     the sigmoid) returns the mean probabilities.
     """
 
+    #: an engine exports each member's network on its own (the per-view quantile scaling
+    #: has no ONNX operator): :func:`hpa.classification.engine.make_engine` reads this
+    export_members_apart = True
+
     def __init__(
         self,
         nets: Sequence[nn.Module],

@@ -13,6 +13,7 @@ from torch import nn
 
 from hpa.aggregation import combine_with_tiles, pool_cells
 from hpa.classification.data import BatchLoader, dihedral
+from hpa.classification.engine import Engine, OnnxEngine
 
 if TYPE_CHECKING:
     from hpa.classification.model import ModelConfig
@@ -66,7 +67,7 @@ def autocast(device: str, precision: str = "auto") -> torch.autocast:
 
 @torch.inference_mode()
 def score_views(
-    model: nn.Module,
+    model: nn.Module | Engine,
     views: np.ndarray,
     mean: Sequence[float] | np.ndarray,
     std: Sequence[float] | np.ndarray,
@@ -84,7 +85,8 @@ def score_views(
     """Class probabilities of views.
 
     Args:
-        model: the network, in eval mode, on ``device``.
+        model: the network, in eval mode, on ``device``, or an engine running it
+            (:func:`hpa.classification.engine.make_engine`; autocast applies to torch's).
         views: ``(N, S, S, C)`` uint8/uint16 views (an array or the cache's memmap).
         mean, std: normalisation of [0, 1]-scaled inputs.
         scale: dtype maximum of ``views``.
@@ -119,7 +121,8 @@ def score_views(
     out = []
     precision = resolve_precision(precision, device)
     for x, _ in loader:
-        x = x.contiguous(memory_format=torch.channels_last)
+        if not isinstance(model, OnnxEngine):  # ONNX Runtime takes NCHW arrays
+            x = x.contiguous(memory_format=torch.channels_last)
         p = None
         for k in TTA_ORDER[:tta]:
             with autocast(device, precision):

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hpa.classification.data import BatchLoader, balance_weights
+from hpa.classification.engine import make_engine, resolve_engine
 from hpa.classification.inference import autocast, resolve_precision
 from hpa.classification.losses import get_loss
 from hpa.classification.validation import score_validation_images
@@ -41,6 +42,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class PooledFeatures(nn.Module):
+    """A timm network up to its pooled features (``forward_head(..., pre_logits=True)``):
+    the unit the probe's embedding runs, and exports for the onnxruntime engine."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(  # type: ignore[operator]
+            self.model.forward_features(x),  # type: ignore[operator]
+            pre_logits=True,
+        )
+
+    def unused(self) -> tuple[str, ...]:
+        """Parameter name prefixes of the classifier, which the features do not depend on."""
+        name = getattr(self.model, "pretrained_cfg", {}).get("classifier")
+        return (f"model.{name}.",) if name else ()
+
+
+#: Where the onnxruntime engine keeps the embedding's export in a crop cache folder.
+ENGINE_CACHE = "features/engine"
+
+
 @torch.inference_mode()
 def embed_views(
     model: nn.Module,
@@ -50,6 +75,9 @@ def embed_views(
     desc: str = "embedding",
 ) -> np.ndarray:
     """Pooled backbone features of the cache rows ``rows``.
+
+    The forward pass is ``cfg.engine``'s (:mod:`hpa.classification.engine`); the
+    onnxruntime export is cached in the crop cache (:data:`ENGINE_CACHE`).
 
     Returns:
         ``(len(rows), D)`` float32 features (timm's ``forward_head(..., pre_logits=True)``).
@@ -69,13 +97,18 @@ def embed_views(
         size=cfg.input_size or cfg.crop_size,
     )
     precision = resolve_precision(cfg.precision, cfg.device)
+    pooled = PooledFeatures(model).eval()
+    engine = make_engine(
+        pooled,
+        resolve_engine(cfg.engine, cfg.device, precision),
+        cache_dir=None if data.cache_folder is None else data.cache_folder / ENGINE_CACHE,
+        skip=pooled.unused(),
+    )
+    log.info("frozen backbone: embedding %d views with the %s engine", len(rows), engine.name)
     parts = []
     for x, _ in tqdm(loader, desc=desc, unit="batch", leave=False, dynamic_ncols=True):
         with autocast(cfg.device, precision):
-            f = model.forward_head(  # type: ignore[operator]
-                model.forward_features(x.contiguous(memory_format=torch.channels_last)),  # type: ignore[operator]
-                pre_logits=True,
-            )
+            f = engine(x if engine.name != "torch" else x.contiguous(memory_format=torch.channels_last))
         parts.append(f.float().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
@@ -85,7 +118,7 @@ def cached_features(model: nn.Module, data: TrainData, rows: np.ndarray, cfg: Tr
 
     The file's name is a hash of everything the features depend on: the rows, the start
     weights (name, or a local file's path, size and modification time), the backbone,
-    the input channels, intensity scaling, input size, normalisation and precision. The
+    the input channels, intensity scaling, input size, normalisation, precision and engine. The
     folds of a ``--folds`` run, and reruns, embed once.
 
     Returns:
@@ -93,6 +126,7 @@ def cached_features(model: nn.Module, data: TrainData, rows: np.ndarray, cfg: Tr
     """
     if data.cache_folder is None:
         return embed_views(model, data, rows, cfg)
+    engine = resolve_engine(cfg.engine, cfg.device, resolve_precision(cfg.precision, cfg.device))
     start = str(cfg.pretrained)
     weights = Path(start).expanduser()
     if weights.is_file():
@@ -109,6 +143,8 @@ def cached_features(model: nn.Module, data: TrainData, rows: np.ndarray, cfg: Tr
             "mean": np.asarray(data.mean).round(8).tolist(),
             "std": np.asarray(data.std).round(8).tolist(),
             "precision": resolve_precision(cfg.precision, cfg.device),
+            # torch's features keep their earlier key; another engine's (fp32 ONNX) their own
+            **({} if engine == "torch" else {"engine": engine}),
         },
         sort_keys=True,
     )

@@ -34,6 +34,7 @@ from hpa.aggregation import POOLING_METHODS, ThresholdResult
 from hpa.classification.crops import CROP_SCALES
 from hpa.classification.data import BatchLoader, balance_weights
 from hpa.classification.distributed import World, barrier, gather_rows
+from hpa.classification.engine import check_engine, resolve_engine
 from hpa.classification.inference import autocast, resolve_precision, score_views
 from hpa.classification.losses import LOSSES, get_loss
 from hpa.classification.model import INTENSITIES
@@ -97,6 +98,9 @@ class TrainConfig:
         device: ``cpu`` or ``cuda`` (resolved).
         precision: ``bf16`` or ``fp32`` autocast (``auto`` is resolved for the device by
             :func:`hpa.classification.inference.resolve_precision`).
+        engine: what runs the frozen backbone's embedding (``freeze_epochs: -2``):
+            ``torch`` or ``onnxruntime`` (``auto`` is resolved for the device and precision
+            by :func:`hpa.classification.engine.resolve_engine`); training itself is torch's.
         workers: processes cutting crops when the cache is built.
         channels: input channels, as ``--channels`` takes them (``rgby``, ``rgb``,
             ``g,b,r+y``; :func:`hpa.classification.channels.parse_channels`).
@@ -141,6 +145,7 @@ class TrainConfig:
     max_steps: int | None = None
     device: str = "cpu"
     precision: str = "auto"
+    engine: str = "auto"
     workers: int = 2
     channels: str = "rgby"
     intensity: str = "dataset"
@@ -222,6 +227,9 @@ class TrainConfig:
             log.info("backbone %s chosen: no companion model (--companion to add one)", data["backbone"])
             data["companion"] = None
         data["precision"] = resolve_precision(data.get("precision") or "auto", resolved)
+        data["engine"] = resolve_engine(
+            check_engine(data.get("engine") or "auto"), resolved, data["precision"]
+        )
         if not data["pretrained"] and "input_size" not in overrides and data.get("input_size"):
             # the resize serves pretrained features; a network learnt from scratch sees the crops
             log.info("random start: input size %s -> the crop size (no resize)", data["input_size"])

@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpa import runlog
-from hpa.artefacts import PredDir, SegDir, write_csv, write_failures, write_parquet
+from hpa.artefacts import ModelDir, PredDir, SegDir, write_csv, write_failures, write_parquet
 from hpa.artefacts.provenance import (
     Fingerprint,
     Provenance,
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from hpa.classification.cache import ImageViews
     from hpa.classification.crops import CropSettings
+    from hpa.classification.engine import Engine
     from hpa.classification.model import ModelConfig
     from hpa.io_tiff import ChannelMap
     from hpa.segmentation import SegmentConfig
@@ -153,7 +154,7 @@ class ScoredViews:
 
 
 def score_folder_views(
-    model: nn.Module,
+    model: nn.Module | Engine,
     cfg: ModelConfig,
     images: str | Path,
     ids: Sequence[str],
@@ -175,7 +176,8 @@ def score_folder_views(
     model on full batches of the views of several images.
 
     Args:
-        model: the classifier, on ``device``; ``cfg`` its model folder's config.
+        model: the classifier, on ``device``, or an :class:`hpa.classification.engine.Engine`
+            running it; ``cfg`` its model folder's config.
         images: folder of channel files; ``ids`` the images to score, in order.
         masks_dir: SEG_DIR to read, or to write with ``seg_config``.
         seg_config: segment on the fly with these settings; None = read the masks.
@@ -239,7 +241,7 @@ def _batches(
 
 
 def _score_pending(
-    model: nn.Module,
+    model: nn.Module | Engine,
     cfg: ModelConfig,
     pending: Sequence[ImageViews],
     device: str,
@@ -377,6 +379,9 @@ class PredictOptions:
             filesystem every worker shares; ``workers`` is unused.
         precision: ``auto``, ``bf16`` or ``fp32`` autocast
             (:func:`hpa.classification.inference.resolve_precision`).
+        engine: what runs the network: ``auto``, ``torch`` or ``onnxruntime``
+            (:func:`hpa.classification.engine.resolve_engine`; the onnxruntime export is
+            cached in the first model folder's ``engine-cache/``).
         channel_map: which channel of a multi-channel TIFF is which; saved in ``config.yaml``.
         fmt: ``2018`` (``submission.csv``), ``2021`` (``submission_2021.csv`` and the
             2021 per-cell table) or ``both``; default: the model's label set
@@ -406,6 +411,7 @@ class PredictOptions:
     min_cell_score: float | None = None
     model_weights: Sequence[float] | None = None
     overwrite: bool = False
+    engine: str = "auto"
 
 
 def predict_folder(
@@ -431,6 +437,7 @@ def predict_folder(
     min_cell_score: float | None = None,
     model_weights: Sequence[float] | None = None,
     overwrite: bool = False,
+    engine: str = "auto",
     names: Spelling = CLI,
 ) -> PredictSummary:
     """Predict image labels and per-cell scores for a folder of images.
@@ -443,7 +450,7 @@ def predict_folder(
         out: PRED_DIR to write.
         masks, ids, tta, pooling, fill_top, batch_size, device, workers, backend,
             progress, scheduler, precision, channel_map, fmt, cell_score,
-            min_cell_score, model_weights, overwrite: keyword-only options, the fields
+            min_cell_score, model_weights, overwrite, engine: keyword-only options, the fields
             of :class:`PredictOptions`, checked as ``hpa predict`` checks its flags
             (:func:`check_predict_options`).
         names: how errors name the options (the flags; :func:`hpa.predict_folder`: its
@@ -469,7 +476,7 @@ def predict_folder(
     check_predict_options(
         names, images=images, model_dir=model_dir, out=out, masks=masks, ids=ids, tta=tta, pooling=pooling,
         fill_top=fill_top, batch_size=batch_size, device=device, workers=workers, backend=backend,
-        precision=precision, format=fmt, cell_score=cell_score, min_cell_score=min_cell_score,
+        precision=precision, format=fmt, cell_score=cell_score, min_cell_score=min_cell_score, engine=engine,
         model_weights=None if model_weights is None else tuple(model_weights) if not isinstance(model_weights, str)
         else model_weights,
     )  # fmt: skip
@@ -477,7 +484,7 @@ def predict_folder(
         masks=masks, ids=ids, tta=tta, pooling=pooling, fill_top=fill_top, batch_size=batch_size,
         device=device, workers=workers, backend=backend, progress=progress, scheduler=scheduler,
         precision=precision, channel_map=channel_map, fmt=fmt, cell_score=cell_score,
-        min_cell_score=min_cell_score, model_weights=model_weights, overwrite=overwrite,
+        min_cell_score=min_cell_score, model_weights=model_weights, overwrite=overwrite, engine=engine,
     )  # fmt: skip
     out = Path(out)
     models = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
@@ -486,7 +493,7 @@ def predict_folder(
         out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=(PredDir.MASKS, PredDir.RUN_LOG)
     ) as stage:
         runlog.write_into(stage.path)  # a killed run's log is kept and appended to
-        summary = _predict_staged(stage.path, images, models, out, opts)
+        summary = _predict_staged(stage.path, images, models, out, opts, names)
         stage.commit()
     return summary
 
@@ -533,12 +540,17 @@ def check_predict_options(names: Spelling, **options: Any) -> None:
 #: The options of :func:`predict_folder` that :class:`PredictConfig` checks.
 _PREDICT_SETTINGS = (
     "tta", "pooling", "fill_top", "batch_size", "device", "workers", "backend", "precision", "format",
-    "cell_score", "min_cell_score", "model_weights",
+    "cell_score", "min_cell_score", "model_weights", "engine",
 )  # fmt: skip
 
 
 def _predict_staged(
-    work: Path, images: str | Path, model_dirs: list[str | Path], out: Path, opts: PredictOptions
+    work: Path,
+    images: str | Path,
+    model_dirs: list[str | Path],
+    out: Path,
+    opts: PredictOptions,
+    names: Spelling = CLI,
 ) -> PredictSummary:
     """:func:`predict_folder` writing into ``work``, the folder that becomes ``out``."""
     t0 = time.perf_counter()
@@ -546,7 +558,7 @@ def _predict_staged(
     check_channel_map(images, opts.channel_map)
     ids = list(opts.ids) if opts.ids is not None else list_image_ids(images)
     check_folder_ids(images, ids)  # a badly named file fails now, not after the work
-    model, cfg, thresholds, opts = _load_model(model_dirs, opts)
+    model, cfg, thresholds, opts = _load_model(model_dirs, opts, names)
     opts = _resolve_options(opts, cfg)
     masks_dir, seg_config = _masks_folder(work, out, model_dirs, opts, images, ids)
     seg_backend = seg_config.backend if seg_config is not None else None
@@ -558,8 +570,14 @@ def _predict_staged(
     write_record(work, _prediction_record(images, masks_dir, model_dirs, opts, settings))
     if opts.scheduler is None:
         assert model is not None and opts.workers is not None and opts.batch_size is not None
+        from hpa.classification.engine import engine_threads, make_engine
+
+        net = make_engine(
+            model, opts.engine, cache_dir=ModelDir(model_dirs[0]).path(ModelDir.ENGINE_CACHE),
+            threads=engine_threads(opts.workers),
+        )  # fmt: skip
         scored = score_folder_views(
-            model, cfg, images, ids, masks_dir, seg_config=seg_config, device=opts.device, workers=opts.workers,
+            net, cfg, images, ids, masks_dir, seg_config=seg_config, device=opts.device, workers=opts.workers,
             batch_size=opts.batch_size, tta=opts.tta, progress=opts.progress, precision=opts.precision,
             channel_map=opts.channel_map,
         )  # fmt: skip
@@ -632,14 +650,16 @@ def _check_scheduler(model_dirs: Sequence[str | Path], scheduler: str | None) ->
 
 
 def _load_model(
-    model_dirs: Sequence[str | Path], opts: PredictOptions
+    model_dirs: Sequence[str | Path], opts: PredictOptions, names: Spelling = CLI
 ) -> tuple[nn.Module | None, ModelConfig, np.ndarray, PredictOptions]:
-    """The model (its folders averaged), its config and thresholds; ``opts`` with the device resolved.
+    """The model (its folders averaged), its config and thresholds; ``opts`` with the device,
+    precision and engine resolved (onnxruntime runs fp32, so its precision is fp32).
 
     With a scheduler, only the config and thresholds (of a plain, ``--folds`` or blend
     folder, read as :func:`load_predictor` reads them): each worker resolves the device
     and loads the model itself.
     """
+    from hpa.classification.engine import resolve_engine
     from hpa.classification.ensemble import load_predictor
     from hpa.classification.inference import resolve_precision
     from hpa.config import resolve_device
@@ -651,8 +671,11 @@ def _load_model(
         return None, cfg, thresholds, opts
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
+    engine = resolve_engine(opts.engine, device, precision, flag=names("engine"))
+    log.info("engine: %s (%s, %s)", engine, device, precision if engine == "torch" else "fp32")
+    precision = precision if engine == "torch" else "fp32"
     model, cfg, thresholds = load_predictor(model_dirs, opts.model_weights, device)
-    return model, cfg, thresholds, replace(opts, device=device, precision=precision)
+    return model, cfg, thresholds, replace(opts, device=device, precision=precision, engine=engine)
 
 
 def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
@@ -787,6 +810,7 @@ def _run_settings(
         "model_weights": list(opts.model_weights) if opts.model_weights else None,
         "device": opts.device,
         "precision": opts.precision,
+        "engine": opts.engine,
         "workers": opts.workers,
         "batch_size": opts.batch_size,
         "tta": opts.tta,
@@ -888,6 +912,7 @@ def resolve_predict_config(args: argparse.Namespace) -> PredictConfig:
         "batch_size": args.batch_size,
         "device": args.device,
         "precision": getattr(args, "precision", None),
+        "engine": getattr(args, "engine", None),
         "workers": args.workers,
         "backend": args.backend,
         "format": getattr(args, "format", None),
@@ -923,6 +948,7 @@ def main(args: argparse.Namespace) -> tuple[int, str]:
         min_cell_score=cfg.min_cell_score,
         model_weights=cfg.model_weights,
         overwrite=getattr(args, "overwrite", False),
+        engine=cfg.engine,
     )
     written = [n for n in (PredDir.SUBMISSION, PredDir.SUBMISSION_2021) if (summary.out / n).is_file()]
     text = (

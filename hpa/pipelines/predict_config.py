@@ -20,6 +20,7 @@ from hpa.aggregation.pooling import POOLING_METHODS
 from hpa.aggregation.single_cell import CELL_SCORES
 from hpa.artefacts import ModelDir
 from hpa.config import SettingError, from_dict
+from hpa.constants import ENGINES
 
 if TYPE_CHECKING:
     from hpa.segmentation.config import SegmentConfig
@@ -30,6 +31,7 @@ _CHOICES = {
     "tta": (1, 2, 4, 8),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("auto", "bf16", "fp32"),
+    "engine": ENGINES,
     "format": (None, "2018", "2021", "both"),
     "backend": (None, "watershed", "cellpose"),
     "pooling": (None, *POOLING_METHODS),
@@ -48,6 +50,8 @@ class PredictConfig:
         batch_size: views per forward pass; None = by device (128 CPU, 512 GPU).
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``auto``, ``bf16`` or ``fp32`` autocast.
+        engine: what runs the network: ``auto`` (onnxruntime on the CPU when installed,
+            torch on CUDA), ``torch`` or ``onnxruntime`` (:mod:`hpa.classification.engine`).
         workers: processes reading, segmenting and cropping; None = by the cores.
         backend: segmentation backend without ``--masks``; None = the model's.
         format: ``2018``, ``2021`` or ``both``; None = the model's label set.
@@ -62,6 +66,7 @@ class PredictConfig:
     batch_size: int | None = None
     device: str = "auto"
     precision: str = "auto"
+    engine: str = "auto"
     workers: int | None = None
     backend: str | None = None
     format: str | None = None

@@ -76,6 +76,7 @@ def _score_shard(
     tta: int,
     precision: str = "auto",
     channel_map: ChannelMap | None = None,
+    engine: str = "auto",
 ) -> str:
     """A Dask task: score one shard of Ids on this worker's device; write its part files.
 
@@ -83,13 +84,22 @@ def _score_shard(
     only) and last ``shard-<k>.parquet``: the :func:`views_index` columns and one
     probability column per class. Returns the device used.
     """
+    from hpa.artefacts import ModelDir
+    from hpa.classification.engine import engine_threads, make_engine, resolve_engine
+    from hpa.classification.inference import resolve_precision
     from hpa.config import resolve_device
 
     device = resolve_device(device)
     model, cfg = _cached_model(model_dir, device)
     batch_size = batch_size or (512 if device == "cuda" else 128)
+    precision = resolve_precision(precision, device)
+    engine = resolve_engine(engine, device, precision)
+    precision = precision if engine == "torch" else "fp32"
+    net = make_engine(
+        model, engine, cache_dir=ModelDir(model_dir).path(ModelDir.ENGINE_CACHE), threads=engine_threads(1)
+    )
     scored = score_folder_views(
-        model,
+        net,
         cfg,
         images,
         ids,
@@ -171,7 +181,9 @@ def score_on_cluster(
         check_shared_folders(client, out, readable)
         shards = split_shards(ids, len(worker_addresses(client)))
         log.info("scoring %d images in %d shards on %s", len(ids), len(shards), opts.scheduler)
-        common = (str(parts), opts.device, opts.batch_size, opts.tta, opts.precision, opts.channel_map)
+        common = (
+            str(parts), opts.device, opts.batch_size, opts.tta, opts.precision, opts.channel_map, opts.engine,
+        )  # fmt: skip
         jobs = [
             (str(model_dir), str(images), str(masks_dir), seg_config, shard, k, *common)
             for k, shard in enumerate(shards)

@@ -102,6 +102,7 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         "use_cells": False if args.no_cells else None,
         "device": args.device,
         "precision": getattr(args, "precision", None),
+        "engine": getattr(args, "engine", None),
         "companion": getattr(args, "companion", None),
     }
     cfg = resolve(TrainConfig, args.config, build=TrainConfig.from_settings, **flags)
@@ -329,7 +330,7 @@ def model_record(
 
 
 #: Training settings not in a model's record: where and how fast, not what, it trains.
-_RECORD_FREE = ("workers", "device", "precision", "max_steps")
+_RECORD_FREE = ("workers", "device", "precision", "engine", "max_steps")
 
 
 def check_backbone(name: str) -> None:
@@ -803,7 +804,7 @@ CHECKPOINT_FILE = ModelDir.CHECKPOINT
 
 #: Settings that may change on ``--resume``: they change where and how fast a run goes,
 #: not what it trains.
-_RESUME_FREE = ("workers", "device", "precision")
+_RESUME_FREE = ("workers", "device", "precision", "engine")
 
 
 def resume_settings(cfg: TrainConfig, labels: Labels) -> dict[str, Any]:

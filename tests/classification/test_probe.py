@@ -106,15 +106,15 @@ def test_model_config_checks_the_new_fields():
         TrainConfig(freeze_epochs=-3)
 
 
-def test_frozen_run_scores_as_the_saved_model_does(tiny_dataset, tmp_path):
-    """The head fitted on cached features, folded into the network, is the model saved and re-scored."""
+def _frozen_config(tmp_path, **overrides):
+    """A frozen-backbone run of test_resnet from a saved random start."""
     import timm
     from safetensors.torch import save_file
 
     start = timm.create_model("test_resnet", num_classes=1000, in_chans=3)
     ckpt = tmp_path / "start.safetensors"
     save_file({k: v.contiguous() for k, v in start.state_dict().items()}, str(ckpt))
-    cfg = TrainConfig(
+    settings = dict(
         backbone="test_resnet",
         pretrained=str(ckpt),
         freeze_epochs=FREEZE_ALL,
@@ -129,6 +129,12 @@ def test_frozen_run_scores_as_the_saved_model_does(tiny_dataset, tmp_path):
         fold=0,
         workers=1,
     )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_frozen_run_scores_as_the_saved_model_does(tiny_dataset, tmp_path):
+    """The head fitted on cached features, folded into the network, is the model saved and re-scored."""
+    cfg = _frozen_config(tmp_path)
     out = tmp_path / "model"
     metrics = _train(tiny_dataset, out, cfg, tmp_path)
     history = pd.read_csv(out / "history.csv")
@@ -166,3 +172,26 @@ def test_frozen_run_needs_a_pretrained_start_to_take_the_fast_path(tiny_dataset,
     out = tmp_path / "plain"
     _train(tiny_dataset, out, cfg, tmp_path)
     assert (out / "last.ckpt").is_file()  # written by the fine-tuning loop only
+
+
+def test_the_embedding_engine_is_recorded_and_keeps_its_own_features(tiny_dataset, tmp_path):
+    """onnxruntime embeds what torch embeds (its export cached in the crop cache), under its own
+    features key; the choice is saved in train_config.yaml."""
+    import yaml
+
+    pytest.importorskip("onnxruntime")
+    f1 = {}
+    cfg = _frozen_config(tmp_path, epochs=3)  # one start for both
+    for engine in ("torch", "onnxruntime"):
+        out = tmp_path / engine
+        f1[engine] = _train(tiny_dataset, out, replace(cfg, engine=engine), tmp_path)
+        assert yaml.safe_load((out / "train_config.yaml").read_text())["engine"] == engine
+    cache = tmp_path / "cache"
+    torch_feats, onnx_feats = (
+        np.load(p) for p in sorted(cache.rglob("features/*.npy"), key=lambda p: p.stat().st_mtime_ns)
+    )
+    assert len(list(cache.rglob("features/engine/*.onnx"))) == 1
+    assert (
+        float(np.abs(torch_feats.astype(np.float32) - onnx_feats.astype(np.float32)).max()) < 1e-2
+    )  # float16 copies
+    assert f1["torch"]["val_macro_f1"] == pytest.approx(f1["onnxruntime"]["val_macro_f1"], abs=0.05)

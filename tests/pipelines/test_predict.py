@@ -7,8 +7,10 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from hpa.aggregation import read_submission
+from hpa.errors import HPAConfigError
 from hpa.io import list_image_ids
 from hpa.pipelines.predict import predict_folder
 
@@ -200,3 +202,75 @@ def test_no_fill_top_leaves_images_under_every_threshold_empty(tiny_dataset, tin
     scores = pd.read_csv(tmp_path / "filled" / "image_scores.csv").set_index("image_id")
     top = scores.to_numpy().argmax(1)
     assert filled["Predicted"].tolist() == [str(k) for k in top]
+
+
+def test_the_engine_reaches_the_saved_record_and_both_engines_agree(tiny_dataset, tiny_model, tmp_path):
+    """``engine`` is resolved, logged and saved in config.yaml and the provenance record; the
+    onnxruntime export is cached in the model folder; its probabilities are torch's within 1e-4."""
+    import yaml
+
+    from hpa.artefacts.provenance import read_record
+
+    pytest.importorskip("onnxruntime")
+    runs = {}
+    for engine in ("torch", "onnxruntime", "auto"):
+        out = tmp_path / engine
+        predict_folder(
+            tiny_dataset["images"],
+            tiny_model,
+            out,
+            masks=tiny_dataset["masks"],
+            engine=engine,
+            progress=False,
+        )
+        settings = yaml.safe_load((out / "config.yaml").read_text())
+        runs[engine] = pd.read_parquet(out / "cell_predictions.parquet"), settings
+        assert read_record(out).settings["engine"] == settings["engine"]
+    assert runs["torch"][1]["engine"] == "torch"
+    assert runs["onnxruntime"][1]["engine"] == runs["auto"][1]["engine"] == "onnxruntime"
+    assert runs["onnxruntime"][1]["precision"] == "fp32"
+    assert len(list((tiny_model / "engine-cache").glob("*.onnx"))) == 1  # exported once, reused
+    torch_cells, onnx_cells = runs["torch"][0], runs["onnxruntime"][0]
+    classes = [
+        c
+        for c in torch_cells.columns
+        if c in json.loads((tiny_model / "config.json").read_text())["class_names"]
+    ]
+    diff = np.abs(torch_cells[classes].to_numpy() - onnx_cells[classes].to_numpy()).max()
+    assert diff < 1e-4
+    assert (tmp_path / "torch" / "submission.csv").read_text() == (
+        tmp_path / "onnxruntime" / "submission.csv"
+    ).read_text()
+
+
+def test_the_cli_refuses_an_unknown_engine_and_a_missing_onnxruntime(
+    tiny_dataset, tiny_model, tmp_path, capsys, caplog, monkeypatch
+):
+    from hpa.cli import main
+
+    base = [
+        "predict",
+        str(tiny_dataset["images"]),
+        "--model",
+        str(tiny_model),
+        "--masks",
+        str(tiny_dataset["masks"]),
+    ]
+    with pytest.raises(SystemExit) as stop:
+        main([*base, "--out", str(tmp_path / "a"), "--engine", "tensorrt"])
+    assert stop.value.code == 2 and "--engine: invalid choice: 'tensorrt'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    assert main([*base, "--out", str(tmp_path / "b"), "--engine", "onnxruntime"]) == 1
+    assert (
+        "--engine onnxruntime: the package onnxruntime is not installed (pip install onnxruntime)"
+        in caplog.text
+    )
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_api_checks_the_engine_as_the_cli_does(tiny_model):
+    import hpa
+
+    with pytest.raises(HPAConfigError, match="engine"):
+        hpa.Classifier.from_folder(tiny_model, engine="tensorrt")
+    assert hpa.Classifier.from_folder(tiny_model, engine="torch").engine == "torch"
