@@ -215,11 +215,11 @@ def resolve_member(model_dir: str | Path, member: str | None = None) -> Member:
                 name = (Path(name) / (_members(root / name) or [""])[0]).as_posix()
         chosen = "the default"
     if kind == "model":
-        description = f"the model folder {root.name}"
+        description = f"the model folder {root.resolve().name}"
     else:
         what = "a blend of a model and its companion" if kind == "blend" else "a --folds ensemble"
         description = (
-            f"the member {name} ({chosen}) of {root.name}, {what} of {len(every)} networks "
+            f"the member {name} ({chosen}) of {root.resolve().name}, {what} of {len(every)} networks "
             f"({', '.join(every)}); hpa predict combines them all, this export is that one network"
         )
     return Member(root / name, name, kind, description)
@@ -380,7 +380,7 @@ def _documentation(member: Member, cfg: Any, model_dir: Path, scale: float) -> s
     card = next((p for p in (member.folder / ModelDir.CARD, model_dir / ModelDir.CARD) if p.is_file()), None)
     size = cfg.network_size
     lines = [
-        f"# {model_dir.name}: an hpa cell-crop classifier (bioimage.io export)",
+        f"# {model_dir.resolve().name}: an hpa cell-crop classifier (bioimage.io export)",
         "",
         f"Exported by `hpa export-model`: {member.description}.",
         "",
@@ -469,7 +469,7 @@ def export_bioimageio(
         shutil.copyfile(chosen.folder / ModelDir.CONFIG, folder / HPA_CONFIG)
         write_text_atomic(folder / DOCUMENTATION, _documentation(chosen, cfg, model_dir, scale))
         write_record(folder, record)
-        with _zoo_calls():
+        with zoo_calls():
             descr = _description(folder, chosen, cfg, model_dir, scale, authors)
             rdf = _save(descr, folder, test)
             if package:
@@ -479,6 +479,18 @@ def export_bioimageio(
         stage.commit()
     log.info("bioimage.io model written: %s", out / rdf.name)
     return out / rdf.name
+
+
+def resource_name(model_dir: Path, member: str) -> str:
+    """The resource's name: the model folder's (and member's) name in the characters the zoo allows.
+
+    >>> resource_name(Path("runs/model.v2"), "main/fold-0")
+    'HPA cell classifier model-v2 (main-fold-0)'
+    """
+    import re
+
+    text = model_dir.resolve().name + (f" ({member})" if member != "." else "")
+    return re.sub(r"[^A-Za-z0-9_+\- ()]", "-", f"HPA cell classifier {text}")[:64]
 
 
 def _rel(name: str) -> Any:
@@ -527,7 +539,7 @@ def _description(
             )
         ]
         return v0_5.ModelDescr(
-            name=f"hpa cell classifier {model_dir.name}"[:128],
+            name=resource_name(model_dir, chosen.name),
             description=(
                 f"Protein subcellular localisation of single cells in Human Protein Atlas immunofluorescence "
                 f"images ({cfg.label_set} label set, {cfg.num_classes} classes), from a {cfg.backbone} "
@@ -580,12 +592,12 @@ def run_model_test(rdf: str | Path) -> Any:
     """``bioimageio.core.test_model`` on an export, offline; returns its validation summary."""
     from bioimageio.core import test_model
 
-    with _zoo_calls():
+    with zoo_calls():
         return test_model(str(rdf))
 
 
 @contextlib.contextmanager
-def _zoo_calls() -> Iterator[None]:
+def zoo_calls() -> Iterator[None]:
     """Around calls into bioimageio.spec and .core: their known warnings kept out of hpa's log.
 
     ``torch.jit.load`` (which the model test calls) is deprecated in torch 2.14, and
