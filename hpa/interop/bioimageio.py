@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from hpa.artefacts.modeldir import ModelDir
-from hpa.artefacts.provenance import Provenance, folder_fingerprint, write_record
+from hpa.artefacts.provenance import RECORD_FILE, Provenance, folder_fingerprint, write_record
 from hpa.errors import HPAConfigError
 from hpa.io import write_text_atomic
 
@@ -60,14 +60,14 @@ TEST_INPUT = "test_input.npy"
 TEST_OUTPUT = "test_output.npy"
 COVER = "cover.png"
 DOCUMENTATION = "README.md"
-THRESHOLDS = "thresholds.json"
+THRESHOLDS = ModelDir.THRESHOLDS
 HPA_CONFIG = "hpa_config.json"
 #: The packaged resource (``--zip``): the same files in one zip, as the zoo takes an upload.
 PACKAGE = "bioimageio-package.zip"
 #: Every entry of an export folder (:func:`hpa.outputs.check_replaceable`).
 ENTRIES = (
     RDF, ONNX, TORCHSCRIPT, TEST_INPUT, TEST_OUTPUT, COVER, DOCUMENTATION, THRESHOLDS, HPA_CONFIG,
-    "provenance.json", PACKAGE,
+    RECORD_FILE, PACKAGE,
 )  # fmt: skip
 INPUT_ID, OUTPUT_ID = "views", "probabilities"
 #: The ONNX opset the export is written with (onnxruntime runs 7 to 21).
@@ -560,7 +560,7 @@ def _description(
             ],
             inputs=inputs,
             outputs=outputs,
-            attachments=[v0_5.FileDescr(source=_rel(n)) for n in (THRESHOLDS, HPA_CONFIG, "provenance.json")],
+            attachments=[v0_5.FileDescr(source=_rel(n)) for n in (THRESHOLDS, HPA_CONFIG, RECORD_FILE)],
             weights=v0_5.WeightsDescr(
                 torchscript=v0_5.TorchscriptWeightsDescr(
                     source=_rel(TORCHSCRIPT), pytorch_version=v0_5.Version(torch.__version__.split("+")[0])
