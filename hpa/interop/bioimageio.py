@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hpa.artefacts.modeldir import ModelDir
@@ -93,18 +94,17 @@ CITATIONS = {
         "10.1038/s41592-022-01606-z",
     ),
 }
-#: Where the zoo's preprocessing differs from hpa's, by intensity mode (also in the docs).
+#: Where the export differs from hpa's own scoring, by intensity mode (also in docs/bioimageio.md).
 DIFFERENCES = {
-    "dataset": "none: hpa divides by the dtype's maximum, as scale_linear does here.",
+    "dataset": "none: the description's scale_linear divides by the dtype's maximum, as hpa does.",
     "view": (
-        "hpa maps 0 to 0 and the 99.5th percentile of each channel of the view, computed at the crop size "
-        "before the view is resized, to 1; scale_range maps the view's minimum (its 0th percentile) to 0 "
-        "and takes the percentile of the view as given, at the network's input size. For a view with a "
-        "black pixel in every channel and no resize (input size = crop size) the two are the same."
+        "none where the network's input size is at least the crop size: the view's percentiles are taken "
+        "inside the exported network at the crop size, as in hpa. A model with an input size below the "
+        "crop size takes views already resized, and their percentiles after the resize."
     ),
     "image": (
         "hpa stretches each channel of the whole image to its 99.5th percentile before cutting the views; "
-        "the zoo cannot express a step over the whole image: give views cut from images stretched that way."
+        "a per-view model cannot: give views cut from images stretched that way."
     ),
 }
 
@@ -231,13 +231,14 @@ def resolve_member(model_dir: str | Path, member: str | None = None) -> Member:
 class ViewClassifier(nn.Module):
     """One view's stains in [0, 1] to class probabilities, as hpa scores it.
 
-    Input ``(B, 4, S, S)``: the four stains divided by the dtype's maximum, at the
-    network's input side. The module does the rest of
+    Input ``(B, 4, S, S)``: the four stains divided by the dtype's maximum, at the side of
+    :func:`input_side`. The module does the rest of
     :func:`hpa.classification.model.normalise`: under ``view`` intensity each channel is
     divided by its own 99.5th percentile plus 1/255 and clipped (the zoo's
     ``scale_range`` cannot say this: it maps the view's minimum to 0, takes the
     percentiles of the raw input and caps ``eps`` at 0.1), then the channel mix and the
-    normalisation, the network and a sigmoid. Output ``(B, K)`` probabilities.
+    normalisation, the resize to the network's side (``size``, when the network upsamples
+    the crops), the network and a sigmoid. Output ``(B, K)`` probabilities.
     """
 
     mix: torch.Tensor
@@ -245,11 +246,18 @@ class ViewClassifier(nn.Module):
     std: torch.Tensor
 
     def __init__(
-        self, net: nn.Module, mix: np.ndarray, mean: Sequence[float], std: Sequence[float], intensity: str
+        self,
+        net: nn.Module,
+        mix: np.ndarray,
+        mean: Sequence[float],
+        std: Sequence[float],
+        intensity: str,
+        size: int | None = None,
     ):
         super().__init__()
         self.net = net
         self.per_view = intensity == "view"
+        self.size = size
         self.register_buffer("mix", torch.from_numpy(np.asarray(mix, np.float32)))
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
@@ -258,7 +266,10 @@ class ViewClassifier(nn.Module):
         if self.per_view:
             x = (x / (bright_end(x) + 1.0 / 255.0)).clamp(0.0, 1.0)
         x = torch.einsum("oc,bchw->bohw", self.mix, x)
-        return torch.sigmoid(self.net((x - self.mean) / self.std))
+        x = (x - self.mean) / self.std
+        if self.size is not None:  # upsampling: bilinear equals hpa's antialiased resize (to ~2e-6)
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.net(x))
 
 
 def bright_end(x: torch.Tensor) -> torch.Tensor:
@@ -289,7 +300,22 @@ def view_classifier(folder: str | Path) -> tuple[ViewClassifier, Any]:
     net, cfg = load_model(folder)
     net = net.to(memory_format=torch.contiguous_format).float()
     mix = channel_matrix(cfg.channels)
-    return ViewClassifier(net, mix, cfg.mean, cfg.std, cfg.intensity).eval(), cfg
+    size = cfg.network_size if input_side(cfg) != cfg.network_size else None
+    return ViewClassifier(net, mix, cfg.mean, cfg.std, cfg.intensity, size).eval(), cfg
+
+
+def input_side(cfg: Any) -> int:
+    """The side of the export's input views: the crop size where the network upsamples the
+    crops (the resize is then inside the exported network, after the intensity scaling, as
+    in hpa), else the network's input side (the user resizes).
+
+    >>> from hpa.classification.model import ModelConfig
+    >>> from hpa.constants import LABEL_SETS
+    >>> cfg = ModelConfig("x", LABEL_SETS["2018"], "2018", input_size=224)
+    >>> input_side(cfg), input_side(ModelConfig("x", LABEL_SETS["2018"], "2018", input_size=32))
+    (64, 32)
+    """
+    return min(cfg.crop.crop_size, cfg.network_size)
 
 
 def preprocessing(scale: float) -> list[Any]:
@@ -303,11 +329,11 @@ def preprocessing(scale: float) -> list[Any]:
 
 
 def sample_views(cfg: Any, n: int | None = TEST_CELLS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cells of the shipped real sample, cut as hpa cuts them, at the network's input side.
+    """Cells of the shipped real sample, cut as hpa cuts them, at the export's input side.
 
     Returns:
         ``(views, image, cells)``: ``(n, 4, S, S)`` float32 views in the image's units
-        (``S`` = the network's input side; every cell when ``n`` is None), the
+        (``S`` = :func:`input_side`; every cell when ``n`` is None), the
         ``(H, W, 4)`` sample and its ``(H, W)`` reference cell mask.
 
     Raises:
@@ -327,7 +353,7 @@ def sample_views(cfg: Any, n: int | None = TEST_CELLS) -> tuple[np.ndarray, np.n
     cells = read_label_image(mask)
     crops = image_views(image, cells, SAMPLE_ID, cfg.crop).crops[:n]
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-    return resize_views(x, cfg.network_size).numpy().astype(np.float32), image, cells
+    return resize_views(x, input_side(cfg)).numpy().astype(np.float32), image, cells
 
 
 def _cover(
@@ -378,7 +404,8 @@ def _trace(model: nn.Module, x: torch.Tensor, folder: Path) -> None:
 def _documentation(member: Member, cfg: Any, model_dir: Path, scale: float) -> str:
     """The export's README.md: what was exported and how to feed it, then the model card."""
     card = next((p for p in (member.folder / ModelDir.CARD, model_dir / ModelDir.CARD) if p.is_file()), None)
-    size = cfg.network_size
+    size, side = cfg.network_size, input_side(cfg)
+    inside = f" (the network resizes them to {size} px)" if side != size else ""
     lines = [
         f"# {model_dir.resolve().name}: an hpa cell-crop classifier (bioimage.io export)",
         "",
@@ -387,14 +414,14 @@ def _documentation(member: Member, cfg: Any, model_dir: Path, scale: float) -> s
         "## Input and output",
         "",
         f"- input `{INPUT_ID}`: `(batch, channel, y, x)`, the four stains red (microtubules), green "
-        "(protein of interest), blue (nucleus), yellow (ER) of one cell crop or tile, resized to "
-        f"{size}x{size} px, in the image's own units (0-{scale:g}).",
+        f"(protein of interest), blue (nucleus), yellow (ER) of one cell crop or tile at {side}x{side} px"
+        f"{inside}, in the image's own units (0-{scale:g}).",
         f"- views as hpa cuts them: the square around a cell's box widened by {cfg.crop.margin:g} of its "
         f"side on each side (window: {cfg.crop.scale}), "
         + ("pixels outside the cell blanked, " if cfg.crop.mask_outside else "")
-        + f"resized to {cfg.crop.crop_size} px, then to {size} px.",
-        f"- intensity: `{cfg.intensity}`; difference between the zoo's preprocessing and hpa: "
-        f"{DIFFERENCES[cfg.intensity]}",
+        + f"resized to {cfg.crop.crop_size} px"
+        + (f", then to {side} px." if side != cfg.crop.crop_size else "."),
+        f"- intensity: `{cfg.intensity}`; difference from hpa's own scoring: {DIFFERENCES[cfg.intensity]}",
         f"- output `{OUTPUT_ID}`: `(batch, class)`, the probability of each of the {cfg.num_classes} "
         f"classes of the {cfg.label_set} label set.",
         f"- `{THRESHOLDS}`: the per-class thresholds a cell is called with; `{HPA_CONFIG}`: the model's "
@@ -507,7 +534,7 @@ def _description(
     from bioimageio.spec import ValidationContext
     from bioimageio.spec.model import v0_5
 
-    size = cfg.network_size
+    size = input_side(cfg)
     text, doi = CITATIONS[cfg.label_set]
     with ValidationContext(root=folder, perform_io_checks=True):
         inputs = [
