@@ -45,11 +45,11 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
 
 
-#: The two tiny models: hpa's default intensity with a resize to another input side, and
-#: per-view intensity with three merged input channels.
+#: The two tiny models: hpa's default intensity, and per-view intensity with three merged
+#: input channels and crops upsampled to the network side (the CPU default recipe's shape).
 RECIPES = {
-    "dataset": dict(intensity="dataset", input_size=40),
-    "view": dict(intensity="view", channels="green,red+yellow,blue"),
+    "dataset": dict(intensity="dataset"),
+    "view": dict(intensity="view", channels="green,red+yellow,blue", input_size=40),
 }
 
 
@@ -108,7 +108,7 @@ def test_export_passes_bioimageio_model_test_and_scores_as_hpa(
     assert str(descr["format_version"]).startswith("0.5") and descr["type"] == "model"
     cfg = json.loads((folder / "config.json").read_text())
     (inp,), (outp,) = descr["inputs"], descr["outputs"]
-    size = cfg["crop"]["crop_size"]  # 32: the 'dataset' model upsamples to 40 px inside the network
+    size = cfg["crop"]["crop_size"]  # 32: the 'view' model upsamples to 40 px inside the network
     assert [a["type"] for a in inp["axes"]] == ["batch", "channel", "space", "space"]
     assert [a.get("id") for a in inp["axes"][2:]] == ["y", "x"]
     assert inp["axes"][1]["channel_names"] == ["red", "green", "blue", "yellow"]
