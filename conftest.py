@@ -58,6 +58,11 @@ DEPENDENCY_IMPORTS: dict[str, tuple[str, ...]] = {
     "zarr": ("zarr",),
     "ome-types": ("ome_types",),
     "xmlschema": ("xmlschema",),
+    # bioimageio extra (in dev)
+    "bioimageio.spec": ("bioimageio.spec",),
+    "bioimageio.core": ("bioimageio.core",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime",),
 }
 
 #: (module, warning) pairs recorded while the dependencies imported.

@@ -553,6 +553,40 @@ def _add_features(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_POSITIVE, default=1, help="worker processes")
 
 
+# ------------------------------------------------ bioimage.io model export (issue 27) ---
+_HANDLERS["export-model"] = "hpa.interop.bioimageio:main"
+
+
+def _add_export_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-model",
+        help="write a trained model for the bioimage.io Model Zoo (deepImageJ, ilastik, napari, QuPath)",
+        formatter_class=_FMT,
+    )
+    p.add_argument("model", help="MODEL_DIR written by 'hpa train-cells' (plain, --folds or a blend)")
+    p.add_argument("--to", required=True, choices=("bioimageio",), help="export format")
+    p.add_argument("--out", required=True, help="output folder: rdf.yaml and the files it names")
+    p.add_argument(
+        "--member",
+        default=None,
+        help="which network of a blend or --folds folder, by its path inside MODEL_DIR "
+        "(main, scratch, fold-2, main/fold-1; default: the main member, or the first fold)",
+    )
+    p.add_argument(
+        "--author",
+        action="append",
+        default=None,
+        help="an author of the model (repeatable; default: hpa-cells users)",
+    )
+    p.add_argument(
+        "--bit-depth", type=int, choices=(8, 16), default=8, help="bit depth of the images the model will get"
+    )
+    p.add_argument("--zip", action="store_true", help="also write OUT.zip, the packaged resource for upload")
+    p.add_argument(
+        "--no-test", action="store_true", help="skip bioimageio.core's model test of the written folder"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``hpa`` argument parser."""
     parser = _Parser(
@@ -577,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_demo,
         _add_export,
         _add_features,
+        _add_export_model,
     ):
         add(sub)
     _add_channel_map(sub)

@@ -44,7 +44,7 @@ RECORD_FILE = "provenance.json"
 #: The record format's version (a newer hpa reads older ones; an unknown one is an error).
 VERSION = 1
 #: The kinds of folder a record describes.
-KINDS = ("segdir", "model", "model-folds", "blend", "preddir")
+KINDS = ("segdir", "model", "model-folds", "blend", "preddir", "bioimageio")
 #: How each kind is named in messages.
 KIND_NAMES = {
     "segdir": "a segmentation folder",
@@ -52,6 +52,7 @@ KIND_NAMES = {
     "model-folds": "a --folds ensemble",
     "blend": "a blend of a model and its companion",
     "preddir": "a prediction folder",
+    "bioimageio": "a bioimage.io model export",
 }
 #: The way out of a refused reuse.
 WAY_OUT = "use another --out, or --overwrite to rebuild it"
