@@ -40,6 +40,7 @@ from hpa.aggregation import ThresholdResult, load_thresholds, tune_thresholds
 from hpa.artefacts.modeldir import ModelDir
 from hpa.artefacts.tables import ID_COLUMN, read_csv_table
 from hpa.classification.channels import channel_matrix
+from hpa.classification.feature_head import HEAD_FILE
 from hpa.classification.inference import pool_views
 from hpa.classification.model import (
     THRESHOLDS_FILE,
@@ -152,6 +153,12 @@ def expand_groups(
     def add(folder: Path, share: float) -> None:
         spec = read_ensemble(folder)
         if spec is not None and spec.get("combine") == BLEND:
+            if any((folder / m / HEAD_FILE).is_file() for m in spec["members"]):
+                raise HPAConfigError(
+                    f"{folder}: blended with the features companion (a head on localisation features, "
+                    "measured from the images and their masks): score it with hpa predict (predict_folder), "
+                    "on its own"
+                )
             inner = np.asarray(spec["weights"], dtype=np.float64)
             for m, v in zip(spec["members"], inner / inner.sum()):
                 add(folder / m, share * float(v))

@@ -68,6 +68,20 @@ def test_the_weight_goes_where_the_validation_images_say():
     assert choose_blend_weight(y, good, good)[0] == 1.0
 
 
+def test_average_precision_is_scikit_learns():
+    from sklearn.metrics import average_precision_score
+
+    from hpa.pipelines.blend import average_precision
+
+    rng = np.random.default_rng(1)
+    for i in range(300):
+        n = int(rng.integers(2, 40))
+        y = (rng.random(n) < 0.4).astype(np.int64)
+        y[0] = 1
+        scores = rng.integers(0, 5, n) / 4.0 if i % 2 else rng.random(n)  # with and without ties
+        assert average_precision(y, scores) == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+
+
 # --------------------------------------------------- pooling of a blend ---
 
 
@@ -303,8 +317,8 @@ def test_the_cli_offers_every_companion():
     assert tuple(choices) == (*train_mod.COMPANIONS, train_mod.FEATURE_COMPANION, "none")
 
 
-@pytest.mark.slow  # two small trainings and predictions: about a minute on a loaded 2-core machine
-@pytest.mark.parametrize("all_folds", [False, True])
+# one split: as cheap as the scratch blend test above; every fold: three trainings
+@pytest.mark.parametrize("all_folds", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_features_companion_trains_blends_and_predicts(tiny_dataset, tmp_path, all_folds):
     from hpa.classification.feature_head import HEAD_FILE, feature_table, read_feature_head
 
@@ -354,3 +368,5 @@ def test_features_companion_trains_blends_and_predicts(tiny_dataset, tmp_path, a
         predict_folder(tiny_dataset["images"], out, tmp_path / "p-broken", **kw)
     with pytest.raises(HPAConfigError, match="predicted on its own"):
         predict_folder(tiny_dataset["images"], [out, out / MAIN], tmp_path / "p-two", **kw)
+    with pytest.raises(HPAConfigError, match="blended with the features companion"):
+        expand_groups([out])  # hpa.Classifier and the other users of the networks alone
