@@ -37,9 +37,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from hpa.aggregation import apply_thresholds, f1_per_class, tune_thresholds
+from hpa.classification.validation import split_images
 from hpa.features import folder_features, image_features
 from hpa.io import read_labels
-from hpa.pipelines.train import split_images
 
 log = logging.getLogger("features_bench")
 

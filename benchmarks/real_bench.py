@@ -69,6 +69,8 @@ class Probe:
     extra: bool = False  # the HPAv18 samples join every training fold
     external: bool = False  # one fold vs 5-fold average on the external images
     backbone: str = "efficientnet_lite0"
+    intensity: str = "dataset"  # how views are scaled to [0, 1] (TrainConfig.intensity)
+    input_size: int | None = None  # the network's input side (None: the crop size)
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,8 @@ def embed(src: Source, probe: Probe, out: Path, ref: Source) -> tuple[pd.DataFra
     from hpa.classification.model import create_model
 
     key = f"{src.name}-{probe.backbone}-{probe.start}-{probe.channels.replace(',', '_')}-{probe.crop_size}"
+    if probe.intensity != "dataset" or probe.input_size is not None:  # the earlier rows keep their names
+        key += f"-{probe.intensity}-{probe.input_size or probe.crop_size}"
     path = out / "features" / f"{key}.npz"
     settings = CropSettings(probe.crop_size)
     cache = build_cache(src.images, src.masks, list(src.labels.ids), settings, out / "crop-cache", workers=1)
@@ -307,8 +311,11 @@ def embed(src: Source, probe: Probe, out: Path, ref: Source) -> tuple[pd.DataFra
     ref_cache = build_cache(
         ref.images, ref.masks, list(ref.labels.ids), settings, out / "crop-cache", workers=1
     )
-    mean, std = channel_stats(ref_cache, np.arange(len(ref_cache)), mix=mix)
-    loader = BatchLoader(cache.views, np.arange(len(cache)), None, 64, mean, std, cache.scale, mix=mix)
+    mean, std = channel_stats(ref_cache, np.arange(len(ref_cache)), mix=mix, intensity=probe.intensity)
+    loader = BatchLoader(
+        cache.views, np.arange(len(cache)), None, 64, mean, std, cache.scale, mix=mix,
+        intensity=probe.intensity, size=probe.input_size or probe.crop_size,
+    )  # fmt: skip
     parts = []
     with torch.inference_mode(), autocast("cpu", "auto"):
         for x, _ in loader:
@@ -362,7 +369,7 @@ def _fit_head(x: np.ndarray, y: np.ndarray, seed: int, steps: int) -> Any:
 
 def fold_of(y: np.ndarray) -> np.ndarray:
     """The validation fold of every image (the split of ``hpa train-cells``)."""
-    from hpa.pipelines.train import split_images
+    from hpa.classification.validation import split_images
 
     fold = np.full(len(y), -1)
     for k in range(FOLDS):
@@ -603,8 +610,9 @@ def run_blend(row: Row, src: dict[str, Source], out: Path, classes: np.ndarray) 
 def external_blend(row: Row, src: dict[str, Source], out: Path) -> dict[str, Any]:
     """The blend folder ``hpa train-cells --folds 5`` writes (its members are the rows' fold
     folders, linked), run through ``hpa predict`` on the 15 external images."""
+    from hpa.classification.ensemble import MAIN
     from hpa.classification.train import TrainConfig
-    from hpa.pipelines.blend import MAIN, train_blend
+    from hpa.pipelines.blend import train_blend
 
     assert row.blend is not None
     folder = out / "models" / f"{row.name}-product"

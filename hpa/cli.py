@@ -271,11 +271,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument(
         "--companion",
-        choices=("scratch", "none"),
+        choices=("scratch", "features", "none"),
         default=None,
         help="also train a companion model on the same split and blend the two image by image, "
         "the weight chosen on the validation images: scratch = resnet10t from random weights on "
-        "the four stains (default: scratch with the device defaults, none with --backbone)",
+        "the four stains; features = a logistic regression on each image's localisation features "
+        "(hpa features) (default: scratch with the device defaults, none with --backbone)",
     )
     m.add_argument(
         "--crop-scale",

@@ -131,3 +131,35 @@ def format_report(report: pd.DataFrame, macro: float | None = None) -> str:
     if macro is not None:
         lines.append(f"macro F1: {macro:.4f}")
     return "\n".join(lines)
+
+
+def macro_average_precision(y: np.ndarray, scores: np.ndarray) -> float:
+    """Mean over classes with positives and negatives of the average precision of ``scores``.
+
+    >>> macro_average_precision(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.2], [0.1, 0.8]]))
+    1.0
+    """
+    n = y.sum(axis=0)
+    judged = np.flatnonzero((n > 0) & (n < len(y)))
+    if not len(judged):
+        return 0.0
+    return float(np.mean([class_average_precision(y[:, k], scores[:, k]) for k in judged]))
+
+
+def class_average_precision(y: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's ``average_precision_score`` of one class, without its input checks.
+
+    The sum over distinct score thresholds (ties count together) of the recall gained
+    times the precision there. :func:`hpa.pipelines.blend.choose_blend_weight` calls it a few thousand times
+    per choice, where scikit-learn's checks cost 50 times the sum.
+
+    >>> class_average_precision(np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.8, 0.1]))
+    0.8333333333333333
+    """
+    order = np.argsort(-scores, kind="mergesort")
+    s, t = scores[order], y[order].astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each distinct score
+    tps = np.cumsum(t)[last]
+    precision = tps / (last + 1.0)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))

@@ -103,6 +103,12 @@ def model_card(
         shares = ", ".join(f"{name} {w:.1f}" for name, w in metrics["blend"]["weights"].items())
         own = ", ".join(f"{name} {_f(f)}" for name, f in metrics["blend"]["members_macro_f1"].items())
         lines.append(f"- blended image by image, shares chosen on these images: {shares} (each alone: {own})")
+        if "feature_head_C" in metrics["blend"]:
+            strengths = ", ".join(f"{c:g}" for c in metrics["blend"]["feature_head_C"])
+            lines.append(
+                f"- features companion: logistic regression on localisation features, C {strengths} "
+                "(chosen by inner cross-validation on the training images; `features/feature_head.json`)"
+            )
     scored = "out-of-fold scores of every image" if folds else "the validation images"
     lines += ["", f"Per class, on {scored} (image level, tuned thresholds):", ""]
     rows = [

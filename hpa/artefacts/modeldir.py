@@ -68,6 +68,9 @@ class ModelDir(Folder):
     #: The onnxruntime engine's exported graphs of this folder's network, a cache keyed by
     #: the weights' digest (:mod:`hpa.classification.engine`).
     ENGINE_CACHE = "engine-cache"
+    #: The localisation-feature head of a ``--companion features`` member
+    #: (:mod:`hpa.classification.feature_head`).
+    FEATURE_HEAD = "feature_head.json"
     #: Every file ``hpa train-cells`` writes in a model folder of any kind; the fold and
     #: member folders are claimed with them (:func:`hpa.outputs.claim_entries`).
     ENTRIES = (

@@ -64,6 +64,8 @@ OOF_IMAGES_FILE = ModelDir.OOF_IMAGES
 VIEW_KEY = ["image_id", "kind", "cell_id"]
 #: ``ensemble.json``'s ``combine`` of a blend folder: members blended image by image.
 BLEND = "image"
+#: The main model's folder inside a blend folder.
+MAIN = "main"
 
 
 def tune_on_views(
@@ -152,6 +154,12 @@ def expand_groups(
     def add(folder: Path, share: float) -> None:
         spec = read_ensemble(folder)
         if spec is not None and spec.get("combine") == BLEND:
+            if any((folder / m / ModelDir.FEATURE_HEAD).is_file() for m in spec["members"]):
+                raise HPAConfigError(
+                    f"{folder}: blended with the features companion (a head on localisation features, "
+                    "measured from the images and their masks): score it with hpa predict (predict_folder), "
+                    "on its own"
+                )
             inner = np.asarray(spec["weights"], dtype=np.float64)
             for m, v in zip(spec["members"], inner / inner.sum()):
                 add(folder / m, share * float(v))

@@ -187,9 +187,10 @@ class TrainConfig:
                 raise HPAConfigError(
                     f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
                 )
-        if self.companion is not None and self.companion not in COMPANIONS:
+        if self.companion is not None and self.companion not in (*COMPANIONS, FEATURE_COMPANION):
             raise HPAConfigError(
-                f"companion must be one of {', '.join(COMPANIONS)} or none, got {self.companion!r}"
+                f"companion must be one of {', '.join(COMPANIONS)}, {FEATURE_COMPANION} or none, "
+                f"got {self.companion!r}"
             )
         if self.tile_weight is not None and not (
             isinstance(self.tile_weight, int | float) and 0.0 <= self.tile_weight <= 1.0
@@ -306,10 +307,15 @@ COMPANIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The companion that is no network but a head on the localisation features of each image
+#: (:mod:`hpa.classification.feature_head`; :func:`hpa.pipelines.blend.train_feature_member`).
+FEATURE_COMPANION = "features"
+
+
 def companion_config(cfg: TrainConfig) -> TrainConfig:
     """The settings of ``cfg``'s companion model: the main run's, with the recipe's in place."""
-    if cfg.companion is None:
-        raise HPAConfigError("this run has no companion model")
+    if cfg.companion is None or cfg.companion == FEATURE_COMPANION:
+        raise HPAConfigError(f"this run has no companion network (companion: {cfg.companion})")
     recipe = dict(COMPANIONS[cfg.companion])
     if cfg.intensity == "image":  # the views of a blend are cut once: both scale them by the image
         recipe["intensity"] = "image"

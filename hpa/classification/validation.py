@@ -13,6 +13,7 @@ import numpy as np
 
 from hpa.aggregation import ThresholdResult, apply_thresholds, macro_f1, tune_thresholds
 from hpa.classification.inference import pool_views
+from hpa.errors import HPAConfigError, HPADataError
 
 if TYPE_CHECKING:
     from hpa.classification.train import TrainConfig, TrainData
@@ -41,3 +42,30 @@ def score_validation_images(
         "val_macro_f1_at_0.5": macro_f1(data.val_y, apply_thresholds(scores, np.full(scores.shape[1], 0.5))),
     }
     return metrics, scores, tuned
+
+
+def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified multi-label split of images (iterative stratification).
+
+    Args:
+        y: ``(N, K)`` multi-hot labels of the images.
+        folds: number of folds (>= 2).
+        fold: the validation fold, ``0 <= fold < folds``.
+        seed: shuffling seed.
+
+    Returns:
+        ``(train, val)`` row indices into ``y``; every image is on exactly one side.
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    if folds < 2:
+        raise HPAConfigError(f"--folds must be at least 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise HPAConfigError(f"--fold must be in 0..{folds - 1}, got {fold}")
+    if len(y) < folds:
+        raise HPADataError(f"{len(y)} usable labelled images cannot be split into {folds} folds")
+    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (train, val) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        if k == fold:
+            return np.sort(train), np.sort(val)
+    raise AssertionError("unreachable")

@@ -180,8 +180,7 @@ def resolve_member(model_dir: str | Path, member: str | None = None) -> Member:
         HPAConfigError: ``model_dir`` is not a model folder, or ``member`` is not one of
             its members (the message lists them).
     """
-    from hpa.classification.ensemble import BLEND, read_ensemble
-    from hpa.pipelines.blend import MAIN
+    from hpa.classification.ensemble import BLEND, MAIN, read_ensemble
 
     root = Path(model_dir)
     if not root.is_dir():

@@ -8,7 +8,9 @@ split and lets the validation images decide:
 
 * ``OUT/main/``: the run's own settings; ``OUT/<companion>/``: the companion recipe
   (:data:`hpa.classification.train.COMPANIONS`). Each is a complete model folder, or a
-  ``--folds`` folder with out-of-fold scores;
+  ``--folds`` folder with out-of-fold scores. The ``features`` companion is no network
+  but a logistic regression on each image's localisation features, fitted on the main
+  model's split (:func:`train_feature_member`, :mod:`hpa.classification.feature_head`);
 * the blend weight (the main model's share of the image scores, on the grid
   :data:`BLEND_WEIGHTS`) is chosen by macro average precision on the validation (or
   out-of-fold) images with the one-standard-error rule (:func:`choose_blend_weight`):
@@ -36,10 +38,12 @@ import numpy as np
 import pandas as pd
 
 from hpa import runlog
+from hpa.aggregation.metrics import macro_average_precision
 from hpa.artefacts import ModelDir, read_csv_table, write_csv
 from hpa.artefacts.modelcard import write_training_record
 from hpa.artefacts.provenance import check_reuse, remove_record, write_record
 from hpa.artefacts.tables import ID_COLUMN, image_score_table
+from hpa.classification.ensemble import MAIN
 from hpa.config import save_json, save_yaml, to_dict
 from hpa.io import write_labels
 from hpa.outputs import claim_entries
@@ -52,29 +56,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The main model's folder inside a blend folder.
-MAIN = "main"
 #: Candidate shares of the main model, best first on ties (a companion must earn its weight).
 BLEND_WEIGHTS = tuple(round(1.0 - k / 10, 1) for k in range(11))
 #: Bootstrap resamples behind the standard errors of :func:`choose_blend_weight`.
 BOOTSTRAP = 100
 #: The blended validation (or out-of-fold) image scores of a blend folder.
 BLEND_SCORES = "blend_scores.csv"
-
-
-def macro_average_precision(y: np.ndarray, scores: np.ndarray) -> float:
-    """Mean over classes with positives and negatives of the average precision of ``scores``.
-
-    >>> macro_average_precision(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.2], [0.1, 0.8]]))
-    1.0
-    """
-    from sklearn.metrics import average_precision_score
-
-    n = y.sum(axis=0)
-    judged = np.flatnonzero((n > 0) & (n < len(y)))
-    if not len(judged):
-        return 0.0
-    return float(np.mean([average_precision_score(y[:, k], scores[:, k]) for k in judged]))
 
 
 def choose_blend_weight(
@@ -170,6 +157,7 @@ def train_blend(
     from hpa.classification.distributed import world_from_env
     from hpa.classification.ensemble import BLEND, ENSEMBLE_FILE
     from hpa.classification.model import THRESHOLDS_FILE
+    from hpa.classification.train import FEATURE_COMPANION as FEATURES
     from hpa.classification.train import companion_config
     from hpa.pipelines.train import check_masks_of, model_record
 
@@ -177,8 +165,10 @@ def train_blend(
     out = Path(out)
     check_masks_of(images, masks)
     record = model_record("blend", cfg, images, labels, masks, all_folds=all_folds)
-    parts = {MAIN: replace(cfg, companion=None), cfg.companion: companion_config(cfg)}
-    claim_entries(out, [*ModelDir.ENTRIES, BLEND_SCORES, *parts], "hpa train-cells")
+    parts = {MAIN: replace(cfg, companion=None)}
+    if cfg.companion != FEATURES:
+        parts[cfg.companion] = companion_config(cfg)
+    claim_entries(out, [*ModelDir.ENTRIES, BLEND_SCORES, MAIN, cfg.companion], "hpa train-cells")
     runlog.write_into(out)
     member_metrics = {}
     for name, part in parts.items():
@@ -192,7 +182,11 @@ def train_blend(
         )  # fmt: skip
     if not world_from_env().is_main:
         return member_metrics[MAIN]
-    (ids, main), (ids_c, comp) = (_scores(out / name, labels, all_folds) for name in parts)
+    if cfg.companion == FEATURES:
+        member_metrics[FEATURES] = train_feature_member(
+            images, labels, masks, out / FEATURES, out / MAIN, cfg, all_folds
+        )
+    (ids, main), (ids_c, comp) = (_scores(out / name, labels, all_folds) for name in (MAIN, cfg.companion))
     if ids != ids_c:
         from hpa.errors import HPAConfigError
 
@@ -217,6 +211,7 @@ def train_blend(
             "macro_ap_by_weight": {str(w): f for w, f in selection.items()},
             "macro_ap_standard_error": {str(w): e for w, e in errors.items()},
             "members_macro_f1": own,
+            **({"feature_head_C": member_metrics[FEATURES]["C"]} if cfg.companion == FEATURES else {}),
         },
         "tile_weight": {name: _tile_weight(m) for name, m in member_metrics.items()},
         "per_class": per_class_report(judged.y, y_pred, cols).to_dict(orient="records"),
@@ -319,3 +314,69 @@ def _own_f1(metrics: dict[str, Any], all_folds: bool) -> float:
 def _tile_weight(metrics: dict[str, Any]) -> float | None:
     w = metrics.get("tile_weight")
     return float(w) if w is not None else None
+
+
+def train_feature_member(
+    images: Folders,
+    labels: Labels,
+    masks: Folders,
+    folder: Path,
+    main: Path,
+    cfg: TrainConfig,
+    all_folds: bool,
+) -> dict[str, Any]:
+    """The ``features`` companion: a localisation-feature head on the main model's split.
+
+    The head (:mod:`hpa.classification.feature_head`, its ``C`` chosen by inner
+    cross-validation on the training images alone) is fitted on the images the main model
+    trained on and scores its validation images (``val_image_scores.csv``); with
+    ``all_folds`` one head per fold, each scoring its fold (``oof_image_scores.csv``), all
+    of them saved and averaged by ``hpa predict``. Features are computed once per image
+    and cached in its SEG_DIR (:func:`hpa.features.folder_features`). Writes
+    ``feature_head.json``, the scores and ``metrics.json`` into ``folder``.
+
+    Returns:
+        The member's metrics: its own macro F1 (thresholds tuned on its scores) and ``C``.
+    """
+    from hpa.aggregation import apply_thresholds, macro_f1, tune_thresholds
+    from hpa.classification.feature_head import (
+        HEAD_FILE,
+        feature_table,
+        fit_feature_head_once,
+        make_feature_head,
+        write_feature_head,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = [ModelDir(main).fold(k) for k in range(cfg.folds)] if all_folds else [ModelDir(main)]
+    sides = [read_csv_table(s.path(ModelDir.SPLIT)).set_index(ID_COLUMN)["side"] for s in splits]
+    ids = list(dict.fromkeys(i for side in sides for i in side.index))
+    log.info("features companion: localisation features of %d images", len(ids))
+    table = feature_table(images, masks, ids, workers=cfg.workers)
+    columns = [c for c in table.columns if c != "n_cells"]
+    heads, scored_ids, parts = [], [], []
+    for side in sides:
+        train = [i for i in side.index if side[i] == "train"]
+        val = [i for i in side.index if side[i] == "val"]
+        x = table.loc[train, columns].to_numpy(np.float64)
+        head = fit_feature_head_once(x, labels.subset(train).y, seed=cfg.seed)
+        heads.append(head)
+        scored_ids += val
+        parts.append(head.probabilities(table.loc[val, columns].to_numpy(np.float64)))
+    model = make_feature_head(columns, heads, labels.class_names)
+    write_feature_head(folder / HEAD_FILE, model)
+    scores = np.concatenate(parts).astype(np.float32)
+    cols = list(labels.class_names)
+    judged = labels.subset(scored_ids)
+    tuned = tune_thresholds(judged.y, scores, shrink=cfg.threshold_shrink)
+    own = macro_f1(judged.y, apply_thresholds(scores, tuned.thresholds))
+    key = "oof_macro_f1" if all_folds else "val_macro_f1"
+    metrics = {key: own, "C": [h.c for h in heads], "n_features": len(columns), "n_images": len(ids)}
+    if all_folds:
+        write_labels(folder / ModelDir.OOF_LABELS, judged)
+        write_csv(folder / ModelDir.OOF_IMAGES, image_score_table(scored_ids, scores, cols))
+    else:
+        write_csv(folder / ModelDir.VAL_IMAGES, image_score_table(scored_ids, scores, cols))
+    save_json(folder / ModelDir.METRICS, metrics)
+    log.info("features companion -> %s: C %s, %s %.4f", folder, metrics["C"], key, own)
+    return metrics

@@ -39,6 +39,7 @@ from hpa.artefacts.provenance import (
     write_record,
 )
 from hpa.artefacts.tables import image_score_table, split_views
+from hpa.classification.feature_head import FeatureBlend, feature_blend
 from hpa.config import CLI, Spelling, default_workers, log_settings, resolve, save_yaml
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, check_folder_ids, list_image_ids, read_id_list
@@ -292,6 +293,7 @@ def write_predictions(
     pooling: str | None,
     fill_top: bool,
     submission: bool = True,
+    companion: tuple[FeatureBlend, np.ndarray] | None = None,
 ) -> int:
     """Pool, threshold and write the submission and the tables of a prediction run.
 
@@ -304,6 +306,9 @@ def write_predictions(
         pooling: cell-to-image pooling; None = the model's (each blended model's own).
         fill_top: predict the top class where no class passes its threshold.
         submission: write the 2018-style ``submission.csv`` (False for ``--format 2021``).
+        companion: a blend with the feature head and the head's ``(N, K)`` image scores:
+            the image scores are blended with them before thresholding (cell and tile
+            tables keep the model's own view probabilities).
 
     Returns:
         The number of cells scored.
@@ -313,6 +318,8 @@ def write_predictions(
 
     index, failures = scored.index, scored.failures
     scores, probs = image_scores(index, scored.probs, ids, cfg, pooling)
+    if companion is not None:
+        scores = companion[0].blend(scores, companion[1])
     failed_rows = np.array([i in failures for i in ids], dtype=bool)
     scores[failed_rows] = 0.0
     y_pred = apply_thresholds(scores, thresholds, fill_top=fill_top)
@@ -558,7 +565,16 @@ def _predict_staged(
     check_channel_map(images, opts.channel_map)
     ids = list(opts.ids) if opts.ids is not None else list_image_ids(images)
     check_folder_ids(images, ids)  # a badly named file fails now, not after the work
-    model, cfg, thresholds, opts = _load_model(model_dirs, opts, names)
+    blend = feature_blend(model_dirs)
+    if blend is not None and opts.scheduler is not None:
+        raise HPAConfigError(
+            f"{blend.folder}: --scheduler does not run the features companion; predict without it"
+        )
+    model, cfg, thresholds, opts = _load_model([blend.main] if blend else model_dirs, opts, names)
+    if blend is not None:
+        thresholds = blend.thresholds(cfg.class_names)
+        if blend.head.classes != tuple(cfg.class_names):
+            raise HPAConfigError(f"{blend.folder}: the feature head's classes differ from the main model's")
     opts = _resolve_options(opts, cfg)
     masks_dir, seg_config = _masks_folder(work, out, model_dirs, opts, images, ids)
     seg_backend = seg_config.backend if seg_config is not None else None
@@ -588,7 +604,10 @@ def _predict_staged(
             Path(model_dirs[0]).resolve(), cfg.output_columns, Path(images).resolve(), ids, masks_dir.resolve(),
             seg_config, work.resolve(), opts,
         )  # fmt: skip
-    n_cells = _write_outputs(work, ids, scored, cfg, thresholds, masks_dir, opts)
+    companion = None
+    if blend is not None:  # the localisation-feature head's image scores, blended with the model's
+        companion = (blend, blend.scores(images, masks_dir, ids, workers=opts.workers or 1))
+    n_cells = _write_outputs(work, ids, scored, cfg, thresholds, masks_dir, opts, companion)
     summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, out)
     log.info(
         "predicted %d images (%d failed, %d cells) in %.1f s, %.2f images/s; outputs in %s",
@@ -610,6 +629,7 @@ def _write_outputs(
     thresholds: np.ndarray,
     masks_dir: Path,
     opts: PredictOptions,
+    companion: tuple[FeatureBlend, np.ndarray] | None = None,
 ) -> int:
     """The tables of :func:`write_predictions`, the 2021 outputs for ``opts.fmt``, and the cell
     table of masks segmented on the fly; returns the number of cells scored."""
@@ -625,6 +645,7 @@ def _write_outputs(
         pooling=opts.pooling,
         fill_top=opts.fill_top,
         submission=submission,
+        companion=companion,
     )
     if scored.seg_tables:
         SegDir(masks_dir).merge_tables(scored.seg_tables)

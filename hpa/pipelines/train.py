@@ -30,6 +30,7 @@ from hpa.artefacts.provenance import (
     read_record,
     write_record,
 )
+from hpa.classification.validation import split_images
 from hpa.config import log_settings, resolve, save_json, save_yaml, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, Labels, read_labels
@@ -47,33 +48,6 @@ if TYPE_CHECKING:
     from hpa.io_tiff import ChannelMap
 
 log = logging.getLogger(__name__)
-
-
-def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified multi-label split of images (iterative stratification).
-
-    Args:
-        y: ``(N, K)`` multi-hot labels of the images.
-        folds: number of folds (>= 2).
-        fold: the validation fold, ``0 <= fold < folds``.
-        seed: shuffling seed.
-
-    Returns:
-        ``(train, val)`` row indices into ``y``; every image is on exactly one side.
-    """
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
-    if folds < 2:
-        raise HPAConfigError(f"--folds must be at least 2, got {folds}")
-    if not 0 <= fold < folds:
-        raise HPAConfigError(f"--fold must be in 0..{folds - 1}, got {fold}")
-    if len(y) < folds:
-        raise HPADataError(f"{len(y)} usable labelled images cannot be split into {folds} folds")
-    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (train, val) in enumerate(splitter.split(np.zeros(len(y)), y)):
-        if k == fold:
-            return np.sort(train), np.sort(val)
-    raise AssertionError("unreachable")
 
 
 def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
@@ -219,8 +193,7 @@ def model_kind(out: str | Path) -> str | None:
     """
     import json
 
-    from hpa.classification.ensemble import BLEND
-    from hpa.pipelines.blend import MAIN
+    from hpa.classification.ensemble import BLEND, MAIN
 
     out = Path(out)
     if not out.is_dir():
@@ -279,8 +252,9 @@ def clear_other_kind(out: str | Path, *, blend: bool, folds: bool) -> None:
     """
     import shutil
 
+    from hpa.classification.ensemble import MAIN
     from hpa.classification.train import COMPANIONS
-    from hpa.pipelines.blend import BLEND_SCORES, MAIN
+    from hpa.pipelines.blend import BLEND_SCORES
     from hpa.runlog import RUN_LOG
 
     out = Path(out)
@@ -947,7 +921,7 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     what = "out-of-fold" if all_folds else "validation"
     score = metrics["oof_macro_f1" if all_folds else "val_macro_f1"]
     if cfg.companion is not None:
-        from hpa.pipelines.blend import MAIN
+        from hpa.classification.ensemble import MAIN
 
         w = metrics["blend"]["weights"][MAIN]
         return 0, f"blend written to {args.out}: {what} macro F1 {score:.4f} (main model's share {w:.1f})"

@@ -14,15 +14,16 @@ import pytest
 import torch
 
 from hpa.aggregation import apply_thresholds, load_thresholds, macro_f1
+from hpa.aggregation.metrics import macro_average_precision
 from hpa.classification import train as train_mod
-from hpa.classification.ensemble import EnsembleNet, expand_groups
+from hpa.classification.ensemble import MAIN, EnsembleNet, expand_groups
 from hpa.classification.inference import image_scores, pool_views
 from hpa.classification.model import Group, ModelConfig, create_model
 from hpa.classification.train import TrainConfig, companion_config
 from hpa.constants import LABEL_SETS
 from hpa.errors import HPAConfigError
 from hpa.io import read_labels
-from hpa.pipelines.blend import BLEND_WEIGHTS, MAIN, choose_blend_weight, macro_average_precision, train_blend
+from hpa.pipelines.blend import BLEND_WEIGHTS, choose_blend_weight, train_blend
 from hpa.pipelines.predict import predict_folder
 
 TINY = TrainConfig(
@@ -66,6 +67,22 @@ def test_the_weight_goes_where_the_validation_images_say():
     assert plain[0] == max(BLEND_WEIGHTS, key=lambda v: plain[1][v]) and w >= plain[0]
     # equal figures: the larger main share
     assert choose_blend_weight(y, good, good)[0] == 1.0
+
+
+def test_average_precision_is_scikit_learns():
+    from sklearn.metrics import average_precision_score
+
+    from hpa.aggregation.metrics import class_average_precision
+
+    rng = np.random.default_rng(1)
+    for i in range(300):
+        n = int(rng.integers(2, 40))
+        y = (rng.random(n) < 0.4).astype(np.int64)
+        y[0] = 1
+        scores = rng.integers(0, 5, n) / 4.0 if i % 2 else rng.random(n)  # with and without ties
+        assert class_average_precision(y, scores) == pytest.approx(
+            average_precision_score(y, scores), abs=1e-12
+        )
 
 
 # --------------------------------------------------- pooling of a blend ---
@@ -300,4 +317,59 @@ def test_the_cli_offers_every_companion():
         "train-cells"
     ]
     choices = next(a.choices for a in train._actions if a.dest == "companion")
-    assert tuple(choices) == (*train_mod.COMPANIONS, "none")
+    assert tuple(choices) == (*train_mod.COMPANIONS, train_mod.FEATURE_COMPANION, "none")
+
+
+# one split: as cheap as the scratch blend test above; every fold: three trainings
+@pytest.mark.parametrize("all_folds", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_features_companion_trains_blends_and_predicts(tiny_dataset, tmp_path, all_folds):
+    from hpa.classification.feature_head import HEAD_FILE, feature_table, read_feature_head
+
+    labels = read_labels(tiny_dataset["labels"])
+    out = tmp_path / "blend"
+    cfg = replace(TINY, companion="features", max_steps=2)
+    metrics = train_blend(
+        tiny_dataset["images"], labels, tiny_dataset["masks"], out, cfg, all_folds=all_folds,
+        cache_root=tmp_path / "cache", progress=False,
+    )  # fmt: skip
+    head = read_feature_head(out / "features" / HEAD_FILE)
+    assert len(head.heads) == (TINY.folds if all_folds else 1) and head.classes == labels.class_names
+    assert metrics["blend"]["feature_head_C"] == [h.c for h in head.heads]
+    own = "oof_image_scores.csv" if all_folds else "val_image_scores.csv"
+    comp = pd.read_csv(out / "features" / own).set_index("image_id").sort_index()
+    main = pd.read_csv(out / MAIN / own).set_index("image_id").sort_index()
+    assert list(comp.index) == list(main.index)
+    # the blend's scores are the chosen mix of the two members' held-out scores
+    w = metrics["blend"]["weights"][MAIN]
+    blended = pd.read_csv(out / "blend_scores.csv").set_index("image_id").sort_index()
+    np.testing.assert_allclose(blended.to_numpy(), (w * main + (1 - w) * comp).to_numpy(), atol=1e-6)
+    card = (out / "README.md").read_text()
+    assert "features companion" in card and "feature_head.json" in card
+    if all_folds:
+        return
+    # hpa predict: the main model's image scores blended with the head's, the blend's thresholds
+    # (the weights are set here so that both members count whatever the tiny run chose)
+    spec = json.loads((out / "ensemble.json").read_text())
+    (out / "ensemble.json").write_text(
+        json.dumps({**spec, "members": [MAIN, "features"], "weights": [0.7, 0.3]})
+    )
+    kw = {"masks": tiny_dataset["masks"], "workers": 1, "progress": False}
+    predict_folder(tiny_dataset["images"], out, tmp_path / "p-blend", **kw)
+    predict_folder(tiny_dataset["images"], out / MAIN, tmp_path / "p-main", **kw)
+    got = pd.read_csv(tmp_path / "p-blend" / "image_scores.csv").set_index("image_id")
+    alone = pd.read_csv(tmp_path / "p-main" / "image_scores.csv").set_index("image_id")
+    ids = list(got.index)
+    feats = head.scores(feature_table(tiny_dataset["images"], tiny_dataset["masks"], ids))
+    np.testing.assert_allclose(got.to_numpy(), 0.7 * alone.to_numpy() + 0.3 * feats, atol=1e-5)
+    np.testing.assert_allclose(
+        load_thresholds(tmp_path / "p-blend" / "thresholds.json")[0],
+        load_thresholds(out / "thresholds.json")[0],
+    )
+    # a broken head is named, not half-used
+    (out / "features" / HEAD_FILE).write_text("{")
+    with pytest.raises(HPAConfigError, match=r"features/feature_head.json: not valid JSON"):
+        predict_folder(tiny_dataset["images"], out, tmp_path / "p-broken", **kw)
+    with pytest.raises(HPAConfigError, match="predicted on its own"):
+        predict_folder(tiny_dataset["images"], [out, out / MAIN], tmp_path / "p-two", **kw)
+    with pytest.raises(HPAConfigError, match="blended with the features companion"):
+        expand_groups([out])  # hpa.Classifier and the other users of the networks alone

@@ -12,8 +12,9 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from hpa.classification.train import TrainConfig
+from hpa.classification.validation import split_images
 from hpa.io import read_labels
-from hpa.pipelines.train import split_images, train_model
+from hpa.pipelines.train import train_model
 
 TINY = TrainConfig(
     backbone="test_resnet",

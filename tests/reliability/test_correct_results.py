@@ -22,11 +22,12 @@ import torch
 from hpa.aggregation import load_thresholds, save_thresholds
 from hpa.classification.model import ModelConfig, create_model, load_model_config, save_model_folder
 from hpa.classification.train import TrainConfig
+from hpa.classification.validation import split_images
 from hpa.constants import CHANNELS, LABEL_SETS
 from hpa.errors import HPAConfigError, HPADataError
 from hpa.io import Labels, list_image_ids, read_id_list, read_labels, read_sample, write_labels, write_png
 from hpa.pipelines.predict import predict_folder
-from hpa.pipelines.train import split_images, train_model
+from hpa.pipelines.train import train_model
 
 TINY = TrainConfig(
     backbone="test_resnet",

@@ -35,12 +35,12 @@ from hpa.artefacts.provenance import (
     mismatch_message,
     read_record,
 )
-from hpa.classification.ensemble import read_ensemble
+from hpa.classification.ensemble import MAIN, read_ensemble
 from hpa.classification.train import TrainConfig
 from hpa.errors import HPAConfigError
 from hpa.interop.napari import read_run
 from hpa.io import Labels, read_labels, write_labels
-from hpa.pipelines.blend import MAIN, train_blend
+from hpa.pipelines.blend import train_blend
 from hpa.pipelines.export import export_run
 from hpa.pipelines.folds import train_folds
 from hpa.pipelines.predict import predict_folder
