@@ -114,6 +114,8 @@ def _segment_files(folder: Path) -> dict[str, str]:
 
 def _model_files(folder: Path) -> dict[str, object]:
     files = digests(folder, ignore={"metrics.json", "history.csv", "last.ckpt", "run.log", "README.md"})
+    # the clean model's engine-cache/ is predict's (the predict stage ran on it), not training's
+    files = {name: digest for name, digest in files.items() if not name.startswith("engine-cache/")}
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics.pop("train_seconds")
     card = (folder / "README.md").read_text()
