@@ -44,7 +44,7 @@ RECORD_FILE = "provenance.json"
 #: The record format's version (a newer hpa reads older ones; an unknown one is an error).
 VERSION = 1
 #: The kinds of folder a record describes.
-KINDS = ("segdir", "model", "model-folds", "blend", "preddir", "bioimageio")
+KINDS = ("segdir", "model", "model-folds", "blend", "preddir", "bioimageio", "export", "synth")
 #: How each kind is named in messages.
 KIND_NAMES = {
     "segdir": "a segmentation folder",
@@ -53,6 +53,8 @@ KIND_NAMES = {
     "blend": "a blend of a model and its companion",
     "preddir": "a prediction folder",
     "bioimageio": "a bioimage.io model export",
+    "export": "an export of a prediction run",
+    "synth": "a synthetic dataset",
 }
 #: The way out of a refused reuse.
 WAY_OUT = "use another --out, or --overwrite to rebuild it"
@@ -377,6 +379,36 @@ def check_reuse(folder: str | Path, current: Provenance, *, overwrite: bool = Fa
         )
         return False
     raise HPAConfigError(mismatch_message(folder, diff))
+
+
+def claim_record(folder: str | Path, current: Provenance, *, way_out: str) -> None:
+    """Let a run add its files to ``folder`` only when the folder holds its kind of output.
+
+    For the folders a command adds to file by file and never rebuilds (an export, a
+    synthetic dataset): an earlier record of other inputs or settings refuses the run, so
+    the folder never mixes two runs' files; a matching one (or none) lets it go on, and
+    this run's record is written before its files. Call it after claiming the names
+    (:func:`hpa.outputs.claim_entries`, :data:`RECORD_FILE` among them).
+
+    Raises:
+        HPAConfigError: the folder's record differs (:func:`mismatch_message` with ``way_out``).
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> claim_record(d, Provenance("synth", "hpa synth", {"seed": 1}), way_out="use another OUT")
+    >>> claim_record(d, Provenance("synth", "hpa synth", {"seed": 2}), way_out="use another OUT")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hpa.errors.HPAConfigError: ...: holds the output of other inputs or settings (settings.seed: 1 vs 2); use another OUT
+    """
+    recorded = read_record(folder)
+    if recorded is not None:
+        diff = differences(recorded, current)
+        if diff:
+            raise HPAConfigError(mismatch_message(folder, diff, way_out))
+        for line in input_notes(recorded, current):
+            log.warning("%s: added to; %s", folder, line)
+    write_record(folder, current)
 
 
 def check_masks_images(seg_dir: str | Path, images_dir: str | Path, *, flag: str = "--masks") -> None:

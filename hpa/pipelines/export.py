@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hpa.artefacts import PredDir, SegDir
+from hpa.artefacts.provenance import RECORD_FILE, Provenance, claim_record, folder_fingerprint
 from hpa.errors import HPADataError
 from hpa.io import check_image_id, read_label_image, write_text_atomic
 from hpa.outputs import check_apart, claim_entries
@@ -35,6 +36,33 @@ log = logging.getLogger(__name__)
 FORMATS = ("geojson", "ome-zarr", "imagej-roi", "csv", "ome-tiff")
 #: File written by ``--to csv``.
 CSV_NAME = "cell_predictions.csv"
+#: The name of an image's export in each format (``--to csv`` writes :data:`CSV_NAME`).
+ENTRY_NAMES = {
+    "geojson": "{}.geojson",
+    "ome-zarr": "{}.ome.zarr",
+    "imagej-roi": "{}_rois.zip",
+    "ome-tiff": "{}.ome.tif",
+}
+#: The way out of an export folder that holds another run's export.
+EXPORT_WAY_OUT = "use another --out (or delete that folder's files to export there anew)"
+
+
+def entry_names(to: str, ids: Sequence[str]) -> list[str]:
+    """The names ``--to`` writes in the export folder for ``ids``, with its record.
+
+    >>> entry_names("imagej-roi", ["a", "b"])
+    ['a_rois.zip', 'b_rois.zip', 'provenance.json']
+    >>> entry_names("csv", ["a"])
+    ['cell_predictions.csv', 'provenance.json']
+    """
+    names = [CSV_NAME] if to == "csv" else [ENTRY_NAMES[to].format(image_id) for image_id in ids]
+    return [*names, RECORD_FILE]
+
+
+def export_record(run: PredictionRun, scheme: str) -> Provenance:
+    """What an export folder is made from: the prediction run (its folder and record) and
+    the cell labels' scheme. Every format may share one folder (GeoJSON beside its OME-TIFF)."""
+    return Provenance("export", "hpa export", {"scheme": scheme}, {"pred": (folder_fingerprint(run.root),)})
 
 
 def export_image(
@@ -51,25 +79,27 @@ def export_image(
 
         cells = _read_mask(run, image_id)
         rois = cell_rois(cells, table, run.class_names, run.thresholds)
-        return write_roi_zip(out / f"{image_id}_rois.zip", rois)
+        return write_roi_zip(out / ENTRY_NAMES[to].format(image_id), rois)
     if to == "ome-tiff":
         from hpa.interop.ometiff import write_ome_tiff
 
         image, _ = run.load(image_id, images_dir)
-        return write_ome_tiff(out / f"{image_id}.ome.tif", image)
+        return write_ome_tiff(out / ENTRY_NAMES[to].format(image_id), image)
     if to == "geojson":
         from hpa.interop.geojson import cell_features, write_geojson
 
         cells = _read_mask(run, image_id)
         nuclei_path = SegDir(run.mask_path(image_id).parent.parent).nucleus_mask(image_id)
         nuclei = read_label_image(nuclei_path) if nuclei_path.is_file() else None
-        path = out / f"{image_id}.geojson"
+        path = out / ENTRY_NAMES[to].format(image_id)
         write_geojson(path, cell_features(cells, table, run.class_names, run.thresholds, nuclei))
         return path
     from hpa.interop.omezarr import write_ome_zarr
 
     image, cells = run.load(image_id, images_dir)
-    return write_ome_zarr(out / f"{image_id}.ome.zarr", image, cells, table, run.class_names, run.thresholds)
+    return write_ome_zarr(
+        out / ENTRY_NAMES["ome-zarr"].format(image_id), image, cells, table, run.class_names, run.thresholds
+    )
 
 
 def _read_mask(run: PredictionRun, image_id: str) -> np.ndarray:
@@ -123,7 +153,8 @@ def export_run(
         from hpa.interop.omezarr import require_zarr
 
         require_zarr()  # one clear error before any image
-    run = load_prediction_run(pred_dir, scheme or default_scheme(pred_dir))
+    scheme = scheme or default_scheme(pred_dir)
+    run = load_prediction_run(pred_dir, scheme)
     if channel_map is not None:
         import dataclasses
 
@@ -145,8 +176,8 @@ def export_run(
         },
         may_sit_inside=("PRED_DIR",),
     )
-    suffix = ".geojson" if to == "geojson" else ".ome.zarr"
-    claim_entries(out, [f"{image_id}{suffix}" for image_id in ids], "hpa export")
+    claim_entries(out, entry_names(to, ids), "hpa export")
+    claim_record(out, export_record(run, scheme), way_out=EXPORT_WAY_OUT)  # one run's exports per folder
     folder = Path(images_dir) if images_dir is not None else None
     if to == "csv":
         return [export_table(run, ids, out)], {}

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from hpa.aggregation.single_cell import map_labels_2018_to_2021
 from hpa.artefacts import SegDir
+from hpa.artefacts.provenance import RECORD_FILE, Provenance, claim_record
 from hpa.constants import CHANNELS
 from hpa.io import Labels, format_target, write_label_image, write_labels, write_png, write_text_atomic
 from hpa.outputs import claim_entries
@@ -76,6 +77,16 @@ DATASET_ENTRIES = (
 )  # fmt: skip
 
 
+#: The way out of a folder that holds a draw of other settings.
+SYNTH_WAY_OUT = "use another OUT (or delete that folder to draw there anew)"
+
+
+def synth_record(n_train: int, n_test: int, seed: int, size: int = 512, bit_depth: int = 8) -> Provenance:
+    """The record of a synthetic dataset: its settings (it has no inputs)."""
+    settings = {"n_train": n_train, "n_test": n_test, "seed": seed, "size": size, "bit_depth": bit_depth}
+    return Provenance("synth", "hpa synth", settings)
+
+
 def _multi_hot(rows: list[tuple[int, ...]]) -> np.ndarray:
     y = np.zeros((len(rows), N_CLASSES), np.uint8)
     for i, labels in enumerate(rows):
@@ -109,7 +120,9 @@ def write_dataset(
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
     out = Path(out)
-    claim_entries(out, DATASET_ENTRIES, "hpa synth", out_flag="OUT")
+    claim_entries(out, [*DATASET_ENTRIES, RECORD_FILE], "hpa synth", out_flag="OUT")
+    # the same settings draw the same files again; others would leave this draw's extra images
+    claim_record(out, synth_record(n_train, n_test, seed, size, bit_depth), way_out=SYNTH_WAY_OUT)
     root = np.random.SeedSequence(seed)
     seqs = root.spawn(n_train + n_test + 1)
     jobs: list[_Job] = [

@@ -132,7 +132,9 @@ def test_ome_zarr_round_trip(synthetic_run, real_run, tmp_path):
     export_run(synthetic_run, "ome-zarr", tmp_path / "again")
     from hpa.outputs import WRITTEN_RECORD
 
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted([WRITTEN_RECORD, "syn.ome.zarr"])
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
+        [WRITTEN_RECORD, "provenance.json", "syn.ome.zarr"]
+    )
 
 
 def test_export_errors(synthetic_run, tmp_path):

@@ -43,7 +43,7 @@ def test_imagej_rois_of_real_samples_cover_their_cells(real_run, tmp_path):
     export_cli(real_run, "imagej-roi", tmp_path)
     run = load_prediction_run(real_run)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(
-        f"{i}_rois.zip" for i in run.ids
+        [f"{i}_rois.zip" for i in run.ids] + ["provenance.json"]
     )
     composites = 0
     for image_id in run.ids:

@@ -249,6 +249,46 @@ def test_report_export_and_napari_refuse_masks_remade_for_other_images(
     assert not (tmp_path / "geo").exists() and not (tmp_path / "report").exists()
 
 
+def test_an_export_folder_holds_one_runs_exports(two_folders: dict[str, Path], tmp_path: Path) -> None:
+    """Exports of one run share a folder (every format, any Ids, again); another run's
+    export is refused there, and a user's file of an export's name is never replaced."""
+    run_a, run_b, out = tmp_path / "predA", tmp_path / "predB", tmp_path / "export"
+    for images, run, seg in ((two_folders["A"], run_a, "segA"), (two_folders["B"], run_b, "segB")):
+        predict_folder(images, two_folders["model"], run, masks=two_folders[seg], workers=1, progress=False)
+    assert read_record(run_a) is not None  # the export's fingerprint digests the run's record
+    export_run(run_a, "geojson", out)
+    export_run(run_a, "imagej-roi", out)  # another format of the same run beside it
+    export_run(run_a, "geojson", out)  # and again
+    before = digests(out)
+    with pytest.raises(HPAConfigError) as refused:
+        export_run(run_b, "geojson", out)
+    assert "pred differ" in _one_line(refused) and "use another --out" in _one_line(refused)
+    assert digests(out) == before  # nothing of B written
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    name = sorted(p.name for p in out.glob("*_rois.zip"))[0]  # the ROI set of one image
+    (mine / name).write_text("my ROIs")
+    with pytest.raises(HPAConfigError, match=f"{name} was not written by hpa"):
+        export_run(run_a, "imagej-roi", mine)
+    assert (mine / name).read_text() == "my ROIs"
+
+
+def test_synth_refuses_a_folder_drawn_with_other_settings(tmp_path: Path) -> None:
+    """A second draw of other settings would leave the first draw's extra images beside
+    the new labels: refused; the same settings draw the same files again."""
+    from hpa.synthetic import write_dataset
+
+    out = tmp_path / "data"
+    write_dataset(out, 3, 1, seed=5, size=128)
+    before = digests(out)
+    write_dataset(out, 3, 1, seed=5, size=128)
+    assert digests(out) == before
+    with pytest.raises(HPAConfigError) as refused:
+        write_dataset(out, 2, 1, seed=5, size=128)
+    assert "settings.n_train: 3 vs 2" in _one_line(refused) and "use another OUT" in _one_line(refused)
+    assert digests(out) == before
+
+
 def replace_ns(ns: argparse.Namespace, **changes: object) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(ns), **changes})
 
