@@ -220,6 +220,25 @@ def save_json(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def load_json_object(path: str | Path, *, missing: str = "not found") -> dict[str, Any]:
+    """A JSON file that holds one object (a record hpa wrote).
+
+    Raises:
+        HPAConfigError: the file is missing (``missing`` says what that means), not JSON,
+            or not an object; names the file.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HPAConfigError(f"{path}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HPAConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise HPAConfigError(f"{path}: expected a JSON object")
+    return data
+
+
 def log_settings(title: str, settings: dict[str, Any]) -> None:
     """Log every resolved setting, one per line, so runs are reproducible from the log."""
     log.info("%s:", title)

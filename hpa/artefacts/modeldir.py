@@ -14,7 +14,6 @@ A folder written before that split has cells and tiles in ``val_cell_scores.parq
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from hpa.artefacts.tables import (
     write_csv,
     write_parquet,
 )
-from hpa.config import load_yaml, save_yaml
+from hpa.config import load_json_object, load_yaml, save_yaml
 from hpa.errors import HPAConfigError
 from hpa.runlog import RUN_LOG
 
@@ -91,16 +90,7 @@ class ModelDir(Folder):
         Raises:
             HPAConfigError: missing or not a JSON object; names the file.
         """
-        path = self.path(self.METRICS)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise HPAConfigError(f"{path}: not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HPAConfigError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise HPAConfigError(f"{path}: expected a JSON object")
-        return data
+        return load_json_object(self.path(self.METRICS))
 
     def read_train_config(self) -> dict[str, Any] | None:
         """``train_config.yaml``: the run's resolved training settings (None when absent).

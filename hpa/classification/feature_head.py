@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from hpa.artefacts.modeldir import ModelDir
+from hpa.config import load_json_object
 from hpa.errors import HPAConfigError
 
 log = logging.getLogger(__name__)
@@ -307,13 +308,8 @@ def read_feature_head(path: str | Path) -> FeatureHead:
             of the wrong shape or a non-finite number; names the file and the field.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HPAConfigError(f"{path}: not found (a feature head folder without its head?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HPAConfigError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    data = load_json_object(path, missing="not found (a feature head folder without its head?)")
+    if data.get("format") != FORMAT:
         raise HPAConfigError(f'{path}: not a feature head file (expected "format": "{FORMAT}")')
     if data.get("format_version") != FORMAT_VERSION:
         raise HPAConfigError(
