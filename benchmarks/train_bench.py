@@ -104,7 +104,7 @@ def quality(args: argparse.Namespace) -> tuple[str, dict]:
     from hpa.pipelines.evaluate import evaluate
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.segment import segment_folder
-    from hpa.pipelines.train import train_cells
+    from hpa.pipelines.train_command import train_cells
     from hpa.synthetic import write_dataset
 
     out = Path(args.out)

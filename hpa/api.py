@@ -87,7 +87,8 @@ def train(
         HPAConfigError: a setting that ``TrainConfig`` does not have.
     """
     from hpa.classification.train import TrainConfig
-    from hpa.pipelines.train import read_training_labels, train_cells
+    from hpa.pipelines.train import read_training_labels
+    from hpa.pipelines.train_command import train_cells
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)

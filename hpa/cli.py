@@ -27,7 +27,7 @@ _HANDLERS = {
     "synth": "hpa.synthetic.dataset:main",
     "segment": "hpa.pipelines.segment:main",
     "train-segmenter": "hpa.pipelines.train_segmenter:main",
-    "train-cells": "hpa.pipelines.train:main",
+    "train-cells": "hpa.pipelines.train_command:main",
     "predict": "hpa.pipelines.predict:main",
     "evaluate": "hpa.pipelines.evaluate:main",
     "show": "hpa.pipelines.visualize:show_main",

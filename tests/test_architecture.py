@@ -47,14 +47,7 @@ LAYERS: tuple[tuple[str, frozenset[str], bool], ...] = (
 #: Import cycles that remain, each the set of modules (or subpackages) that import one
 #: another. They live in files other branches were editing when the layer test came in;
 #: a fix deletes its entry (the test fails while a listed cycle no longer exists).
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # pipelines/train.py imports blend and folds inside functions, both import train.
-        frozenset({"hpa.pipelines.train", "hpa.pipelines.blend", "hpa.pipelines.folds"}),
-        # predict.py hands images to predict_dask, which imports predict's helpers.
-        frozenset({"hpa.pipelines.predict", "hpa.pipelines.predict_dask"}),
-    }
-)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset({})
 
 #: Packages hpa.aggregation never imports.
 NOT_IN_AGGREGATION = frozenset({"torch", "torchvision", "timm"})

@@ -16,7 +16,7 @@ from hpa.pipelines.demo import DemoConfig, resolve_demo_config
 from hpa.pipelines.predict import resolve_predict_config
 from hpa.pipelines.predict_config import PredictConfig
 from hpa.pipelines.segment import resolve_segment_config
-from hpa.pipelines.train import resolve_train_config
+from hpa.pipelines.train_command import resolve_train_config
 from hpa.segmentation import SegmentConfig
 
 

@@ -70,6 +70,8 @@ class ModelDir(Folder):
     #: The localisation-feature head of a ``--companion features`` member
     #: (:mod:`hpa.classification.feature_head`).
     FEATURE_HEAD = "feature_head.json"
+    #: The blended validation (or out-of-fold) image scores of a blend folder.
+    BLEND_SCORES = "blend_scores.csv"
     #: Every file ``hpa train-cells`` writes in a model folder of any kind; the fold and
     #: member folders are claimed with them (:func:`hpa.outputs.claim_entries`).
     ENTRIES = (

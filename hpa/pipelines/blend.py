@@ -61,7 +61,7 @@ BLEND_WEIGHTS = tuple(round(1.0 - k / 10, 1) for k in range(11))
 #: Bootstrap resamples behind the standard errors of :func:`choose_blend_weight`.
 BOOTSTRAP = 100
 #: The blended validation (or out-of-fold) image scores of a blend folder.
-BLEND_SCORES = "blend_scores.csv"
+BLEND_SCORES = ModelDir.BLEND_SCORES
 
 
 def choose_blend_weight(

@@ -77,7 +77,7 @@ def run_demo(
     from hpa.pipelines.evaluate import evaluate
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.segment import segment_folder
-    from hpa.pipelines.train import train_cells
+    from hpa.pipelines.train_command import train_cells
     from hpa.synthetic import write_dataset
     from hpa.synthetic.dataset import synth_record
 

@@ -2,7 +2,7 @@
 
 The Ids are cut into consecutive shards, one task each (:func:`_score_shard`). A worker
 loads the model once, scores its shards on its own device with
-:func:`hpa.pipelines.predict.score_folder_views` and writes each as part files into a
+:func:`hpa.pipelines.predict_views.score_folder_views` and writes each as part files into a
 folder of this run's own in the staged output; :func:`merge_shards` reads them back in
 shard order, so the result is that of a single-process run. Only
 :func:`score_on_cluster` is called by :mod:`hpa.pipelines.predict`.
@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from hpa.artefacts import read_failures, write_failures, write_parquet
-from hpa.pipelines.predict import ScoredViews, score_folder_views
+from hpa.pipelines.predict_views import ScoredViews, score_folder_views
 
 if TYPE_CHECKING:
     from distributed import Client

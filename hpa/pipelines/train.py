@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
@@ -31,7 +30,7 @@ from hpa.artefacts.provenance import (
     write_record,
 )
 from hpa.classification.validation import split_images
-from hpa.config import log_settings, resolve, save_json, save_yaml, to_dict
+from hpa.config import save_json, save_yaml, to_dict
 from hpa.errors import HPAConfigError
 from hpa.io import HPADataError, Labels, read_labels
 from hpa.outputs import claim_entries, prepare_staging, swap_in_keeping
@@ -48,96 +47,6 @@ if TYPE_CHECKING:
     from hpa.io_tiff import ChannelMap
 
 log = logging.getLogger(__name__)
-
-
-def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
-    """The run's :class:`TrainConfig`: device defaults, then ``--config`` YAML, then explicit flags."""
-    from hpa.classification.train import TrainConfig
-
-    flags = {
-        "backbone": args.backbone,
-        "pretrained": args.pretrained,
-        "crop_size": args.crop_size,
-        "crop_scale": getattr(args, "crop_scale", None),
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "loss": args.loss,
-        "folds": args.folds,
-        "fold": args.fold,
-        "seed": args.seed,
-        "max_steps": args.max_steps,
-        "workers": args.workers,
-        "channels": getattr(args, "channels", None),
-        "input_size": getattr(args, "input_size", None),
-        "intensity": getattr(args, "intensity", None),
-        "freeze_epochs": getattr(args, "freeze_epochs", None),
-        "use_tiles": False if args.no_tiles else None,
-        "use_cells": False if args.no_cells else None,
-        "device": args.device,
-        "precision": getattr(args, "precision", None),
-        "engine": getattr(args, "engine", None),
-        "companion": getattr(args, "companion", None),
-    }
-    cfg = resolve(TrainConfig, args.config, build=TrainConfig.from_settings, **flags)
-    check_backbone(cfg.backbone)
-    return cfg
-
-
-def train_cells(
-    images: Folders,
-    labels: Labels,
-    masks: Folders,
-    out: str | Path,
-    cfg: TrainConfig,
-    *,
-    all_folds: bool = False,
-    cache_root: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    channel_map: ChannelMap | None = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """What ``hpa train-cells`` runs: the model and its companion blended
-    (:func:`hpa.pipelines.blend.train_blend`) when ``cfg.companion`` names one, else every
-    fold (:func:`hpa.pipelines.folds.train_folds`) or one run (:func:`train_model`).
-
-    Returns:
-        The metrics written to ``OUT/metrics.json``.
-
-    With ``overwrite``, a folder of another kind loses hpa's files of that kind first, a
-    fold or member made from other inputs or settings is retrained instead of refused,
-    and no checkpoint is resumed.
-
-    Raises:
-        HPAConfigError: ``out`` holds a model of another kind (a blend, a ``--folds``
-            ensemble or a plain model), which this run would leave half replaced, and
-            ``overwrite`` is False.
-    """
-    blend, folds = cfg.companion is not None, all_folds and cfg.companion is None
-    check_inputs(images, labels, masks, cfg.folds)
-    if overwrite:
-        clear_other_kind(out, blend=blend, folds=folds)
-        resume = False
-    check_model_kind(out, blend=blend, folds=folds)
-    if cfg.companion is not None:
-        from hpa.pipelines.blend import train_blend
-
-        return train_blend(
-            images, labels, masks, out, cfg, all_folds=all_folds, cache_root=cache_root, resume=resume,
-            progress=progress, channel_map=channel_map, overwrite=overwrite,
-        )  # fmt: skip
-    if all_folds:
-        from hpa.pipelines.folds import train_folds
-
-        return train_folds(
-            images, labels, masks, out, cfg, cache_root=cache_root, progress=progress, channel_map=channel_map,
-            overwrite=overwrite,
-        )  # fmt: skip
-    return train_model(
-        images, labels, masks, out, cfg, cache_root=cache_root, resume=resume, progress=progress,
-        channel_map=channel_map,
-    )  # fmt: skip
 
 
 def read_training_labels(path: str | Path) -> Labels:
@@ -254,7 +163,6 @@ def clear_other_kind(out: str | Path, *, blend: bool, folds: bool) -> None:
 
     from hpa.classification.ensemble import MAIN
     from hpa.classification.train import COMPANIONS
-    from hpa.pipelines.blend import BLEND_SCORES
     from hpa.runlog import RUN_LOG
 
     out = Path(out)
@@ -264,7 +172,7 @@ def clear_other_kind(out: str | Path, *, blend: bool, folds: bool) -> None:
     files = {
         v for k, v in vars(ModelDir).items() if k.isupper() and isinstance(v, str) and k != "FOLD_PREFIX"
     }
-    files |= {BLEND_SCORES, RUN_LOG, "provenance.json"}
+    files |= {RUN_LOG, "provenance.json"}
     dirs = {MAIN, *COMPANIONS}
     log.info("%s: removing the files of %s (--overwrite)", out, KIND_NAMES[have])
     for entry in list(out.iterdir()):
@@ -869,65 +777,6 @@ def _best_epoch(history: list[dict[str, Any]]) -> int:
     if not history:
         return 0
     return int(max(history, key=lambda r: r["val_macro_f1"])["epoch"])
-
-
-def main(args: argparse.Namespace) -> int | tuple[int, str]:
-    """Entry point of ``hpa train-cells``."""
-    from hpa.io import remove_stale_temporaries
-    from hpa.outputs import check_apart
-
-    inputs = {
-        f"{flag} {path}": path
-        for flag in ("--images", "--masks", "--labels")
-        for path in (lambda v: v if isinstance(v, list) else [v])(getattr(args, flag[2:]))
-    }
-    check_apart(args.out, inputs)
-    channel_map = getattr(args, "channel_map", None)
-    remove_stale_temporaries(args.out)  # of a run killed while writing the model folder
-    cfg = resolve_train_config(args)
-    images: Folders = args.images
-    masks: Folders = args.masks
-    if isinstance(args.images, list):  # --images/--labels/--masks may be repeated
-        if len(args.images) == len(args.labels) == len(args.masks) == 1:
-            images, labels, masks = args.images[0], read_training_labels(args.labels[0]), args.masks[0]
-        else:
-            images, labels, masks = combine_sources(
-                args.images, [read_training_labels(p) for p in args.labels], args.masks
-            )
-            log.info("%d images from %d sources", len(labels), len(args.images))
-    else:
-        labels = read_training_labels(args.labels)
-    log_settings(
-        "train-cells settings",
-        {
-            **to_dict(cfg),
-            "epochs": cfg.epochs or "auto (by the number of training views)",
-            "label_set": labels.label_set,
-            "images": args.images,
-            "masks": args.masks,
-            "out": args.out,
-            "channel_map": args.channel_map.spec if getattr(args, "channel_map", None) else None,
-        },
-    )
-    from hpa.classification.distributed import world_from_env
-
-    all_folds = args.folds is not None and args.fold is None  # every fold, out-of-fold thresholds
-    metrics = train_cells(
-        images, labels, masks, args.out, cfg, all_folds=all_folds, cache_root=args.cache,
-        resume=args.resume, channel_map=channel_map, overwrite=getattr(args, "overwrite", False),
-    )  # fmt: skip
-    if not world_from_env().is_main:
-        return 0
-    what = "out-of-fold" if all_folds else "validation"
-    score = metrics["oof_macro_f1" if all_folds else "val_macro_f1"]
-    if cfg.companion is not None:
-        from hpa.classification.ensemble import MAIN
-
-        w = metrics["blend"]["weights"][MAIN]
-        return 0, f"blend written to {args.out}: {what} macro F1 {score:.4f} (main model's share {w:.1f})"
-    if all_folds:
-        return 0, f"{cfg.folds} fold models written to {args.out}: out-of-fold macro F1 {score:.4f}"
-    return 0, f"model written to {args.out}: validation macro F1 {score:.4f}"
 
 
 def check_masks_of(images: Folders, masks: Folders) -> None:

@@ -144,7 +144,7 @@ def test_views_are_prepared_ahead_in_order_and_bounded(monkeypatch):
     import threading
     import time
 
-    import hpa.pipelines.predict as predict
+    import hpa.pipelines.predict_views as predict
 
     started: list[int] = []
     lock = threading.Lock()

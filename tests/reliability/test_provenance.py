@@ -45,7 +45,8 @@ from hpa.pipelines.export import export_run
 from hpa.pipelines.folds import train_folds
 from hpa.pipelines.predict import predict_folder
 from hpa.pipelines.segment import segment_folder
-from hpa.pipelines.train import check_resume, train_cells, train_model
+from hpa.pipelines.train import check_resume, train_model
+from hpa.pipelines.train_command import train_cells
 from hpa.pipelines.visualize import make_report, show_main
 
 TINY = TrainConfig(
