@@ -61,8 +61,6 @@ DEPENDENCY_IMPORTS: dict[str, tuple[str, ...]] = {
     # bioimageio extra (in dev)
     "bioimageio.spec": ("bioimageio.spec",),
     "bioimageio.core": ("bioimageio.core",),
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime",),
 }
 
 #: (module, warning) pairs recorded while the dependencies imported.
