@@ -16,6 +16,7 @@ the comment beside ``addopts`` in pyproject.toml.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import warnings
 
 import pytest
@@ -61,6 +62,9 @@ DEPENDENCY_IMPORTS: dict[str, tuple[str, ...]] = {
     # bioimageio extra (in dev)
     "bioimageio.spec": ("bioimageio.spec",),
     "bioimageio.core": ("bioimageio.core",),
+    # napari extra (not in dev: the napari tests skip without it)
+    "napari": ("napari", "napari.components", "napari.layers"),
+    "magicgui": ("magicgui.widgets",),
 }
 
 #: (module, warning) pairs recorded while the dependencies imported.
@@ -85,6 +89,10 @@ def _import_dependencies() -> None:
 
 
 _import_dependencies()
+
+#: Modules of hpa/ that import an optional extra at the top, and so are not collected for
+#: their doctests where it is absent (their tests skip on their own).
+collect_ignore = [] if importlib.util.find_spec("magicgui") else ["hpa/interop/napari_widget.py"]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -571,7 +571,8 @@ def _add_export_model(sub: argparse._SubParsersAction) -> None:
         "--member",
         default=None,
         help="which network of a blend or --folds folder, by its path inside MODEL_DIR "
-        "(main, scratch, fold-2, main/fold-1; default: the main member, or the first fold)",
+        "(main, scratch, fold-2, main/fold-1; default: the main member, or the first fold); "
+        "'all': each network as its own resource, OUT/<member>/, listed in OUT/members.json",
     )
     p.add_argument(
         "--author",
@@ -582,7 +583,11 @@ def _add_export_model(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--bit-depth", type=int, choices=(8, 16), default=8, help="bit depth of the images the model will get"
     )
-    p.add_argument("--zip", action="store_true", help="also write OUT.zip, the packaged resource for upload")
+    p.add_argument(
+        "--zip",
+        action="store_true",
+        help="also write OUT/bioimageio-package.zip, the packaged resource for upload",
+    )
     p.add_argument(
         "--no-test", action="store_true", help="skip bioimageio.core's model test of the written folder"
     )

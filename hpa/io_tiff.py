@@ -226,6 +226,46 @@ def stack_path(images_dir: str | Path, image_id: str) -> Path | None:
     return None
 
 
+#: Length units of OME's ``PhysicalSizeXUnit`` that :func:`pixel_size` reports (OME's
+#: default is ``µm``); other units (``pixel``, ``reference frame``) give no size.
+LENGTH_UNITS = ("pm", "Å", "nm", "µm", "mm", "cm", "m")
+
+
+def pixel_size(images_dir: str | Path, image_id: str) -> tuple[float, float, str] | None:
+    """The physical pixel size of an image, where its file records one.
+
+    Only an OME-TIFF stack (``<Id>.ome.tif`` ...) records it: ``PhysicalSizeY`` and
+    ``PhysicalSizeX`` of its first image, in ``PhysicalSizeXUnit`` (``µm`` when absent).
+    Per-channel PNGs, plain TIFFs and OME-TIFFs without a size give None, as does an
+    unreadable file (reading the pixels reports that).
+
+    Returns:
+        ``(y, x, unit)``, e.g. ``(0.08, 0.08, "µm")``, or None.
+    """
+    import tifffile
+
+    path = stack_path(images_dir, image_id)
+    if path is None:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pixels = _ome_pixels(tif) if tif.is_ome else None
+    except Exception:  # tifffile raises many types for broken files; read_stack says why
+        return None
+    if pixels is None or "PhysicalSizeX" not in pixels:
+        return None
+    unit = str(pixels.get("PhysicalSizeXUnit", "µm"))
+    if unit != str(pixels.get("PhysicalSizeYUnit", unit)) or unit not in LENGTH_UNITS:
+        log.debug("%s: pixel size in %s: not a length unit both axes share; ignored", path, unit)
+        return None
+    try:
+        x = float(pixels["PhysicalSizeX"])
+        y = float(pixels.get("PhysicalSizeY", x))
+    except (TypeError, ValueError):
+        return None
+    return (y, x, unit) if x > 0 and y > 0 and np.isfinite([x, y]).all() else None
+
+
 def check_channel_map(images_dir: str | Path, channel_map: ChannelMap | None) -> None:
     """Refuse a channel map for a folder that holds no multi-channel file.
 
@@ -333,15 +373,24 @@ def _warn_unknown_names(path: Path, names: tuple[str, ...]) -> None:
     )
 
 
-def _ome_channel_names(tif: Any) -> tuple[str, ...] | None:
+def _ome_pixels(tif: Any) -> dict[str, Any] | None:
+    """The ``Pixels`` element of an OME-TIFF's first image, as tifffile's dict, or None."""
     import tifffile
 
     try:
         ome = tifffile.xml2dict(tif.ome_metadata)["OME"]
         image = ome["Image"][0] if isinstance(ome["Image"], list) else ome["Image"]
-        channels = image["Pixels"].get("Channel", [])
-    except (KeyError, TypeError, ValueError):
+        pixels = image["Pixels"]
+    except (KeyError, TypeError, ValueError, IndexError):
         return None
+    return pixels if isinstance(pixels, dict) else None
+
+
+def _ome_channel_names(tif: Any) -> tuple[str, ...] | None:
+    pixels = _ome_pixels(tif)
+    if pixels is None:
+        return None
+    channels = pixels.get("Channel", [])
     channels = channels if isinstance(channels, list) else [channels]
     names = tuple(str(c.get("Name", "")) for c in channels)
     return names if names and all(names) else None

@@ -16,7 +16,7 @@ import tifffile
 
 from hpa.errors import HPAConfigError, HPADataError
 from hpa.io import list_image_ids, read_sample, sample_paths, write_png
-from hpa.io_tiff import ChannelMap, check_channel_map, read_stack, stack_id
+from hpa.io_tiff import ChannelMap, check_channel_map, pixel_size, read_stack, stack_id
 
 NAMES = ("Tubulin", "GFP", "DAPI", "Calreticulin")
 BY_NAME = "microtubules=Tubulin,protein=GFP,nucleus=DAPI,er=Calreticulin"
@@ -212,3 +212,27 @@ def test_map_given_for_per_channel_files(tmp_path):
     with pytest.raises(HPADataError, match="applies to multi-channel TIFFs only"):
         read_sample(tmp_path, "p", cmap)
     check_channel_map(tmp_path, None)  # no map: fine
+
+
+def test_pixel_size_comes_from_ome_tiffs_only(tmp_path):
+    planes = np.zeros((4, 8, 8), np.uint8)
+
+    def ome(name: str, **sizes: object) -> None:
+        tifffile.imwrite(tmp_path / name, planes, photometric="minisblack", metadata={"axes": "CYX", **sizes})
+
+    ome(
+        "sized.ome.tif", PhysicalSizeX=0.08, PhysicalSizeY=0.1, PhysicalSizeXUnit="µm", PhysicalSizeYUnit="µm"
+    )
+    ome("default_unit.ome.tif", PhysicalSizeX=0.2)  # OME's default unit; Y as X
+    ome("nm.ome.tif", PhysicalSizeX=80, PhysicalSizeY=80, PhysicalSizeXUnit="nm", PhysicalSizeYUnit="nm")
+    ome("pixels.ome.tif", PhysicalSizeX=1, PhysicalSizeXUnit="pixel")  # not a length
+    ome("mixed.ome.tif", PhysicalSizeX=1, PhysicalSizeY=1, PhysicalSizeXUnit="µm", PhysicalSizeYUnit="nm")
+    ome("unsized.ome.tif")
+    tifffile.imwrite(tmp_path / "plain.tif", planes, photometric="minisblack")
+    (tmp_path / "broken.ome.tif").write_bytes(b"not a tiff")
+    write_png(tmp_path / "png_red.png", planes[0])
+    assert pixel_size(tmp_path, "sized") == (0.1, 0.08, "µm")
+    assert pixel_size(tmp_path, "default_unit") == (0.2, 0.2, "µm")
+    assert pixel_size(tmp_path, "nm") == (80.0, 80.0, "nm")
+    for image_id in ("pixels", "mixed", "unsized", "plain", "broken", "png", "missing"):
+        assert pixel_size(tmp_path, image_id) is None, image_id

@@ -22,13 +22,16 @@ deepImageJ (Fiji), ilastik, QuPath's and napari's bioimage.io plugins run it:
   (class names, thresholds, cell-to-image pooling) as attachments.
 
 A blend folder or a ``--folds`` folder is several networks: the export is one of them
-(:func:`resolve_member`), the main member by default, and says which.
+(:func:`resolve_member`), the main member by default, and says which; ``--member all``
+(:func:`export_members`) exports each network as its own resource, ``OUT/<member>/``,
+and lists them in ``OUT/members.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import math
 import shutil
@@ -65,11 +68,16 @@ THRESHOLDS = ModelDir.THRESHOLDS
 HPA_CONFIG = "hpa_config.json"
 #: The packaged resource (``--zip``): the same files in one zip, as the zoo takes an upload.
 PACKAGE = "bioimageio-package.zip"
-#: Every entry of an export folder (:func:`hpa.outputs.check_replaceable`).
+#: The index of a ``--member all`` export: which member went to which folder.
+INDEX = "members.json"
+#: Every entry of an export folder (:func:`hpa.outputs.check_replaceable`); a ``--member
+#: all`` export also holds the members' top folders (:func:`_known`).
 ENTRIES = (
     RDF, ONNX, TORCHSCRIPT, TEST_INPUT, TEST_OUTPUT, COVER, DOCUMENTATION, THRESHOLDS, HPA_CONFIG,
-    RECORD_FILE, PACKAGE,
+    RECORD_FILE, PACKAGE, INDEX,
 )  # fmt: skip
+#: ``--member`` value that exports every network of the folder.
+ALL = "all"
 INPUT_ID, OUTPUT_ID = "views", "probabilities"
 #: The ONNX opset the export is written with (onnxruntime runs 7 to 21).
 OPSET = 17
@@ -167,6 +175,20 @@ def plain_members(model_dir: str | Path) -> list[str]:
     return walk(Path("."))
 
 
+def is_network(folder: Path) -> bool:
+    """Whether a plain member is a network (``config.json``), not the ``features``
+    companion of a blend (a feature head, ``feature_head.json``: no network to export)."""
+    return (folder / ModelDir.CONFIG).is_file()
+
+
+def _known(model_dir: Path) -> list[str]:
+    """The entries an export folder of ``model_dir`` may hold: one resource's, or the
+    members' top folders and :data:`INDEX` of a ``--member all`` export (either replaces
+    the other)."""
+    tops = {Path(name).parts[0] for name in plain_members(model_dir) if name != "."}
+    return [*ENTRIES, *sorted(tops)]
+
+
 def resolve_member(model_dir: str | Path, member: str | None = None) -> Member:
     """The plain model folder to export from ``model_dir``.
 
@@ -204,6 +226,12 @@ def resolve_member(model_dir: str | Path, member: str | None = None) -> Member:
             name = (Path(name) / inner[0]).as_posix()
             while name not in every:  # a --folds member of a blend: its first fold
                 name = (Path(name) / (_members(root / name) or [""])[0]).as_posix()
+        if not is_network(root / name):
+            raise HPAConfigError(
+                f"--member {member}: a feature head ({ModelDir.FEATURE_HEAD}), not a network; "
+                f"bioimage.io models are networks: choose one of "
+                f"{', '.join(m for m in every if is_network(root / m))}"
+            )
         chosen = "chosen with --member"
     else:
         name = "."
@@ -485,7 +513,7 @@ def export_bioimageio(
         {"to": "bioimageio", "member": chosen.name, "scale": scale, "authors": list(authors)},
         {"model": (folder_fingerprint(model_dir),), "member": (folder_fingerprint(chosen.folder),)},
     )
-    with StagedFolder(out, MARKER, ENTRIES, "hpa export-model") as stage:
+    with StagedFolder(out, MARKER, _known(model_dir), "hpa export-model") as stage:
         folder = stage.path
         _trace(model, x[:TEST_CELLS], folder)
         np.save(folder / TEST_INPUT, views[:TEST_CELLS])
@@ -505,6 +533,62 @@ def export_bioimageio(
         stage.commit()
     log.info("bioimage.io model written: %s", out / rdf.name)
     return out / rdf.name
+
+
+def export_members(model_dir: str | Path, out: str | Path, **options: Any) -> dict[str, Path]:
+    """``--member all``: every network of ``model_dir`` as its own resource, ``out/<member>/``.
+
+    Each member (:func:`plain_members`: ``main/fold-0``, ``scratch``, ...) is exported as
+    :func:`export_bioimageio` exports it alone, into ``out/<member>`` (a nested folder for
+    a fold of a blend member); a blend's ``features`` companion (a feature head, no
+    network) is skipped and said so. ``out/members.json`` lists what went where. ``out``
+    is built beside itself and swapped in whole, as a single export is.
+
+    Args:
+        model_dir: a model folder of ``hpa train-cells`` (a plain folder gives ``out/./``:
+            use a plain export instead; it is refused here).
+        out: the folder of resources to write.
+        options: :func:`export_bioimageio`'s keyword arguments but ``member``.
+
+    Returns:
+        ``{member: path of its rdf.yaml}``, in :func:`plain_members` order.
+
+    Raises:
+        HPAConfigError: as :func:`export_bioimageio`, or ``model_dir`` is one network.
+    """
+    from hpa.outputs import StagedFolder, check_apart
+
+    model_dir, out = Path(model_dir), Path(out)
+    chosen = resolve_member(model_dir)  # checks it is a model folder
+    if chosen.kind == "model":
+        raise HPAConfigError(
+            f"--member {ALL}: {model_dir} is one network, not a blend or --folds folder; leave out --member"
+        )
+    check_apart(out, {"MODEL_DIR": model_dir})
+    every = plain_members(model_dir)
+    networks = [m for m in every if is_network(model_dir / m)]
+    skipped = {
+        m: f"a feature head ({ModelDir.FEATURE_HEAD}), not a network" for m in every if m not in networks
+    }
+    for name, why in skipped.items():
+        log.info("--member %s: %s skipped: %s", ALL, name, why)
+    written: dict[str, Path] = {}
+    with StagedFolder(out, MARKER, _known(model_dir), "hpa export-model") as stage:
+        for k, name in enumerate(networks, 1):
+            log.info("member %d of %d: %s -> %s", k, len(networks), name, out / name)
+            export_bioimageio(model_dir, stage.path / name, member=name, **options)
+            written[name] = out / name / RDF
+        index = {
+            "model": str(model_dir.resolve()),
+            "kind": chosen.kind,
+            "exported": {name: f"{name}/{RDF}" for name in networks},
+            "skipped": skipped,
+            "note": "hpa predict combines all members; each resource here is one network",
+        }
+        write_text_atomic(stage.path / INDEX, json.dumps(index, indent=2) + "\n")
+        stage.commit()
+    log.info("bioimage.io models written: %s", ", ".join(str(p) for p in written.values()))
+    return written
 
 
 def resource_name(model_dir: Path, member: str) -> str:
@@ -643,13 +727,15 @@ def main(args: Any) -> tuple[int, str]:
     """Handler of ``hpa export-model``."""
     if args.to not in FORMATS:
         raise HPAConfigError(f"--to {args.to!r}: expected one of {', '.join(FORMATS)}")
-    rdf = export_bioimageio(
-        args.model,
-        args.out,
-        member=args.member,
-        authors=args.author or (),
-        scale=float(2**args.bit_depth - 1),
-        test=not args.no_test,
-        package=args.zip,
-    )
+    options: dict[str, Any] = {
+        "authors": args.author or (),
+        "scale": float(2**args.bit_depth - 1),
+        "test": not args.no_test,
+        "package": args.zip,
+    }
+    if args.member == ALL:
+        written = export_members(args.model, args.out, **options)
+        listed = "; ".join(f"{name}: {rdf}" for name, rdf in written.items())
+        return 0, f"{len(written)} bioimage.io models written, one per member ({listed})"
+    rdf = export_bioimageio(args.model, args.out, member=args.member, **options)
     return 0, f"bioimage.io model written: {rdf}"

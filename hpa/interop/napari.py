@@ -5,7 +5,10 @@ Registered by the npe2 manifest ``hpa/interop/napari.yaml`` (entry point
 only, and the reader takes a folder only when hpa wrote it: a ``PRED_DIR`` (``hpa
 predict``, also ``--format 2021`` alone) or a ``SEG_DIR`` (``cells/`` beside one of
 :data:`SEG_MARKERS`); it opens the run's first image. Other PNGs stay napari's.
-:func:`read_run` also takes ``.../cells/<Id>.png`` inside either, for that image.
+:func:`read_run` also takes ``.../cells/<Id>.png`` inside either, for that image, and
+:func:`read_image` any image of a run by its Id (:func:`image_ids`). The manifest's
+widget, *Images of a run* (:mod:`hpa.interop.napari_widget`), steps through a run's
+images with :func:`show_image`, which replaces one image's layers by another's.
 
 Layers: the red, green, blue and yellow channels as additive image layers in their HPA
 colours, then a Labels layer of the cells whose ``features`` is the image's per-cell
@@ -14,7 +17,14 @@ class probability and the top call (``top_class``, ``top_probability``), each ce
 coloured by its top class in the report's colours (:func:`class_colours`); for a SEG_DIR
 the rows of ``cells.parquet``. The images folder and channel map come from the run
 (``PRED_DIR/config.yaml``, ``SEG_DIR/inputs.yaml``); without them only the Labels layer
-opens. Nothing here imports napari: the reader returns napari's layer data tuples.
+opens. Every layer's ``metadata["hpa"]`` names its run, image Id and pixel size.
+
+Scale: hpa's runs record no pixel size, but an OME-TIFF input may
+(:func:`hpa.io_tiff.pixel_size`: ``PhysicalSizeX``/``Y``); its layers then get that
+``scale`` and ``units`` (napari >= 0.6), so napari's scale bar reads µm. Other inputs
+(the HPA PNGs) open in pixel units, and the log and ``metadata["hpa"]["pixel_size"]``
+(None) say so. Nothing here imports napari but :func:`show_image`: the reader returns
+napari's layer data tuples.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from hpa.artefacts import PredDir, SegDir
 from hpa.constants import CHANNEL_STAINS, CHANNELS
 from hpa.errors import HPADataError
 from hpa.io import read_label_image, read_sample
-from hpa.io_tiff import ChannelMap
+from hpa.io_tiff import ChannelMap, pixel_size
 from hpa.visualization.classes import DIM_COLOUR, cell_calls, class_palette
 from hpa.visualization.composite import STRETCH_HIGH, STRETCH_LOW
 from hpa.visualization.preddir import default_scheme, load_prediction_run
@@ -43,6 +53,8 @@ LayerData = tuple[Any, dict[str, Any], str]
 #: Files of which one marks a SEG_DIR (beside its ``cells/``): ``hpa segment`` writes its
 #: settings and inputs first and the cells table last.
 SEG_MARKERS = (SegDir.CELLS_TABLE, SegDir.CONFIG, SegDir.INPUTS)
+#: The key of a layer's ``metadata`` under which the reader names its run and image.
+METADATA_KEY = "hpa"
 
 
 def _is_pred_dir(folder: Path) -> bool:
@@ -89,22 +101,104 @@ def read_run(path: str | list[str]) -> list[LayerData]:
         HPADataError: ``path`` is not a run, or its files are missing or unreadable.
     """
     target = path[0] if isinstance(path, list) else path
-    found = _locate(target)
+    folder, image_id = _run_of(target)
+    return read_image(folder, image_id or _first(image_ids(folder), folder))
+
+
+def _run_of(path: str | Path) -> tuple[Path, str | None]:
+    found = _locate(path)
     if found is None:
         raise HPADataError(
-            f"{target}: not a SEG_DIR or PRED_DIR written by hpa (nor cells/<Id>.png inside one)"
+            f"{path}: not a SEG_DIR or PRED_DIR written by hpa (nor cells/<Id>.png inside one)"
         )
-    folder, image_id = found
+    return found
+
+
+def image_ids(path: str | Path) -> list[str]:
+    """The image Ids of a run, in the order the reader steps through them.
+
+    A PRED_DIR's are the Ids it predicted (its submission's order), a SEG_DIR's those
+    with a cell mask (sorted). ``path`` may be a ``cells/<Id>.png`` inside the run.
+
+    Raises:
+        HPADataError: ``path`` is not a run, or the run has no image.
+    """
+    folder, _ = _run_of(path)
+    if _is_pred_dir(folder):
+        ids = [str(i) for i in load_prediction_run(folder, default_scheme(folder)).ids]
+    else:
+        ids = sorted(p.stem for p in (folder / SegDir.CELLS).glob("*.png"))
+    if not ids:
+        raise HPADataError(f"{folder}: no image (the run predicted none, or cells/ holds no mask)")
+    return ids
+
+
+def read_image(path: str | Path, image_id: str) -> list[LayerData]:
+    """Layer data of the image ``image_id`` of the run at ``path`` (as :func:`read_run`).
+
+    Raises:
+        HPADataError: ``path`` is not a run, ``image_id`` is not one of its images, or
+            its files are missing or unreadable.
+    """
+    folder, _ = _run_of(path)
     if _is_pred_dir(folder):
         return _pred_layers(folder, image_id)
     return _seg_layers(folder, image_id)
 
 
-def _pred_layers(folder: Path, image_id: str | None) -> list[LayerData]:
+def show_image(viewer: Any, path: str | Path, image_id: str) -> list[Any]:
+    """Show one image of a run in a napari viewer, in place of that run's layers.
+
+    The layers the reader made for the same run (by ``metadata["hpa"]["run"]``) are
+    replaced, at the place of the first of them, keeping each one's visibility and
+    opacity; other layers stay. The new image is read first, so a failure leaves the
+    viewer as it was. Needs napari.
+
+    Args:
+        viewer: a ``napari.Viewer`` (or its headless ``ViewerModel``).
+        path: the run (or a path inside it, as :func:`read_run` takes).
+        image_id: one of :func:`image_ids`.
+
+    Returns:
+        The layers added.
+    """
+    from napari.layers import Layer
+
+    folder, _ = _run_of(path)
+    data = read_image(folder, image_id)
+    run = str(folder.resolve())
+    old = [layer for layer in viewer.layers if hpa_metadata(layer).get("run") == run]
+    kept = {hpa_metadata(layer).get("role"): (layer.visible, layer.opacity) for layer in old}
+    at = viewer.layers.index(old[0]) if old else len(viewer.layers)
+    for layer in old:
+        viewer.layers.remove(layer)
+    added = []
+    for k, (array, kwargs, kind) in enumerate(data):
+        role = kwargs["metadata"][METADATA_KEY]["role"]
+        if role in kept:
+            kwargs = {**kwargs, "visible": kept[role][0], "opacity": kept[role][1]}
+        layer = Layer.create(array, kwargs, kind)
+        viewer.layers.insert(at + k, layer)
+        added.append(layer)
+    return added
+
+
+def hpa_metadata(layer: Any) -> dict[str, Any]:
+    """``metadata["hpa"]`` of a layer the reader made (run, image_id, role, pixel_size), else ``{}``."""
+    meta = getattr(layer, "metadata", None) or {}
+    value = meta.get(METADATA_KEY)
+    return value if isinstance(value, dict) else {}
+
+
+def _check_id(image_id: str, ids: list[str], folder: Path) -> None:
+    if image_id not in ids:
+        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        raise HPADataError(f"{folder}: no image {image_id} in this run ({len(ids)} images: {shown})")
+
+
+def _pred_layers(folder: Path, image_id: str) -> list[LayerData]:
     run = load_prediction_run(folder, default_scheme(folder))  # 2021 for a --format 2021 run
-    if not run.ids:
-        raise HPADataError(f"{folder}: the run predicted no image")
-    image_id = image_id or _first(run.ids, folder)
+    _check_id(image_id, [str(i) for i in run.ids], folder)
     run.check_masks()  # the masks are shown over the run's images
     cells = read_label_image(run.mask_path(image_id))
     table = run.cells_of(image_id)
@@ -120,7 +214,7 @@ def _pred_layers(folder: Path, image_id: str | None) -> list[LayerData]:
     colours = class_colours(
         cells, features["index"].tolist(), calls["top_class"].tolist(), len(run.class_names)
     )
-    return _layers(image_id, cells, features, run.images_dir, run.channel_map, colours)
+    return _layers(folder, image_id, cells, features, run.images_dir, run.channel_map, colours)
 
 
 def class_colours(
@@ -152,18 +246,16 @@ def class_colours(
     return colours
 
 
-def _seg_layers(folder: Path, image_id: str | None) -> list[LayerData]:
+def _seg_layers(folder: Path, image_id: str) -> list[LayerData]:
     seg = SegDir(folder)
-    ids = sorted(p.stem for p in (folder / seg.CELLS).glob("*.png"))
-    if not ids:
-        raise HPADataError(f"{folder / seg.CELLS}: no mask")
-    image_id = image_id or _first(ids, folder)
+    if not seg.cell_mask(image_id).is_file():
+        _check_id(image_id, image_ids(folder), folder)
     cells = read_label_image(seg.cell_mask(image_id))
     table_path = seg.image_table(image_id)
     table = pd.read_parquet(table_path) if table_path.is_file() else pd.DataFrame({"cell_id": []})
     features = table.drop(columns=["image_id"], errors="ignore").rename(columns={"cell_id": "index"})
     images_dir, channel_map = _seg_inputs(folder)
-    return _layers(image_id, cells, features, images_dir, channel_map)
+    return _layers(folder, image_id, cells, features, images_dir, channel_map)
 
 
 def _seg_inputs(folder: Path) -> tuple[Path | None, ChannelMap | None]:
@@ -174,18 +266,20 @@ def _seg_inputs(folder: Path) -> tuple[Path | None, ChannelMap | None]:
     return images, ChannelMap.parse(str(spec)) if spec else None
 
 
-def _first(ids: Any, folder: Path) -> str:
+def _first(ids: list[str], folder: Path) -> str:
     if len(ids) > 1:
         log.info(
-            "%s: opening %s, the first of %d images (open cells/<Id>.png for another)",
+            "%s: opening %s, the first of %d images (step through them with the widget "
+            "Plugins > Images of a run (HPA cells))",
             folder,
             ids[0],
             len(ids),
         )
-    return str(ids[0])
+    return ids[0]
 
 
 def _layers(
+    folder: Path,
     image_id: str,
     cells: np.ndarray,
     features: pd.DataFrame,
@@ -194,12 +288,14 @@ def _layers(
     colours: dict[int | None, list[float]] | None = None,
 ) -> list[LayerData]:
     layers: list[LayerData] = []
+    size = None
     if images_dir is not None and images_dir.is_dir():
         image = read_sample(images_dir, image_id, channel_map)
         if image.shape[:2] != cells.shape:
             raise HPADataError(
                 f"Id {image_id}: image {image.shape[:2]} and cell mask {cells.shape} differ in size"
             )
+        size = pixel_size(images_dir, image_id)
         for k, colour in enumerate(CHANNELS):
             plane = image[..., k]
             lo, hi = np.percentile(plane, (STRETCH_LOW, STRETCH_HIGH))
@@ -216,4 +312,15 @@ def _layers(
     if colours is not None:
         labels_kwargs["colormap"] = colours
     layers.append((cells, labels_kwargs, "labels"))
+    if size is None:
+        log.info(
+            "Id %s: no physical pixel size recorded (only OME-TIFF inputs carry one): pixel units", image_id
+        )
+    roles = [*CHANNELS[: len(layers) - 1], "cells"]
+    for (_, options, _), role in zip(layers, roles):
+        meta = {"run": str(folder.resolve()), "image_id": image_id, "role": role}
+        options["metadata"] = {METADATA_KEY: {**meta, "pixel_size": list(size) if size else None}}
+        if size is not None:
+            options["scale"] = [size[0], size[1]]
+            options["units"] = [size[2], size[2]]
     return layers

@@ -197,6 +197,65 @@ def test_blend_and_folds_folders_export_their_main_member_and_say_so(
     assert bio.plain_members(blend) == ["main/fold-0", "main/fold-1", "scratch"]
 
 
+@pytest.mark.slow
+def test_member_all_exports_every_network_of_a_blend_and_says_which(
+    models: dict[str, Path], tmp_path: Path, offline: None
+) -> None:
+    """A blend whose main member is a --folds folder and whose companion is a feature head:
+    ``--member all`` writes one resource per network, nested as the members are."""
+    blend = tmp_path / "blend"
+    for k, name in enumerate(("view", "dataset")):
+        shutil.copytree(models[name], blend / "main" / f"fold-{k}")
+    (blend / "main" / "ensemble.json").write_text(
+        json.dumps({"members": ["fold-0", "fold-1"], "weights": [1, 1]})
+    )
+    shutil.copytree(models["dataset"], blend / "scratch")
+    (blend / "features").mkdir()
+    (blend / "features" / "feature_head.json").write_text("{}")  # no network: skipped
+    spec = {"combine": "image", "members": ["main", "scratch", "features"], "weights": [0.5, 0.3, 0.2]}
+    (blend / "ensemble.json").write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    argv = [
+        "export-model",
+        str(blend),
+        "--to",
+        "bioimageio",
+        "--out",
+        str(out),
+        "--member",
+        "all",
+        "--no-test",
+    ]
+    assert cli_main(argv) == 0
+    networks = ["main/fold-0", "main/fold-1", "scratch"]
+    index = json.loads((out / bio.INDEX).read_text())
+    assert index["exported"] == {m: f"{m}/rdf.yaml" for m in networks}
+    assert list(index["skipped"]) == ["features"] and index["kind"] == "blend"
+    assert sorted(p.name for p in out.iterdir()) == sorted([bio.MARKER, bio.INDEX, "main", "scratch"])
+    for member, source in zip(networks, ("view", "dataset", "dataset")):
+        descr = yaml.safe_load((out / member / "rdf.yaml").read_text())
+        assert f"member {member} (chosen with --member)" in descr["description"]
+        assert f"({member.replace('/', '-')})" in descr["name"]  # names differ in the zoo
+        assert json.loads((out / member / bio.HPA_CONFIG).read_text()) == json.loads(
+            (models[source] / "config.json").read_text()
+        )
+    assert bio.run_model_test(out / "main" / "fold-1" / "rdf.yaml").status == "passed"
+    # a rerun replaces it; a single export may replace it too (and the other way round)
+    assert cli_main([*argv[:-3], "--no-test"]) == 0
+    assert (out / "rdf.yaml").is_file() and not (out / "main").exists()
+    with pytest.raises(HPAConfigError, match="a feature head"):
+        bio.resolve_member(blend, "features")
+
+
+def test_member_all_of_a_single_network_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with pytest.raises(HPAConfigError, match="is one network, not a blend or --folds folder"):
+        bio.export_members(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_not_a_model_folder_is_refused_with_the_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
