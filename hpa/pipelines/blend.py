@@ -39,6 +39,7 @@ import pandas as pd
 
 from hpa import runlog
 from hpa.aggregation.metrics import macro_average_precision
+from hpa.aggregation.selection import choose_weight
 from hpa.artefacts import ModelDir, read_csv_table, write_csv
 from hpa.artefacts.modelcard import write_training_record
 from hpa.artefacts.provenance import check_reuse, remove_record, write_record
@@ -71,12 +72,13 @@ def choose_blend_weight(
 
     The best share is the one with the highest macro average precision (AP: the ranking
     of the blended scores, judged without thresholds, which on a few dozen images make
-    macro F1 jump between neighbouring weights). Then the one-standard-error rule: the
-    largest main share whose AP is within one bootstrap standard error (images drawn
-    with replacement, paired) of the best is taken, so the companion gets weight only
-    where it beats the main model by more than the noise of these images. On the real
-    cross-validation this keeps the main model alone; on the synthetic benchmark it
-    blends them half and half (benchmarks/RESULTS.md).
+    macro F1 jump between neighbouring weights). Then the one-standard-error rule
+    (:func:`hpa.aggregation.selection.choose_weight`): the largest main share whose AP is
+    within one bootstrap standard error (images drawn with replacement, paired) of the
+    best is taken, so the companion gets weight only where it beats the main model by
+    more than the noise of these images. On the real cross-validation this keeps the
+    main model alone; on the synthetic benchmark it blends them half and half
+    (benchmarks/RESULTS.md).
 
     Args:
         y: ``(N, K)`` multi-hot labels.
@@ -92,30 +94,11 @@ def choose_blend_weight(
     >>> choose_blend_weight(y, good, flat)[0]
     1.0
     """
-
-    def ap_all(rows: np.ndarray) -> np.ndarray:
-        return np.array(
-            [
-                macro_average_precision(y[rows], w * main[rows] + (1.0 - w) * companion[rows])
-                for w in BLEND_WEIGHTS
-            ]
-        )
-
-    everyone = np.arange(len(y))
-    ap = ap_all(everyone)
-    best = int(np.argmax(ap))  # the first of equals: the larger main share
-    rng = np.random.default_rng(seed)
-    deficits = []  # per resample, how far each share falls short of the best one (paired)
-    for _ in range(resamples):
-        boot = ap_all(rng.integers(0, len(y), len(y)))
-        deficits.append(boot[best] - boot)
-    se = np.std(deficits, axis=0) if resamples > 1 else np.zeros(len(BLEND_WEIGHTS))
-    chosen = next(k for k in range(len(BLEND_WEIGHTS)) if ap[best] - ap[k] <= se[k])
-    return (
-        BLEND_WEIGHTS[chosen],
-        {w: float(a) for w, a in zip(BLEND_WEIGHTS, ap)},
-        {w: float(e) for w, e in zip(BLEND_WEIGHTS, se)},
-    )
+    choice = choose_weight(
+        y, BLEND_WEIGHTS, lambda w: w * main + (1.0 - w) * companion, macro_average_precision,
+        resamples=resamples, seed=seed,
+    )  # fmt: skip
+    return choice.weight, choice.metric, choice.errors
 
 
 def train_blend(
