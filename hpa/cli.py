@@ -224,7 +224,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="train the cell-crop + tile classifier from image-level labels",
         formatter_class=_FMT,
     )
-    g = p.add_argument_group("data")
+    _add_train_data(p.add_argument_group("data"))
+    _add_train_model(p.add_argument_group("model"))
+    training = p.add_argument_group("training")
+    _add_train_schedule(training)
+    _add_train_run(training)
+
+
+def _add_train_data(g: argparse._ArgumentGroup) -> None:
+    """train-cells' inputs and outputs: images, labels and masks of each source, OUT, the cache."""
     g.add_argument(
         "--images",
         required=True,
@@ -238,7 +246,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--masks", required=True, action="append", help="SEG_DIR written by 'hpa segment'")
     g.add_argument("--out", required=True, help="model folder to write")
     g.add_argument("--cache", default=None, help="crop cache folder (default: MASKS/crop-cache)")
-    m = p.add_argument_group("model")
+
+
+def _add_train_model(m: argparse._ArgumentGroup) -> None:
+    """train-cells' network: backbone, start, crops, channels, input scaling, companion."""
     m.add_argument("--backbone", default=None, help="timm model name (default: by device)")
     m.add_argument(
         "--pretrained",
@@ -284,7 +295,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="box: each crop fits its cell; image: one window per image, structures keep their size",
     )
-    t = p.add_argument_group("training")
+
+
+def _add_train_schedule(t: argparse._ArgumentGroup) -> None:
+    """train-cells' training run: epochs, batches, loss, freezing, folds, views, steps."""
     t.add_argument("--epochs", type=_POSITIVE, default=None, help="epochs (default: by device)")
     t.add_argument("--batch-size", type=_POSITIVE, default=None, help="batch size (default: by device)")
     t.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate")
@@ -311,6 +325,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--max-steps", type=_POSITIVE, default=None, help="stop after this many steps (smoke tests)"
     )
+
+
+def _add_train_run(t: argparse._ArgumentGroup) -> None:
+    """train-cells' run settings: seed, device, precision, engine, workers, config file, resume."""
     t.add_argument("--seed", type=_at_least(0), default=None)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: auto")
     t.add_argument("--precision", choices=_PRECISIONS, default=None, help=_PRECISION_HELP)

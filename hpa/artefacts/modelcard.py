@@ -62,11 +62,20 @@ def model_card(
         settings: the resolved training settings (``train_config.yaml``).
         segmentation: the segmentation settings of the training masks, if known.
     """
+    lines = [f"# Model card: {name}", ""]
+    lines += _data_section(images, labels, metrics)
+    lines += _metrics_section(metrics, thresholds)
+    lines += _settings_section(settings)
+    lines += _segmentation_section(segmentation)
+    lines += _use_section(name)
+    return "\n".join(lines)
+
+
+def _data_section(images: Sequence[str | Path], labels: Labels, metrics: Mapping[str, Any]) -> list[str]:
+    """What the model is, and the images it learnt from: folders, split, positives per class."""
     names = labels.class_names
     positives = labels.y.sum(axis=0)
-    folds = "oof_macro_f1" in metrics
-    lines = [f"# Model card: {name}", ""]
-    lines += [
+    lines = [
         "A cell-crop and tile classifier of protein localisation in Human Protein Atlas images, "
         "trained by `hpa train-cells` from image-level labels.",
         "",
@@ -75,7 +84,7 @@ def model_card(
         f"- images: {', '.join(str(Path(p).resolve()) for p in images)}",
         f"- labelled images: {len(labels)} (label set {labels.label_set}, {len(names)} classes)",
     ]
-    if folds:
+    if "oof_macro_f1" in metrics:
         lines.append(f"- {metrics['folds']} folds; each image validated by the fold that did not train on it")
     else:
         lines.append(
@@ -87,7 +96,13 @@ def model_card(
             ["class", "name", "positive images"], [(k, n, int(positives[k])) for k, n in enumerate(names)]
         ),
     ]
-    lines += ["", "## Metrics", ""]
+    return lines
+
+
+def _metrics_section(metrics: Mapping[str, Any], thresholds: Sequence[float] | np.ndarray) -> list[str]:
+    """How good: the macro F1 figures, the tile and blend weights, and the per-class table."""
+    folds = "oof_macro_f1" in metrics
+    lines = ["", "## Metrics", ""]
     if folds:
         lines.append(
             f"- out-of-fold macro F1 (tuned thresholds, all {metrics['n_images']} images): {_f(metrics['oof_macro_f1'])}"
@@ -100,15 +115,7 @@ def model_card(
         lines.append(f"- best epoch: {metrics['best_epoch']}")
     lines.append(f"- tile weight: {metrics['tile_weight']}")
     if "blend" in metrics:  # a model and its companion (hpa.pipelines.blend)
-        shares = ", ".join(f"{name} {w:.1f}" for name, w in metrics["blend"]["weights"].items())
-        own = ", ".join(f"{name} {_f(f)}" for name, f in metrics["blend"]["members_macro_f1"].items())
-        lines.append(f"- blended image by image, shares chosen on these images: {shares} (each alone: {own})")
-        if "feature_head_C" in metrics["blend"]:
-            strengths = ", ".join(f"{c:g}" for c in metrics["blend"]["feature_head_C"])
-            lines.append(
-                f"- features companion: logistic regression on localisation features, C {strengths} "
-                "(chosen by inner cross-validation on the training images; `features/feature_head.json`)"
-            )
+        lines += _blend_lines(metrics["blend"])
     scored = "out-of-fold scores of every image" if folds else "the validation images"
     lines += ["", f"Per class, on {scored} (image level, tuned thresholds):", ""]
     rows = [
@@ -116,10 +123,34 @@ def model_card(
         for r, t in zip(metrics["per_class"], thresholds, strict=True)
     ]
     lines += _table(["class", "name", "precision", "recall", "F1", "support", "threshold"], rows)
-    lines += ["", "## Training settings", ""]
+    return lines
+
+
+def _blend_lines(blend: Mapping[str, Any]) -> list[str]:
+    """The shares of a blend's members and each one's own F1; the features companion's ``C``."""
+    shares = ", ".join(f"{name} {w:.1f}" for name, w in blend["weights"].items())
+    own = ", ".join(f"{name} {_f(f)}" for name, f in blend["members_macro_f1"].items())
+    lines = [f"- blended image by image, shares chosen on these images: {shares} (each alone: {own})"]
+    if "feature_head_C" in blend:
+        strengths = ", ".join(f"{c:g}" for c in blend["feature_head_C"])
+        lines.append(
+            f"- features companion: logistic regression on localisation features, C {strengths} "
+            "(chosen by inner cross-validation on the training images; `features/feature_head.json`)"
+        )
+    return lines
+
+
+def _settings_section(settings: Mapping[str, Any]) -> list[str]:
+    """The training settings of :data:`_SUMMARY`, and where the others are."""
+    lines = ["", "## Training settings", ""]
     lines += [f"- {k}: {settings[k]}" for k in _SUMMARY if k in settings]
     lines.append(f"- every setting: `{ModelDir.TRAIN_CONFIG}`")
-    lines += ["", "## Segmentation", ""]
+    return lines
+
+
+def _segmentation_section(segmentation: Mapping[str, Any] | None) -> list[str]:
+    """The training masks' segmentation settings, which ``hpa predict`` segments with."""
+    lines = ["", "## Segmentation", ""]
     if segmentation is None:
         lines.append(
             "- the training masks recorded no settings; `hpa predict` without `--masks` uses the defaults"
@@ -129,7 +160,12 @@ def model_card(
         lines.append(
             f"- `hpa predict` without `--masks` segments with these settings (`{ModelDir.SEGMENTATION}`)"
         )
-    lines += [
+    return lines
+
+
+def _use_section(name: str) -> list[str]:
+    """Intended use and limits, and how to load the model ``name``."""
+    return [
         "",
         "## Intended use and limits",
         "",
@@ -156,7 +192,6 @@ def model_card(
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write_model_card(folder: str | Path, **kwargs: Any) -> None:

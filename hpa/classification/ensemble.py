@@ -89,27 +89,25 @@ def tune_on_views(
         pooling: cell-to-image pooling.
         use_cells, use_tiles: which views make the image score.
         tile_weight: a fixed weight, or None to pick the best of
-            :data:`hpa.classification.train.TILE_WEIGHTS` by macro F1 (cells and tiles only).
+            :data:`hpa.classification.train.TILE_WEIGHTS` by macro F1 (cells and tiles only;
+            :func:`hpa.aggregation.selection.choose_weight`, as for a single model).
         shrink: threshold shrinkage (:func:`hpa.aggregation.tune_thresholds`).
 
     Returns:
         ``(tile_weight, image_scores, thresholds, {weight: macro F1})``.
     """
-    from hpa.aggregation import apply_thresholds, macro_f1
+    from hpa.aggregation.selection import choose_weight, tuned_macro_f1
     from hpa.classification.train import TILE_WEIGHTS
 
-    def run(w: float) -> tuple[np.ndarray, ThresholdResult, float]:
-        scores = pool_views(index, probs, ids, pooling, w, use_cells, use_tiles)
-        tuned = tune_thresholds(y, scores, shrink=shrink)
-        return scores, tuned, macro_f1(y, apply_thresholds(scores, tuned.thresholds))
+    def pooled(w: float) -> np.ndarray:
+        return pool_views(index, probs, ids, pooling, w, use_cells, use_tiles)
 
     if tile_weight is not None or not (use_cells and use_tiles):
         w = 0.5 if tile_weight is None else tile_weight
-        scores, tuned, _ = run(w)
-        return w, scores, tuned, {}
-    results = {w: run(w) for w in TILE_WEIGHTS}
-    best = max(TILE_WEIGHTS, key=lambda w: results[w][2])  # ties: the first
-    return best, results[best][0], results[best][1], {w: r[2] for w, r in results.items()}
+        scores = pooled(w)
+        return w, scores, tune_thresholds(y, scores, shrink=shrink), {}
+    choice = choose_weight(y, TILE_WEIGHTS, pooled, tuned_macro_f1(shrink))
+    return choice.weight, choice.scores, tune_thresholds(y, choice.scores, shrink=shrink), choice.metric
 
 
 @dataclass(frozen=True)

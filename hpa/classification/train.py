@@ -480,19 +480,6 @@ def evaluate_views(
     return metrics, probs, scores, tuned
 
 
-def select_tile_weight(
-    data: TrainData, probs: np.ndarray, cfg: TrainConfig
-) -> tuple[float, dict[float, float]]:
-    """The tile weight of :data:`TILE_WEIGHTS` with the best validation macro F1.
-
-    Returns:
-        ``(weight, {weight: val macro F1})``.
-    """
-    results = {w: score_validation_images(data, probs, cfg, w)[0]["val_macro_f1"] for w in TILE_WEIGHTS}
-    best = max(TILE_WEIGHTS, key=lambda w: results[w])  # max keeps the first of ties
-    return best, results
-
-
 @dataclass
 class _Updates:
     """How the weights move: loss, optimizer, learning-rate schedule, weight average."""

@@ -34,14 +34,22 @@ def score_validation_images(
         ``(metrics, (M, K) image scores, tuned thresholds)``; ``metrics`` holds
         ``val_macro_f1`` (tuned thresholds) and ``val_macro_f1_at_0.5``.
     """
-    index = data.index.iloc[data.val_rows]
-    scores = pool_views(index, probs, data.val_ids, cfg.pooling, tile_weight, cfg.use_cells, cfg.use_tiles)
+    scores = validation_image_scores(data, probs, cfg, tile_weight)
     tuned = tune_thresholds(data.val_y, scores, shrink=cfg.threshold_shrink)
     metrics = {
         "val_macro_f1": macro_f1(data.val_y, apply_thresholds(scores, tuned.thresholds)),
         "val_macro_f1_at_0.5": macro_f1(data.val_y, apply_thresholds(scores, np.full(scores.shape[1], 0.5))),
     }
     return metrics, scores, tuned
+
+
+def validation_image_scores(
+    data: TrainData, probs: np.ndarray, cfg: TrainConfig, tile_weight: float
+) -> np.ndarray:
+    """The ``(M, K)`` validation image scores: ``probs`` (following ``data.val_rows``) pooled
+    per image with ``cfg``'s pooling and views and ``tile_weight``."""
+    index = data.index.iloc[data.val_rows]
+    return pool_views(index, probs, data.val_ids, cfg.pooling, tile_weight, cfg.use_cells, cfg.use_tiles)
 
 
 def split_images(y: np.ndarray, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

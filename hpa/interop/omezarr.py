@@ -118,63 +118,73 @@ def write_ome_zarr(
         levels = level_count(cells.shape)
         for k, level in enumerate(image_pyramid(image, levels)):
             _write_array(root, str(k), np.moveaxis(level, -1, 0), (1, _CHUNK, _CHUNK))
-        hi = int(np.iinfo(image.dtype).max)
-        root.attrs.update(
-            {
-                "multiscales": _multiscales(
-                    [
-                        {"name": "c", "type": "channel"},
-                        {"name": "y", "type": "space"},
-                        {"name": "x", "type": "space"},
-                    ],
-                    path.name,
-                    levels,
-                    "image",
-                ),
-                "omero": {
-                    "version": NGFF_VERSION,
-                    "channels": [
-                        {
-                            "label": f"{c} ({CHANNEL_STAINS[c]})",
-                            "color": CHANNEL_HEX[k],
-                            "active": True,
-                            "window": {
-                                "min": 0,
-                                "max": hi,
-                                "start": 0,
-                                "end": int(image[..., k].max()) or hi,
-                            },
-                        }
-                        for k, c in enumerate(CHANNELS)
-                    ],
-                    "rdefs": {"model": "color"},
-                },
-            }
-        )
-        labels = root.create_group("labels")
-        labels.attrs["labels"] = ["cells"]
-        group = labels.create_group("cells")
-        for k, level in enumerate(label_pyramid(cells.astype(np.uint32), levels)):
-            _write_array(group, str(k), level, (_CHUNK, _CHUNK))
-        group.attrs.update(
-            {
-                "multiscales": _multiscales(
-                    [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-                    "cells",
-                    levels,
-                    "labels",
-                ),
-                "image-label": {
-                    "version": NGFF_VERSION,
-                    "source": {"image": "../../"},
-                    **_label_properties(cells, cell_table, class_names, thresholds),
-                },
-            }
-        )
+        root.attrs.update(_image_attrs(image, path.name, levels))
+        _write_cell_labels(root, cells, levels, _label_properties(cells, cell_table, class_names, thresholds))
         swap_in(tmp, path)  # an older export of this image is replaced in one step
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _image_attrs(image: np.ndarray, name: str, levels: int) -> dict[str, Any]:
+    """The image group's metadata: its ``multiscales`` and the ``omero`` channel display
+    (each stain in its colour, the window from 0 to the channel's brightest pixel)."""
+    hi = int(np.iinfo(image.dtype).max)
+    return {
+        "multiscales": _multiscales(
+            [
+                {"name": "c", "type": "channel"},
+                {"name": "y", "type": "space"},
+                {"name": "x", "type": "space"},
+            ],
+            name,
+            levels,
+            "image",
+        ),
+        "omero": {
+            "version": NGFF_VERSION,
+            "channels": [
+                {
+                    "label": f"{c} ({CHANNEL_STAINS[c]})",
+                    "color": CHANNEL_HEX[k],
+                    "active": True,
+                    "window": {
+                        "min": 0,
+                        "max": hi,
+                        "start": 0,
+                        "end": int(image[..., k].max()) or hi,
+                    },
+                }
+                for k, c in enumerate(CHANNELS)
+            ],
+            "rdefs": {"model": "color"},
+        },
+    }
+
+
+def _write_cell_labels(root: Any, cells: np.ndarray, levels: int, properties: dict[str, Any]) -> None:
+    """The ``labels/cells`` group: the cell label pyramid and its image-label metadata
+    (``properties``: each cell's colour and calls, :func:`_label_properties`)."""
+    labels = root.create_group("labels")
+    labels.attrs["labels"] = ["cells"]
+    group = labels.create_group("cells")
+    for k, level in enumerate(label_pyramid(cells.astype(np.uint32), levels)):
+        _write_array(group, str(k), level, (_CHUNK, _CHUNK))
+    group.attrs.update(
+        {
+            "multiscales": _multiscales(
+                [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                "cells",
+                levels,
+                "labels",
+            ),
+            "image-label": {
+                "version": NGFF_VERSION,
+                "source": {"image": "../../"},
+                **properties,
+            },
+        }
+    )
 
 
 def _write_array(group: Any, name: str, data: np.ndarray, chunks: tuple[int, ...]) -> None:

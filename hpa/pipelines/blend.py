@@ -30,7 +30,7 @@ leaves a folder ``hpa predict`` refuses, never new thresholds behind an old blen
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +39,10 @@ import pandas as pd
 
 from hpa import runlog
 from hpa.aggregation.metrics import macro_average_precision
+from hpa.aggregation.selection import choose_weight
 from hpa.artefacts import ModelDir, read_csv_table, write_csv
 from hpa.artefacts.modelcard import write_training_record
-from hpa.artefacts.provenance import check_reuse, remove_record, write_record
+from hpa.artefacts.provenance import Provenance, check_reuse, remove_record, write_record
 from hpa.artefacts.tables import ID_COLUMN, image_score_table
 from hpa.classification.ensemble import MAIN
 from hpa.config import save_json, save_yaml, to_dict
@@ -49,6 +50,7 @@ from hpa.io import write_labels
 from hpa.outputs import claim_entries
 
 if TYPE_CHECKING:
+    from hpa.aggregation import ThresholdResult
     from hpa.classification.cache import Folders
     from hpa.classification.train import TrainConfig
     from hpa.io import Labels
@@ -71,12 +73,13 @@ def choose_blend_weight(
 
     The best share is the one with the highest macro average precision (AP: the ranking
     of the blended scores, judged without thresholds, which on a few dozen images make
-    macro F1 jump between neighbouring weights). Then the one-standard-error rule: the
-    largest main share whose AP is within one bootstrap standard error (images drawn
-    with replacement, paired) of the best is taken, so the companion gets weight only
-    where it beats the main model by more than the noise of these images. On the real
-    cross-validation this keeps the main model alone; on the synthetic benchmark it
-    blends them half and half (benchmarks/RESULTS.md).
+    macro F1 jump between neighbouring weights). Then the one-standard-error rule
+    (:func:`hpa.aggregation.selection.choose_weight`): the largest main share whose AP is
+    within one bootstrap standard error (images drawn with replacement, paired) of the
+    best is taken, so the companion gets weight only where it beats the main model by
+    more than the noise of these images. On the real cross-validation this keeps the
+    main model alone; on the synthetic benchmark it blends them half and half
+    (benchmarks/RESULTS.md).
 
     Args:
         y: ``(N, K)`` multi-hot labels.
@@ -92,30 +95,11 @@ def choose_blend_weight(
     >>> choose_blend_weight(y, good, flat)[0]
     1.0
     """
-
-    def ap_all(rows: np.ndarray) -> np.ndarray:
-        return np.array(
-            [
-                macro_average_precision(y[rows], w * main[rows] + (1.0 - w) * companion[rows])
-                for w in BLEND_WEIGHTS
-            ]
-        )
-
-    everyone = np.arange(len(y))
-    ap = ap_all(everyone)
-    best = int(np.argmax(ap))  # the first of equals: the larger main share
-    rng = np.random.default_rng(seed)
-    deficits = []  # per resample, how far each share falls short of the best one (paired)
-    for _ in range(resamples):
-        boot = ap_all(rng.integers(0, len(y), len(y)))
-        deficits.append(boot[best] - boot)
-    se = np.std(deficits, axis=0) if resamples > 1 else np.zeros(len(BLEND_WEIGHTS))
-    chosen = next(k for k in range(len(BLEND_WEIGHTS)) if ap[best] - ap[k] <= se[k])
-    return (
-        BLEND_WEIGHTS[chosen],
-        {w: float(a) for w, a in zip(BLEND_WEIGHTS, ap)},
-        {w: float(e) for w, e in zip(BLEND_WEIGHTS, se)},
-    )
+    choice = choose_weight(
+        y, BLEND_WEIGHTS, lambda w: w * main + (1.0 - w) * companion, macro_average_precision,
+        resamples=resamples, seed=seed,
+    )  # fmt: skip
+    return choice.weight, choice.metric, choice.errors
 
 
 def train_blend(
@@ -153,29 +137,13 @@ def train_blend(
             (:func:`hpa.artefacts.provenance.check_reuse`), or is of another kind, and
             ``overwrite`` is False.
     """
-    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report, save_thresholds, tune_thresholds
     from hpa.classification.distributed import world_from_env
-    from hpa.classification.ensemble import BLEND, ENSEMBLE_FILE
-    from hpa.classification.model import THRESHOLDS_FILE
     from hpa.classification.train import FEATURE_COMPANION as FEATURES
-    from hpa.classification.train import companion_config
-    from hpa.pipelines.train import check_masks_of, model_record
 
-    assert cfg.companion is not None
     out = Path(out)
-    check_masks_of(images, masks)
-    record = model_record("blend", cfg, images, labels, masks, all_folds=all_folds)
-    parts = {MAIN: replace(cfg, companion=None)}
-    if cfg.companion != FEATURES:
-        parts[cfg.companion] = companion_config(cfg)
-    claim_entries(out, [*ModelDir.ENTRIES, BLEND_SCORES, MAIN, cfg.companion], "hpa train-cells")
-    runlog.write_into(out)
+    record = _open_blend_folder(out, cfg, images, labels, masks, all_folds)
     member_metrics = {}
-    for name, part in parts.items():
-        log.info(
-            "blend member %s: %s, %s start, channels %s, %s pooling -> %s",
-            name, part.backbone, part.pretrained or "random", part.channels, part.pooling, out / name,
-        )  # fmt: skip
+    for name, part in _networks(cfg).items():
         member_metrics[name] = _train_member(
             images, labels, masks, out / name, part, all_folds, cache_root, resume, progress, channel_map,
             overwrite,
@@ -186,6 +154,92 @@ def train_blend(
         member_metrics[FEATURES] = train_feature_member(
             images, labels, masks, out / FEATURES, out / MAIN, cfg, all_folds
         )
+    blend = _choose_blend(out, labels, cfg, all_folds)
+    metrics = _blend_metrics(blend, member_metrics, cfg, all_folds)
+    _publish_blend(out, cfg, blend, metrics, all_folds)
+    write_training_record(
+        out, name=out.name, seg_dirs=masks, images=images, labels=labels, metrics=metrics,
+        thresholds=blend.tuned.thresholds, settings=to_dict(cfg),
+    )  # fmt: skip
+    write_record(out, record)
+    _write_ensemble_file(out, cfg, metrics["blend"]["weights"])  # last: OUT is a model for hpa predict now
+    _log_blend(out, cfg, blend, metrics, all_folds)
+    return metrics
+
+
+def _open_blend_folder(
+    out: Path, cfg: TrainConfig, images: Folders, labels: Labels, masks: Folders, all_folds: bool
+) -> Provenance:
+    """Check the masks against the images, claim OUT's entries and start its run log.
+
+    Returns:
+        The provenance record of the blend (written once its files are).
+    """
+    from hpa.pipelines.train import check_masks_of, model_record
+
+    assert cfg.companion is not None
+    check_masks_of(images, masks)
+    record = model_record("blend", cfg, images, labels, masks, all_folds=all_folds)
+    claim_entries(out, [*ModelDir.ENTRIES, BLEND_SCORES, MAIN, cfg.companion], "hpa train-cells")
+    runlog.write_into(out)
+    return record
+
+
+def _log_blend(out: Path, cfg: TrainConfig, blend: _Blend, metrics: dict[str, Any], all_folds: bool) -> None:
+    """Log the chosen share, the figures it was chosen by, and the blend's F1 beside each member's."""
+    key, own = _f1_key(all_folds), metrics["blend"]["members_macro_f1"]
+    log.info(
+        "blend of %s: weight %.1f for the main model (macro AP by weight: %s); %s %.4f (main alone %.4f, %s alone %.4f)",
+        out, blend.weight, ", ".join(f"{w}: {f:.4f}" for w, f in blend.selection.items()), key, metrics[key],
+        own[MAIN], cfg.companion, own[cfg.companion],
+    )  # fmt: skip
+
+
+def _networks(cfg: TrainConfig) -> dict[str, TrainConfig]:
+    """The blend's networks by name: the main model and a network companion (the
+    ``features`` companion is none: :func:`train_feature_member`)."""
+    from hpa.classification.train import FEATURE_COMPANION as FEATURES
+    from hpa.classification.train import companion_config
+
+    assert cfg.companion is not None
+    parts = {MAIN: replace(cfg, companion=None)}
+    if cfg.companion != FEATURES:
+        parts[cfg.companion] = companion_config(cfg)
+    return parts
+
+
+@dataclass(frozen=True)
+class _Blend:
+    """The blend of the two members, chosen on their validation (or out-of-fold) images.
+
+    Attributes:
+        ids: the judged images, rows of ``scores``, sorted by Id.
+        judged: their labels.
+        weight: the main model's share (:func:`choose_blend_weight`).
+        selection: macro average precision by candidate share.
+        errors: the standard error of each share's shortfall from the best.
+        scores: ``(N, K)`` float32 blended image scores.
+        tuned: the thresholds tuned on them.
+    """
+
+    ids: list[str]
+    judged: Labels
+    weight: float
+    selection: dict[float, float]
+    errors: dict[float, float]
+    scores: np.ndarray
+    tuned: ThresholdResult
+
+
+def _choose_blend(out: Path, labels: Labels, cfg: TrainConfig, all_folds: bool) -> _Blend:
+    """Choose the main model's share on the members' scores, blend them and tune thresholds.
+
+    Raises:
+        HPAConfigError: the members were validated on different images.
+    """
+    from hpa.aggregation import tune_thresholds
+
+    assert cfg.companion is not None
     (ids, main), (ids_c, comp) = (_scores(out / name, labels, all_folds) for name in (MAIN, cfg.companion))
     if ids != ids_c:
         from hpa.errors import HPAConfigError
@@ -198,52 +252,80 @@ def train_blend(
     weight, selection, errors = choose_blend_weight(judged.y, main, comp, seed=cfg.seed)
     scores = (weight * main + (1.0 - weight) * comp).astype(np.float32)
     tuned = tune_thresholds(judged.y, scores, shrink=cfg.threshold_shrink)
-    y_pred = apply_thresholds(scores, tuned.thresholds)
-    cols = list(labels.class_names)
-    shares = {MAIN: weight, cfg.companion: round(1.0 - weight, 1)}
-    kept = {name: w for name, w in shares.items() if w > 0}
-    own = {name: _own_f1(m, all_folds) for name, m in member_metrics.items()}
-    key = "oof_macro_f1" if all_folds else "val_macro_f1"
+    return _Blend(ids, judged, weight, selection, errors, scores, tuned)
+
+
+def _blend_metrics(
+    blend: _Blend, member_metrics: dict[str, dict[str, Any]], cfg: TrainConfig, all_folds: bool
+) -> dict[str, Any]:
+    """What ``OUT/metrics.json`` records: the blend's macro F1 (overall and per class), the
+    shares and how they were chosen, each member's own F1 and tile weight, and the split."""
+    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report
+    from hpa.classification.train import FEATURE_COMPANION as FEATURES
+
+    assert cfg.companion is not None
+    judged, scores = blend.judged, blend.scores
+    y_pred = apply_thresholds(scores, blend.tuned.thresholds)
+    shares = {MAIN: blend.weight, cfg.companion: round(1.0 - blend.weight, 1)}
     metrics: dict[str, Any] = {
-        key: macro_f1(judged.y, y_pred),
+        _f1_key(all_folds): macro_f1(judged.y, y_pred),
         "blend": {
             "weights": shares,
-            "macro_ap_by_weight": {str(w): f for w, f in selection.items()},
-            "macro_ap_standard_error": {str(w): e for w, e in errors.items()},
-            "members_macro_f1": own,
+            "macro_ap_by_weight": {str(w): f for w, f in blend.selection.items()},
+            "macro_ap_standard_error": {str(w): e for w, e in blend.errors.items()},
+            "members_macro_f1": {name: _own_f1(m, all_folds) for name, m in member_metrics.items()},
             **({"feature_head_C": member_metrics[FEATURES]["C"]} if cfg.companion == FEATURES else {}),
         },
         "tile_weight": {name: _tile_weight(m) for name, m in member_metrics.items()},
-        "per_class": per_class_report(judged.y, y_pred, cols).to_dict(orient="records"),
+        "per_class": per_class_report(judged.y, y_pred, list(judged.class_names)).to_dict(orient="records"),
     }
     main_metrics = member_metrics[MAIN]
-    # ensemble.json makes OUT a model for hpa predict: gone until every other file is written
-    (out / ENSEMBLE_FILE).unlink(missing_ok=True)
-    remove_record(out)  # written again, before ensemble.json, once the blend files are
     if all_folds:
         metrics.update(
-            n_images=len(ids), folds=cfg.folds, fold_val_macro_f1=main_metrics.get("fold_val_macro_f1", [])
+            n_images=len(blend.ids),
+            folds=cfg.folds,
+            fold_val_macro_f1=main_metrics.get("fold_val_macro_f1", []),
         )
-        write_labels(out / ModelDir.OOF_LABELS, judged)
-        write_csv(out / ModelDir.OOF_IMAGES, image_score_table(ids, scores, cols))
     else:
         metrics.update(
             {
                 "val_macro_f1_at_0.5": macro_f1(judged.y, (scores >= 0.5).astype(np.int64)),
                 "n_train_images": main_metrics.get("n_train_images"),
-                "n_val_images": len(ids),
+                "n_val_images": len(blend.ids),
                 "best_epoch": main_metrics.get("best_epoch"),
             }
         )
+    return metrics
+
+
+def _publish_blend(
+    out: Path, cfg: TrainConfig, blend: _Blend, metrics: dict[str, Any], all_folds: bool
+) -> None:
+    """Write the blend's files but ``ensemble.json``, which :func:`_write_ensemble_file` adds
+    last: until then OUT is no model ``hpa predict`` takes (no new thresholds behind an old
+    blend)."""
+    from hpa.aggregation import save_thresholds
+    from hpa.classification.ensemble import ENSEMBLE_FILE
+    from hpa.classification.model import THRESHOLDS_FILE
+
+    cols = list(blend.judged.class_names)
+    (out / ENSEMBLE_FILE).unlink(missing_ok=True)
+    remove_record(out)  # written again, before ensemble.json, once the blend files are
+    if all_folds:
+        write_labels(out / ModelDir.OOF_LABELS, blend.judged)
+        write_csv(out / ModelDir.OOF_IMAGES, image_score_table(blend.ids, blend.scores, cols))
     save_yaml(out / ModelDir.TRAIN_CONFIG, to_dict(cfg))
-    write_csv(out / BLEND_SCORES, image_score_table(ids, scores, cols))
-    save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
+    write_csv(out / BLEND_SCORES, image_score_table(blend.ids, blend.scores, cols))
+    save_thresholds(out / THRESHOLDS_FILE, blend.tuned, cols)
     save_json(out / ModelDir.METRICS, metrics)
-    write_training_record(
-        out, name=out.name, seg_dirs=masks, images=images, labels=labels, metrics=metrics,
-        thresholds=tuned.thresholds, settings=to_dict(cfg),
-    )  # fmt: skip
-    write_record(out, record)
+
+
+def _write_ensemble_file(out: Path, cfg: TrainConfig, shares: dict[str, float]) -> None:
+    """``OUT/ensemble.json``: the members with a share (``"combine": "image"``); it makes OUT a
+    model for ``hpa predict``."""
+    from hpa.classification.ensemble import BLEND, ENSEMBLE_FILE
+
+    kept = {name: w for name, w in shares.items() if w > 0}
     save_json(
         out / ENSEMBLE_FILE,
         {
@@ -253,12 +335,6 @@ def train_blend(
             "threshold_shrink": cfg.threshold_shrink,
         },
     )
-    log.info(
-        "blend of %s: weight %.1f for the main model (macro AP by weight: %s); %s %.4f (main alone %.4f, %s alone %.4f)",
-        out, weight, ", ".join(f"{w}: {f:.4f}" for w, f in selection.items()), key, metrics[key],
-        own[MAIN], cfg.companion, own[cfg.companion],
-    )  # fmt: skip
-    return metrics
 
 
 def _train_member(
@@ -279,6 +355,10 @@ def _train_member(
     from hpa.pipelines.folds import check_same_settings, train_folds
     from hpa.pipelines.train import check_model_kind, clear_other_kind, model_record, train_model
 
+    log.info(
+        "blend member %s: %s, %s start, channels %s, %s pooling -> %s",
+        folder.name, cfg.backbone, cfg.pretrained or "random", cfg.channels, cfg.pooling, folder,
+    )  # fmt: skip
     if overwrite:
         clear_other_kind(folder, blend=False, folds=all_folds)
     check_model_kind(folder, blend=False, folds=all_folds)
@@ -307,8 +387,13 @@ def _scores(folder: Path, labels: Labels, all_folds: bool) -> tuple[list[str], n
     return list(table.index), table[list(labels.class_names)].to_numpy(np.float64)
 
 
+def _f1_key(all_folds: bool) -> str:
+    """The macro F1 a run records: out-of-fold with every fold, else on the validation images."""
+    return "oof_macro_f1" if all_folds else "val_macro_f1"
+
+
 def _own_f1(metrics: dict[str, Any], all_folds: bool) -> float:
-    return float(metrics["oof_macro_f1" if all_folds else "val_macro_f1"])
+    return float(metrics[_f1_key(all_folds)])
 
 
 def _tile_weight(metrics: dict[str, Any]) -> float | None:
@@ -370,7 +455,7 @@ def train_feature_member(
     judged = labels.subset(scored_ids)
     tuned = tune_thresholds(judged.y, scores, shrink=cfg.threshold_shrink)
     own = macro_f1(judged.y, apply_thresholds(scores, tuned.thresholds))
-    key = "oof_macro_f1" if all_folds else "val_macro_f1"
+    key = _f1_key(all_folds)
     metrics = {key: own, "C": [h.c for h in heads], "n_features": len(columns), "n_images": len(ids)}
     if all_folds:
         write_labels(folder / ModelDir.OOF_LABELS, judged)

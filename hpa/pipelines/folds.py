@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +95,6 @@ def train_folds(
         HPAConfigError: a finished fold was trained on other inputs or settings
             (:func:`hpa.artefacts.provenance.check_reuse`) and ``overwrite`` is False.
     """
-    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report
-    from hpa.classification.ensemble import tune_on_views
     from hpa.pipelines.train import check_masks_of, model_record
 
     t0 = time.perf_counter()
@@ -112,44 +110,79 @@ def train_folds(
         )
         for k in range(cfg.folds)
     ]
+    oof = _tune_out_of_fold(out, labels, cfg)
+    metrics = _folds_metrics(oof, cfg, fold_metrics, t0)
+    remove_record(out)  # written again once the ensemble files are
+    _write_ensemble(out, cfg, oof, metrics)
+    write_training_record(
+        out, name=out.name, seg_dirs=masks, images=images, labels=oof.labels, metrics=metrics,
+        thresholds=oof.tuned.thresholds, settings=to_dict(cfg),
+    )  # fmt: skip
+    write_record(out, record)
+    log.info(
+        "%d folds in %s: out-of-fold macro F1 %.4f over %d images (tile weight %.2f); %.0f s",
+        cfg.folds, out, metrics["oof_macro_f1"], len(oof.labels.ids), oof.tile_weight, metrics["seconds"],
+    )  # fmt: skip
+    return metrics
+
+
+@dataclass(frozen=True)
+class _OutOfFold:
+    """The folds' validation scores together (each training image scored by one fold),
+    and what was tuned on them.
+
+    Attributes:
+        views: the view scores, with their ``image_id``, ``kind`` and ``cell_id``.
+        labels: the labels of the images, in the order of ``scores``.
+        tile_weight: the tile weight (chosen on them when the settings leave it open).
+        scores: ``(N, K)`` image scores at that weight.
+        tuned: the thresholds tuned on them.
+        selection: macro F1 by candidate tile weight (empty when it was given).
+    """
+
+    views: pd.DataFrame
+    labels: Labels
+    tile_weight: float
+    scores: np.ndarray
+    tuned: ThresholdResult
+    selection: dict[float, float]
+
+
+def _tune_out_of_fold(out: Path, labels: Labels, cfg: TrainConfig) -> _OutOfFold:
+    """Read the folds' validation scores and tune the tile weight and thresholds on them
+    (:func:`hpa.classification.ensemble.tune_on_views`)."""
+    from hpa.classification.ensemble import tune_on_views
+
     views, ids = _read_out_of_fold(out, labels, cfg.folds)
     oof_labels = labels.subset(ids)
-    cols = list(labels.class_names)
-    probs = views[cols].to_numpy(np.float32)
+    probs = views[list(labels.class_names)].to_numpy(np.float32)
     tile_weight, scores, tuned, selection = tune_on_views(
         views, probs, ids, oof_labels.y, cfg.pooling, cfg.use_cells, cfg.use_tiles, cfg.tile_weight,
         cfg.threshold_shrink,
     )  # fmt: skip
-    y_pred = apply_thresholds(scores, tuned.thresholds)
-    report = per_class_report(oof_labels.y, y_pred, cols)
-    metrics = {
-        "oof_macro_f1": macro_f1(oof_labels.y, y_pred),
-        "n_images": len(ids),
+    return _OutOfFold(views, oof_labels, tile_weight, scores, tuned, selection)
+
+
+def _folds_metrics(
+    oof: _OutOfFold, cfg: TrainConfig, fold_metrics: list[dict[str, Any]], t0: float
+) -> dict[str, Any]:
+    """What the folder's ``metrics.json`` records: out-of-fold macro F1 (overall and per
+    class), the tile weight, each fold's validation F1 and time, the seconds since ``t0``."""
+    from hpa.aggregation import apply_thresholds, macro_f1, per_class_report
+
+    y_pred = apply_thresholds(oof.scores, oof.tuned.thresholds)
+    report = per_class_report(oof.labels.y, y_pred, list(oof.labels.class_names))
+    return {
+        "oof_macro_f1": macro_f1(oof.labels.y, y_pred),
+        "n_images": len(oof.labels.ids),
         "folds": cfg.folds,
-        "tile_weight": tile_weight,
-        "tile_weight_selection": {str(w): f for w, f in selection.items()},
+        "tile_weight": oof.tile_weight,
+        "tile_weight_selection": {str(w): f for w, f in oof.selection.items()},
         "fold_val_macro_f1": [float(m["val_macro_f1"]) for m in fold_metrics],
         "fold_train_seconds": [float(m["train_seconds"]) for m in fold_metrics],
         "seconds": time.perf_counter() - t0,
         "per_class": report.to_dict(orient="records"),
     }
-    remove_record(out)  # written again once the ensemble files are
-    _write_ensemble(out, cfg, views, oof_labels, scores, tuned, tile_weight, metrics)
-    write_training_record(
-        out, name=out.name, seg_dirs=masks, images=images, labels=oof_labels, metrics=metrics,
-        thresholds=tuned.thresholds, settings=to_dict(cfg),
-    )  # fmt: skip
-    write_record(out, record)
-    log.info(
-        "%d folds in %s: out-of-fold macro F1 %.4f over %d images (tile weight %.2f); %.0f s",
-        cfg.folds,
-        out,
-        metrics["oof_macro_f1"],
-        len(ids),
-        tile_weight,
-        metrics["seconds"],
-    )
-    return metrics
 
 
 def _train_fold(
@@ -206,33 +239,24 @@ def _read_out_of_fold(out: Path, labels: Labels, folds: int) -> tuple[pd.DataFra
     return views, ids
 
 
-def _write_ensemble(
-    out: Path,
-    cfg: TrainConfig,
-    views: pd.DataFrame,
-    oof_labels: Labels,
-    scores: np.ndarray,
-    tuned: ThresholdResult,
-    tile_weight: float,
-    metrics: dict[str, Any],
-) -> None:
+def _write_ensemble(out: Path, cfg: TrainConfig, oof: _OutOfFold, metrics: dict[str, Any]) -> None:
     """The out-of-fold tables, thresholds, metrics and ``ensemble.json`` of the folds."""
     from hpa.aggregation import save_thresholds
     from hpa.classification.ensemble import ENSEMBLE_FILE, OOF_IMAGES_FILE, OOF_LABELS_FILE, OOF_VIEWS_FILE
     from hpa.classification.model import THRESHOLDS_FILE
 
-    cols = list(oof_labels.class_names)
-    write_parquet(out / OOF_VIEWS_FILE, views)
-    write_csv(out / OOF_IMAGES_FILE, image_score_table(list(oof_labels.ids), scores, cols))
-    write_labels(out / OOF_LABELS_FILE, oof_labels)
-    save_thresholds(out / THRESHOLDS_FILE, tuned, cols)
+    cols = list(oof.labels.class_names)
+    write_parquet(out / OOF_VIEWS_FILE, oof.views)
+    write_csv(out / OOF_IMAGES_FILE, image_score_table(list(oof.labels.ids), oof.scores, cols))
+    write_labels(out / OOF_LABELS_FILE, oof.labels)
+    save_thresholds(out / THRESHOLDS_FILE, oof.tuned, cols)
     save_json(out / ModelDir.METRICS, metrics)
     save_json(
         out / ENSEMBLE_FILE,
         {
             "members": [fold_dir(out, k).name for k in range(cfg.folds)],
             "weights": [1.0] * cfg.folds,
-            "tile_weight": tile_weight,
+            "tile_weight": oof.tile_weight,
             "pooling": cfg.pooling,
             "threshold_shrink": cfg.threshold_shrink,
         },

@@ -247,6 +247,61 @@ def segment_folder(
     start = time.perf_counter()
     config = config or SegmentConfig()
     images_dir, out_dir = Path(images_dir), Path(out_dir)
+    ids, workers = _check_run(images_dir, ids, config, workers, scheduler, channel_map)
+    seg = _open_seg_dir(images_dir, out_dir, config, channel_map, overwrite)
+    todo, n_skipped = _images_to_do(seg, images_dir, ids)
+    jobs: list[_Job] = [(str(images_dir), str(out_dir), i, config, channel_map) for i in todo]
+    results = _results(jobs, workers, scheduler, images_dir, out_dir)
+    n_done, n_cells, failures = _collect(results, len(jobs), progress)
+    seg.write_failures(failures)
+    seg.merge_tables()
+    # a killed run's worker may still have been ending when this run began (its temporary
+    # was then a live process's, and kept): by now it has ended, so sweep again
+    _remove_stray_temporaries(out_dir)
+    summary = SegmentSummary(n_done, n_skipped, len(failures), time.perf_counter() - start)
+    _log_summary(summary, n_cells, out_dir)
+    return summary
+
+
+def _log_summary(summary: SegmentSummary, n_cells: int, out_dir: Path) -> None:
+    """Log what the run did, and where its failures are listed."""
+    seconds = summary.seconds
+    rate = summary.n_done / seconds if seconds > 0 else 0.0
+    log.info(
+        "segmented %d images (%d cells) in %.1f s (%.2f images/s), %d skipped, %d failed -> %s",
+        summary.n_done, n_cells, seconds, rate, summary.n_skipped, summary.n_failed, out_dir,
+    )  # fmt: skip
+    if summary.n_failed:
+        log.warning("%d image(s) failed; see %s", summary.n_failed, out_dir / SegDir.FAILURES)
+
+
+def _results(
+    jobs: list[_Job], workers: int, scheduler: str | None, images_dir: Path, out_dir: Path
+) -> Iterator[tuple[str, int, str | None]]:
+    """The jobs' results as they come: from local processes, or from the cluster of
+    ``scheduler`` (none started when there is nothing to do)."""
+    if scheduler is None:
+        return _run(jobs, min(workers, max(len(jobs), 1)))
+    if jobs:
+        return _run_on_cluster(jobs, scheduler, images_dir, out_dir)
+    return iter(())
+
+
+def _check_run(
+    images_dir: Path,
+    ids: Sequence[str] | None,
+    config: SegmentConfig,
+    workers: int | None,
+    scheduler: str | None,
+    channel_map: ChannelMap | None,
+) -> tuple[list[str], int]:
+    """Check what a run needs before it writes anything: the images folder, its channel
+    map and file names, dask.distributed for a ``scheduler``, the cellpose weights.
+
+    Returns:
+        ``(ids, workers)``: the Ids to segment (default: every Id of the folder) and the
+        processes (one for the cellpose backend, which runs in-process).
+    """
     if not images_dir.is_dir():
         raise NotADirectoryError(f"{images_dir}: image folder not found")
     check_channel_map(images_dir, channel_map)
@@ -265,6 +320,14 @@ def segment_folder(
         from hpa.segmentation.cellpose_backend import check_models
 
         check_models(config)  # a missing or foreign weights file fails before any work
+    return ids, workers
+
+
+def _open_seg_dir(
+    images_dir: Path, out_dir: Path, config: SegmentConfig, channel_map: ChannelMap | None, overwrite: bool
+) -> SegDir:
+    """Claim ``out_dir`` for this run (refusing one of other inputs unless ``overwrite``)
+    and write what it is made from: provenance record, run log, settings, inputs."""
     check_apart(out_dir, {"IMAGES": images_dir})
     claim_entries(out_dir, SegDir.ENTRIES, "hpa segment")  # never a user's config.yaml or masks
     record = SegDir.record(
@@ -278,6 +341,11 @@ def segment_folder(
     _remove_stray_temporaries(out_dir)
     seg.write_settings(to_dict(config))
     seg.write_inputs(images_dir, channel_map.spec if channel_map else None)  # for viewers: hpa.interop.napari
+    return seg
+
+
+def _images_to_do(seg: SegDir, images_dir: Path, ids: list[str]) -> tuple[list[str], int]:
+    """The Ids not finished from their current files, and how many are skipped."""
     todo = [i for i in ids if not seg.is_finished(i, _source_or_none(images_dir, i))]
     n_skipped = len(ids) - len(todo)
     if n_skipped:
@@ -286,17 +354,20 @@ def segment_folder(
     if changed:
         log.info("%d finished image(s) changed in %s since (e.g. %s): segmenting them again",
                  len(changed), images_dir, changed[0])  # fmt: skip
-    jobs: list[_Job] = [(str(images_dir), str(out_dir), i, config, channel_map) for i in todo]
+    return todo, n_skipped
+
+
+def _collect(
+    results: Iterator[tuple[str, int, str | None]], total: int, progress: bool
+) -> tuple[int, int, list[tuple[str, str]]]:
+    """Count the images segmented and their cells, and list the failures (each logged).
+
+    Returns:
+        ``(n_done, n_cells, [(image_id, error)])``.
+    """
     failures: list[tuple[str, str]] = []
     n_done = n_cells = 0
-    results: Iterator[tuple[str, int, str | None]]
-    if scheduler is None:
-        results = _run(jobs, min(workers, max(len(jobs), 1)))
-    elif jobs:
-        results = _run_on_cluster(jobs, scheduler, images_dir, out_dir)
-    else:
-        results = iter(())  # nothing to do: no cluster to start
-    with tqdm(total=len(jobs), unit="img", desc="segment", disable=not progress) as bar:
+    with tqdm(total=total, unit="img", desc="segment", disable=not progress) as bar:
         for image_id, n, error in results:
             if error is None:
                 n_done += 1
@@ -305,21 +376,7 @@ def segment_folder(
                 failures.append((image_id, error))
                 log.warning("%s: %s", image_id, error)
             bar.update(1)
-    seg.write_failures(failures)
-    seg.merge_tables()
-    # a killed run's worker may still have been ending when this run began (its temporary
-    # was then a live process's, and kept): by now it has ended, so sweep again
-    _remove_stray_temporaries(out_dir)
-    seconds = time.perf_counter() - start
-    summary = SegmentSummary(n_done, n_skipped, len(failures), seconds)
-    rate = n_done / seconds if seconds > 0 else 0.0
-    log.info(
-        "segmented %d images (%d cells) in %.1f s (%.2f images/s), %d skipped, %d failed -> %s",
-        n_done, n_cells, seconds, rate, n_skipped, len(failures), out_dir,
-    )  # fmt: skip
-    if failures:
-        log.warning("%d image(s) failed; see %s", len(failures), out_dir / SegDir.FAILURES)
-    return summary
+    return n_done, n_cells, failures
 
 
 def resolve_segment_config(args: argparse.Namespace) -> SegmentConfig:

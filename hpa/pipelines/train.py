@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -596,12 +597,18 @@ def _choose_tile_weight(
     ``evaluated`` is ``(metrics, view probabilities, image scores, thresholds)`` at the
     provisional weight (:func:`hpa.classification.train.evaluate_views`).
     """
-    from hpa.classification.train import score_validation_images, select_tile_weight
+    from hpa.aggregation.selection import choose_weight, tuned_macro_f1
+    from hpa.classification.train import TILE_WEIGHTS
+    from hpa.classification.validation import score_validation_images, validation_image_scores
 
     metrics, probs, scores, tuned = evaluated
     selection: dict[float, float] = {}
     if cfg.tile_weight is None and cfg.use_cells and cfg.use_tiles:
-        weight, selection = select_tile_weight(data, probs, cfg)
+        choice = choose_weight(
+            data.val_y, TILE_WEIGHTS, partial(validation_image_scores, data, probs, cfg),
+            tuned_macro_f1(cfg.threshold_shrink),
+        )  # fmt: skip
+        weight, selection = choice.weight, choice.metric
         log.info(
             "tile weight %.2f chosen on the validation images (macro F1 by weight: %s)",
             weight,

@@ -8,6 +8,7 @@ See ``docs/artefacts.md``: ``submission.csv``, ``cell_predictions.parquet``,
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,49 +173,19 @@ def load_prediction_run(pred_dir: str | Path, scheme: str = "2018") -> Predictio
             (:func:`hpa.aggregation.load_thresholds_file`).
     """
     root = Path(pred_dir)
-    if not root.is_dir():
-        raise HPADataError(f"{root}: prediction folder not found")
-    if scheme not in _SCHEME_FILES:
-        raise HPADataError(f"unknown scheme {scheme!r}; choose from {', '.join(_SCHEME_FILES)}")
+    _check_run_files(root, scheme)
     sub_name, cells_name, thresholds_name = _SCHEME_FILES[scheme]
-    for name in _SCHEME_FILES[scheme]:
-        if not (root / name).is_file():
-            if scheme == "2018" and (root / _SCHEME_FILES["2021"][0]).is_file():
-                raise HPADataError(
-                    f"{root}: missing {name}: the run has the 2021 format only; use --scheme 2021"
-                )
-            hint = " with --format 2021 or both" if scheme == "2021" else ""
-            raise HPADataError(f"{root}: missing {name} (is this a PRED_DIR written by 'hpa predict'{hint}?)")
     spec = load_thresholds_file(root / thresholds_name)
     class_names, thresholds = spec.class_names, spec.thresholds
-    try:
-        cells = pd.read_parquet(root / cells_name)
-    except Exception as exc:  # pyarrow raises several types for a broken file
-        raise HPADataError(f"{root}/{cells_name}: cannot read ({exc})") from exc
-    missing = [c for c in ("image_id", "cell_id", *class_names) if c not in cells.columns]
-    if missing:
-        raise HPADataError(f"{root}/{cells_name}: missing columns {missing[:5]}")
-    cells["image_id"] = cells["image_id"].astype(str)
+    cells = _read_cells(root, cells_name, class_names)
     if scheme == "2021":
         ids = [check_image_id(str(i)) for i in _read_csv(root / sub_name, usecols=[0]).iloc[:, 0]]
         predicted = _union_of_cells(cells, ids, len(class_names) - 1)
         scores = pd.DataFrame()
     else:
-        sub = _read_csv(root / sub_name)
-        if list(sub.columns[:2]) != ["Id", "Predicted"]:
-            raise HPADataError(f"{root}/{sub_name}: expected columns Id,Predicted, got {list(sub.columns)}")
-        predicted = {check_image_id(str(i)): parse_class_list(p) for i, p in zip(sub["Id"], sub["Predicted"])}
-        scores_path = PredDir(root).path(PredDir.IMAGE_SCORES)
-        scores = read_csv_table(scores_path).set_index(ID_COLUMN) if scores_path.is_file() else pd.DataFrame()
+        predicted, scores = _read_image_predictions(root, sub_name)
     failures = read_failures(PredDir(root).path(PredDir.FAILURES))
-    config = PredDir(root).read_settings()
-    images_dir = Path(config["images"]) if config.get("images") else None
-    masks_dir = Path(config["masks"]) if config.get("masks") else None
-    channel_map = None
-    if config.get("channel_map"):
-        from hpa.io_tiff import ChannelMap
-
-        channel_map = ChannelMap.parse(str(config["channel_map"]))
+    images_dir, masks_dir, channel_map = _run_inputs(root)
     log.debug("%s: %d images, %d cells, %d classes", root, len(predicted), len(cells), len(class_names))
     return PredictionRun(
         root=root,
@@ -230,3 +201,70 @@ def load_prediction_run(pred_dir: str | Path, scheme: str = "2018") -> Predictio
         method=spec.method,
         channel_map=channel_map,
     )
+
+
+def _check_run_files(root: Path, scheme: str) -> None:
+    """Refuse a missing PRED_DIR, an unknown scheme or a run without that scheme's files.
+
+    Raises:
+        HPADataError: naming the folder or the missing file (and ``--scheme 2021`` where
+            the run has the 2021 format only).
+    """
+    if not root.is_dir():
+        raise HPADataError(f"{root}: prediction folder not found")
+    if scheme not in _SCHEME_FILES:
+        raise HPADataError(f"unknown scheme {scheme!r}; choose from {', '.join(_SCHEME_FILES)}")
+    for name in _SCHEME_FILES[scheme]:
+        if not (root / name).is_file():
+            if scheme == "2018" and (root / _SCHEME_FILES["2021"][0]).is_file():
+                raise HPADataError(
+                    f"{root}: missing {name}: the run has the 2021 format only; use --scheme 2021"
+                )
+            hint = " with --format 2021 or both" if scheme == "2021" else ""
+            raise HPADataError(f"{root}: missing {name} (is this a PRED_DIR written by 'hpa predict'{hint}?)")
+
+
+def _read_cells(root: Path, cells_name: str, class_names: Sequence[str]) -> pd.DataFrame:
+    """The cell table ``cells_name``, checked for its Id columns and one column per class.
+
+    Raises:
+        HPADataError: the file cannot be read or lacks a column.
+    """
+    try:
+        cells = pd.read_parquet(root / cells_name)
+    except Exception as exc:  # pyarrow raises several types for a broken file
+        raise HPADataError(f"{root}/{cells_name}: cannot read ({exc})") from exc
+    missing = [c for c in ("image_id", "cell_id", *class_names) if c not in cells.columns]
+    if missing:
+        raise HPADataError(f"{root}/{cells_name}: missing columns {missing[:5]}")
+    cells["image_id"] = cells["image_id"].astype(str)
+    return cells
+
+
+def _read_image_predictions(root: Path, sub_name: str) -> tuple[dict[str, tuple[int, ...]], pd.DataFrame]:
+    """The 2018 view: each image's predicted classes (the submission) and its scores
+    (``image_scores.csv``, an empty table where absent).
+
+    Raises:
+        HPADataError: the submission is malformed.
+    """
+    sub = _read_csv(root / sub_name)
+    if list(sub.columns[:2]) != ["Id", "Predicted"]:
+        raise HPADataError(f"{root}/{sub_name}: expected columns Id,Predicted, got {list(sub.columns)}")
+    predicted = {check_image_id(str(i)): parse_class_list(p) for i, p in zip(sub["Id"], sub["Predicted"])}
+    scores_path = PredDir(root).path(PredDir.IMAGE_SCORES)
+    scores = read_csv_table(scores_path).set_index(ID_COLUMN) if scores_path.is_file() else pd.DataFrame()
+    return predicted, scores
+
+
+def _run_inputs(root: Path) -> tuple[Path | None, Path | None, Any]:
+    """The images folder, SEG_DIR and channel map the run's ``config.yaml`` names (None where absent)."""
+    config = PredDir(root).read_settings()
+    images_dir = Path(config["images"]) if config.get("images") else None
+    masks_dir = Path(config["masks"]) if config.get("masks") else None
+    channel_map = None
+    if config.get("channel_map"):
+        from hpa.io_tiff import ChannelMap
+
+        channel_map = ChannelMap.parse(str(config["channel_map"]))
+    return images_dir, masks_dir, channel_map
