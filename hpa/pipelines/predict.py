@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from hpa import runlog
-from hpa.artefacts import ModelDir, PredDir, SegDir, write_csv, write_failures, write_parquet
+from hpa.artefacts import PredDir, SegDir, write_csv, write_failures, write_parquet
 from hpa.artefacts.provenance import (
     Fingerprint,
     Provenance,
@@ -34,7 +34,7 @@ from hpa.artefacts.provenance import (
     read_record,
     write_record,
 )
-from hpa.artefacts.tables import image_score_table, split_views
+from hpa.artefacts.tables import image_score_table
 from hpa.classification.feature_head import FeatureBlend, feature_blend
 from hpa.config import CLI, Spelling, default_workers, log_settings, resolve, save_yaml
 from hpa.errors import HPAConfigError
@@ -45,9 +45,8 @@ from hpa.pipelines.predict_config import PredictConfig
 from hpa.pipelines.predict_views import ScoredViews, score_folder_views
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from hpa.classification.model import ModelConfig
+    from hpa.classification.predictor import Predictor
     from hpa.io_tiff import ChannelMap
     from hpa.segmentation import SegmentConfig
 
@@ -73,8 +72,7 @@ def write_predictions(
     out: Path,
     ids: Sequence[str],
     scored: ScoredViews,
-    cfg: ModelConfig,
-    thresholds: np.ndarray,
+    predictor: Predictor,
     *,
     pooling: str | None,
     fill_top: bool,
@@ -87,8 +85,8 @@ def write_predictions(
         out: the (staged) PRED_DIR.
         ids: every requested Id, in submission order; failed ones get empty rows.
         scored: the views' probabilities and the failures.
-        cfg: the model's config (classes, tile weight, views used).
-        thresholds: ``(K,)`` per-class thresholds.
+        predictor: the model's pooling (its config: classes, tile weight, views used) and
+            per-class thresholds.
         pooling: cell-to-image pooling; None = the model's (each blended model's own).
         fill_top: predict the top class where no class passes its threshold.
         submission: write the 2018-style ``submission.csv`` (False for ``--format 2021``).
@@ -99,29 +97,26 @@ def write_predictions(
     Returns:
         The number of cells scored.
     """
-    from hpa.aggregation import apply_thresholds, save_thresholds, write_submission
-    from hpa.classification.inference import image_scores
+    from hpa.aggregation import save_thresholds, write_submission
 
     index, failures = scored.index, scored.failures
-    scores, probs = image_scores(index, scored.probs, ids, cfg, pooling)
+    scores, probs = predictor.pool(index, scored.probs, ids, pooling)
     if companion is not None:
         scores = companion[0].blend(scores, companion[1])
     failed_rows = np.array([i in failures for i in ids], dtype=bool)
     scores[failed_rows] = 0.0
-    y_pred = apply_thresholds(scores, thresholds, fill_top=fill_top)
+    y_pred = predictor.labels(scores, fill_top=fill_top)
     y_pred[failed_rows] = 0
 
     pred = PredDir(out)
     if submission:
         write_submission(pred.path(PredDir.SUBMISSION), ids, y_pred)
-    write_csv(pred.path(PredDir.IMAGE_SCORES), image_score_table(ids, scores, cfg.class_names))
-    cells, tiles = split_views(index, probs, cfg.class_names)
+    write_csv(pred.path(PredDir.IMAGE_SCORES), image_score_table(ids, scores, predictor.class_names))
+    cells, tiles = predictor.tables(index, probs)
     _warn_cellless(ids, failures, cells)
-    called = apply_thresholds(cells[list(cfg.class_names)].to_numpy(), thresholds, fill_top=False)
-    cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in called]
     write_parquet(pred.path(PredDir.CELLS), cells)
     write_parquet(pred.path(PredDir.TILES), tiles)
-    save_thresholds(pred.path(PredDir.THRESHOLDS), thresholds, cfg.class_names)
+    save_thresholds(pred.path(PredDir.THRESHOLDS), predictor.thresholds, predictor.class_names)
     write_failures(pred.path(PredDir.FAILURES), failures)
     return len(cells)
 
@@ -356,12 +351,14 @@ def _predict_staged(
         raise HPAConfigError(
             f"{blend.folder}: --scheduler does not run the features companion; predict without it"
         )
-    model, cfg, thresholds, opts = _load_model([blend.main] if blend else model_dirs, opts, names)
+    opts = _machine_options(opts)
+    predictor, opts = _load_predictor([blend.main] if blend else model_dirs, opts, names)
+    cfg = predictor.config
     if blend is not None:
-        thresholds = blend.thresholds(cfg.class_names)
+        predictor = replace(predictor, thresholds=blend.thresholds(cfg.class_names))
         if blend.head.classes != tuple(cfg.class_names):
             raise HPAConfigError(f"{blend.folder}: the feature head's classes differ from the main model's")
-    opts = _resolve_options(opts, cfg)
+    opts = _model_options(opts, cfg)
     masks_dir, seg_config = _masks_folder(work, out, model_dirs, opts, images, ids)
     seg_backend = seg_config.backend if seg_config is not None else None
     # masks made on the fly are recorded where they will be: OUT/masks, not the staging folder
@@ -371,17 +368,10 @@ def _predict_staged(
     save_yaml(work / PredDir.CONFIG, settings)
     write_record(work, _prediction_record(images, masks_dir, model_dirs, opts, settings))
     if opts.scheduler is None:
-        assert model is not None and opts.workers is not None and opts.batch_size is not None
-        from hpa.classification.engine import engine_threads, make_engine
-
-        net = make_engine(
-            model, opts.engine, cache_dir=ModelDir(model_dirs[0]).path(ModelDir.ENGINE_CACHE),
-            threads=engine_threads(opts.workers),
-        )  # fmt: skip
+        assert opts.workers is not None and opts.batch_size is not None
         scored = score_folder_views(
-            net, cfg, images, ids, masks_dir, seg_config=seg_config, device=opts.device, workers=opts.workers,
-            batch_size=opts.batch_size, tta=opts.tta, progress=opts.progress, precision=opts.precision,
-            channel_map=opts.channel_map,
+            predictor, images, ids, masks_dir, seg_config=seg_config, workers=opts.workers,
+            batch_size=opts.batch_size, tta=opts.tta, progress=opts.progress, channel_map=opts.channel_map,
         )  # fmt: skip
     else:
         from hpa.pipelines.predict_dask import score_on_cluster
@@ -393,7 +383,7 @@ def _predict_staged(
     companion = None
     if blend is not None:  # the localisation-feature head's image scores, blended with the model's
         companion = (blend, blend.scores(images, masks_dir, ids, workers=opts.workers or 1))
-    n_cells = _write_outputs(work, ids, scored, cfg, thresholds, masks_dir, opts, companion)
+    n_cells = _write_outputs(work, ids, scored, predictor, masks_dir, opts, companion)
     summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, out)
     log.info(
         "predicted %d images (%d failed, %d cells) in %.1f s, %.2f images/s; outputs in %s",
@@ -411,8 +401,7 @@ def _write_outputs(
     work: Path,
     ids: Sequence[str],
     scored: ScoredViews,
-    cfg: ModelConfig,
-    thresholds: np.ndarray,
+    predictor: Predictor,
     masks_dir: Path,
     opts: PredictOptions,
     companion: tuple[FeatureBlend, np.ndarray] | None = None,
@@ -426,8 +415,7 @@ def _write_outputs(
         work,
         ids,
         scored,
-        cfg,
-        thresholds,
+        predictor,
         pooling=opts.pooling,
         fill_top=opts.fill_top,
         submission=submission,
@@ -456,44 +444,61 @@ def _check_scheduler(model_dirs: Sequence[str | Path], scheduler: str | None) ->
     parse_local(scheduler)
 
 
-def _load_model(
+def _load_predictor(
     model_dirs: Sequence[str | Path], opts: PredictOptions, names: Spelling = CLI
-) -> tuple[nn.Module | None, ModelConfig, np.ndarray, PredictOptions]:
-    """The model (its folders averaged), its config and thresholds; ``opts`` with the device,
-    precision and engine resolved (onnxruntime runs fp32, so its precision is fp32).
+) -> tuple[Predictor, PredictOptions]:
+    """The model (its folders averaged) as a :class:`Predictor`; ``opts`` with the precision and
+    engine it runs with (onnxruntime runs fp32, so its precision is fp32).
 
-    With a scheduler, only the config and thresholds (of a plain, ``--folds`` or blend
-    folder, read as :func:`load_predictor` reads them): each worker resolves the device
-    and loads the model itself.
+    With a scheduler, only the config and thresholds (:meth:`Predictor.plan` of a plain,
+    ``--folds`` or blend folder): each worker resolves the device and loads the model itself.
     """
-    from hpa.classification.engine import resolve_engine
-    from hpa.classification.ensemble import load_predictor
-    from hpa.classification.inference import resolve_precision
-    from hpa.config import resolve_device
+    from hpa.classification.engine import engine_threads
+    from hpa.classification.predictor import Predictor
 
     if opts.scheduler is not None:
-        from hpa.classification.ensemble import predictor_config
-
-        cfg, thresholds = predictor_config(model_dirs)
-        return None, cfg, thresholds, opts
-    device = resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device)
-    engine = resolve_engine(opts.engine, device, precision, flag=names("engine"))
-    log.info("engine: %s (%s, %s)", engine, device, precision if engine == "torch" else "fp32")
-    precision = precision if engine == "torch" else "fp32"
-    model, cfg, thresholds = load_predictor(model_dirs, opts.model_weights, device)
-    return model, cfg, thresholds, replace(opts, device=device, precision=precision, engine=engine)
+        return Predictor.plan(model_dirs), opts
+    assert opts.workers is not None
+    predictor = Predictor.load(
+        model_dirs, opts.model_weights, device=opts.device, precision=opts.precision, engine=opts.engine,
+        threads=engine_threads(opts.workers), flag=names("engine"),
+    )  # fmt: skip
+    return predictor, replace(opts, precision=predictor.precision, engine=predictor.engine)
 
 
-def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
-    """``opts`` with the defaults that depend on the model and the machine filled in.
-
-    Pooling and output format by the model; the 2021 cell score rule; without a
-    scheduler, the worker count and batch size by the cores and device (and the
-    classifier's CPU threads set: every core but the segmenting workers').
+def _machine_options(opts: PredictOptions) -> PredictOptions:
+    """``opts`` with the device resolved and, without a scheduler, the worker count and batch
+    size by the cores and device (and the classifier's CPU threads set: every core but the
+    segmenting workers'). With a scheduler, the workers resolve them by their own device.
     """
     import torch
 
+    from hpa.classification.predictor import default_batch_size
+    from hpa.config import resolve_device
+
+    if opts.scheduler is not None:
+        return opts
+    device = resolve_device(opts.device)
+    cores = default_workers()
+    if opts.masks is not None:
+        # reading masks and cutting crops is light: a few workers keep the model fed,
+        # and on the CPU the model keeps every core
+        workers = opts.workers or max(1, cores // 4)
+        threads = cores
+    else:
+        # segmentation is the heavy part: every core but the model's segments
+        workers = opts.workers or max(1, cores - (0 if device == "cuda" else 1))
+        threads = max(1, cores - workers)
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    return replace(
+        opts, device=device, workers=workers, batch_size=opts.batch_size or default_batch_size(device)
+    )
+
+
+def _model_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
+    """``opts`` with the defaults that depend on the model: pooling and output format by the
+    model, the 2021 cell score rule."""
     from hpa.pipelines import single_cell
 
     fmt = single_cell.resolve_format(opts.fmt, cfg.class_names)
@@ -513,23 +518,7 @@ def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
             if opts.min_cell_score is None
             else opts.min_cell_score,
         )
-    if opts.scheduler is not None:  # workers and batch size are the workers' own, by device
-        return opts
-    cores = default_workers()
-    if opts.masks is not None:
-        # reading masks and cutting crops is light: a few workers keep the model fed,
-        # and on the CPU the model keeps every core
-        workers = opts.workers or max(1, cores // 4)
-        threads = cores
-    else:
-        # segmentation is the heavy part: every core but the model's segments
-        workers = opts.workers or max(1, cores - (0 if opts.device == "cuda" else 1))
-        threads = max(1, cores - workers)
-    if opts.device == "cpu":
-        torch.set_num_threads(threads)
-    return replace(
-        opts, workers=workers, batch_size=opts.batch_size or (512 if opts.device == "cuda" else 128)
-    )
+    return opts
 
 
 def _masks_folder(

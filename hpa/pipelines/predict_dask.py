@@ -26,31 +26,34 @@ from hpa.pipelines.predict_views import ScoredViews, score_folder_views
 
 if TYPE_CHECKING:
     from distributed import Client
-    from torch import nn
 
-    from hpa.classification.model import ModelConfig
+    from hpa.classification.predictor import Predictor
     from hpa.io_tiff import ChannelMap
     from hpa.pipelines.predict import PredictOptions
     from hpa.segmentation import SegmentConfig
 
 log = logging.getLogger(__name__)
 
-# (model folder, its newest weights' mtime, device) -> (model, config): a worker process
-# loads its model once
-_MODEL_CACHE: dict[tuple[str, int, str], tuple[nn.Module, ModelConfig]] = {}
+# (model folder, its newest weights' mtime, device, precision, engine) -> the predictor: a
+# worker process loads its model once
+_MODEL_CACHE: dict[tuple[str, int, str, str, str], Predictor] = {}
 
 
-def _cached_model(model_dir: str, device: str) -> tuple[nn.Module, ModelConfig]:
-    """The model of a plain, ``--folds`` or blend folder, as ``hpa predict`` loads it."""
-    from hpa.classification.ensemble import expand_members, load_predictor
+def _cached_predictor(model_dir: str, device: str, precision: str, engine: str) -> Predictor:
+    """The predictor of a plain, ``--folds`` or blend folder, as ``hpa predict`` loads it,
+    on this worker's device (``device`` resolved here)."""
+    from hpa.classification.engine import engine_threads
+    from hpa.classification.ensemble import expand_members
     from hpa.classification.model import WEIGHTS_FILE
+    from hpa.classification.predictor import Predictor
 
     stamp = max((m.folder / WEIGHTS_FILE).stat().st_mtime_ns for m in expand_members([model_dir]))
-    key = (model_dir, stamp, device)
+    key = (model_dir, stamp, device, precision, engine)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()  # one model per worker process: a retrained folder replaces it
-        model, cfg, _ = load_predictor([model_dir], None, device)
-        _MODEL_CACHE[key] = (model, cfg)
+        _MODEL_CACHE[key] = Predictor.load(
+            [model_dir], device=device, precision=precision, engine=engine, threads=engine_threads(1)
+        )
     return _MODEL_CACHE[key]
 
 
@@ -84,42 +87,28 @@ def _score_shard(
     only) and last ``shard-<k>.parquet``: the :func:`views_index` columns and one
     probability column per class. Returns the device used.
     """
-    from hpa.artefacts import ModelDir
-    from hpa.classification.engine import engine_threads, make_engine, resolve_engine
-    from hpa.classification.inference import resolve_precision
     from hpa.config import resolve_device
 
-    device = resolve_device(device)
-    model, cfg = _cached_model(model_dir, device)
-    batch_size = batch_size or (512 if device == "cuda" else 128)
-    precision = resolve_precision(precision, device)
-    engine = resolve_engine(engine, device, precision)
-    precision = precision if engine == "torch" else "fp32"
-    net = make_engine(
-        model, engine, cache_dir=ModelDir(model_dir).path(ModelDir.ENGINE_CACHE), threads=engine_threads(1)
-    )
+    predictor = _cached_predictor(model_dir, resolve_device(device), precision, engine)
     scored = score_folder_views(
-        net,
-        cfg,
+        predictor,
         images,
         ids,
         Path(masks_dir),
         seg_config=seg_config,
-        device=device,
         workers=1,
-        batch_size=batch_size,
+        batch_size=batch_size or predictor.default_batch_size,
         tta=tta,
         progress=False,
-        precision=precision,
         channel_map=channel_map,
     )
     paths = _shard_paths(parts_dir, k)
     write_failures(paths["failures"], scored.failures)
     if scored.seg_tables:
         write_parquet(paths["cells"], pd.concat(scored.seg_tables, ignore_index=True))
-    probs = pd.DataFrame(scored.probs, columns=cfg.output_columns)
+    probs = pd.DataFrame(scored.probs, columns=predictor.config.output_columns)
     write_parquet(paths["scores"], pd.concat([scored.index.reset_index(drop=True), probs], axis=1))
-    return device
+    return predictor.device
 
 
 def merge_shards(parts_dir: str | Path, n_shards: int, columns: Sequence[str]) -> ScoredViews:
