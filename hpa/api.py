@@ -253,22 +253,31 @@ class Classifier:
             engine: what runs the network: ``auto`` (onnxruntime on the CPU when installed,
                 torch on CUDA), ``torch`` or ``onnxruntime``; the onnxruntime export is
                 cached in the (first) folder's ``engine-cache/``, as ``hpa predict`` does.
+
+        Raises:
+            HPAConfigError: a setting ``hpa predict`` refuses (the same checks, in
+                :class:`hpa.pipelines.predict_config.PredictConfig`), named as this argument.
         """
         from hpa.classification.predictor import Predictor
-        from hpa.config import SettingError, from_dict
-        from hpa.pipelines.predict_config import PredictConfig, model_segmentation
+        from hpa.config import SettingError
+        from hpa.pipelines.predict_config import check_weights_fit, model_segmentation, predict_settings
 
-        names = Spelling("hpa.Classifier.from_folder", arguments=(("model_weights", "weights"),))
+        names = Spelling(
+            "hpa.Classifier.from_folder", arguments=(("model_weights", "weights"), ("model_dir", "folder"))
+        )
         if not isinstance(folder, str | Path) and not (
             isinstance(folder, Sequence) and folder and all(isinstance(f, str | Path) for f in folder)
         ):
             problem = "expected a model folder path (str or pathlib.Path) or a list of them"
             raise HPAConfigError(SettingError("folder", folder, problem).named(names))
-        settings = {"device": device, "precision": precision, "model_weights": weights, "engine": engine}
-        from_dict(PredictConfig, settings, spelling=names)  # hpa predict's checks of the same settings
+        # hpa predict's checks of the same settings
+        settings = predict_settings(
+            names, device=device, precision=precision, model_weights=weights, engine=engine
+        )
         folders = [folder] if isinstance(folder, str | Path) else list(folder)
+        check_weights_fit(settings, len(folders), names)
         predictor = Predictor.load(
-            folders, weights, device=device, precision=precision, engine=engine, flag="engine"
+            folders, settings.model_weights, device=device, precision=precision, engine=engine, flag="engine"
         )
         return cls.from_predictor(predictor, model_segmentation(folders))  # segmented as hpa predict does
 
@@ -326,11 +335,14 @@ class Classifier:
             A :class:`CellPredictions`.
 
         Raises:
+            HPAConfigError: a ``tta`` that ``hpa predict --tta`` refuses.
             HPADataError: the image is not ``(H, W, 4)`` uint8/uint16, or ``cells`` does
                 not match its size.
         """
         from hpa.classification.cache import image_views, views_index
+        from hpa.pipelines.predict_config import predict_settings
 
+        predict_settings(Spelling("hpa.Classifier.predict"), tta=tta)  # hpa predict's check of --tta
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 4 or image.dtype not in (np.uint8, np.uint16):
             raise HPADataError(

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from hpa.classification.predictor import Predictor
     from hpa.io_tiff import ChannelMap
-    from hpa.pipelines.predict import PredictOptions
+    from hpa.pipelines.predict import PredictRun
+    from hpa.pipelines.predict_config import PredictConfig
     from hpa.segmentation import SegmentConfig
 
 log = logging.getLogger(__name__)
@@ -137,22 +138,21 @@ def merge_shards(parts_dir: str | Path, n_shards: int, columns: Sequence[str]) -
 
 
 def score_on_cluster(
-    model_dir: Path,
+    run: PredictRun,
+    settings: PredictConfig,
     columns: Sequence[str],
-    images: Path,
     ids: list[str],
     masks_dir: Path,
     seg_config: SegmentConfig | None,
     out: Path,
-    opts: PredictOptions,
 ) -> ScoredViews:
-    """Score ``ids`` in shards on the Dask cluster ``opts.scheduler``, each worker on its own device.
+    """Score ``ids`` in shards on the Dask cluster ``run.scheduler``, each worker on its own device.
 
-    ``opts`` gives the device (resolved on each worker), batch size (default: by the
-    worker's device), TTA, precision, channel map and progress bar. Shard parts go to a
-    folder ``parts-<run>`` made by this run in ``out`` (the staged prediction folder),
-    removed once they are merged; a failed shard stops the run and leaves the parts for
-    inspection until the next run into the same folder.
+    ``settings`` give the device (resolved on each worker), batch size (default: by the
+    worker's device), TTA, precision and engine; ``run`` the first model folder, the images,
+    channel map and progress bar. Shard parts go to a folder ``parts-<run>`` made by this run
+    in ``out`` (the staged prediction folder), removed once they are merged; a failed shard
+    stops the run and leaves the parts for inspection until the next run into the same folder.
 
     Raises:
         hpa.pipelines.cluster.ClusterError: a worker cannot see the folders, or a shard
@@ -162,22 +162,26 @@ def score_on_cluster(
 
     from hpa.pipelines.cluster import check_shared_folders, connect, split_shards, worker_addresses
 
+    model_dir, images, masks_dir, out = (
+        Path(p).resolve() for p in (run.models[0], run.images, masks_dir, out)
+    )
     parts = out / f"parts-{uuid.uuid4().hex[:12]}"  # this run's own: nothing else is ever removed
     parts.mkdir(parents=True)
     readable = [images, model_dir] + ([masks_dir] if seg_config is None else [])
-    assert opts.scheduler is not None
-    with connect(opts.scheduler) as client:
+    assert run.scheduler is not None
+    with connect(run.scheduler) as client:
         check_shared_folders(client, out, readable)
         shards = split_shards(ids, len(worker_addresses(client)))
-        log.info("scoring %d images in %d shards on %s", len(ids), len(shards), opts.scheduler)
+        log.info("scoring %d images in %d shards on %s", len(ids), len(shards), run.scheduler)
         common = (
-            str(parts), opts.device, opts.batch_size, opts.tta, opts.precision, opts.channel_map, opts.engine,
+            str(parts), settings.device, settings.batch_size, settings.tta, settings.precision, run.channel_map,
+            settings.engine,
         )  # fmt: skip
         jobs = [
             (str(model_dir), str(images), str(masks_dir), seg_config, shard, k, *common)
             for k, shard in enumerate(shards)
         ]
-        devices = _run_shards(client, jobs, shards, parts, opts.progress)
+        devices = _run_shards(client, jobs, shards, parts, run.progress)
     log.info("shards scored on: %s", ", ".join(sorted(devices)) or "nothing")
     scored = merge_shards(parts, len(shards), columns)
     shutil.rmtree(parts)
