@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import torch
 
     from hpa.classification.model import ModelConfig
+    from hpa.classification.predictor import Predictor
     from hpa.segmentation.config import SegmentConfig
 
 __all__ = ["CellPredictions", "Classifier", "evaluate", "predict_folder", "segment_folder", "train"]
@@ -192,7 +193,8 @@ class Classifier:
     """A trained model folder in memory, scoring images one at a time.
 
     Use :meth:`from_folder`; the network, its normalisation, crop settings, pooling
-    and tuned thresholds all come from the folder, as in ``hpa predict``.
+    and tuned thresholds all come from the folder, and it scores through the same
+    :class:`hpa.classification.predictor.Predictor` as ``hpa predict``.
     """
 
     def __init__(
@@ -207,21 +209,27 @@ class Classifier:
         engine: str = "auto",
         engine_cache: str | Path | None = None,
     ) -> None:
-        from hpa.classification.engine import make_engine, resolve_engine
-        from hpa.classification.inference import resolve_precision
+        from hpa.classification.predictor import Predictor
 
-        self.model = model
-        self.config = config
-        self.thresholds = np.asarray(thresholds, dtype=np.float64)
-        self.device = device
-        resolved = resolve_precision(precision, device)
-        #: What runs the network: ``torch`` or ``onnxruntime`` (``engine`` resolved).
-        self.engine = resolve_engine(engine, device, resolved, flag="engine")
-        self.precision = precision if self.engine == "torch" else "fp32"
-        log.info("Classifier: engine %s on %s", self.engine, device)
-        self._net = make_engine(model, self.engine, cache_dir=engine_cache)
+        predictor = Predictor.from_model(
+            model, config, thresholds, device=device, precision=precision, engine=engine,
+            engine_cache=engine_cache, flag="engine",
+        )  # fmt: skip
+        self._use(predictor, segment_config)
+
+    def _use(self, predictor: Predictor, segment_config: SegmentConfig | None) -> None:
+        #: The model that scores, pools and thresholds (``hpa predict``'s).
+        self.predictor = predictor
         #: How images without cell labels are segmented: the model's training masks' settings.
         self.segment_config = segment_config
+        log.info("Classifier: engine %s on %s", predictor.engine, predictor.device)
+
+    @classmethod
+    def from_predictor(cls, predictor: Predictor, segment_config: SegmentConfig | None = None) -> Classifier:
+        """A classifier of a loaded :class:`hpa.classification.predictor.Predictor`."""
+        classifier = cls.__new__(cls)
+        classifier._use(predictor, segment_config)
+        return classifier
 
     @classmethod
     def from_folder(
@@ -245,33 +253,64 @@ class Classifier:
             engine: what runs the network: ``auto`` (onnxruntime on the CPU when installed,
                 torch on CUDA), ``torch`` or ``onnxruntime``; the onnxruntime export is
                 cached in the (first) folder's ``engine-cache/``, as ``hpa predict`` does.
-        """
-        from hpa.classification.ensemble import load_predictor
-        from hpa.config import SettingError, from_dict, resolve_device
-        from hpa.pipelines.predict_config import PredictConfig, model_segmentation
 
-        names = Spelling("hpa.Classifier.from_folder", arguments=(("model_weights", "weights"),))
+        Raises:
+            HPAConfigError: a setting ``hpa predict`` refuses (the same checks, in
+                :class:`hpa.pipelines.predict_config.PredictConfig`), named as this argument.
+        """
+        from hpa.classification.predictor import Predictor
+        from hpa.config import SettingError
+        from hpa.pipelines.predict_config import check_weights_fit, model_segmentation, predict_settings
+
+        names = Spelling(
+            "hpa.Classifier.from_folder", arguments=(("model_weights", "weights"), ("model_dir", "folder"))
+        )
         if not isinstance(folder, str | Path) and not (
             isinstance(folder, Sequence) and folder and all(isinstance(f, str | Path) for f in folder)
         ):
             problem = "expected a model folder path (str or pathlib.Path) or a list of them"
             raise HPAConfigError(SettingError("folder", folder, problem).named(names))
-        settings = {"device": device, "precision": precision, "model_weights": weights, "engine": engine}
-        from_dict(PredictConfig, settings, spelling=names)  # hpa predict's checks of the same settings
-        resolved = resolve_device(device)
+        # hpa predict's checks of the same settings
+        settings = predict_settings(
+            names, device=device, precision=precision, model_weights=weights, engine=engine
+        )
         folders = [folder] if isinstance(folder, str | Path) else list(folder)
-        model, config, thresholds = load_predictor(folders, weights, resolved)
-        segmentation = model_segmentation(folders)  # as hpa predict segments without --masks
-        from hpa.artefacts import ModelDir
+        check_weights_fit(settings, len(folders), names)
+        predictor = Predictor.load(
+            folders, settings.model_weights, device=device, precision=precision, engine=engine, flag="engine"
+        )
+        return cls.from_predictor(predictor, model_segmentation(folders))  # segmented as hpa predict does
 
-        return cls(
-            model, config, thresholds, device=resolved, precision=precision, segment_config=segmentation,
-            engine=engine, engine_cache=ModelDir(folders[0]).path(ModelDir.ENGINE_CACHE),
-        )  # fmt: skip
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The network (its engine runs it)."""
+        return self.predictor.model
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.predictor.config
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return self.predictor.thresholds
+
+    @property
+    def device(self) -> str:
+        return self.predictor.device
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` or ``fp32``, as resolved for the device and engine."""
+        return self.predictor.precision
+
+    @property
+    def engine(self) -> str:
+        """What runs the network: ``torch`` or ``onnxruntime`` (``engine`` resolved)."""
+        return self.predictor.engine
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.config.class_names)
+        return self.predictor.class_names
 
     def predict(
         self,
@@ -296,14 +335,14 @@ class Classifier:
             A :class:`CellPredictions`.
 
         Raises:
+            HPAConfigError: a ``tta`` that ``hpa predict --tta`` refuses.
             HPADataError: the image is not ``(H, W, 4)`` uint8/uint16, or ``cells`` does
                 not match its size.
         """
-        from hpa.aggregation import apply_thresholds
         from hpa.classification.cache import image_views, views_index
-        from hpa.classification.channels import channel_matrix, is_identity
-        from hpa.classification.inference import image_scores, score_views
+        from hpa.pipelines.predict_config import predict_settings
 
+        predict_settings(Spelling("hpa.Classifier.predict"), tta=tta)  # hpa predict's check of --tta
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 4 or image.dtype not in (np.uint8, np.uint16):
             raise HPADataError(
@@ -315,28 +354,10 @@ class Classifier:
             cells, _ = segment(image, segment_config or self.segment_config)
         cells = np.asarray(cells)
         views = image_views(image, cells.astype(np.int32, copy=False), "image", self.config.crop)
-        stacked = np.concatenate([views.crops, views.tiles])
-        probs = score_views(
-            self._net,
-            stacked,
-            self.config.mean,
-            self.config.std,
-            float(np.iinfo(image.dtype).max),
-            device=self.device,
-            tta=tta,
-            precision=self.precision,
-            mix=None if is_identity(self.config.channels) else channel_matrix(self.config.channels),
-            intensity=self.config.intensity,
-            size=self.config.network_size,
-        )
         index = views_index(views)
-        scores, probs = image_scores(index, probs, ["image"], self.config)
-        labels = tuple(int(k) for k in np.flatnonzero(apply_thresholds(scores, self.thresholds)[0]))
-        is_cell = (index["kind"] == "cell").to_numpy()
-        table = index[is_cell].drop(columns=["image_id", "kind"]).reset_index(drop=True)
-        cell_probs = probs[is_cell]
-        called = apply_thresholds(cell_probs, self.thresholds, fill_top=False)
-        table = pd.concat([table, pd.DataFrame(cell_probs, columns=list(self.class_names))], axis=1)
-        table["predicted"] = [" ".join(map(str, np.flatnonzero(row))) for row in called]
-        log.debug("scored %d cells and %d tiles", int(is_cell.sum()), int((~is_cell).sum()))
+        probs = self.predictor.score([views], batch_size=256, tta=tta)
+        scores, probs = self.predictor.pool(index, probs, ["image"])
+        labels = tuple(int(k) for k in np.flatnonzero(self.predictor.labels(scores)[0]))
+        table = self.predictor.tables(index, probs)[0].drop(columns="image_id")
+        log.debug("scored %d cells and %d tiles", len(views.cell_ids), len(views.tiles))
         return CellPredictions(table, scores[0], labels, self.class_names, cells)

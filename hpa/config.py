@@ -124,16 +124,27 @@ class SettingError(HPAConfigError):
 
     Raised by the settings dataclasses' checks; :func:`from_dict` and :func:`resolve`
     name the setting as their caller does (:class:`Spelling`: a flag, an API argument,
-    or the key of a settings file).
+    or the key of a settings file). ``against``: the other setting and its value where
+    the two conflict, named the same way at the end of the message.
     """
 
-    def __init__(self, setting: str, value: Any, problem: str) -> None:
-        self.setting, self.value, self.problem = setting, value, problem
-        super().__init__(f"{setting}={value!r}: {problem}")
+    def __init__(
+        self, setting: str, value: Any, problem: str, against: tuple[str, Any] | None = None
+    ) -> None:
+        self.setting, self.value, self.problem, self.against = setting, value, problem, against
+        super().__init__(
+            f"{setting}={value!r}: {problem}{'' if against is None else f' {against[0]}={against[1]!r}'}"
+        )
 
     def named(self, names: Spelling) -> str:
-        """The message with the setting as ``names`` spells it."""
-        return f"{names.prefix()}{names.given(self.setting, self.value)}: {self.problem}"
+        """The message with the setting (and the one it conflicts with) as ``names`` spells it.
+
+        >>> error = SettingError("min_cell_score", 0.2, "applies to 2021 only, not to", ("format", "2018"))
+        >>> str(error), error.named(CLI)
+        ("min_cell_score=0.2: applies to 2021 only, not to format='2018'", '--min-cell-score 0.2: applies to 2021 only, not to --format 2018')
+        """
+        other = "" if self.against is None else " " + names.given(*self.against)
+        return f"{names.prefix()}{names.given(self.setting, self.value)}: {self.problem}{other}"
 
 
 def check_count(value: Any, name: str, minimum: int = 1, optional: bool = False) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -32,6 +34,23 @@ def hpa_env(tmpdir: Path | None = None) -> dict[str, str]:
         tmpdir.mkdir(parents=True, exist_ok=True)
         env["TMPDIR"] = str(tmpdir)
     return env
+
+
+def cli_refusal(argv: list[str], caplog: Any, capsys: Any) -> str:
+    """``hpa ARGV`` run in this process refuses (argparse's exit 2, or exit 1 with an error
+    line); its message (stderr and the logged errors). ``caplog``, ``capsys``: the test's
+    pytest fixtures."""
+    from hpa.cli import main as hpa_main
+
+    caplog.clear()
+    capsys.readouterr()
+    try:
+        rc = hpa_main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc != 0, argv
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    return capsys.readouterr().err + " ".join(errors)
 
 
 def hpa_cmd(*args: str | Path) -> list[str]:

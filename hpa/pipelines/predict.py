@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from hpa import runlog
-from hpa.artefacts import ModelDir, PredDir, SegDir, write_csv, write_failures, write_parquet
+from hpa.artefacts import PredDir, SegDir, write_csv, write_failures, write_parquet
 from hpa.artefacts.provenance import (
     Fingerprint,
     Provenance,
@@ -34,20 +34,19 @@ from hpa.artefacts.provenance import (
     read_record,
     write_record,
 )
-from hpa.artefacts.tables import image_score_table, split_views
+from hpa.artefacts.tables import image_score_table
 from hpa.classification.feature_head import FeatureBlend, feature_blend
-from hpa.config import CLI, Spelling, default_workers, log_settings, resolve, save_yaml
+from hpa.config import CLI, SettingError, Spelling, default_workers, log_settings, resolve, save_yaml
 from hpa.errors import HPAConfigError
 from hpa.io import check_folder_ids, list_image_ids, read_id_list
 from hpa.io_tiff import check_channel_map
 from hpa.outputs import StagedFolder, check_apart, record_entries
-from hpa.pipelines.predict_config import PredictConfig
+from hpa.pipelines.predict_config import PredictConfig, check_weights_fit, predict_settings
 from hpa.pipelines.predict_views import ScoredViews, score_folder_views
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from hpa.classification.model import ModelConfig
+    from hpa.classification.predictor import Predictor
     from hpa.io_tiff import ChannelMap
     from hpa.segmentation import SegmentConfig
 
@@ -73,8 +72,7 @@ def write_predictions(
     out: Path,
     ids: Sequence[str],
     scored: ScoredViews,
-    cfg: ModelConfig,
-    thresholds: np.ndarray,
+    predictor: Predictor,
     *,
     pooling: str | None,
     fill_top: bool,
@@ -87,8 +85,8 @@ def write_predictions(
         out: the (staged) PRED_DIR.
         ids: every requested Id, in submission order; failed ones get empty rows.
         scored: the views' probabilities and the failures.
-        cfg: the model's config (classes, tile weight, views used).
-        thresholds: ``(K,)`` per-class thresholds.
+        predictor: the model's pooling (its config: classes, tile weight, views used) and
+            per-class thresholds.
         pooling: cell-to-image pooling; None = the model's (each blended model's own).
         fill_top: predict the top class where no class passes its threshold.
         submission: write the 2018-style ``submission.csv`` (False for ``--format 2021``).
@@ -99,29 +97,26 @@ def write_predictions(
     Returns:
         The number of cells scored.
     """
-    from hpa.aggregation import apply_thresholds, save_thresholds, write_submission
-    from hpa.classification.inference import image_scores
+    from hpa.aggregation import save_thresholds, write_submission
 
     index, failures = scored.index, scored.failures
-    scores, probs = image_scores(index, scored.probs, ids, cfg, pooling)
+    scores, probs = predictor.pool(index, scored.probs, ids, pooling)
     if companion is not None:
         scores = companion[0].blend(scores, companion[1])
     failed_rows = np.array([i in failures for i in ids], dtype=bool)
     scores[failed_rows] = 0.0
-    y_pred = apply_thresholds(scores, thresholds, fill_top=fill_top)
+    y_pred = predictor.labels(scores, fill_top=fill_top)
     y_pred[failed_rows] = 0
 
     pred = PredDir(out)
     if submission:
         write_submission(pred.path(PredDir.SUBMISSION), ids, y_pred)
-    write_csv(pred.path(PredDir.IMAGE_SCORES), image_score_table(ids, scores, cfg.class_names))
-    cells, tiles = split_views(index, probs, cfg.class_names)
+    write_csv(pred.path(PredDir.IMAGE_SCORES), image_score_table(ids, scores, predictor.class_names))
+    cells, tiles = predictor.tables(index, probs)
     _warn_cellless(ids, failures, cells)
-    called = apply_thresholds(cells[list(cfg.class_names)].to_numpy(), thresholds, fill_top=False)
-    cells["predicted"] = [" ".join(map(str, np.flatnonzero(r))) for r in called]
     write_parquet(pred.path(PredDir.CELLS), cells)
     write_parquet(pred.path(PredDir.TILES), tiles)
-    save_thresholds(pred.path(PredDir.THRESHOLDS), thresholds, cfg.class_names)
+    save_thresholds(pred.path(PredDir.THRESHOLDS), predictor.thresholds, predictor.class_names)
     write_failures(pred.path(PredDir.FAILURES), failures)
     return len(cells)
 
@@ -149,62 +144,36 @@ PREDICT_ENTRIES = PredDir.ENTRIES
 
 
 @dataclass(frozen=True, kw_only=True)
-class PredictOptions:
-    """The options of a prediction run (``hpa predict``'s flags), keyword-only.
+class PredictRun:
+    """What a prediction run reads and writes, beside its settings (a :class:`PredictConfig`).
 
     Attributes:
+        images: folder of channel files.
+        models: the model folders (several are averaged).
+        out: PRED_DIR to write.
         masks: SEG_DIR of ``hpa segment``; None = segment on the fly into ``OUT/masks``.
-        ids: Ids in submission order (default: every Id in the images folder, sorted).
-        tta: dihedral test-time augmentation views (1, 2, 4, 8).
-        pooling: cell-to-image pooling (default: the model's).
-        fill_top: predict the top class where no class passes its threshold.
-        batch_size: views per forward pass (default: 512 on CUDA, 128 on the CPU).
-        device: ``auto``, ``cpu`` or ``cuda``.
-        workers: processes reading, segmenting and cropping (default: by the cores and
-            whether masks are given).
-        backend: segmentation backend when ``masks`` is None.
-        progress: show a tqdm progress bar.
-        scheduler: score on a dask.distributed cluster: a scheduler address
-            (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker
-            processes (:mod:`hpa.pipelines.predict_dask`). Each worker loads the model
-            once and scores its shards of the Ids on its own device (``device`` is
-            resolved there). The images, model, masks and output folders must be on a
-            filesystem every worker shares; ``workers`` is unused.
-        precision: ``auto``, ``bf16`` or ``fp32`` autocast
-            (:func:`hpa.classification.inference.resolve_precision`).
-        engine: what runs the network: ``auto``, ``torch`` or ``onnxruntime``
-            (:func:`hpa.classification.engine.resolve_engine`; the onnxruntime export is
-            cached in the first model folder's ``engine-cache/``).
+        ids: Ids in submission order; None = every Id in the images folder, sorted.
         channel_map: which channel of a multi-channel TIFF is which; saved in ``config.yaml``.
-        fmt: ``2018`` (``submission.csv``), ``2021`` (``submission_2021.csv`` and the
-            2021 per-cell table) or ``both``; default: the model's label set
-            (:mod:`hpa.pipelines.single_cell`).
-        cell_score: the 2021 cell confidence rule (default: the benchmark's choice).
-        min_cell_score: the lowest confidence listed in ``submission_2021.csv``.
-        model_weights: weight of each of several model folders (default: equal).
-        overwrite: segment anew when the masks of the previous run in ``OUT/masks``
-            were made from other images (default: refuse).
+        scheduler: score on a dask.distributed cluster: a scheduler address
+            (``tcp://host:8786``) or ``local:N`` for a local cluster of N worker processes
+            (:mod:`hpa.pipelines.predict_dask`). Each worker loads the model once and
+            scores its shards of the Ids on its own device (the device is resolved there).
+            The images, model, masks and output folders must be on a filesystem every
+            worker shares; the ``workers`` setting is unused.
+        progress: show a tqdm progress bar.
+        overwrite: segment anew when the masks of the previous run in ``OUT/masks`` were
+            made from other images (default: refuse).
     """
 
+    images: str | Path
+    models: list[str | Path]
+    out: Path
     masks: str | Path | None = None
     ids: Sequence[str] | None = None
-    tta: int = 1
-    pooling: str | None = None
-    fill_top: bool = True
-    batch_size: int | None = None
-    device: str = "auto"
-    workers: int | None = None
-    backend: str | None = None
-    progress: bool = True
-    scheduler: str | None = None
-    precision: str = "auto"
     channel_map: ChannelMap | None = None
-    fmt: str | None = None
-    cell_score: str | None = None
-    min_cell_score: float | None = None
-    model_weights: Sequence[float] | None = None
+    scheduler: str | None = None
+    progress: bool = True
     overwrite: bool = False
-    engine: str = "auto"
 
 
 def predict_folder(
@@ -233,88 +202,92 @@ def predict_folder(
     engine: str = "auto",
     names: Spelling = CLI,
 ) -> PredictSummary:
-    """Predict image labels and per-cell scores for a folder of images.
+    """Predict image labels and per-cell scores for a folder of images (``hpa predict``).
 
     Args:
-        images: folder of channel files.
+        images, out, masks, ids, channel_map, scheduler, progress, overwrite: the run's
+            folders and Ids, and how it runs (:class:`PredictRun`).
         model_dir: model folder of ``hpa train-cells``, or several whose probabilities
-            are averaged (:func:`hpa.classification.ensemble.load_predictor`); a
-            ``--folds`` folder averages its folds.
-        out: PRED_DIR to write.
-        masks, ids, tta, pooling, fill_top, batch_size, device, workers, backend,
-            progress, scheduler, precision, channel_map, fmt, cell_score,
-            min_cell_score, model_weights, overwrite, engine: keyword-only options, the fields
-            of :class:`PredictOptions`, checked as ``hpa predict`` checks its flags
-            (:func:`check_predict_options`).
-        names: how errors name the options (the flags; :func:`hpa.predict_folder`: its
-            arguments).
+            are averaged; a ``--folds`` folder averages its folds.
+        tta, pooling, fill_top, batch_size, device, workers, backend, precision, fmt,
+            cell_score, min_cell_score, model_weights, engine: the settings, the fields of
+            :class:`PredictConfig` (``fmt``: ``format``), checked by its checks, as
+            ``hpa predict`` checks its flags.
+        names: how errors name the arguments (the flags; :func:`hpa.predict_folder`: its own).
 
     Returns:
-        A :class:`PredictSummary`.
+        A :class:`PredictSummary` (see :func:`run_prediction`).
 
-    The run is built in ``<parent>/.hpa-partial-<name>`` beside ``out`` and swapped
+    Raises:
+        HPAConfigError: a refused argument, named as ``names`` spells it; and as
+            :func:`run_prediction` raises.
+    """
+    check_predict_inputs(names, images=images, model_dir=model_dir, out=out, masks=masks, ids=ids)
+    settings = predict_settings(
+        names, tta=tta, pooling=pooling, fill_top=fill_top, batch_size=batch_size, device=device,
+        workers=workers, backend=backend, precision=precision, format=fmt, cell_score=cell_score,
+        min_cell_score=min_cell_score, model_weights=model_weights, engine=engine,
+    )  # fmt: skip
+    models = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
+    run = PredictRun(
+        images=images, models=models, out=Path(out), masks=masks, ids=ids, channel_map=channel_map,
+        scheduler=scheduler, progress=progress, overwrite=overwrite,
+    )  # fmt: skip
+    return run_prediction(run, settings, names)
+
+
+def run_prediction(run: PredictRun, settings: PredictConfig, names: Spelling = CLI) -> PredictSummary:
+    """Run a prediction: ``hpa predict`` and :func:`predict_folder` alike.
+
+    The run is built in ``<parent>/.hpa-partial-<name>`` beside ``run.out`` and swapped
     into place at the end (:class:`hpa.outputs.StagedFolder`), so ``out`` always holds
     one run's complete output: the previous one until this run has finished. Masks
     segmented on the fly are kept there by a killed run and resumed by the next one
     (the masks of the previous finished run are reused when their settings match).
 
     Raises:
-        hpa.pipelines.cluster.ClusterError: with ``scheduler``, dask.distributed is not
+        hpa.pipelines.cluster.ClusterError: with a scheduler, dask.distributed is not
             installed, a worker cannot see the folders, or a shard was lost.
-        HPAConfigError: ``out`` is, holds or sits inside an input folder, or holds
-            files ``hpa predict`` did not write, or another run is writing it; or
-            ``masks`` were made from another images folder; or ``out/masks`` holds
-            masks of other images for these Ids and ``overwrite`` is False.
+        HPAConfigError: ``model_weights`` or ``scheduler`` do not fit the model folders;
+            ``out`` is, holds or sits inside an input folder, or holds files
+            ``hpa predict`` did not write, or another run is writing it; or ``masks``
+            were made from another images folder; or ``out/masks`` holds masks of other
+            images for these Ids and ``overwrite`` is False.
     """
-    check_predict_options(
-        names, images=images, model_dir=model_dir, out=out, masks=masks, ids=ids, tta=tta, pooling=pooling,
-        fill_top=fill_top, batch_size=batch_size, device=device, workers=workers, backend=backend,
-        precision=precision, format=fmt, cell_score=cell_score, min_cell_score=min_cell_score, engine=engine,
-        model_weights=None if model_weights is None else tuple(model_weights) if not isinstance(model_weights, str)
-        else model_weights,
-    )  # fmt: skip
-    opts = PredictOptions(
-        masks=masks, ids=ids, tta=tta, pooling=pooling, fill_top=fill_top, batch_size=batch_size,
-        device=device, workers=workers, backend=backend, progress=progress, scheduler=scheduler,
-        precision=precision, channel_map=channel_map, fmt=fmt, cell_score=cell_score,
-        min_cell_score=min_cell_score, model_weights=model_weights, overwrite=overwrite, engine=engine,
-    )  # fmt: skip
-    out = Path(out)
-    models = [model_dir] if isinstance(model_dir, str | Path) else list(model_dir)
-    check_apart(out, {"IMAGES": images, "--masks": masks, **{f"--model {m}": m for m in models}})
+    _check_models(run, settings, names)
+    inputs = {"IMAGES": run.images, "--masks": run.masks, **{f"--model {m}": m for m in run.models}}
+    check_apart(run.out, inputs)
     with StagedFolder(
-        out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=(PredDir.MASKS, PredDir.RUN_LOG)
+        run.out, PREDICT_MARKER, PREDICT_ENTRIES, "hpa predict", keep=(PredDir.MASKS, PredDir.RUN_LOG)
     ) as stage:
         runlog.write_into(stage.path)  # a killed run's log is kept and appended to
-        summary = _predict_staged(stage.path, images, models, out, opts, names)
+        summary = _predict_staged(stage.path, run, settings, names)
         stage.commit()
     return summary
 
 
-def check_predict_options(names: Spelling, **options: Any) -> None:
-    """Check the options of :func:`predict_folder` as ``hpa predict`` checks its flags.
+def check_predict_inputs(names: Spelling, **inputs: Any) -> None:
+    """Check the folders and Ids given to :func:`predict_folder` as ``hpa predict`` reads them.
 
-    The folders are paths (``model_dir`` one or a list), ``ids`` a non-empty list of
-    Ids (not a string), and the settings pass :class:`PredictConfig`'s checks: the
-    CLI's, in one place.
+    The folders are paths (``model_dir`` one or a list), ``ids`` a non-empty list of Ids
+    (not a string).
 
     Raises:
-        HPAConfigError: the first refused option, named as ``names`` spells it.
+        HPAConfigError: the first refused argument, named as ``names`` spells it.
     """
-    from hpa.config import SettingError, from_dict
 
     def refuse(name: str, problem: str) -> NoReturn:
-        raise HPAConfigError(SettingError(name, options[name], problem).named(names))
+        raise HPAConfigError(SettingError(name, inputs[name], problem).named(names))
 
     for name in ("images", "out", "masks"):
-        if not isinstance(options[name], str | Path) and not (name == "masks" and options[name] is None):
+        if not isinstance(inputs[name], str | Path) and not (name == "masks" and inputs[name] is None):
             refuse(name, "expected a folder path (str or pathlib.Path)")
-    models = options["model_dir"]
+    models = inputs["model_dir"]
     if not isinstance(models, str | Path) and not (
         isinstance(models, Sequence) and models and all(isinstance(m, str | Path) for m in models)
     ):
         refuse("model_dir", "expected a model folder path (str or pathlib.Path) or a list of them")
-    ids = options["ids"]
+    ids = inputs["ids"]
     if ids is not None:
         if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
             refuse("ids", "expected a list of Ids, not a single string")
@@ -322,79 +295,64 @@ def check_predict_options(names: Spelling, **options: Any) -> None:
             refuse("ids", "expected a list of Ids (strings)")
         if not len(ids):
             refuse("ids", "an empty list: no image to predict")
-    settings = {k: v for k, v in options.items() if k in _PREDICT_SETTINGS}
-    from_dict(PredictConfig, settings, source="settings", spelling=names)
-    if options["format"] == "2018":
-        for name in ("cell_score", "min_cell_score"):
-            if options[name] is not None:
-                refuse(name, f"applies to the 2021 output only, not to {names.given('format', '2018')}")
 
 
-#: The options of :func:`predict_folder` that :class:`PredictConfig` checks.
-_PREDICT_SETTINGS = (
-    "tta", "pooling", "fill_top", "batch_size", "device", "workers", "backend", "precision", "format",
-    "cell_score", "min_cell_score", "model_weights", "engine",
-)  # fmt: skip
+def _check_models(run: PredictRun, settings: PredictConfig, names: Spelling) -> None:
+    """One weight per model folder; with a scheduler, one model folder and a valid address
+    (``local:N``), and dask.distributed installed: refused before anything is written."""
+    check_weights_fit(settings, len(run.models), names)
+    if run.scheduler is None:
+        return
+    from hpa.pipelines.cluster import ClusterError, parse_local, require_distributed
+
+    if len(run.models) > 1:
+        problem = f"scores one {names('model_dir')} folder; average several without it"
+        raise HPAConfigError(SettingError("scheduler", run.scheduler, problem).named(names))
+    require_distributed()
+    try:
+        parse_local(run.scheduler)
+    except (ClusterError, AttributeError):  # local:0, or not a string
+        problem = "expected a scheduler address or local:N with N >= 1 worker processes"
+        raise HPAConfigError(SettingError("scheduler", run.scheduler, problem).named(names)) from None
 
 
-def _predict_staged(
-    work: Path,
-    images: str | Path,
-    model_dirs: list[str | Path],
-    out: Path,
-    opts: PredictOptions,
-    names: Spelling = CLI,
-) -> PredictSummary:
-    """:func:`predict_folder` writing into ``work``, the folder that becomes ``out``."""
+def _predict_staged(work: Path, run: PredictRun, settings: PredictConfig, names: Spelling) -> PredictSummary:
+    """:func:`run_prediction` writing into ``work``, the folder that becomes ``run.out``."""
     t0 = time.perf_counter()
-    _check_scheduler(model_dirs, opts.scheduler)
-    check_channel_map(images, opts.channel_map)
-    ids = list(opts.ids) if opts.ids is not None else list_image_ids(images)
-    check_folder_ids(images, ids)  # a badly named file fails now, not after the work
-    blend = feature_blend(model_dirs)
-    if blend is not None and opts.scheduler is not None:
+    check_channel_map(run.images, run.channel_map)
+    ids = list(run.ids) if run.ids is not None else list_image_ids(run.images)
+    check_folder_ids(run.images, ids)  # a badly named file fails now, not after the work
+    blend = feature_blend(run.models)
+    if blend is not None and run.scheduler is not None:
         raise HPAConfigError(
             f"{blend.folder}: --scheduler does not run the features companion; predict without it"
         )
-    model, cfg, thresholds, opts = _load_model([blend.main] if blend else model_dirs, opts, names)
+    settings = _machine_settings(settings, run)
+    predictor, settings = _load_predictor([blend.main] if blend else run.models, settings, run, names)
     if blend is not None:
-        thresholds = blend.thresholds(cfg.class_names)
-        if blend.head.classes != tuple(cfg.class_names):
+        predictor = replace(predictor, thresholds=blend.thresholds(predictor.class_names))
+        if blend.head.classes != predictor.class_names:
             raise HPAConfigError(f"{blend.folder}: the feature head's classes differ from the main model's")
-    opts = _resolve_options(opts, cfg)
-    masks_dir, seg_config = _masks_folder(work, out, model_dirs, opts, images, ids)
-    seg_backend = seg_config.backend if seg_config is not None else None
-    # masks made on the fly are recorded where they will be: OUT/masks, not the staging folder
-    final_masks = masks_dir if opts.masks is not None else Path(os.path.realpath(out)) / PredDir.MASKS
-    settings = _run_settings(images, final_masks, model_dirs, opts, cfg, len(ids), seg_backend)
-    log_settings("predict settings", settings)
-    save_yaml(work / PredDir.CONFIG, settings)
-    write_record(work, _prediction_record(images, masks_dir, model_dirs, opts, settings))
-    if opts.scheduler is None:
-        assert model is not None and opts.workers is not None and opts.batch_size is not None
-        from hpa.classification.engine import engine_threads, make_engine
-
-        net = make_engine(
-            model, opts.engine, cache_dir=ModelDir(model_dirs[0]).path(ModelDir.ENGINE_CACHE),
-            threads=engine_threads(opts.workers),
-        )  # fmt: skip
+    settings = _model_settings(settings, predictor.config)
+    masks_dir, seg_config = _masks_folder(work, run, settings.backend, ids)
+    _record_run(work, run, settings, predictor.config, masks_dir, seg_config, len(ids))
+    if run.scheduler is None:
+        assert settings.workers is not None and settings.batch_size is not None
         scored = score_folder_views(
-            net, cfg, images, ids, masks_dir, seg_config=seg_config, device=opts.device, workers=opts.workers,
-            batch_size=opts.batch_size, tta=opts.tta, progress=opts.progress, precision=opts.precision,
-            channel_map=opts.channel_map,
+            predictor, run.images, ids, masks_dir, seg_config=seg_config, workers=settings.workers,
+            batch_size=settings.batch_size, tta=settings.tta, progress=run.progress, channel_map=run.channel_map,
         )  # fmt: skip
     else:
         from hpa.pipelines.predict_dask import score_on_cluster
 
         scored = score_on_cluster(
-            Path(model_dirs[0]).resolve(), cfg.output_columns, Path(images).resolve(), ids, masks_dir.resolve(),
-            seg_config, work.resolve(), opts,
-        )  # fmt: skip
+            run, settings, predictor.config.output_columns, ids, masks_dir, seg_config, work
+        )
     companion = None
     if blend is not None:  # the localisation-feature head's image scores, blended with the model's
-        companion = (blend, blend.scores(images, masks_dir, ids, workers=opts.workers or 1))
-    n_cells = _write_outputs(work, ids, scored, cfg, thresholds, masks_dir, opts, companion)
-    summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, out)
+        companion = (blend, blend.scores(run.images, masks_dir, ids, workers=settings.workers or 1))
+    n_cells = _write_outputs(work, ids, scored, predictor, masks_dir, settings, run.progress, companion)
+    summary = PredictSummary(len(ids), len(scored.failures), n_cells, time.perf_counter() - t0, run.out)
     log.info(
         "predicted %d images (%d failed, %d cells) in %.1f s, %.2f images/s; outputs in %s",
         summary.n_images,
@@ -402,167 +360,169 @@ def _predict_staged(
         summary.n_cells,
         summary.seconds,
         summary.images_per_s,
-        out,
+        run.out,
     )
     return summary
+
+
+def _record_run(
+    work: Path,
+    run: PredictRun,
+    settings: PredictConfig,
+    cfg: ModelConfig,
+    masks_dir: Path,
+    seg_config: SegmentConfig | None,
+    n_images: int,
+) -> None:
+    """Log and save the run's resolved settings (``config.yaml``) and its provenance record."""
+    seg_backend = seg_config.backend if seg_config is not None else None
+    # masks made on the fly are recorded where they will be: OUT/masks, not the staging folder
+    final_masks = masks_dir if run.masks is not None else Path(os.path.realpath(run.out)) / PredDir.MASKS
+    recorded = _run_settings(run, final_masks, settings, cfg, n_images, seg_backend)
+    log_settings("predict settings", recorded)
+    save_yaml(work / PredDir.CONFIG, recorded)
+    write_record(work, _prediction_record(run, masks_dir, recorded))
 
 
 def _write_outputs(
     work: Path,
     ids: Sequence[str],
     scored: ScoredViews,
-    cfg: ModelConfig,
-    thresholds: np.ndarray,
+    predictor: Predictor,
     masks_dir: Path,
-    opts: PredictOptions,
+    settings: PredictConfig,
+    progress: bool,
     companion: tuple[FeatureBlend, np.ndarray] | None = None,
 ) -> int:
-    """The tables of :func:`write_predictions`, the 2021 outputs for ``opts.fmt``, and the cell
-    table of masks segmented on the fly; returns the number of cells scored."""
+    """The tables of :func:`write_predictions`, the 2021 outputs for ``settings.format``, and the
+    cell table of masks segmented on the fly; returns the number of cells scored."""
     from hpa.pipelines import single_cell
 
-    submission = opts.fmt != "2021"
     n_cells = write_predictions(
         work,
         ids,
         scored,
-        cfg,
-        thresholds,
-        pooling=opts.pooling,
-        fill_top=opts.fill_top,
-        submission=submission,
+        predictor,
+        pooling=settings.pooling,
+        fill_top=settings.fill_top,
+        submission=settings.format != "2021",
         companion=companion,
     )
     if scored.seg_tables:
         SegDir(masks_dir).merge_tables(scored.seg_tables)
-    if opts.fmt != "2018":
-        assert opts.cell_score is not None and opts.min_cell_score is not None
+    if settings.format != "2018":
+        assert settings.cell_score is not None and settings.min_cell_score is not None
         single_cell.write_single_cell(
-            work, opts.cell_score, opts.min_cell_score, opts.progress, masks_dir=masks_dir
+            work, settings.cell_score, settings.min_cell_score, progress, masks_dir=masks_dir
         )
     return n_cells
 
 
-def _check_scheduler(model_dirs: Sequence[str | Path], scheduler: str | None) -> None:
-    """With ``scheduler``: one model folder (plain, ``--folds`` or blend), dask.distributed
-    installed, a valid address."""
-    if scheduler is None:
-        return
-    if len(model_dirs) > 1:
-        raise HPAConfigError("--scheduler scores one --model folder; average several without it")
-    from hpa.pipelines.cluster import parse_local, require_distributed
+def _load_predictor(
+    model_dirs: Sequence[str | Path], settings: PredictConfig, run: PredictRun, names: Spelling = CLI
+) -> tuple[Predictor, PredictConfig]:
+    """The model (its folders averaged) as a :class:`Predictor`; ``settings`` with the precision
+    and engine it runs with (onnxruntime runs fp32, so its precision is fp32).
 
-    require_distributed()  # fail before writing anything
-    parse_local(scheduler)
-
-
-def _load_model(
-    model_dirs: Sequence[str | Path], opts: PredictOptions, names: Spelling = CLI
-) -> tuple[nn.Module | None, ModelConfig, np.ndarray, PredictOptions]:
-    """The model (its folders averaged), its config and thresholds; ``opts`` with the device,
-    precision and engine resolved (onnxruntime runs fp32, so its precision is fp32).
-
-    With a scheduler, only the config and thresholds (of a plain, ``--folds`` or blend
-    folder, read as :func:`load_predictor` reads them): each worker resolves the device
-    and loads the model itself.
+    With a scheduler, only the config and thresholds (:meth:`Predictor.plan` of a plain,
+    ``--folds`` or blend folder): each worker resolves the device and loads the model itself.
     """
-    from hpa.classification.engine import resolve_engine
-    from hpa.classification.ensemble import load_predictor
-    from hpa.classification.inference import resolve_precision
-    from hpa.config import resolve_device
+    from hpa.classification.engine import engine_threads
+    from hpa.classification.predictor import Predictor
 
-    if opts.scheduler is not None:
-        from hpa.classification.ensemble import predictor_config
-
-        cfg, thresholds = predictor_config(model_dirs)
-        return None, cfg, thresholds, opts
-    device = resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device)
-    engine = resolve_engine(opts.engine, device, precision, flag=names("engine"))
-    log.info("engine: %s (%s, %s)", engine, device, precision if engine == "torch" else "fp32")
-    precision = precision if engine == "torch" else "fp32"
-    model, cfg, thresholds = load_predictor(model_dirs, opts.model_weights, device)
-    return model, cfg, thresholds, replace(opts, device=device, precision=precision, engine=engine)
+    if run.scheduler is not None:
+        return Predictor.plan(model_dirs), settings
+    assert settings.workers is not None
+    predictor = Predictor.load(
+        model_dirs, settings.model_weights, device=settings.device, precision=settings.precision,
+        engine=settings.engine, threads=engine_threads(settings.workers), flag=names("engine"),
+    )  # fmt: skip
+    return predictor, replace(settings, precision=predictor.precision, engine=predictor.engine)
 
 
-def _resolve_options(opts: PredictOptions, cfg: ModelConfig) -> PredictOptions:
-    """``opts`` with the defaults that depend on the model and the machine filled in.
-
-    Pooling and output format by the model; the 2021 cell score rule; without a
-    scheduler, the worker count and batch size by the cores and device (and the
-    classifier's CPU threads set: every core but the segmenting workers').
+def _machine_settings(settings: PredictConfig, run: PredictRun) -> PredictConfig:
+    """``settings`` with the device resolved and, without a scheduler, the worker count and
+    batch size by the cores and device (and the classifier's CPU threads set: every core but
+    the segmenting workers'). With a scheduler, the workers resolve them by their own device.
     """
     import torch
 
+    from hpa.classification.predictor import default_batch_size
+    from hpa.config import resolve_device
+
+    if run.scheduler is not None:
+        return settings
+    device = resolve_device(settings.device)
+    cores = default_workers()
+    if run.masks is not None:
+        # reading masks and cutting crops is light: a few workers keep the model fed,
+        # and on the CPU the model keeps every core
+        workers = settings.workers or max(1, cores // 4)
+        threads = cores
+    else:
+        # segmentation is the heavy part: every core but the model's segments
+        workers = settings.workers or max(1, cores - (0 if device == "cuda" else 1))
+        threads = max(1, cores - workers)
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    batch_size = settings.batch_size or default_batch_size(device)
+    return replace(settings, device=device, workers=workers, batch_size=batch_size)
+
+
+def _model_settings(settings: PredictConfig, cfg: ModelConfig) -> PredictConfig:
+    """``settings`` with the defaults that depend on the model: pooling and output format by
+    the model, the 2021 cell score rule (the 2021 settings dropped for a 2018-only model)."""
     from hpa.pipelines import single_cell
 
-    fmt = single_cell.resolve_format(opts.fmt, cfg.class_names)
-    unused = [n for n in ("cell_score", "min_cell_score") if getattr(opts, n) is not None]
+    fmt = single_cell.resolve_format(settings.format, cfg.class_names)
+    unused = [n for n in ("cell_score", "min_cell_score") if getattr(settings, n) is not None]
     if fmt == "2018" and unused:
         log.warning(
             "%s ignored: the model's label set writes the 2018 format only (ask for format 2021 or both)",
             " and ".join(unused),
         )
+        settings = replace(settings, cell_score=None, min_cell_score=None)
     # a blend pools each model its own way unless --pooling says otherwise
-    opts = replace(opts, pooling=opts.pooling or (None if cfg.groups else cfg.pooling), fmt=fmt)
-    if fmt != "2018":
-        opts = replace(
-            opts,
-            cell_score=opts.cell_score or single_cell.DEFAULT_CELL_SCORE,
-            min_cell_score=single_cell.DEFAULT_MIN_SCORE
-            if opts.min_cell_score is None
-            else opts.min_cell_score,
-        )
-    if opts.scheduler is not None:  # workers and batch size are the workers' own, by device
-        return opts
-    cores = default_workers()
-    if opts.masks is not None:
-        # reading masks and cutting crops is light: a few workers keep the model fed,
-        # and on the CPU the model keeps every core
-        workers = opts.workers or max(1, cores // 4)
-        threads = cores
-    else:
-        # segmentation is the heavy part: every core but the model's segments
-        workers = opts.workers or max(1, cores - (0 if opts.device == "cuda" else 1))
-        threads = max(1, cores - workers)
-    if opts.device == "cpu":
-        torch.set_num_threads(threads)
+    settings = replace(
+        settings, pooling=settings.pooling or (None if cfg.groups else cfg.pooling), format=fmt
+    )
+    if fmt == "2018":
+        return settings
+    min_cell_score = settings.min_cell_score
     return replace(
-        opts, workers=workers, batch_size=opts.batch_size or (512 if opts.device == "cuda" else 128)
+        settings,
+        cell_score=settings.cell_score or single_cell.DEFAULT_CELL_SCORE,
+        min_cell_score=single_cell.DEFAULT_MIN_SCORE if min_cell_score is None else min_cell_score,
     )
 
 
 def _masks_folder(
-    work: Path,
-    out: Path,
-    model_dirs: Sequence[str | Path],
-    opts: PredictOptions,
-    images: str | Path,
-    ids: Sequence[str],
+    work: Path, run: PredictRun, backend: str | None, ids: Sequence[str]
 ) -> tuple[Path, SegmentConfig | None]:
     """The SEG_DIR to read, or to segment into (``WORK/masks``, resumed) and its settings.
 
     Masks made on the fly follow the segmentation settings the model was trained with
-    (:func:`hpa.pipelines.predict_config.model_segmentation`); ``opts.backend`` overrides
+    (:func:`hpa.pipelines.predict_config.model_segmentation`); ``backend`` overrides
     the backend. They get a provenance record, as a SEG_DIR of ``hpa segment`` does.
 
     Raises:
-        HPADataError: ``opts.masks`` is not a segmentation folder.
-        HPAConfigError: ``opts.masks`` were made from another images folder, or
+        HPADataError: ``run.masks`` is not a segmentation folder.
+        HPAConfigError: ``run.masks`` were made from another images folder, or
             ``OUT/masks`` holds masks of other images (:func:`_resume_masks`).
     """
     from hpa.config import to_dict
     from hpa.pipelines.predict_config import model_segmentation
 
-    masks_dir = Path(opts.masks) if opts.masks else work / PredDir.MASKS
-    if opts.masks is not None:
+    masks_dir = Path(run.masks) if run.masks else work / PredDir.MASKS
+    if run.masks is not None:
         SegDir(masks_dir).check()
-        check_masks_images(masks_dir, images)
+        check_masks_images(masks_dir, run.images)
         return masks_dir, None
-    seg_config = model_segmentation(model_dirs, opts.backend)
-    spec = opts.channel_map.spec if opts.channel_map is not None else None
-    record = SegDir.record(images, to_dict(seg_config), spec, "hpa predict")
-    _resume_masks(masks_dir, out / PredDir.MASKS, to_dict(seg_config), record, ids, overwrite=opts.overwrite)
+    seg_config = model_segmentation(run.models, backend)
+    spec = run.channel_map.spec if run.channel_map is not None else None
+    record = SegDir.record(run.images, to_dict(seg_config), spec, "hpa predict")
+    previous = run.out / PredDir.MASKS
+    _resume_masks(masks_dir, previous, to_dict(seg_config), record, ids, overwrite=run.overwrite)
     SegDir(masks_dir).write_settings(to_dict(seg_config))
     write_record(masks_dir, record)
     record_entries(masks_dir, SegDir.ENTRIES)  # hpa's own masks: a clean and a resumed run alike
@@ -573,69 +533,63 @@ def _masks_folder(
 _RECORD_FREE = ("images", "masks", "model", "device", "workers", "batch_size", "scheduler")
 
 
-def _prediction_record(
-    images: str | Path,
-    masks_dir: Path,
-    model_dirs: Sequence[str | Path],
-    opts: PredictOptions,
-    settings: dict[str, Any],
-) -> Provenance:
+def _prediction_record(run: PredictRun, masks_dir: Path, settings: dict[str, Any]) -> Provenance:
     """The PRED_DIR's provenance record: the run's settings, the images, model(s) and masks.
 
     Masks made on the fly are named ``masks`` (the folder's own), with their record's digest.
     """
     own = folder_fingerprint(masks_dir)
-    masks = own if opts.masks is not None else Fingerprint(PredDir.MASKS, own.sha256)
+    masks = own if run.masks is not None else Fingerprint(PredDir.MASKS, own.sha256)
     return Provenance(
         "preddir",
         "hpa predict",
         {k: v for k, v in settings.items() if k not in _RECORD_FREE},
         {
-            "images": (images_fingerprint(images),),
-            "model": tuple(folder_fingerprint(m) for m in model_dirs),
+            "images": (images_fingerprint(run.images),),
+            "model": tuple(folder_fingerprint(m) for m in run.models),
             "masks": (masks,),
         },
     )
 
 
 def _run_settings(
-    images: str | Path,
+    run: PredictRun,
     masks_dir: Path,
-    model_dirs: Sequence[str | Path],
-    opts: PredictOptions,
+    settings: PredictConfig,
     cfg: ModelConfig,
     n_images: int,
     seg_backend: str | None = None,
 ) -> dict[str, Any]:
-    """What ``config.yaml`` records of a run: inputs, resolved options, the model's tile weight."""
-    settings = {
-        "images": str(Path(images).resolve()),
+    """What ``config.yaml`` records of a run: inputs, resolved settings, the model's tile weight."""
+    models = run.models
+    recorded = {
+        "images": str(Path(run.images).resolve()),
         "masks": str(masks_dir.resolve()),
-        "model": [str(Path(m).resolve()) for m in model_dirs]
-        if len(model_dirs) > 1
-        else str(Path(model_dirs[0]).resolve()),
-        "model_weights": list(opts.model_weights) if opts.model_weights else None,
-        "device": opts.device,
-        "precision": opts.precision,
-        "engine": opts.engine,
-        "workers": opts.workers,
-        "batch_size": opts.batch_size,
-        "tta": opts.tta,
-        "pooling": opts.pooling or [g.pooling for g in cfg.groups],
-        "fill_top": opts.fill_top,
+        "model": [str(Path(m).resolve()) for m in models]
+        if len(models) > 1
+        else str(Path(models[0]).resolve()),
+        "model_weights": list(settings.model_weights) if settings.model_weights else None,
+        "device": settings.device,
+        "precision": settings.precision,
+        "engine": settings.engine,
+        "workers": settings.workers,
+        "batch_size": settings.batch_size,
+        "tta": settings.tta,
+        "pooling": settings.pooling or [g.pooling for g in cfg.groups],
+        "fill_top": settings.fill_top,
         "tile_weight": [g.tile_weight for g in cfg.groups] if cfg.groups else cfg.tile_weight,
         **({"blend_weights": [round(g.weight, 4) for g in cfg.groups]} if cfg.groups else {}),
-        "segmented_on_the_fly": opts.masks is None,
+        "segmented_on_the_fly": run.masks is None,
         "segmentation_backend": seg_backend,
         "n_images": n_images,
-        "channel_map": opts.channel_map.spec if opts.channel_map is not None else None,
-        "format": opts.fmt,
+        "channel_map": run.channel_map.spec if run.channel_map is not None else None,
+        "format": settings.format,
     }
-    if opts.fmt != "2018":
-        settings.update(cell_score=opts.cell_score, min_cell_score=opts.min_cell_score)
-    if opts.scheduler is not None:
-        settings.update(scheduler=opts.scheduler, workers=None)
-    return settings
+    if settings.format != "2018":
+        recorded.update(cell_score=settings.cell_score, min_cell_score=settings.min_cell_score)
+    if run.scheduler is not None:
+        recorded.update(scheduler=run.scheduler, workers=None)
+    return recorded
 
 
 def _resume_masks(
@@ -732,31 +686,12 @@ def resolve_predict_config(args: argparse.Namespace) -> PredictConfig:
 
 def main(args: argparse.Namespace) -> tuple[int, str]:
     """Entry point of ``hpa predict``."""
-    ids = read_id_list(args.ids) if args.ids else None
-    cfg = resolve_predict_config(args)
-    summary = predict_folder(
-        args.images,
-        args.model,
-        args.out,
-        masks=args.masks,
-        ids=ids,
-        tta=cfg.tta,
-        pooling=cfg.pooling,
-        fill_top=cfg.fill_top,
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        workers=cfg.workers,
-        backend=cfg.backend,
-        scheduler=getattr(args, "scheduler", None),
-        precision=cfg.precision,
-        channel_map=getattr(args, "channel_map", None),
-        fmt=cfg.format,
-        cell_score=cfg.cell_score,
-        min_cell_score=cfg.min_cell_score,
-        model_weights=cfg.model_weights,
-        overwrite=getattr(args, "overwrite", False),
-        engine=cfg.engine,
-    )
+    run = PredictRun(
+        images=args.images, models=list(args.model), out=Path(args.out), masks=args.masks,
+        ids=read_id_list(args.ids) if args.ids else None, channel_map=getattr(args, "channel_map", None),
+        scheduler=getattr(args, "scheduler", None), overwrite=getattr(args, "overwrite", False),
+    )  # fmt: skip
+    summary = run_prediction(run, resolve_predict_config(args))
     written = [n for n in (PredDir.SUBMISSION, PredDir.SUBMISSION_2021) if (summary.out / n).is_file()]
     text = (
         f"submission: {', '.join(str(summary.out / n) for n in written)} ({summary.n_images} images, "

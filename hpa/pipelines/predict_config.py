@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpa.aggregation.pooling import POOLING_METHODS
 from hpa.aggregation.single_cell import CELL_SCORES
 from hpa.artefacts import ModelDir
-from hpa.config import SettingError, from_dict
+from hpa.config import SettingError, Spelling, from_dict
 from hpa.constants import ENGINES
+from hpa.errors import HPAConfigError
 
 if TYPE_CHECKING:
     from hpa.segmentation.config import SegmentConfig
@@ -76,7 +77,7 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         """The checks of every predict setting: the CLI's (via :func:`hpa.config.resolve`)
-        and the API's (:func:`hpa.pipelines.predict.predict_folder`), named as each caller does.
+        and the API's (:func:`predict_settings`), named as each caller does.
 
         Raises:
             SettingError: the first refused setting.
@@ -109,6 +110,48 @@ class PredictConfig:
                 list(weights) if not isinstance(weights, str) else weights,
                 "each weight must be a number > 0 (leave a model out rather than weight it 0)",
             )
+        if self.format == "2018":  # the 2021 settings of a run that writes no 2021 output
+            for name in ("cell_score", "min_cell_score"):
+                if getattr(self, name) is not None:
+                    problem = "applies to the 2021 output only, not to"
+                    raise SettingError(name, getattr(self, name), problem, against=("format", "2018"))
+
+
+def predict_settings(names: Spelling, **settings: Any) -> PredictConfig:
+    """The :class:`PredictConfig` of settings given as a function's arguments, checked.
+
+    The one way the API's settings are checked (:func:`hpa.predict_folder`,
+    :class:`hpa.Classifier`), by the checks ``hpa predict`` runs on its flags; a list of
+    ``model_weights`` is held as a tuple.
+
+    >>> predict_settings(Spelling("hpa.f"), tta=2, model_weights=[1, 3]).model_weights
+    (1, 3)
+    >>> predict_settings(Spelling("hpa.f"), tta=3)
+    Traceback (most recent call last):
+    ...
+    hpa.errors.HPAConfigError: hpa.f: tta=3: choose from 1, 2, 4, 8
+
+    Raises:
+        HPAConfigError: an unknown or refused setting, named as ``names`` spells it.
+    """
+    weights = settings.get("model_weights")
+    if weights is not None and not isinstance(weights, str | bytes) and isinstance(weights, Iterable):
+        settings["model_weights"] = tuple(weights)
+    return from_dict(PredictConfig, settings, source="settings", spelling=names)
+
+
+def check_weights_fit(settings: PredictConfig, n_models: int, names: Spelling) -> None:
+    """Refuse ``model_weights`` that do not give one weight per model folder.
+
+    >>> check_weights_fit(PredictConfig(model_weights=(1.0, 2.0)), 1, Spelling("hpa.f"))
+    Traceback (most recent call last):
+    ...
+    hpa.errors.HPAConfigError: hpa.f: model_weights=[1.0, 2.0]: expected one weight per model_dir, got 2 for 1
+    """
+    weights = settings.model_weights
+    if weights is not None and len(weights) != n_models:
+        problem = f"expected one weight per {names('model_dir')}, got {len(weights)} for {n_models}"
+        raise HPAConfigError(SettingError("model_weights", list(weights), problem).named(names))
 
 
 def model_segmentation(model_dirs: Sequence[str | Path], backend: str | None = None) -> SegmentConfig:

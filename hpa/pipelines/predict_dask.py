@@ -26,31 +26,35 @@ from hpa.pipelines.predict_views import ScoredViews, score_folder_views
 
 if TYPE_CHECKING:
     from distributed import Client
-    from torch import nn
 
-    from hpa.classification.model import ModelConfig
+    from hpa.classification.predictor import Predictor
     from hpa.io_tiff import ChannelMap
-    from hpa.pipelines.predict import PredictOptions
+    from hpa.pipelines.predict import PredictRun
+    from hpa.pipelines.predict_config import PredictConfig
     from hpa.segmentation import SegmentConfig
 
 log = logging.getLogger(__name__)
 
-# (model folder, its newest weights' mtime, device) -> (model, config): a worker process
-# loads its model once
-_MODEL_CACHE: dict[tuple[str, int, str], tuple[nn.Module, ModelConfig]] = {}
+# (model folder, its newest weights' mtime, device, precision, engine) -> the predictor: a
+# worker process loads its model once
+_MODEL_CACHE: dict[tuple[str, int, str, str, str], Predictor] = {}
 
 
-def _cached_model(model_dir: str, device: str) -> tuple[nn.Module, ModelConfig]:
-    """The model of a plain, ``--folds`` or blend folder, as ``hpa predict`` loads it."""
-    from hpa.classification.ensemble import expand_members, load_predictor
+def _cached_predictor(model_dir: str, device: str, precision: str, engine: str) -> Predictor:
+    """The predictor of a plain, ``--folds`` or blend folder, as ``hpa predict`` loads it,
+    on this worker's device (``device`` resolved here)."""
+    from hpa.classification.engine import engine_threads
+    from hpa.classification.ensemble import expand_members
     from hpa.classification.model import WEIGHTS_FILE
+    from hpa.classification.predictor import Predictor
 
     stamp = max((m.folder / WEIGHTS_FILE).stat().st_mtime_ns for m in expand_members([model_dir]))
-    key = (model_dir, stamp, device)
+    key = (model_dir, stamp, device, precision, engine)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()  # one model per worker process: a retrained folder replaces it
-        model, cfg, _ = load_predictor([model_dir], None, device)
-        _MODEL_CACHE[key] = (model, cfg)
+        _MODEL_CACHE[key] = Predictor.load(
+            [model_dir], device=device, precision=precision, engine=engine, threads=engine_threads(1)
+        )
     return _MODEL_CACHE[key]
 
 
@@ -84,42 +88,28 @@ def _score_shard(
     only) and last ``shard-<k>.parquet``: the :func:`views_index` columns and one
     probability column per class. Returns the device used.
     """
-    from hpa.artefacts import ModelDir
-    from hpa.classification.engine import engine_threads, make_engine, resolve_engine
-    from hpa.classification.inference import resolve_precision
     from hpa.config import resolve_device
 
-    device = resolve_device(device)
-    model, cfg = _cached_model(model_dir, device)
-    batch_size = batch_size or (512 if device == "cuda" else 128)
-    precision = resolve_precision(precision, device)
-    engine = resolve_engine(engine, device, precision)
-    precision = precision if engine == "torch" else "fp32"
-    net = make_engine(
-        model, engine, cache_dir=ModelDir(model_dir).path(ModelDir.ENGINE_CACHE), threads=engine_threads(1)
-    )
+    predictor = _cached_predictor(model_dir, resolve_device(device), precision, engine)
     scored = score_folder_views(
-        net,
-        cfg,
+        predictor,
         images,
         ids,
         Path(masks_dir),
         seg_config=seg_config,
-        device=device,
         workers=1,
-        batch_size=batch_size,
+        batch_size=batch_size or predictor.default_batch_size,
         tta=tta,
         progress=False,
-        precision=precision,
         channel_map=channel_map,
     )
     paths = _shard_paths(parts_dir, k)
     write_failures(paths["failures"], scored.failures)
     if scored.seg_tables:
         write_parquet(paths["cells"], pd.concat(scored.seg_tables, ignore_index=True))
-    probs = pd.DataFrame(scored.probs, columns=cfg.output_columns)
+    probs = pd.DataFrame(scored.probs, columns=predictor.config.output_columns)
     write_parquet(paths["scores"], pd.concat([scored.index.reset_index(drop=True), probs], axis=1))
-    return device
+    return predictor.device
 
 
 def merge_shards(parts_dir: str | Path, n_shards: int, columns: Sequence[str]) -> ScoredViews:
@@ -148,22 +138,21 @@ def merge_shards(parts_dir: str | Path, n_shards: int, columns: Sequence[str]) -
 
 
 def score_on_cluster(
-    model_dir: Path,
+    run: PredictRun,
+    settings: PredictConfig,
     columns: Sequence[str],
-    images: Path,
     ids: list[str],
     masks_dir: Path,
     seg_config: SegmentConfig | None,
     out: Path,
-    opts: PredictOptions,
 ) -> ScoredViews:
-    """Score ``ids`` in shards on the Dask cluster ``opts.scheduler``, each worker on its own device.
+    """Score ``ids`` in shards on the Dask cluster ``run.scheduler``, each worker on its own device.
 
-    ``opts`` gives the device (resolved on each worker), batch size (default: by the
-    worker's device), TTA, precision, channel map and progress bar. Shard parts go to a
-    folder ``parts-<run>`` made by this run in ``out`` (the staged prediction folder),
-    removed once they are merged; a failed shard stops the run and leaves the parts for
-    inspection until the next run into the same folder.
+    ``settings`` give the device (resolved on each worker), batch size (default: by the
+    worker's device), TTA, precision and engine; ``run`` the first model folder, the images,
+    channel map and progress bar. Shard parts go to a folder ``parts-<run>`` made by this run
+    in ``out`` (the staged prediction folder), removed once they are merged; a failed shard
+    stops the run and leaves the parts for inspection until the next run into the same folder.
 
     Raises:
         hpa.pipelines.cluster.ClusterError: a worker cannot see the folders, or a shard
@@ -173,22 +162,26 @@ def score_on_cluster(
 
     from hpa.pipelines.cluster import check_shared_folders, connect, split_shards, worker_addresses
 
+    model_dir, images, masks_dir, out = (
+        Path(p).resolve() for p in (run.models[0], run.images, masks_dir, out)
+    )
     parts = out / f"parts-{uuid.uuid4().hex[:12]}"  # this run's own: nothing else is ever removed
     parts.mkdir(parents=True)
     readable = [images, model_dir] + ([masks_dir] if seg_config is None else [])
-    assert opts.scheduler is not None
-    with connect(opts.scheduler) as client:
+    assert run.scheduler is not None
+    with connect(run.scheduler) as client:
         check_shared_folders(client, out, readable)
         shards = split_shards(ids, len(worker_addresses(client)))
-        log.info("scoring %d images in %d shards on %s", len(ids), len(shards), opts.scheduler)
+        log.info("scoring %d images in %d shards on %s", len(ids), len(shards), run.scheduler)
         common = (
-            str(parts), opts.device, opts.batch_size, opts.tta, opts.precision, opts.channel_map, opts.engine,
+            str(parts), settings.device, settings.batch_size, settings.tta, settings.precision, run.channel_map,
+            settings.engine,
         )  # fmt: skip
         jobs = [
             (str(model_dir), str(images), str(masks_dir), seg_config, shard, k, *common)
             for k, shard in enumerate(shards)
         ]
-        devices = _run_shards(client, jobs, shards, parts, opts.progress)
+        devices = _run_shards(client, jobs, shards, parts, run.progress)
     log.info("shards scored on: %s", ", ".join(sorted(devices)) or "nothing")
     scored = merge_shards(parts, len(shards), columns)
     shutil.rmtree(parts)

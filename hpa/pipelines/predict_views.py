@@ -29,12 +29,9 @@ from hpa.parallel import process_pool
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from torch import nn
-
     from hpa.classification.cache import ImageViews
     from hpa.classification.crops import CropSettings
-    from hpa.classification.engine import Engine
-    from hpa.classification.model import ModelConfig
+    from hpa.classification.predictor import Predictor
     from hpa.io_tiff import ChannelMap
     from hpa.segmentation import SegmentConfig
 
@@ -118,35 +115,31 @@ class ScoredViews:
 
 
 def score_folder_views(
-    model: nn.Module | Engine,
-    cfg: ModelConfig,
+    predictor: Predictor,
     images: str | Path,
     ids: Sequence[str],
     masks_dir: Path,
     *,
     seg_config: SegmentConfig | None = None,
-    device: str = "cpu",
     workers: int = 1,
     batch_size: int = 128,
     tta: int = 1,
     progress: bool = True,
-    precision: str = "auto",
     channel_map: ChannelMap | None = None,
 ) -> ScoredViews:
     """Score every cell and tile of the images ``ids`` of a folder.
 
     Workers read each image, load its mask from ``masks_dir`` (or segment it into
     ``masks_dir`` with ``seg_config``) and cut its views, while this process runs the
-    model on full batches of the views of several images.
+    predictor on full batches of the views of several images.
 
     Args:
-        model: the classifier, on ``device``, or an :class:`hpa.classification.engine.Engine`
-            running it; ``cfg`` its model folder's config.
+        predictor: the model that scores (:meth:`hpa.classification.predictor.Predictor.score`).
         images: folder of channel files; ``ids`` the images to score, in order.
         masks_dir: SEG_DIR to read, or to write with ``seg_config``.
         seg_config: segment on the fly with these settings; None = read the masks.
-        device, batch_size, tta, precision: as :func:`hpa.classification.inference.score_views`.
         workers: processes preparing the views (1 = a thread).
+        batch_size, tta: views per forward pass, dihedral views averaged.
         progress: show a tqdm progress bar.
         channel_map: which channel of a multi-channel TIFF is which.
 
@@ -154,11 +147,9 @@ def score_folder_views(
         The :class:`ScoredViews` of the images that could be read, and the failures.
     """
     from hpa.classification.cache import views_index
-    from hpa.classification.channels import channel_matrix, is_identity
 
-    tasks = [(str(images), str(masks_dir), i, cfg.crop, seg_config, channel_map) for i in ids]
-    # the model's inputs from the four stains: a choice, an order or a merge of them
-    mix = None if is_identity(cfg.channels) else channel_matrix(cfg.channels)
+    crop = predictor.config.crop
+    tasks = [(str(images), str(masks_dir), i, crop, seg_config, channel_map) for i in ids]
     failures: dict[str, str] = {}
     seg_tables: list[pd.DataFrame] = []
     index_parts: list[pd.DataFrame] = []
@@ -167,10 +158,10 @@ def score_folder_views(
         _prepared(tasks, workers), total=len(tasks), desc="predicting", unit="img", disable=not progress
     )
     for batch in _batches(bar, batch_size * 4, failures, seg_tables):
-        prob_parts.append(_score_pending(model, cfg, batch, device, batch_size, tta, precision, mix))
+        prob_parts.append(predictor.score(batch, batch_size=batch_size, tta=tta))
         index_parts.extend(views_index(v) for v in batch)
     if not index_parts:
-        return ScoredViews.empty(cfg.output_width, failures, seg_tables)
+        return ScoredViews.empty(predictor.config.output_width, failures, seg_tables)
     return ScoredViews(
         pd.concat(index_parts, ignore_index=True), np.concatenate(prob_parts), failures, seg_tables
     )
@@ -202,45 +193,3 @@ def _batches(
             pending, n_pending = [], 0
     if pending:
         yield pending
-
-
-def _score_pending(
-    model: nn.Module | Engine,
-    cfg: ModelConfig,
-    pending: Sequence[ImageViews],
-    device: str,
-    batch_size: int,
-    tta: int,
-    precision: str,
-    mix: np.ndarray | None,
-) -> np.ndarray:
-    """``(N, K)`` float32 probabilities of the crops then tiles of each of ``pending``, in order."""
-    from hpa.classification.inference import score_views
-
-    per_image = [np.concatenate([v.crops, v.tiles]) for v in pending]
-    sizes = [len(v) for v in per_image]
-    probs = np.empty((sum(sizes), cfg.output_width), np.float32)
-    starts = np.cumsum([0, *sizes])
-    # 8- and 16-bit images are scaled by their own range: views of one bit depth
-    # are scored together (np.concatenate of both would promote 8-bit views to uint16)
-    for dtype in sorted({v.dtype.str for v in per_image}):
-        members = [k for k, v in enumerate(per_image) if v.dtype.str == dtype]
-        scored = score_views(
-            model,
-            np.concatenate([per_image[k] for k in members]),
-            cfg.mean,
-            cfg.std,
-            float(np.iinfo(np.dtype(dtype)).max),
-            device=device,
-            batch_size=batch_size,
-            tta=tta,
-            precision=precision,
-            mix=mix,
-            intensity=cfg.intensity,
-            size=cfg.network_size,
-        )
-        offset = 0
-        for k in members:
-            probs[starts[k] : starts[k + 1]] = scored[offset : offset + sizes[k]]
-            offset += sizes[k]
-    return probs

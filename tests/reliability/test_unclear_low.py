@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pycocotools import mask as coco_mask
-from reliability_helpers import digests, run_hpa, write_images
+from reliability_helpers import cli_refusal, digests, run_hpa, write_images
 
 from hpa.aggregation.rle import encode_cells, encode_mask
 from hpa.aggregation.submission_2021 import read_submission_2021, write_submission_2021
@@ -291,48 +291,7 @@ def test_predict_ids_header_only_is_refused_before_touching_pred_dir(
 # ------------------------------------------ 7. the API validates as the CLI does ---
 
 
-def _cli_refuses(argv: list[str], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture) -> str:
-    """``hpa ARGV`` refuses (argparse's exit 2, or exit 1 with one error line); the message."""
-    caplog.clear()
-    capsys.readouterr()
-    try:
-        rc = hpa_main(argv)
-    except SystemExit as exc:
-        rc = exc.code
-    assert rc != 0
-    return capsys.readouterr().err + " ".join(_errors(caplog))
-
-
-# (predict flags, the same settings as hpa.predict_folder arguments, the flag and argument named)
-PREDICT_REFUSALS = [
-    (["--min-cell-score", "7.5"], {"min_cell_score": 7.5}, "--min-cell-score", "min_cell_score=7.5"),
-    (["--tta", "3"], {"tta": 3}, "--tta", "tta=3"),
-    (["--batch-size", "0"], {"batch_size": 0}, "--batch-size", "batch_size=0"),
-    (["--workers", "0"], {"workers": 0}, "--workers", "workers=0"),
-    (["--pooling", "median"], {"pooling": "median"}, "--pooling", "pooling='median'"),
-    (["--format", "2019"], {"fmt": "2019"}, "--format", "fmt='2019'"),
-    (["--cell-score", "best"], {"cell_score": "best"}, "--cell-score", "cell_score='best'"),
-    (["--precision", "fp16"], {"precision": "fp16"}, "--precision", "precision='fp16'"),
-    (["--device", "tpu"], {"device": "tpu"}, "--device", "device='tpu'"),
-    (["--backend", "stardist"], {"backend": "stardist"}, "--backend", "backend='stardist'"),
-    (["--model-weights", "0"], {"model_weights": [0]}, "--model-weights", "model_weights=[0]"),
-]
-
-
-@pytest.mark.parametrize(
-    ("flags", "arguments", "flag", "named"), PREDICT_REFUSALS, ids=[r[2] for r in PREDICT_REFUSALS]
-)
-def test_api_predict_refuses_what_the_cli_refuses(tiny_dataset, model, tmp_path, caplog, capsys, flags, arguments, flag, named):  # fmt: skip
-    import hpa
-
-    images, masks, out = tiny_dataset["images"], tiny_dataset["masks"], tmp_path / "pred"
-    argv = ["predict", str(images), "--model", str(model), "--masks", str(masks), "--out", str(out), *flags]
-    assert flag in _cli_refuses(argv, caplog, capsys)
-    with pytest.raises(HPAConfigError) as raised:
-        hpa.predict_folder(images, model, out, masks=masks, **{"workers": 1, "progress": False, **arguments})
-    message = str(raised.value)
-    assert message.startswith("hpa.predict_folder: ") and named in message and "--" not in message, message
-    assert not out.exists()
+# every predict setting's CLI refusal, refused by the API too: tests/pipelines/test_predict_refusals.py
 
 
 def test_api_argument_types_are_checked_as_the_cli_reads_them(tiny_dataset, model, tmp_path, caplog, capsys):
@@ -344,7 +303,7 @@ def test_api_argument_types_are_checked_as_the_cli_reads_them(tiny_dataset, mode
             hpa.predict_folder(images, model, out, masks=masks, ids=ids, progress=False)
     header_only = tmp_path / "ids.csv"
     header_only.write_text("Id\n")
-    assert "no rows" in _cli_refuses(["predict", str(images), "--model", str(model), "--out", str(out),
+    assert "no rows" in cli_refusal(["predict", str(images), "--model", str(model), "--out", str(out),
                                       "--ids", str(header_only)], caplog, capsys)  # fmt: skip
     assert not out.exists()
     with pytest.raises(
@@ -361,7 +320,7 @@ def test_api_argument_types_are_checked_as_the_cli_reads_them(tiny_dataset, mode
                              (["--lr", "-1"], {"lr": -1.0})]:  # fmt: skip
         argv = ["train-cells", "--images", str(images), "--labels", str(tiny_dataset["labels"]), "--masks",
                 str(masks), "--out", str(tmp_path / "model"), *flags]  # fmt: skip
-        assert flags[0] in _cli_refuses(argv, caplog, capsys)
+        assert flags[0] in cli_refusal(argv, caplog, capsys)
         with pytest.raises(HPAConfigError, match=rf"^hpa\.train: {next(iter(arguments))}"):
             hpa.train(images, tiny_dataset["labels"], masks, tmp_path / "model", device="cpu", **arguments)
 
@@ -407,7 +366,7 @@ def test_single_cell_flags_with_format_2018_are_refused(tiny_dataset, model, tmp
                              (["--cell-score", "cell"], {"cell_score": "cell"})]:  # fmt: skip
         argv = ["predict", str(images), "--model", str(model), "--masks", str(masks), "--out", str(out),
                 "--format", "2018", *flags]  # fmt: skip
-        assert f"{flags[0]} {flags[1]}: applies to the 2021 output only" in _cli_refuses(argv, caplog, capsys)
+        assert f"{flags[0]} {flags[1]}: applies to the 2021 output only" in cli_refusal(argv, caplog, capsys)
         with pytest.raises(HPAConfigError, match=r"^hpa\.predict_folder: .*applies to the 2021 output only"):
             hpa.predict_folder(images, model, out, masks=masks, fmt="2018", progress=False, **arguments)
         assert not out.exists()
