@@ -20,8 +20,8 @@ Both call an :class:`Engine` on a ``(B, C, S, S)`` float batch and get the netwo
 * ``openvino``: the same cached ONNX export compiled by OpenVINO's CPU plugin in fp32
   (the optional ``openvino`` extra).
 
-``auto`` picks onnxruntime on the CPU when it is installed (and the run is fp32), torch
-on CUDA; see :func:`resolve_engine`.
+``auto`` picks openvino on the CPU when it is installed, else onnxruntime (when the run
+is fp32), torch on CUDA; see :func:`resolve_engine`.
 """
 
 from __future__ import annotations
@@ -76,6 +76,12 @@ class Engine(Protocol):
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+#: The ONNX engines ``auto`` picks from on the CPU, the first installed: OpenVINO ran the
+#: default backbone's ``hpa predict`` 1.15-1.3x faster than ONNX Runtime end to end on an
+#: AVX2 CPU (benchmarks/predict_bench.py --engines, benchmarks/RESULTS.md); it is an
+#: optional extra, ONNX Runtime a dependency.
+AUTO_ORDER = ("openvino", "onnxruntime")
+
 #: The package each engine that runs the ONNX export needs, with what installs it.
 _PACKAGES = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install 'hpa-cells[openvino]'"}
 
@@ -87,11 +93,6 @@ def installed(engine: str) -> bool:
     except ImportError:
         return False
     return True
-
-
-def onnxruntime_installed() -> bool:
-    """Whether ``import onnxruntime`` works."""
-    return installed("onnxruntime")
 
 
 def check_engine(engine: str, flag: str = "--engine") -> str:
@@ -109,8 +110,8 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32", flag: str 
     """``torch``, ``onnxruntime`` or ``openvino`` for ``engine`` on ``device`` with the resolved ``precision``.
 
     ``auto``: torch on CUDA, and on the CPU when the run is bf16 (both ONNX engines run
-    the export in fp32) or onnxruntime is not installed; onnxruntime otherwise (openvino
-    only when asked for: see benchmarks/RESULTS.md for the measurement behind the choice).
+    the export in fp32); otherwise the first installed of :data:`AUTO_ORDER` (openvino,
+    then onnxruntime), torch when neither is.
 
     >>> resolve_engine("auto", "cuda")
     'torch'
@@ -124,9 +125,9 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32", flag: str 
         return "torch"
     on_gpu = device.startswith("cuda")
     if engine == "auto":
-        if on_gpu or precision == "bf16" or not onnxruntime_installed():
+        if on_gpu or precision == "bf16":
             return "torch"
-        return "onnxruntime"
+        return next((e for e in AUTO_ORDER if installed(e)), "torch")
     if on_gpu:
         raise HPAConfigError(f"{flag} {engine} runs on the CPU; on {device} use {flag} torch (or auto)")
     if precision == "bf16":

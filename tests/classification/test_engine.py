@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -158,7 +159,8 @@ def test_the_digest_covers_weights_settings_and_input_shape(tiny_net):
     assert network_digest(tiny_net, (4, 32, 32)) != base
 
 
-def test_auto_picks_onnxruntime_on_the_cpu_and_torch_on_cuda_or_bf16():
+def test_auto_picks_an_onnx_engine_on_the_cpu_and_torch_on_cuda_or_bf16(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if openvino were not installed
     assert resolve_engine("auto", "cpu", "fp32") == "onnxruntime"
     assert resolve_engine("auto", "cuda", "fp32") == "torch"
     assert resolve_engine("auto", "cpu", "bf16") == "torch"
@@ -173,12 +175,16 @@ def test_auto_picks_onnxruntime_on_the_cpu_and_torch_on_cuda_or_bf16():
 
 def test_without_onnxruntime_auto_falls_back_and_an_explicit_choice_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
+    monkeypatch.setitem(sys.modules, "openvino", None)
     assert resolve_engine("auto", "cpu", "fp32") == "torch"
     with pytest.raises(HPAConfigError, match=r"onnxruntime is not installed \(pip install onnxruntime\)"):
         resolve_engine("onnxruntime", "cpu", "fp32")
 
 
-def test_openvino_is_asked_for_by_name_on_the_cpu_in_fp32(monkeypatch):
+def test_openvino_is_auto_on_the_cpu_in_fp32_where_installed(monkeypatch):
+    if importlib.util.find_spec("openvino") is not None:
+        assert resolve_engine("auto", "cpu", "fp32") == "openvino"
+    assert resolve_engine("auto", "cpu", "bf16") == resolve_engine("auto", "cuda", "fp32") == "torch"
     with pytest.raises(HPAConfigError, match="runs on the CPU"):
         resolve_engine("openvino", "cuda")
     with pytest.raises(HPAConfigError, match="runs in fp32"):
