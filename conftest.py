@@ -59,6 +59,8 @@ DEPENDENCY_IMPORTS: dict[str, tuple[str, ...]] = {
     "zarr": ("zarr",),
     "ome-types": ("ome_types",),
     "xmlschema": ("xmlschema",),
+    # openvino extra (in dev)
+    "openvino": ("openvino",),
     # bioimageio extra (in dev)
     "bioimageio.spec": ("bioimageio.spec",),
     "bioimageio.core": ("bioimageio.core",),

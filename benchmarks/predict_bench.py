@@ -15,7 +15,10 @@ Two modes:
   F1). In one run: ``hpa predict`` with each engine (images/s end to end), each
   engine's views/s on the views those runs scored, the ratio of each end-to-end time
   to a bare eager fp32 torch forward pass over the same views (the issue's measure;
-  lower is better, target 0.25x), and whether the submissions agree.
+  lower is better, target 0.25x), and whether the submissions agree. Every time is
+  given as wall seconds and CPU seconds (the ratios of both): the CPU time depends less
+  on other work sharing the machine. The engines: torch, onnxruntime and openvino
+  (each installed one; ``--engine-list`` picks). ``--demo`` also times ``hpa demo``.
 
 Usage::
 
@@ -156,9 +159,31 @@ def cut_views(images: Path, masks: Path, ids: list[str], crop) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def bare_eager_seconds(model_dir: Path, views: np.ndarray, batch_size: int) -> float:
-    """A bare eager fp32 torch forward pass (NCHW, no autocast, no channels-last) over ``views``,
-    the inputs prepared beforehand and not timed."""
+class Clock:
+    """Wall seconds and CPU seconds (this process and its finished children) of a block.
+
+    On a machine shared with other work the wall time of a block depends on the load at
+    that moment; its CPU time much less (it is the work done, not the wait for a core).
+    """
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), self._cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, self._cpu() - self.cpu
+
+    @staticmethod
+    def _cpu() -> float:
+        import resource
+
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def bare_eager_seconds(model_dir: Path, views: np.ndarray, batch_size: int) -> Clock:
+    """A bare eager fp32 torch forward pass (NCHW, no autocast, no channels-last, every
+    core) over ``views``, the inputs prepared beforehand and not timed."""
     import torch
 
     from hpa.classification.data import BatchLoader
@@ -166,19 +191,22 @@ def bare_eager_seconds(model_dir: Path, views: np.ndarray, batch_size: int) -> f
 
     model, cfg = load_model(model_dir)
     model = model.to(memory_format=torch.contiguous_format).eval()
+    torch.set_num_threads(os.cpu_count() or 1)
     loader = BatchLoader(
         views, np.arange(len(views)), None, batch_size, np.asarray(cfg.mean), np.asarray(cfg.std), 255.0,
         mix=_mix(cfg), intensity=cfg.intensity, size=cfg.network_size,
     )  # fmt: skip
     batches = [x.contiguous() for x, _ in loader]
-    seconds = 0.0
+    clock = Clock()
+    clock.wall = clock.cpu = 0.0
     with torch.inference_mode():
         model(batches[0][:8])  # warm-up
         for x in batches:
-            t = time.perf_counter()
-            model(x)
-            seconds += time.perf_counter() - t
-    return seconds
+            with Clock() as one:
+                model(x)
+            clock.wall += one.wall
+            clock.cpu += one.cpu
+    return clock
 
 
 def _mix(cfg):
@@ -187,8 +215,9 @@ def _mix(cfg):
     return None if is_identity(cfg.channels) else channel_matrix(cfg.channels)
 
 
-def engine_seconds(model_dir: Path, engine: str, views: np.ndarray, batch_size: int, threads: int) -> float:
-    """Seconds :func:`score_views` takes with ``engine`` over ``views`` (export cached beforehand)."""
+def engine_seconds(model_dir: Path, engine: str, views: np.ndarray, batch_size: int, threads: int) -> Clock:
+    """:func:`score_views` with ``engine`` over ``views`` (export cached beforehand): normalising
+    and resizing the views included."""
     import torch
 
     from hpa.artefacts import ModelDir
@@ -204,9 +233,16 @@ def engine_seconds(model_dir: Path, engine: str, views: np.ndarray, batch_size: 
     common = dict(mix=_mix(cfg), intensity=cfg.intensity, size=cfg.network_size, batch_size=batch_size)
     precision = resolve_precision("auto", "cpu") if engine == "torch" else "fp32"
     score_views(net, views[:8], cfg.mean, cfg.std, 255.0, precision=precision, **common)  # warm-up, export
-    t = time.perf_counter()
-    score_views(net, views, cfg.mean, cfg.std, 255.0, precision=precision, **common)
-    return time.perf_counter() - t
+    with Clock() as clock:
+        score_views(net, views, cfg.mean, cfg.std, 255.0, precision=precision, **common)
+    return clock
+
+
+def available_engines() -> list[str]:
+    """torch, and each ONNX engine whose package is installed."""
+    from hpa.classification.engine import installed
+
+    return ["torch", *(e for e in ("onnxruntime", "openvino") if installed(e))]
 
 
 def engines_bench(args: argparse.Namespace) -> str:
@@ -221,70 +257,89 @@ def engines_bench(args: argparse.Namespace) -> str:
     from hpa.pipelines.predict import predict_folder
     from hpa.synthetic.dataset import write_dataset
 
+    load_before = os.getloadavg()[0]
     bench = Path(args.bench)
     data = bench / f"synth-{args.engines}"
     if not (data / "test").is_dir():
         write_dataset(data, 0, args.engines, seed=0, size=512, workers=2)
     images, masks = data / "test", data / "truth"
     model = default_backbone_folder(bench / "model-lite0")
+    crop = load_model_config(model).crop
     ids = list_image_ids(images)
-    engines = ["torch", "onnxruntime"]
+    engines = args.engine_list.split(",") if args.engine_list else available_engines()
     # the export is made once per model folder; the end-to-end runs find it cached
-    views = cut_views(images, masks, ids[:1], load_model_config(model).crop)
-    engine_seconds(model, "onnxruntime", views[:8], 8, 1)
-    runs = {}
     for engine in engines:
-        out = bench / f"predict-{engine}"
-        summary = predict_folder(
-            images,
-            model,
-            out,
-            masks=masks,
-            engine=engine,
-            device="cpu",
-            batch_size=args.batch_size,
-            progress=False,
-        )
-        runs[engine] = summary
-    views = cut_views(images, masks, ids, load_model_config(model).crop)
+        if engine != "torch":
+            engine_seconds(model, engine, cut_views(images, masks, ids[:1], crop)[:8], 8, 1)
+    runs, clocks = {}, {}
+    for engine in engines:
+        with Clock() as clocks[engine]:
+            runs[engine] = predict_folder(
+                images, model, bench / f"predict-{engine}", masks=masks, engine=engine, device="cpu",
+                batch_size=args.batch_size, progress=False,
+            )  # fmt: skip
+    with Clock() as cutting:
+        views = cut_views(images, masks, ids, crop)
     workers = max(1, (os.cpu_count() or 1) // 4)  # hpa predict's own with masks given
     bare = bare_eager_seconds(model, views, args.batch_size)
-    engine_s = {
-        "torch": engine_seconds(model, "torch", views, args.batch_size, os.cpu_count() or 1),
-        "onnxruntime": engine_seconds(model, "onnxruntime", views, args.batch_size, engine_threads(workers)),
-    }
-    cells = {e: pd.read_parquet(bench / f"predict-{e}" / PredDir.CELLS) for e in engines}
-    classes = [c for c in cells["torch"].columns if c in load_model_config(model).class_names]
-    diff = float(np.abs(cells["torch"][classes].to_numpy() - cells["onnxruntime"][classes].to_numpy()).max())
+    threads = {e: (os.cpu_count() or 1) if e == "torch" else engine_threads(workers) for e in engines}
+    engine_s = {e: engine_seconds(model, e, views, args.batch_size, threads[e]) for e in engines}
+    classes = list(load_model_config(model).class_names)
+    cells = {e: pd.read_parquet(bench / f"predict-{e}" / PredDir.CELLS)[classes].to_numpy() for e in engines}
     subs = {e: (bench / f"predict-{e}" / PredDir.SUBMISSION).read_text() for e in engines}
-    same = subs["torch"] == subs["onnxruntime"]
 
     from segment_bench import machine  # benchmarks/ is on sys.path when run as a script
 
     torch_precision = resolve_precision("auto", "cpu")
     lines = [
         f"Command: `python benchmarks/predict_bench.py --engines {args.engines} --bench {args.bench}`. "
-        f"Machine: {machine()}. Load average (1 min) at the end: {os.getloadavg()[0]:.1f}. {len(ids)} synthetic 512 px images, "
-        f"true masks given, {len(views)} views; the CPU default's main network (frozen ImageNet "
-        f"EfficientNet-Lite0, green at 224 px), batch {args.batch_size}, TTA 1. torch runs {torch_precision} "
-        "(auto) with channels-last on every core; onnxruntime fp32 on the cores the decoding worker leaves.",
+        f"Machine: {machine()}. Load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after. "
+        f"{len(ids)} synthetic 512 px images, true masks given, {len(views)} views; the CPU default's main "
+        f"network (frozen ImageNet EfficientNet-Lite0, green at 224 px), batch {args.batch_size}, TTA 1. "
+        f"torch runs {torch_precision} (auto) with channels-last on every core; the ONNX engines fp32 on "
+        f"the {engine_threads(workers)} core(s) the decoding worker leaves. Wall seconds, and in brackets "
+        "CPU seconds (this process and its workers): the CPU time depends less on the load of other work.",
         "",
         "| engine | images/s end to end | end-to-end s | engine views/s | engine x bare | end to end x bare |",
         "|---|---|---|---|---|---|",
+        f"| bare eager fp32 torch forward | - | - | {len(views) / bare.wall:.1f} | 1.00 | - |",
     ]
-    lines.append(f"| bare eager fp32 torch forward | - | - | {len(views) / bare:.1f} | 1.00 | - |")
-    for engine in engines:
-        s = runs[engine]
+    for e in engines:
+        s, c, g = runs[e], clocks[e], engine_s[e]
         lines.append(
-            f"| {engine} | {s.images_per_s:.2f} | {s.seconds:.1f} | {len(views) / engine_s[engine]:.1f} | "
-            f"{engine_s[engine] / bare:.2f} | **{s.seconds / bare:.2f}** |"
+            f"| {e} | {s.images_per_s:.2f} | {c.wall:.1f} ({c.cpu:.1f}) | {len(views) / g.wall:.1f} | "
+            f"{g.wall / bare.wall:.2f} ({g.cpu / bare.cpu:.2f}) | **{c.wall / bare.wall:.2f}** ({c.cpu / bare.cpu:.2f}) |"
         )
     lines += [
         "",
-        f"Agreement (onnxruntime against torch): submissions {'identical' if same else 'DIFFERENT'}, "
-        f"max cell probability difference {diff:.2e}.",
+        f"Bare forward pass: {bare.wall:.1f} s ({bare.cpu:.1f} CPU s). Reading the images and masks and cutting "
+        f"the views alone (one process): {cutting.wall:.1f} s ({cutting.cpu:.1f} CPU s).",
+        "",
+        "Agreement against torch: "
+        + "; ".join(
+            f"{e}: submission {'identical' if subs[e] == subs['torch'] else 'DIFFERENT'}, "
+            f"max cell probability difference {float(np.abs(cells[e] - cells['torch']).max()):.2e}"
+            for e in engines
+            if e != "torch" and "torch" in engines
+        )
+        + ".",
     ]
+    if args.demo:
+        lines += ["", demo_seconds(bench / "demo")]
     return "\n".join(lines)
+
+
+def demo_seconds(out: Path) -> str:
+    """``hpa demo`` at its defaults, timed in a fresh process (a line of the report)."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.rmtree(out, ignore_errors=True)
+    with Clock() as clock:
+        done = subprocess.run([sys.executable, "-m", "hpa", "demo", "--out", str(out)], check=False)
+    state = "" if done.returncode == 0 else f", FAILED (exit {done.returncode})"
+    return f"`hpa demo` (defaults, --out {out}): {clock.wall:.0f} s ({clock.cpu:.0f} CPU s){state}."
 
 
 def main() -> None:
@@ -295,6 +350,12 @@ def main() -> None:
     p.add_argument(
         "--engines", type=int, default=None, metavar="N", help="compare the engines on N synthetic images"
     )
+    p.add_argument(
+        "--engine-list",
+        default=None,
+        help="with --engines: which, comma-separated (default: every installed)",
+    )
+    p.add_argument("--demo", action="store_true", help="with --engines: also time `hpa demo` (minutes)")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING)

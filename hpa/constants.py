@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Final
 
 #: ``--engine`` choices of ``hpa predict`` and ``hpa train-cells`` (:mod:`hpa.classification.engine`).
-ENGINES: Final = ("auto", "torch", "onnxruntime")
+ENGINES: Final = ("auto", "torch", "onnxruntime", "openvino")
 
 #: Canonical channel order of every ``(H, W, 4)`` array in the project.
 CHANNELS: Final = ("red", "green", "blue", "yellow")

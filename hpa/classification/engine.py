@@ -17,15 +17,18 @@ Both call an :class:`Engine` on a ``(B, C, S, S)`` float batch and get the netwo
   sidecar JSON written after the graph records that digest and the graph file's own
   sha256: a file is used only when both match, so a cache of other weights, a partial
   or a corrupted file is rebuilt, never trusted.
+* ``openvino``: the same cached ONNX export compiled by OpenVINO's CPU plugin in fp32
+  (the optional ``openvino`` extra).
 
-``auto`` picks onnxruntime on the CPU when it is installed (and the run is fp32), torch
-on CUDA; see :func:`resolve_engine`.
+``auto`` picks openvino on the CPU when it is installed, else onnxruntime (when the run
+is fp32), torch on CUDA; see :func:`resolve_engine`.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -33,6 +36,7 @@ import shutil
 import tempfile
 import warnings
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +50,15 @@ from hpa.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENGINES", "Engine", "OnnxEngine", "TorchEngine", "make_engine", "resolve_engine"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "OnnxEngine",
+    "OpenVinoEngine",
+    "TorchEngine",
+    "make_engine",
+    "resolve_engine",
+]
 #: The ONNX opset of the exported graphs (part of the cache key).
 OPSET = 17
 _INPUT, _OUTPUT = "views", "outputs"
@@ -56,7 +68,7 @@ _SIDECAR_SUFFIX = ".json"
 class Engine(Protocol):
     """A network's forward pass over a batch: ``(B, C, S, S)`` float -> ``(B, D)`` float."""
 
-    #: ``torch`` or ``onnxruntime``.
+    #: ``torch``, ``onnxruntime`` or ``openvino``.
     name: str
     #: Output width (the classifier's classes; 0 when unknown).
     num_classes: int
@@ -64,10 +76,20 @@ class Engine(Protocol):
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
-def onnxruntime_installed() -> bool:
-    """Whether ``import onnxruntime`` works."""
+#: The ONNX engines ``auto`` picks from on the CPU, the first installed: OpenVINO ran the
+#: default backbone's ``hpa predict`` 1.15-1.3x faster than ONNX Runtime end to end on an
+#: AVX2 CPU (benchmarks/predict_bench.py --engines, benchmarks/RESULTS.md); it is an
+#: optional extra, ONNX Runtime a dependency.
+AUTO_ORDER = ("openvino", "onnxruntime")
+
+#: The package each engine that runs the ONNX export needs, with what installs it.
+_PACKAGES = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install 'hpa-cells[openvino]'"}
+
+
+def installed(engine: str) -> bool:
+    """Whether the package of ``engine`` (``onnxruntime`` or ``openvino``) imports."""
     try:
-        import onnxruntime  # noqa: F401
+        importlib.import_module(engine)
     except ImportError:
         return False
     return True
@@ -85,36 +107,37 @@ def check_engine(engine: str, flag: str = "--engine") -> str:
 
 
 def resolve_engine(engine: str, device: str, precision: str = "fp32", flag: str = "--engine") -> str:
-    """``torch`` or ``onnxruntime`` for ``engine`` on ``device`` with the resolved ``precision``.
+    """``torch``, ``onnxruntime`` or ``openvino`` for ``engine`` on ``device`` with the resolved ``precision``.
 
-    ``auto``: torch on CUDA, and on the CPU when the run is bf16 (ONNX Runtime runs the
-    export in fp32) or onnxruntime is not installed; onnxruntime otherwise.
+    ``auto``: torch on CUDA, and on the CPU when the run is bf16 (both ONNX engines run
+    the export in fp32); otherwise the first installed of :data:`AUTO_ORDER` (openvino,
+    then onnxruntime), torch when neither is.
 
     >>> resolve_engine("auto", "cuda")
     'torch'
 
     Raises:
-        HPAConfigError: an unknown engine; onnxruntime asked for on CUDA, with bf16, or
-            without the package installed (with what to do instead).
+        HPAConfigError: an unknown engine; onnxruntime or openvino asked for on CUDA,
+            with bf16, or without its package installed (with what to do instead).
     """
     check_engine(engine, flag)
     if engine == "torch":
         return "torch"
     on_gpu = device.startswith("cuda")
     if engine == "auto":
-        if on_gpu or precision == "bf16" or not onnxruntime_installed():
+        if on_gpu or precision == "bf16":
             return "torch"
-        return "onnxruntime"
+        return next((e for e in AUTO_ORDER if installed(e)), "torch")
     if on_gpu:
         raise HPAConfigError(f"{flag} {engine} runs on the CPU; on {device} use {flag} torch (or auto)")
     if precision == "bf16":
         raise HPAConfigError(
             f"{flag} {engine} runs in fp32; give --precision fp32 (or auto), or {flag} torch"
         )
-    if not onnxruntime_installed():
+    if not installed(engine):
         raise HPAConfigError(
-            f"{flag} {engine}: the package onnxruntime is not installed "
-            f"(pip install onnxruntime), or use {flag} torch"
+            f"{flag} {engine}: the package {engine} is not installed "
+            f"({_PACKAGES[engine]}), or use {flag} torch"
         )
     return engine
 
@@ -133,23 +156,25 @@ def make_engine(
     threads: int | None = None,
     skip: tuple[str, ...] = (),
 ) -> Engine:
-    """The :class:`Engine` ``engine`` (``torch`` or ``onnxruntime``, resolved) of ``module``.
+    """The :class:`Engine` ``engine`` (``torch``, ``onnxruntime`` or ``openvino``, resolved) of ``module``.
 
     Args:
-        module: the network, in eval mode, on the CPU for onnxruntime.
-        cache_dir: where onnxruntime keeps its exported graph (None: a temporary folder,
-            exported again by every process).
-        threads: ONNX Runtime's intra-op threads (default: the cores).
+        module: the network, in eval mode, on the CPU for onnxruntime and openvino.
+        cache_dir: where the ONNX engines keep the exported graph (None: a temporary
+            folder, exported again by every process).
+        threads: the ONNX engine's threads (ONNX Runtime's intra-op threads, OpenVINO's
+            inference threads; default: the cores).
         skip: parameter name prefixes left out of the digest (weights the forward pass
             does not use, such as an unused classifier).
     """
     if engine == "torch":
         return TorchEngine(module)
-    if engine == "onnxruntime":
+    if engine in _ONNX_ENGINES:
+        kind = _ONNX_ENGINES[engine]
         if getattr(module, "export_members_apart", False):  # an EnsembleNet
-            return _EnsembleEngine(module, cache_dir, threads or engine_threads(0))
-        return OnnxEngine(module, cache_dir, threads or engine_threads(0), skip)
-    raise ValueError(f"engine must be resolved to torch or onnxruntime, got {engine!r}")
+            return _EnsembleEngine(module, cache_dir, threads or engine_threads(0), kind)
+        return kind(module, cache_dir, threads or engine_threads(0), skip)
+    raise ValueError(f"engine must be resolved to torch, onnxruntime or openvino, got {engine!r}")
 
 
 class TorchEngine:
@@ -178,13 +203,11 @@ class _MemberEngine(nn.Module):
 
 class _EnsembleEngine(TorchEngine):
     """An ensemble or blend (:class:`hpa.classification.ensemble.EnsembleNet`) whose members'
-    networks run on onnxruntime, each exported on its own (``cache_dir/member-<k>/``): the
+    networks run on an ONNX engine, each exported on its own (``cache_dir/member-<k>/``): the
     ensemble's own input scaling (a per-view quantile, which ONNX has no operator for),
     channel mixing, resizing and averaging stay torch's."""
 
-    name = "onnxruntime"
-
-    def __init__(self, module: nn.Module, cache_dir: str | Path | None, threads: int):
+    def __init__(self, module: nn.Module, cache_dir: str | Path | None, threads: int, kind: type[OnnxEngine]):
         members = list(module.nets)  # type: ignore[arg-type]
         clone = copy.copy(module)
         clone._modules = dict(module._modules)  # the original keeps its own members
@@ -192,9 +215,10 @@ class _EnsembleEngine(TorchEngine):
             None if cache_dir is None else Path(cache_dir) / f"member-{k}" for k in range(len(members))
         ]
         clone.nets = nn.ModuleList(
-            [_MemberEngine(OnnxEngine(net, folder, threads)) for net, folder in zip(members, folders)]
+            [_MemberEngine(kind(net, folder, threads)) for net, folder in zip(members, folders)]
         )
         super().__init__(clone)
+        self.name = kind.name
 
 
 def network_digest(module: nn.Module, shape: tuple[int, ...], skip: tuple[str, ...] = ()) -> str:
@@ -251,16 +275,15 @@ class OnnxEngine:
         self.threads = threads
         self.skip = skip
         self.num_classes = int(getattr(module, "num_classes", 0))
-        self._sessions: dict[tuple[int, ...], Any] = {}
+        self._sessions: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] = {}
         self._tmp: Path | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(int(s) for s in x.shape[1:])
-        session = self._sessions.get(shape)
-        if session is None:
-            session = self._sessions[shape] = self._session(shape)
-        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        return torch.from_numpy(session.run([_OUTPUT], {_INPUT: arr})[0])
+        run = self._sessions.get(shape)
+        if run is None:
+            run = self._sessions[shape] = self._session(shape)
+        return torch.from_numpy(run(np.ascontiguousarray(x.detach().float().cpu().numpy())))
 
     def graph_path(self, shape: tuple[int, ...]) -> Path:
         """The cache file of the export for inputs of ``shape`` (its name holds the digest)."""
@@ -275,21 +298,27 @@ class OnnxEngine:
             folder = self._tmp
         return folder / f"{digest[:24]}.onnx"
 
-    def _session(self, shape: tuple[int, ...]) -> Any:
-        import onnxruntime as ort
-
+    def _session(self, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+        """The forward pass over ``(B, *shape)`` arrays: the cached export (made first if need be), loaded."""
         digest = network_digest(self.module, shape, self.skip)
         path = self._path(digest)
         if _trusted(path, digest):
-            log.info("engine onnxruntime: the export in %s (its digest matches)", path)
+            log.info("engine %s: the export in %s (its digest matches)", self.name, path)
         else:
             path = self._export(path, digest, shape)
+        return self._load(path)
+
+    def _load(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        """An ONNX Runtime CPU session of the graph at ``path``, as a function of the input array."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         log.info("engine onnxruntime: %d intra-op thread(s)", self.threads)
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda arr: session.run([_OUTPUT], {_INPUT: arr})[0]
 
     def _export(self, path: Path, digest: str, shape: tuple[int, ...]) -> Path:
         """Export the module to ``path`` (atomically), then its sidecar; drop stale exports beside it.
@@ -299,7 +328,7 @@ class OnnxEngine:
         """
         example = torch.zeros((2, *shape), dtype=torch.float32)
         size = "x".join(map(str, shape))
-        log.info("engine onnxruntime: exporting the network for %s inputs to %s", size, path)
+        log.info("engine %s: exporting the network for %s inputs to %s", self.name, size, path)
         try:
             with atomic_path(path) as tmp:
                 _onnx_export(self.module, example, tmp)
@@ -317,6 +346,35 @@ class OnnxEngine:
                 stale.unlink(missing_ok=True)
                 _sidecar(stale).unlink(missing_ok=True)
         return path
+
+
+class OpenVinoEngine(OnnxEngine):
+    """The module's ONNX export (the same cached file as :class:`OnnxEngine`'s) compiled by
+    OpenVINO for the CPU: fp32 inference precision, one stream of ``threads`` threads, not
+    pinned to cores (the decoding workers share them), the batch axis left dynamic."""
+
+    name = "openvino"
+
+    def _load(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(
+            str(path),
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": "f32",
+                "INFERENCE_NUM_THREADS": self.threads,
+                "PERFORMANCE_HINT": "LATENCY",
+                "ENABLE_CPU_PINNING": False,
+            },
+        )
+        log.info("engine openvino %s: %d thread(s)", ov.__version__, self.threads)
+        request = compiled.create_infer_request()
+        return lambda arr: request.infer({0: arr})[0]  # a copy: the request's buffers are reused
+
+
+#: The engines that run the cached ONNX export, by name.
+_ONNX_ENGINES: dict[str, type[OnnxEngine]] = {"onnxruntime": OnnxEngine, "openvino": OpenVinoEngine}
 
 
 def _sidecar(path: Path) -> Path:

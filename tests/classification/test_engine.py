@@ -1,7 +1,8 @@
-"""The inference engines: onnxruntime computes torch's function, its export is cached by digest."""
+"""The inference engines: onnxruntime and openvino compute torch's function, the export is cached by digest."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ import torch
 
 from hpa.classification.cache import image_views
 from hpa.classification.crops import CropSettings
-from hpa.classification.engine import OnnxEngine, make_engine, network_digest, resolve_engine
+from hpa.classification.engine import OnnxEngine, OpenVinoEngine, make_engine, network_digest, resolve_engine
 from hpa.classification.inference import score_views
 from hpa.classification.model import create_model
 from hpa.classification.probe import PooledFeatures
@@ -63,6 +64,33 @@ def test_onnxruntime_matches_torch_on_a_real_sample_with_the_imagenet_backbone(r
         features = pooled(x)
     engine = make_engine(pooled, "onnxruntime", cache_dir=tmp_path / "features", skip=pooled.unused())
     assert float((engine(x) - features).abs().max()) < 1e-4
+
+
+@pytest.mark.slow
+def test_openvino_matches_torch_on_a_real_sample_with_the_imagenet_backbone(real_views, tmp_path):
+    """The default backbone, ImageNet weights, 224 px views of a real sample: OpenVINO's
+    probabilities within 1e-4 of torch's fp32, from the export onnxruntime shares."""
+    pytest.importorskip("openvino")
+    model = create_model("tf_efficientnet_lite0", 19, 4, pretrained="imagenet").eval()
+    expected = _score(model, real_views, size=224)
+    engine = make_engine(model, "openvino", cache_dir=tmp_path)
+    got = _score(engine, real_views, size=224)
+    assert isinstance(engine, OpenVinoEngine) and engine.name == "openvino"
+    assert got.shape == expected.shape == (6, 19)
+    assert float(np.abs(got - expected).max()) < 1e-4
+    (graph,) = tmp_path.glob("*.onnx")  # one export, the file onnxruntime reads too
+    stamp = graph.stat().st_mtime_ns
+    again = _score(make_engine(model, "onnxruntime", cache_dir=tmp_path), real_views, size=224)
+    assert graph.stat().st_mtime_ns == stamp and float(np.abs(again - expected).max()) < 1e-4
+
+
+def test_openvino_matches_torch_on_real_views_and_with_tta(real_views, tiny_net, tmp_path):
+    pytest.importorskip("openvino")
+    engine = make_engine(tiny_net, "openvino", cache_dir=tmp_path, threads=1)
+    for tta in (1, 8):
+        expected = score_views(tiny_net, real_views, MEAN, STD, 255.0, precision="fp32", tta=tta)
+        got = score_views(engine, real_views, MEAN, STD, 255.0, precision="fp32", tta=tta)
+        assert float(np.abs(got - expected).max()) < 1e-4
 
 
 def test_onnxruntime_matches_torch_on_real_views_and_with_tta(real_views, tiny_net, tmp_path):
@@ -131,12 +159,13 @@ def test_the_digest_covers_weights_settings_and_input_shape(tiny_net):
     assert network_digest(tiny_net, (4, 32, 32)) != base
 
 
-def test_auto_picks_onnxruntime_on_the_cpu_and_torch_on_cuda_or_bf16():
+def test_auto_picks_an_onnx_engine_on_the_cpu_and_torch_on_cuda_or_bf16(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if openvino were not installed
     assert resolve_engine("auto", "cpu", "fp32") == "onnxruntime"
     assert resolve_engine("auto", "cuda", "fp32") == "torch"
     assert resolve_engine("auto", "cpu", "bf16") == "torch"
     assert resolve_engine("torch", "cpu", "bf16") == "torch"
-    with pytest.raises(HPAConfigError, match="--engine must be one of auto, torch, onnxruntime"):
+    with pytest.raises(HPAConfigError, match="--engine must be one of auto, torch, onnxruntime, openvino"):
         resolve_engine("tensorrt", "cpu")
     with pytest.raises(HPAConfigError, match="runs on the CPU"):
         resolve_engine("onnxruntime", "cuda")
@@ -146,9 +175,26 @@ def test_auto_picks_onnxruntime_on_the_cpu_and_torch_on_cuda_or_bf16():
 
 def test_without_onnxruntime_auto_falls_back_and_an_explicit_choice_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
+    monkeypatch.setitem(sys.modules, "openvino", None)
     assert resolve_engine("auto", "cpu", "fp32") == "torch"
     with pytest.raises(HPAConfigError, match=r"onnxruntime is not installed \(pip install onnxruntime\)"):
         resolve_engine("onnxruntime", "cpu", "fp32")
+
+
+def test_openvino_is_auto_on_the_cpu_in_fp32_where_installed(monkeypatch):
+    if importlib.util.find_spec("openvino") is not None:
+        assert resolve_engine("auto", "cpu", "fp32") == "openvino"
+    assert resolve_engine("auto", "cpu", "bf16") == resolve_engine("auto", "cuda", "fp32") == "torch"
+    with pytest.raises(HPAConfigError, match="runs on the CPU"):
+        resolve_engine("openvino", "cuda")
+    with pytest.raises(HPAConfigError, match="runs in fp32"):
+        resolve_engine("openvino", "cpu", "bf16")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now fails
+    with pytest.raises(
+        HPAConfigError, match=r"openvino is not installed \(pip install 'hpa-cells\[openvino\]'\)"
+    ):
+        resolve_engine("openvino", "cpu", "fp32")
+    assert resolve_engine("auto", "cpu", "fp32") == "onnxruntime"
 
 
 def test_an_unwritable_cache_exports_into_a_temporary_folder(real_views, tiny_net, tmp_path, caplog):
@@ -167,13 +213,16 @@ def test_an_unwritable_cache_exports_into_a_temporary_folder(real_views, tiny_ne
     assert float(np.abs(got - _score(tiny_net, real_views)).max()) < 1e-4
 
 
-def test_a_blend_runs_its_members_on_onnxruntime_and_keeps_its_own_scaling(tmp_path):
+@pytest.mark.parametrize("engine_name", ["onnxruntime", "openvino"])
+def test_a_blend_runs_its_members_on_an_onnx_engine_and_keeps_its_own_scaling(tmp_path, engine_name):
     """EnsembleNet scales views by a per-view quantile (no ONNX operator): its members are
     exported one by one, the original ensemble is left as it was, and the outputs match."""
     from hpa.classification.ensemble import EnsembleNet
     from hpa.classification.model import ModelConfig
     from hpa.constants import CLASS_NAMES_2018
 
+    if engine_name == "openvino":
+        pytest.importorskip("openvino")
     torch.manual_seed(0)
     green = ModelConfig(
         backbone="test_resnet", class_names=CLASS_NAMES_2018, label_set="2018", in_chans=1, channels=("green",),
@@ -190,9 +239,9 @@ def test_a_blend_runs_its_members_on_onnxruntime_and_keeps_its_own_scaling(tmp_p
     x = torch.rand(5, 4, 32, 32)
     with torch.no_grad():
         expected = torch.sigmoid(blend(x))
-        engine = make_engine(blend, "onnxruntime", cache_dir=tmp_path)
+        engine = make_engine(blend, engine_name, cache_dir=tmp_path)
         got = torch.sigmoid(engine(x))
-    assert engine.name == "onnxruntime" and got.shape == (5, 56)
+    assert engine.name == engine_name and got.shape == (5, 56)
     assert float((got - expected).abs().max()) < 1e-4
     assert sorted(p.parent.name for p in tmp_path.rglob("*.onnx")) == ["member-0", "member-1"]
     assert all(not isinstance(n, torch.nn.Module) or type(n).__name__ == "ResNet" for n in blend.nets)

@@ -72,3 +72,30 @@ def test_progressive_sizes_split_the_run():
     cfg = TrainConfig(crop_size=64, epochs=4, progressive_sizes=(32, 48, 64))
     assert [_epoch_size(cfg, e) for e in range(4)] == [32, 32, 48, 64]
     assert _epoch_size(TrainConfig(crop_size=64), 3) == 64
+
+
+@pytest.mark.parametrize("intensity", ["dataset", "view"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_batches_read_only_the_stains_the_inputs_use_and_are_unchanged(intensity, dtype):
+    """A mix with unused stains (green alone; red and yellow merged): those channels are
+    dropped as the batch is read, and the network inputs are those of the four stains mixed."""
+    from hpa.classification.channels import channel_matrix
+    from hpa.classification.model import normalise
+
+    views = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, (6, 16, 16, 4), dtype=dtype)
+    scale = float(np.iinfo(dtype).max)
+    for channels in (("green",), ("red+yellow", "blue")):
+        mix = channel_matrix(channels)
+        mean, std = np.full(len(channels), 0.2), np.full(len(channels), 0.25)
+        loader = BatchLoader(
+            views, np.arange(6), None, 4, mean, std, scale, mix=mix, intensity=intensity, size=24
+        )
+        assert loader.stains is not None and len(loader.stains) < 4
+        got = torch.cat([x for x, _ in loader])
+        raw = torch.from_numpy(views.astype(np.int32) if dtype == np.uint16 else views)
+        expected = normalise(
+            raw, torch.tensor(mean).float(), torch.tensor(std).float(), scale,
+            torch.as_tensor(mix).float(), intensity, 24,
+        )  # fmt: skip
+        assert got.shape == (6, len(channels), 24, 24)
+        assert torch.allclose(got, expected, atol=1e-6, rtol=0)
