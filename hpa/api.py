@@ -250,9 +250,9 @@ class Classifier:
             weights: weight of each of several folders (default: equal).
             device: ``auto``, ``cpu`` or ``cuda``.
             precision: ``auto``, ``bf16`` or ``fp32`` autocast.
-            engine: what runs the network: ``auto`` (onnxruntime on the CPU when installed,
-                torch on CUDA), ``torch`` or ``onnxruntime``; the onnxruntime export is
-                cached in the (first) folder's ``engine-cache/``, as ``hpa predict`` does.
+            engine: what runs the network: ``auto`` (openvino, else onnxruntime, on the CPU
+                when installed; torch on CUDA), ``torch``, ``onnxruntime`` or ``openvino``;
+                the ONNX export both run is cached in the (first) folder's ``engine-cache/``, as ``hpa predict`` does.
 
         Raises:
             HPAConfigError: a setting ``hpa predict`` refuses (the same checks, in

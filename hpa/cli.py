@@ -58,8 +58,8 @@ _PRECISION_HELP = (
     "autocast precision; auto = bf16 where the device computes it natively (CUDA, AVX512-BF16 CPUs)"
 )
 _ENGINE_HELP = (
-    "what runs the network: auto = onnxruntime on the CPU when installed (fp32; torch with "
-    "--precision bf16), torch on CUDA (default: auto)"
+    "what runs the network: auto = openvino, else onnxruntime, on the CPU when installed "
+    "(fp32; torch with --precision bf16), torch on CUDA (default: auto)"
 )
 _SCHEDULER_HELP = (
     "dask.distributed scheduler address (tcp://host:8786), or local:N for a LocalCluster "

@@ -86,8 +86,8 @@ class Predictor:
             weights: weight of each of several folders (default: equal).
             device: ``auto``, ``cpu`` or ``cuda``.
             precision: ``auto``, ``bf16`` or ``fp32``.
-            engine: ``auto``, ``torch`` or ``onnxruntime``; the onnxruntime export is
-                cached in the first folder's ``engine-cache/``.
+            engine: ``auto``, ``torch``, ``onnxruntime`` or ``openvino``; the ONNX export
+                is cached in the first folder's ``engine-cache/``.
             threads: ONNX Runtime's intra-op threads (default: the cores).
             flag: how errors name the engine setting.
 

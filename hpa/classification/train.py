@@ -99,7 +99,7 @@ class TrainConfig:
         precision: ``bf16`` or ``fp32`` autocast (``auto`` is resolved for the device by
             :func:`hpa.classification.inference.resolve_precision`).
         engine: what runs the frozen backbone's embedding (``freeze_epochs: -2``):
-            ``torch`` or ``onnxruntime`` (``auto`` is resolved for the device and precision
+            ``torch``, ``onnxruntime`` or ``openvino`` (``auto`` is resolved for the device and precision
             by :func:`hpa.classification.engine.resolve_engine`); training itself is torch's.
         workers: processes cutting crops when the cache is built.
         channels: input channels, as ``--channels`` takes them (``rgby``, ``rgb``,

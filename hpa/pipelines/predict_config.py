@@ -51,8 +51,9 @@ class PredictConfig:
         batch_size: views per forward pass; None = by device (128 CPU, 512 GPU).
         device: ``auto``, ``cpu`` or ``cuda``.
         precision: ``auto``, ``bf16`` or ``fp32`` autocast.
-        engine: what runs the network: ``auto`` (onnxruntime on the CPU when installed,
-            torch on CUDA), ``torch`` or ``onnxruntime`` (:mod:`hpa.classification.engine`).
+        engine: what runs the network: ``auto`` (openvino, else onnxruntime, on the CPU
+            when installed; torch on CUDA), ``torch``, ``onnxruntime`` or ``openvino``
+            (:mod:`hpa.classification.engine`).
         workers: processes reading, segmenting and cropping; None = by the cores.
         backend: segmentation backend without ``--masks``; None = the model's.
         format: ``2018``, ``2021`` or ``both``; None = the model's label set.
