@@ -34,7 +34,7 @@ from hpa.aggregation import POOLING_METHODS, ThresholdResult
 from hpa.classification.crops import CROP_SCALES
 from hpa.classification.data import BatchLoader, balance_weights
 from hpa.classification.distributed import World, barrier, gather_rows
-from hpa.classification.engine import check_engine, resolve_engine
+from hpa.classification.engine import check_engine, make_engine, resolve_engine
 from hpa.classification.inference import autocast, resolve_precision, score_views
 from hpa.classification.losses import LOSSES, get_loss
 from hpa.classification.model import INTENSITIES
@@ -445,12 +445,20 @@ def _make_scheduler(
 
 
 def evaluate_views(
-    model: nn.Module, data: TrainData, cfg: TrainConfig, world: World | None = None
+    model: nn.Module,
+    data: TrainData,
+    cfg: TrainConfig,
+    world: World | None = None,
+    *,
+    engine: str = "torch",
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray, ThresholdResult]:
     """Score the validation views, pool per image, tune thresholds.
 
     Under torchrun each rank scores a share of the views; the shares are gathered so
-    that every rank pools and tunes on all of them.
+    that every rank pools and tunes on all of them. ``engine`` (resolved, see
+    :func:`hpa.classification.engine.resolve_engine`) runs the forward pass: the final
+    scoring of a trained model uses the engine ``hpa predict`` will use (an ONNX export
+    made once, in a temporary folder); the per-epoch checks of training stay torch's.
 
     Returns:
         ``(metrics, view_probs, image_scores, thresholds)``; ``view_probs`` follows
@@ -460,7 +468,7 @@ def evaluate_views(
     model.eval()
     mine = np.arange(world.rank, len(data.val_rows), world.size)
     probs = score_views(
-        model,
+        model if engine == "torch" else make_engine(model, engine),
         data.views,
         data.mean,
         data.std,

@@ -30,6 +30,8 @@ from hpa.artefacts.provenance import (
     read_record,
     write_record,
 )
+from hpa.classification.engine import resolve_engine
+from hpa.classification.inference import resolve_precision
 from hpa.classification.validation import split_images
 from hpa.config import save_json, save_yaml, to_dict
 from hpa.errors import HPAConfigError
@@ -323,7 +325,8 @@ def _fit_and_validate(
         world=run.world,
         settings=run.settings,
     )
-    evaluated = evaluate_views(model.to(cfg.device), data, cfg, run.world)
+    engine = resolve_engine(cfg.engine, cfg.device, resolve_precision(cfg.precision, cfg.device))
+    evaluated = evaluate_views(model.to(cfg.device), data, cfg, run.world, engine=engine)
     distributed.shutdown(run.world)
     return model, history, evaluated
 
@@ -385,7 +388,6 @@ def _start_run(
     import torch
 
     from hpa.classification import distributed
-    from hpa.classification.inference import resolve_precision
     from hpa.classification.train import set_seed
 
     if out.is_symlink():  # the folder is swapped, not the link to it
