@@ -26,9 +26,21 @@ MAIN_SCRIPT_ENV = "HPA_MP_MAIN_SCRIPT"
 
 
 def _folder_of_parent() -> str | None:
-    """The folder named by the environment when this process's parent set it, else None."""
+    """The folder named by the environment when this process's parent set it, else None.
+
+    A main process killed while the fork server was still starting has re-parented it
+    before this import runs: the folder is then taken when the process that named it
+    has ended (its folder is nobody's any more), so that a kill in that window leaves
+    nothing behind either.
+    """
     pid, _, folder = os.environ.get(TEMPDIR_ENV, "").partition(":")
-    return folder if pid.isdigit() and int(pid) == os.getppid() and folder else None
+    if not (pid.isdigit() and folder):
+        return None
+    if int(pid) == os.getppid():
+        return folder
+    from hpa.parallel import _ended
+
+    return folder if _ended(int(pid)) else None
 
 
 _FOLDER = _folder_of_parent()

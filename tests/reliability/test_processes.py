@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -138,6 +139,35 @@ def _kill_case(tmp_path: Path, kind: str) -> tuple[list[str], Path]:
         "--folds", "2", "--fold", "0", "--workers", "2", "--device", "cpu",
     )  # fmt: skip
     return cmd, tmp_path / "cache"
+
+
+def _import_as_fork_server(main_pid: int, folder: Path) -> None:
+    """Import ``hpa._forkserver`` as a fork server of ``main_pid`` would, then exit."""
+    env = {**hpa_env(), "HPA_MP_TEMPDIR": f"{main_pid}:{folder}"}
+    done = subprocess.run([sys.executable, "-c", "import hpa._forkserver"], env=env, timeout=120)
+    assert done.returncode == 0
+
+
+def test_fork_server_removes_the_folder_of_a_main_killed_while_it_started(tmp_path: Path) -> None:
+    # killed between forking its fork server and that server's import of hpa._forkserver:
+    # the server is re-parented by then, so its parent is not the main process any more
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    folder = tmp_path / "pymp-ended"
+    folder.mkdir()
+    (folder / "listener-socket").write_text("")
+    _import_as_fork_server(ended.pid, folder)
+    assert not folder.exists()
+    # a main process that is alive and not the server's parent keeps its folder
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        kept = tmp_path / "pymp-alive"
+        kept.mkdir()
+        _import_as_fork_server(alive.pid, kept)
+        assert kept.is_dir()
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 @pytest.mark.parametrize(
