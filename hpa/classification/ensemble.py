@@ -240,6 +240,79 @@ def _check_weights(path: Path, weights: Sequence[Any]) -> None:
         )
 
 
+class SharedTrunk(nn.Module):
+    """Members whose networks differ in their classifier alone: the features once, each classifier on them.
+
+    The folds of a frozen-backbone run (``freeze_epochs: -2``, the CPU default) share
+    every weight but their heads. Output: ``(B, M * K)``, the ``M`` members' logits
+    side by side, as their own networks give them (checked when it is built:
+    :func:`_share_trunks`).
+    """
+
+    def __init__(self, nets: Sequence[nn.Module]):
+        from hpa.classification.probe import PooledFeatures
+
+        super().__init__()
+        self.features = PooledFeatures(nets[0])
+        self.heads = nn.ModuleList([net.get_classifier() for net in nets])  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return torch.cat([head(f) for head in self.heads], dim=1)
+
+
+def _trunk_key(net: nn.Module, cfg: ModelConfig) -> str | None:
+    """What a member's features depend on: its weights but the classifier's, and its input preparation."""
+    from hpa.classification.engine import network_digest
+    from hpa.classification.probe import PooledFeatures
+
+    if not (hasattr(net, "forward_head") and hasattr(net, "get_classifier")):
+        return None
+    trunk = PooledFeatures(net)
+    prep = [cfg.network_size, cfg.intensity, list(cfg.channels), list(cfg.mean), list(cfg.std)]
+    return network_digest(trunk, (0,), trunk.unused()) + json.dumps(prep)
+
+
+def _share_trunks(nets: Sequence[nn.Module], configs: Sequence[ModelConfig]) -> list[list[int]]:
+    """Members that can share one :class:`SharedTrunk`, as lists of member indices (singletons run whole).
+
+    Members share a trunk when every weight but the classifier's is the same and their
+    views are prepared alike, and when the shared pass gives their own logits (within
+    1e-4, on a random batch; otherwise each runs whole).
+    """
+    by_key: dict[str, list[int]] = {}
+    units: list[list[int]] = []
+    for k, (net, cfg) in enumerate(zip(nets, configs)):
+        key = _trunk_key(net, cfg) if not net.training else None
+        if key is None:
+            units.append([k])
+        elif key in by_key:
+            by_key[key].append(k)
+        else:
+            by_key[key] = [k]
+            units.append(by_key[key])
+    checked: list[list[int]] = []
+    for unit in units:
+        if len(unit) > 1 and not _same_logits([nets[k] for k in unit], configs[unit[0]]):
+            log.info("members %s differ beyond their classifiers: each runs whole", unit)
+            checked.extend([k] for k in unit)
+        else:
+            checked.append(unit)
+    return checked
+
+
+@torch.no_grad()
+def _same_logits(nets: Sequence[nn.Module], cfg: ModelConfig) -> bool:
+    param = next(nets[0].parameters())
+    x = torch.rand(
+        2, cfg.in_chans, cfg.network_size, cfg.network_size, generator=torch.Generator().manual_seed(0)
+    )
+    x = x.to(param.device)
+    shared = SharedTrunk(nets)(x).float()
+    whole = torch.cat([net(x) for net in nets], dim=1).float()
+    return bool(torch.allclose(shared, whole, atol=1e-4, rtol=1e-4))
+
+
 class EnsembleNet(nn.Module):
     """Members' networks behind one forward pass: per group, the weighted mean of their probabilities.
 
@@ -249,9 +322,14 @@ class EnsembleNet(nn.Module):
     the logit of each group's mean probability, groups side by side (``G`` = 1 for the
     folds of one run), so :func:`hpa.classification.inference.score_views` (which applies
     the sigmoid) returns the mean probabilities.
+
+    ``nets`` holds one network per unit of work: a member's own, or a
+    :class:`SharedTrunk` of the members whose networks differ in their classifier alone
+    (the folds of a frozen-backbone run: their views are embedded once, not once a fold);
+    ``unit_members`` lists the members each one scores.
     """
 
-    #: an engine exports each member's network on its own (the per-view quantile scaling
+    #: an engine exports each unit's network on its own (the per-view quantile scaling
     #: has no ONNX operator): :func:`hpa.classification.engine.make_engine` reads this
     export_members_apart = True
 
@@ -263,7 +341,10 @@ class EnsembleNet(nn.Module):
         groups: Sequence[int] | None = None,
     ):
         super().__init__()
-        self.nets = nn.ModuleList(nets)
+        self.unit_members = _share_trunks(nets, configs)
+        self.nets = nn.ModuleList(
+            [nets[u[0]] if len(u) == 1 else SharedTrunk([nets[k] for k in u]) for u in self.unit_members]
+        )
         self.sizes = [c.network_size for c in configs]
         self.intensities = [c.intensity for c in configs]
         self.groups = [int(g) for g in groups] if groups is not None else [0] * len(nets)
@@ -271,6 +352,7 @@ class EnsembleNet(nn.Module):
         totals = np.zeros(self.n_groups)
         np.add.at(totals, self.groups, np.asarray(weights, dtype=np.float64))
         self.weights = [float(w) / totals[g] for w, g in zip(weights, self.groups)]  # within the group
+        self.member_classes = configs[0].num_classes
         self.num_classes = configs[0].num_classes * self.n_groups
         for k, c in enumerate(configs):
             self.register_buffer(f"mix{k}", torch.from_numpy(channel_matrix(c.channels)), persistent=False)
@@ -279,14 +361,18 @@ class EnsembleNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts: list[torch.Tensor | None] = [None] * self.n_groups
-        for k, net in enumerate(self.nets):
+        for net, members in zip(self.nets, self.unit_members):
+            k = members[0]  # the members of a unit prepare their views alike
             # x is in [0, 1] already; "view" scaling does not depend on the dtype's maximum
             v = unit_views(x.float(), 1.0, self.intensities[k])
             v = torch.einsum("oc,bchw->bohw", getattr(self, f"mix{k}"), v)
             v = resize_views((v - getattr(self, f"mean{k}")) / getattr(self, f"std{k}"), self.sizes[k])
-            p = torch.sigmoid(net(v.contiguous(memory_format=torch.channels_last)).float()) * self.weights[k]
-            g = self.groups[k]
-            parts[g] = p if parts[g] is None else parts[g] + p
+            logits = net(v.contiguous(memory_format=torch.channels_last)).float()
+            for j, m in enumerate(members):
+                p = torch.sigmoid(logits[:, j * self.member_classes : (j + 1) * self.member_classes])
+                p = p * self.weights[m]
+                g = self.groups[m]
+                parts[g] = p if parts[g] is None else parts[g] + p
         total = torch.cat([p for p in parts if p is not None], dim=1)
         return torch.logit(total.clamp(1e-7, 1 - 1e-7))
 

@@ -373,3 +373,38 @@ def test_features_companion_trains_blends_and_predicts(tiny_dataset, tmp_path, a
         predict_folder(tiny_dataset["images"], [out, out / MAIN], tmp_path / "p-two", **kw)
     with pytest.raises(HPAConfigError, match="blended with the features companion"):
         expand_groups([out])  # hpa.Classifier and the other users of the networks alone
+
+
+def test_members_that_differ_in_their_classifier_alone_share_one_trunk(tmp_path):
+    """The folds of a frozen-backbone run: the views are embedded once, each head applied to the
+    features; a member with other backbone weights runs whole; the probabilities are unchanged."""
+    import copy
+
+    from hpa.classification.engine import make_engine
+    from hpa.classification.ensemble import SharedTrunk
+
+    cfg = ModelConfig(backbone="test_resnet", class_names=LABEL_SETS["2018"], label_set="2018")
+    torch.manual_seed(0)
+    base = create_model("test_resnet", 28).eval()
+    nets = [copy.deepcopy(base) for _ in range(3)]
+    for k, net in enumerate(nets):
+        torch.nn.init.normal_(
+            net.get_classifier().weight, std=0.5, generator=torch.Generator().manual_seed(k)
+        )
+    other = copy.deepcopy(base)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.1)  # another backbone: not shared
+    nets.append(other)
+    ens = EnsembleNet(nets, [cfg] * 4, [0.3, 0.3, 0.2, 0.2], groups=[0, 0, 0, 1]).eval()
+    assert ens.unit_members == [[0, 1, 2], [3]] and isinstance(ens.nets[0], SharedTrunk)
+    x = torch.rand(3, 4, 32, 32)
+    with torch.no_grad():
+        alone = [torch.sigmoid(net(_prepared(ens, k, x))) for k, net in enumerate(nets)]
+        out = torch.sigmoid(ens(x))
+        engine = make_engine(ens, "onnxruntime", cache_dir=tmp_path)
+        exported = torch.sigmoid(engine(x))
+    expected = torch.cat([(0.3 * alone[0] + 0.3 * alone[1] + 0.2 * alone[2]) / 0.8, alone[3]], dim=1)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_allclose(exported, expected, atol=1e-4)
+    exports = sorted(p.parent.name for p in tmp_path.rglob("*.onnx"))
+    assert exports == ["member-0", "member-1"]  # one export for the shared trunk
