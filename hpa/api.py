@@ -69,7 +69,9 @@ def train(
     :class:`hpa.classification.train.TrainConfig` (``backbone``, ``crop_size``,
     ``epochs``, ``batch_size``, ``folds``, ``fold``, ``lr``, ...). As with
     ``hpa train-cells``, ``folds`` without ``fold`` trains every fold into
-    ``out/fold-<k>/`` and tunes the thresholds on the out-of-fold scores.
+    ``out/fold-<k>/`` and tunes the thresholds on the out-of-fold scores; so do the
+    device defaults on fewer than 100 labelled images, without a companion
+    (:func:`hpa.pipelines.train_command.plan_for_size`).
 
     Args:
         images: folder of ``<Id>_<colour>.png`` channel files.
@@ -89,17 +91,19 @@ def train(
     """
     from hpa.classification.train import TrainConfig
     from hpa.pipelines.train import read_training_labels
-    from hpa.pipelines.train_command import train_cells
+    from hpa.pipelines.train_command import plan_for_size, train_cells
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise HPAConfigError(f"hpa.train: unknown setting(s) {', '.join(unknown)}; known: {sorted(known)}")
     cfg = TrainConfig.for_device(device, source="hpa.train", **settings)
+    table = read_training_labels(labels)
     all_folds = "folds" in settings and "fold" not in settings  # as train-cells --folds K: every fold
+    cfg, all_folds = plan_for_size(cfg, len(table), all_folds=all_folds, given=settings)
     return train_cells(
         images,
-        read_training_labels(labels),
+        table,
         masks,
         out,
         cfg,

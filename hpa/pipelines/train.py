@@ -150,8 +150,8 @@ def check_model_kind(out: str | Path, blend: bool, *, folds: bool = False) -> No
     if have == "blend":
         raise HPAConfigError(
             f"{out}: holds a model blended with a companion (ensemble.json); use another --out, "
-            "train with the companion again (the defaults, or --companion scratch), or --overwrite "
-            "to rebuild the folder"
+            "train with the companion again (--companion scratch, the defaults' from 100 labelled "
+            "images on), or --overwrite to rebuild the folder"
         )
     raise HPAConfigError(f"{out}: holds {KIND_NAMES[have]}, this run trains {KIND_NAMES[want]}; {WAY_OUT}")
 

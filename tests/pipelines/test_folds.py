@@ -164,3 +164,24 @@ def test_cli_trains_every_fold(tiny_dataset, tmp_path):
     )  # fmt: skip
     assert pred.returncode == 0, pred.stderr[-2000:]
     assert len(pd.read_csv(tmp_path / "pred" / "submission.csv")) == 18
+
+
+def test_the_defaults_train_every_fold_of_a_small_set(tiny_dataset, tmp_path, caplog):
+    """Fewer than ``SMALL_SET`` labelled images and no recipe flags: every fold, no companion."""
+    from hpa.cli import main as cli_main
+    from hpa.pipelines.train_command import SMALL_SET
+
+    out = tmp_path / "model"
+    argv = [
+        "train-cells", "--images", str(tiny_dataset["images"]), "--labels", str(tiny_dataset["labels"]),
+        "--masks", str(tiny_dataset["masks"]), "--out", str(out), "--cache", str(tmp_path / "cache"),
+        "--epochs", "1", "--device", "cpu", "--workers", "1",
+    ]  # fmt: skip
+    assert len(read_labels(tiny_dataset["labels"])) < SMALL_SET
+    with caplog.at_level(logging.INFO, logger="hpa.pipelines.train_command"):
+        assert cli_main(argv) == 0
+    assert "every fold of 5 is trained" in caplog.text and "companion: none" in caplog.text
+    assert sorted(p.name for p in out.glob("fold-*")) == [f"fold-{k}" for k in range(5)]
+    assert not (out / "scratch").exists() and (out / "oof_image_scores.csv").is_file()
+    config = json.loads((out / "fold-0" / "config.json").read_text())
+    assert config["backbone"] == "tf_efficientnet_lite0"  # the device defaults' recipe, not a smaller one
