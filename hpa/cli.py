@@ -651,16 +651,26 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.getLogger("hpa").setLevel(level)
 
 
+#: Set when this command received SIGTERM: an error raised after it is part of the stop.
+_SIGTERM_RECEIVED = threading.Event()
+
+
 def _stop_on_sigterm() -> Any:
     """Turn SIGTERM into :class:`hpa.errors.Terminated`: a clean stop, like Ctrl-C.
 
     A second SIGTERM during the clean-up ends the process at once. Returns the handler
-    it replaced (None outside the main thread, where none can be set).
+    it replaced (None outside the main thread, where none can be set). The signal is
+    also recorded (:data:`_SIGTERM_RECEIVED`): where ``Terminated`` is raised inside
+    a C extension that replaces it with an error of its own (torch, reading an object's
+    shape, raises ``ValueError``), the command still ends as stopped, not as failed.
     """
     from hpa.errors import Terminated
 
+    _SIGTERM_RECEIVED.clear()
+
     def handler(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _SIGTERM_RECEIVED.set()
         raise Terminated
 
     if threading.current_thread() is not threading.main_thread():
@@ -696,6 +706,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted")
         return 130
     except Exception as exc:
+        if _SIGTERM_RECEIVED.is_set():  # Terminated, replaced on its way out by another error
+            log.error("stopped by SIGTERM (%s: %s on the way out)", type(exc).__name__, exc)
+            return 143
         return _report_error(exc, args.verbose)
     finally:
         if previous is not None:

@@ -211,3 +211,31 @@ def test_killed_command_leaves_no_process_nor_folder(kind: str, sig: int, tmp_pa
         assert proc.returncode == 143, stderr[-2000:]
         assert "stopped by SIGTERM" in stderr
         assert not temporaries(out)
+
+
+def test_sigterm_replaced_by_an_extension_error_still_ends_as_stopped(tmp_path, monkeypatch, caplog):
+    """SIGTERM's ``Terminated`` raised inside a C extension comes out as that extension's error
+    (torch: "could not determine the shape of object type ..."): still exit status 143."""
+    import hpa.pipelines.evaluate as evaluate_module
+    from hpa.cli import main as cli_main
+
+    def stopped_inside_an_extension(args: object) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises Terminated here
+        except BaseException:
+            raise ValueError(
+                "could not determine the shape of object type 'torch.storage.UntypedStorage'"
+            ) from None
+        return 0
+
+    monkeypatch.setattr(evaluate_module, "main", stopped_inside_an_extension)
+    submission = tmp_path / "submission.csv"
+    submission.write_text("Id,Predicted\n")
+    previous = signal.getsignal(signal.SIGTERM)
+    assert cli_main(["evaluate", str(submission)]) == 143
+    assert "stopped by SIGTERM (ValueError" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) == previous
+    # an error without SIGTERM is still reported as an error
+    monkeypatch.setattr(evaluate_module, "main", lambda args: int("x"))
+    assert cli_main(["evaluate", str(submission)]) == 1
