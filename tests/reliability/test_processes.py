@@ -213,29 +213,35 @@ def test_killed_command_leaves_no_process_nor_folder(kind: str, sig: int, tmp_pa
         assert not temporaries(out)
 
 
-def test_sigterm_replaced_by_an_extension_error_still_ends_as_stopped(tmp_path, monkeypatch, caplog):
+_STOPPED_INSIDE_AN_EXTENSION = """
+import os, signal, sys, time
+import hpa.pipelines.evaluate as evaluate_module
+from hpa.cli import main
+
+def stopped_inside_an_extension(args):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises Terminated here
+    except BaseException:
+        raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+    return 0
+
+evaluate_module.main = stopped_inside_an_extension if sys.argv[2] == "stop" else (lambda args: int("x"))
+sys.exit(main(["evaluate", sys.argv[1]]))
+"""
+
+
+def test_sigterm_replaced_by_an_extension_error_still_ends_as_stopped(tmp_path: Path) -> None:
     """SIGTERM's ``Terminated`` raised inside a C extension comes out as that extension's error
-    (torch: "could not determine the shape of object type ..."): still exit status 143."""
-    import hpa.pipelines.evaluate as evaluate_module
-    from hpa.cli import main as cli_main
-
-    def stopped_inside_an_extension(args: object) -> int:
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler raises Terminated here
-        except BaseException:
-            raise ValueError(
-                "could not determine the shape of object type 'torch.storage.UntypedStorage'"
-            ) from None
-        return 0
-
-    monkeypatch.setattr(evaluate_module, "main", stopped_inside_an_extension)
+    (torch: "could not determine the shape of object type ..."): still exit status 143. Run in
+    a process of its own: a real signal, not sent to the test runner."""
     submission = tmp_path / "submission.csv"
     submission.write_text("Id,Predicted\n")
-    previous = signal.getsignal(signal.SIGTERM)
-    assert cli_main(["evaluate", str(submission)]) == 143
-    assert "stopped by SIGTERM (ValueError" in caplog.text
-    assert signal.getsignal(signal.SIGTERM) == previous
+    script = [sys.executable, "-c", _STOPPED_INSIDE_AN_EXTENSION, str(submission)]
+    stopped = subprocess.run([*script, "stop"], env=hpa_env(), capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "stopped by SIGTERM (ValueError" in stopped.stderr
     # an error without SIGTERM is still reported as an error
-    monkeypatch.setattr(evaluate_module, "main", lambda args: int("x"))
-    assert cli_main(["evaluate", str(submission)]) == 1
+    failed = subprocess.run([*script, "fail"], env=hpa_env(), capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "stopped by SIGTERM" not in failed.stderr
