@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nested_bench import judge
 from segment_bench import machine
 
+from hpa.aggregation.submission import align_submission, read_submission
 from hpa.io import read_labels
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa-real"
@@ -66,11 +67,8 @@ def outside_scores(pred: Path, ext_labels: Path, train_labels: Path) -> dict[str
     y = ext.y.astype(int)
     classes = np.flatnonzero((y.sum(0) >= 1) & (train.y.sum(0) >= 1))
     scores = pd.read_csv(pred / "image_scores.csv").set_index("image_id").loc[list(ext.ids)]
-    called = pd.read_csv(pred / "submission.csv", dtype=str).set_index("Id").loc[list(ext.ids), "Predicted"]
-    pred_y = np.zeros_like(y)
-    for row, text in enumerate(called.fillna("")):
-        pred_y[row, [int(c) for c in text.split()]] = 1
-    result = judge(y, pred_y, scores[list(ext.class_names)].to_numpy(), classes)
+    _, called = align_submission(*read_submission(pred / "submission.csv", ext.label_set), ext)
+    result = judge(y, called.astype(int), scores[list(ext.class_names)].to_numpy(), classes)
     return {
         **result,
         "classes": [ext.class_names[c] for c in classes],
