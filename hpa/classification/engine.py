@@ -58,6 +58,7 @@ __all__ = [
     "TorchEngine",
     "make_engine",
     "resolve_engine",
+    "training_engine",
 ]
 #: The ONNX opset of the exported graphs (part of the cache key).
 OPSET = 17
@@ -106,10 +107,15 @@ def check_engine(engine: str, flag: str = "--engine") -> str:
     return engine
 
 
-def resolve_engine(engine: str, device: str, precision: str = "fp32", flag: str = "--engine") -> str:
-    """``torch``, ``onnxruntime`` or ``openvino`` for ``engine`` on ``device`` with the resolved ``precision``.
+def resolve_engine(engine: str, device: str, precision: str = "auto", flag: str = "--engine") -> str:
+    """``torch``, ``onnxruntime`` or ``openvino`` for ``engine`` on ``device`` with ``precision`` as asked.
 
-    ``auto``: torch on CUDA, and on the CPU when the run is bf16 (both ONNX engines run
+    ``precision`` is the setting as given (``auto``, ``bf16`` or ``fp32``), not resolved:
+    ``auto`` means bf16 only where it is free, and the ONNX engines beat torch's bf16 on
+    the CPU (OpenVINO in fp32 1.6x torch's native bf16 on an AVX512-BF16 CPU,
+    benchmarks/RESULTS.md), so it does not bind the engine.
+
+    ``auto``: torch on CUDA, and on the CPU when bf16 is asked for (both ONNX engines run
     the export in fp32); otherwise the first installed of :data:`AUTO_ORDER` (openvino,
     then onnxruntime), torch when neither is.
 
@@ -140,6 +146,18 @@ def resolve_engine(engine: str, device: str, precision: str = "fp32", flag: str 
             f"({_PACKAGES[engine]}), or use {flag} torch"
         )
     return engine
+
+
+def training_engine(engine: str, device: str, precision: str = "auto") -> str:
+    """The engine of a training run's frozen-backbone embedding (:func:`resolve_engine`).
+
+    Training itself is torch's, in ``precision``: an ONNX engine given by name embeds in
+    fp32 beside bf16 training, so only ``auto`` looks at the precision.
+
+    >>> training_engine("torch", "cpu", "bf16")
+    'torch'
+    """
+    return resolve_engine(engine, device, precision if engine == "auto" else "auto")
 
 
 def engine_threads(workers: int, cores: int | None = None) -> int:
@@ -410,8 +428,10 @@ def _trusted(path: Path, digest: str) -> bool:
 
 
 def _onnx_export(module: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """``torch.onnx.export`` of ``module`` at ``example``'s shape, the batch axis dynamic."""
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+    """``torch.onnx.export`` of ``module`` at ``example``'s shape, the batch axis dynamic, in fp32
+    (a caller's bf16 autocast would trace a graph of mixed types that the engines refuse)."""
+    no_autocast = torch.autocast("cpu", enabled=False)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), no_autocast:
         # the TorchScript exporter: no onnxscript needed; torch>=2.9 warns that it is the older one
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -218,5 +218,5 @@ def _run_mode(device: str, precision: str, engine: str, flag: str) -> tuple[str,
     from hpa.classification.inference import resolve_precision
 
     resolved = resolve_precision(precision, device)
-    engine = resolve_engine(engine, device, resolved, flag=flag)
+    engine = resolve_engine(engine, device, precision, flag=flag)  # as asked: auto is not bf16
     return (resolved if engine == "torch" else "fp32"), engine

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hpa.classification.data import BatchLoader, balance_weights
-from hpa.classification.engine import make_engine, resolve_engine
+from hpa.classification.engine import make_engine, training_engine
 from hpa.classification.inference import autocast, resolve_precision
 from hpa.classification.losses import get_loss
 from hpa.classification.validation import score_validation_images
@@ -100,7 +100,7 @@ def embed_views(
     pooled = PooledFeatures(model).eval()
     engine = make_engine(
         pooled,
-        resolve_engine(cfg.engine, cfg.device, precision),
+        training_engine(cfg.engine, cfg.device, cfg.precision),
         cache_dir=None if data.cache_folder is None else data.cache_folder / ENGINE_CACHE,
         skip=pooled.unused(),
     )
@@ -126,7 +126,7 @@ def cached_features(model: nn.Module, data: TrainData, rows: np.ndarray, cfg: Tr
     """
     if data.cache_folder is None:
         return embed_views(model, data, rows, cfg)
-    engine = resolve_engine(cfg.engine, cfg.device, resolve_precision(cfg.precision, cfg.device))
+    engine = training_engine(cfg.engine, cfg.device, cfg.precision)
     start = str(cfg.pretrained)
     weights = Path(start).expanduser()
     if weights.is_file():

@@ -34,7 +34,7 @@ from hpa.aggregation import POOLING_METHODS, ThresholdResult
 from hpa.classification.crops import CROP_SCALES
 from hpa.classification.data import BatchLoader, balance_weights
 from hpa.classification.distributed import World, barrier, gather_rows
-from hpa.classification.engine import check_engine, make_engine, resolve_engine
+from hpa.classification.engine import check_engine, make_engine, training_engine
 from hpa.classification.inference import autocast, resolve_precision, score_views
 from hpa.classification.losses import LOSSES, get_loss
 from hpa.classification.model import INTENSITIES
@@ -100,7 +100,7 @@ class TrainConfig:
             :func:`hpa.classification.inference.resolve_precision`).
         engine: what runs the frozen backbone's embedding (``freeze_epochs: -2``):
             ``torch``, ``onnxruntime`` or ``openvino`` (``auto`` is resolved for the device and precision
-            by :func:`hpa.classification.engine.resolve_engine`); training itself is torch's.
+            by :func:`hpa.classification.engine.training_engine`); training itself is torch's.
         workers: processes cutting crops when the cache is built.
         channels: input channels, as ``--channels`` takes them (``rgby``, ``rgb``,
             ``g,b,r+y``; :func:`hpa.classification.channels.parse_channels`).
@@ -227,10 +227,9 @@ class TrainConfig:
             # a chosen backbone is the user's own recipe: no companion unless asked for
             log.info("backbone %s chosen: no companion model (--companion to add one)", data["backbone"])
             data["companion"] = None
-        data["precision"] = resolve_precision(data.get("precision") or "auto", resolved)
-        data["engine"] = resolve_engine(
-            check_engine(data.get("engine") or "auto"), resolved, data["precision"]
-        )
+        asked = data.get("precision") or "auto"
+        data["engine"] = training_engine(check_engine(data.get("engine") or "auto"), resolved, asked)
+        data["precision"] = resolve_precision(asked, resolved)
         if not data["pretrained"] and "input_size" not in overrides and data.get("input_size"):
             # the resize serves pretrained features; a network learnt from scratch sees the crops
             log.info("random start: input size %s -> the crop size (no resize)", data["input_size"])

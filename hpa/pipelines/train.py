@@ -30,7 +30,7 @@ from hpa.artefacts.provenance import (
     read_record,
     write_record,
 )
-from hpa.classification.engine import resolve_engine
+from hpa.classification.engine import training_engine
 from hpa.classification.inference import resolve_precision
 from hpa.classification.validation import split_images
 from hpa.config import save_json, save_yaml, to_dict
@@ -325,7 +325,7 @@ def _fit_and_validate(
         world=run.world,
         settings=run.settings,
     )
-    engine = resolve_engine(cfg.engine, cfg.device, resolve_precision(cfg.precision, cfg.device))
+    engine = training_engine(cfg.engine, cfg.device, cfg.precision)
     evaluated = evaluate_views(model.to(cfg.device), data, cfg, run.world, engine=engine)
     distributed.shutdown(run.world)
     return model, history, evaluated
@@ -393,7 +393,9 @@ def _start_run(
     if out.is_symlink():  # the folder is swapped, not the link to it
         out = out.resolve()
     world, device = distributed.init(cfg.device)
-    cfg = replace(cfg, device=device, precision=resolve_precision(cfg.precision, device))
+    # the engine from the precision as given (auto is not bf16 for it), then the precision
+    engine = training_engine(cfg.engine, device, cfg.precision)
+    cfg = replace(cfg, device=device, precision=resolve_precision(cfg.precision, device), engine=engine)
     if not world.is_main:
         progress = False
         logging.getLogger("hpa").setLevel(logging.WARNING)
