@@ -90,7 +90,7 @@ def train(
         HPAConfigError: a setting that ``TrainConfig`` does not have.
     """
     from hpa.classification.train import TrainConfig
-    from hpa.pipelines.train import read_training_labels
+    from hpa.pipelines.train import masked_ids, read_training_labels
     from hpa.pipelines.train_command import plan_for_size, train_cells
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -100,7 +100,7 @@ def train(
     cfg = TrainConfig.for_device(device, source="hpa.train", **settings)
     table = read_training_labels(labels)
     all_folds = "folds" in settings and "fold" not in settings  # as train-cells --folds K: every fold
-    cfg, all_folds = plan_for_size(cfg, len(table), all_folds=all_folds, given=settings)
+    cfg, all_folds = plan_for_size(cfg, len(masked_ids(table, masks)), all_folds=all_folds, given=settings)
     return train_cells(
         images,
         table,

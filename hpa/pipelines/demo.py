@@ -77,6 +77,7 @@ def run_demo(
     from hpa.pipelines.evaluate import evaluate
     from hpa.pipelines.predict import predict_folder
     from hpa.pipelines.segment import segment_folder
+    from hpa.pipelines.train import masked_ids
     from hpa.pipelines.train_command import plan_for_size, train_cells
     from hpa.synthetic import write_dataset
     from hpa.synthetic.dataset import synth_record
@@ -103,7 +104,8 @@ def run_demo(
     cfg = TrainConfig.for_device(device, source="demo", seed=seed, **({"epochs": epochs} if epochs else {}))
     model = out / "model"
     train_labels = read_labels(data / "train.csv")
-    cfg, every_fold = plan_for_size(cfg, len(train_labels), all_folds=False, given=())
+    n_masked = len(masked_ids(train_labels, out / "seg" / "train"))
+    cfg, every_fold = plan_for_size(cfg, n_masked, all_folds=False, given=())
     train_cells(data / "train", train_labels, out / "seg" / "train", model, cfg, all_folds=every_fold)
     log.info("[4/6] predicting the test images")
     pred = out / "pred"

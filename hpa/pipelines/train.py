@@ -419,11 +419,16 @@ def _start_run(
     return _Run(cfg, world, out, staging, checkpoint, settings, progress)
 
 
-def _labels_with_masks(labels: Labels, masks: Folders, seg_dirs: Sequence[str]) -> Labels:
-    """The labelled images that have a cell mask (the others are left out, with a warning)."""
+def masked_ids(labels: Labels, masks: Folders) -> list[str]:
+    """The Ids of ``labels`` whose image has a cell mask in ``masks`` (the images a run trains on)."""
     from hpa.classification.cache import folder_of
 
-    have_mask = [i for i in labels.ids if SegDir(folder_of(masks, i)).cell_mask(i).is_file()]
+    return [i for i in labels.ids if SegDir(folder_of(masks, i)).cell_mask(i).is_file()]
+
+
+def _labels_with_masks(labels: Labels, masks: Folders, seg_dirs: Sequence[str]) -> Labels:
+    """The labelled images that have a cell mask (the others are left out, with a warning)."""
+    have_mask = masked_ids(labels, masks)
     if len(have_mask) < len(labels):
         log.warning(
             "%d of %d labelled images have no mask in %s and are left out",

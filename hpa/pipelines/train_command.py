@@ -23,6 +23,7 @@ from hpa.pipelines.train import (
     check_model_kind,
     clear_other_kind,
     combine_sources,
+    masked_ids,
     read_training_labels,
     train_model,
 )
@@ -58,7 +59,8 @@ def plan_for_size(
 
     Args:
         cfg: the resolved settings.
-        n_images: labelled images of the run.
+        n_images: labelled images of the run that have a cell mask
+            (:func:`hpa.pipelines.train.masked_ids`).
         all_folds: the choice of the flags (``--folds K`` without ``--fold``).
         given: the settings the user gave (flags, ``--config`` keys, API keywords).
 
@@ -212,7 +214,8 @@ def main(args: argparse.Namespace) -> int | tuple[int, str]:
     else:
         labels = read_training_labels(args.labels)
     all_folds = args.folds is not None and args.fold is None  # every fold, out-of-fold thresholds
-    cfg, all_folds = plan_for_size(cfg, len(labels), all_folds=all_folds, given=given_settings(args))
+    n_images = len(masked_ids(labels, masks))  # the images it trains on
+    cfg, all_folds = plan_for_size(cfg, n_images, all_folds=all_folds, given=given_settings(args))
     log_settings(
         "train-cells settings",
         {
