@@ -140,8 +140,11 @@ def make_report(
     *,
     channel_map: ChannelMap | None = None,
     scheme: str = "2018",
+    workers: int | None = None,
 ) -> Path:
     """Write the HTML report of a prediction run; returns the path of its ``index.html``.
+
+    ``workers`` processes draw the overlays (None: the CPU cores).
 
     ``channel_map`` (:class:`hpa.io_tiff.ChannelMap`) overrides the one the run used.
     ``scheme="2021"`` reports the run's 2021 per-cell labels (``hpa predict --format
@@ -153,7 +156,13 @@ def make_report(
     run.check_masks(images)
     target = Path(out) if out else run.root / "report"
     return Path(
-        write_report(run, target, images_dir=images, truth=_truth(str(labels) if labels else None, run))
+        write_report(
+            run,
+            target,
+            images_dir=images,
+            truth=_truth(str(labels) if labels else None, run),
+            workers=workers,
+        )
     )
 
 

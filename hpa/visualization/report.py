@@ -20,15 +20,20 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from hpa import runlog
+from hpa.config import default_workers
 from hpa.io import HPADataError, temp_name, write_bytes_atomic, write_png, write_text_atomic
 from hpa.outputs import check_apart, check_replaceable, swap_in, write_marker
+from hpa.parallel import process_pool
 from hpa.visualization.classes import cell_calls, image_title
 from hpa.visualization.overlay import overlay_panel, render_overlay
 from hpa.visualization.pages import image_page, index_page, summary_page
@@ -66,6 +71,7 @@ def write_report(
     ids: Sequence[str] | None = None,
     overlay_side: int = OVERLAY_SIDE,
     thumb_side: int = THUMB_SIDE,
+    workers: int | None = None,
 ) -> Path:
     """Write the HTML report of a prediction run.
 
@@ -82,6 +88,7 @@ def write_report(
         ids: Ids to include, in order; default: every Id of the submission.
         overlay_side: longest side of each overlay panel, pixels.
         thumb_side: longest side of each thumbnail, pixels.
+        workers: processes drawing the overlays; None = the CPU cores.
 
     Returns:
         Path of ``index.html``.
@@ -96,7 +103,8 @@ def write_report(
     tmp.mkdir()
     runlog.write_into(tmp)
     try:
-        has_thumb = _write_images(run, tmp, ids, folder, truth, overlay_side, thumb_side)
+        workers = workers if workers is not None else default_workers()
+        has_thumb = _write_images(run, tmp, ids, folder, truth, overlay_side, thumb_side, workers)
         _write_pages(run, tmp, ids, truth, has_thumb, folder)
         write_marker(tmp, REPORT_MARKER, "hpa report")
         swap_in(tmp, out)
@@ -114,31 +122,81 @@ def _write_images(
     truth: Mapping[str, Sequence[int]] | None,
     overlay_side: int,
     thumb_side: int,
+    workers: int,
 ) -> dict[str, str | None]:
-    """Overlays and thumbnails; returns the problem per Id (None = drawn)."""
-    problems: dict[str, str | None] = {}
-    for i, image_id in enumerate(tqdm(ids, desc="report", unit="image")):
-        if image_id in run.failures:
-            problems[image_id] = f"prediction failed: {run.failures[image_id]}"
-            continue
-        try:
-            image, cells = run.load(image_id, folder)
-            table = run.cells_of(image_id)
-            true = truth.get(image_id) if truth is not None else None
-            title = image_title(image_id, run.predicted.get(image_id, ()), run.class_names, true)
-            args = (image, cells, table, run.class_names, run.thresholds)
-            write_png(
-                root / "overlays" / f"{image_id}.png",
-                render_overlay(*args, title=title, max_side=overlay_side),
-            )
-            write_jpeg(root / "thumbs" / f"{image_id}.jpg", overlay_panel(*args, max_side=thumb_side))
-            problems[image_id] = None
-        except (HPADataError, ValueError, OSError) as exc:
-            log.warning("Id %s: no overlay (%s)", image_id, exc)
-            problems[image_id] = str(exc)
-        if (i + 1) % 50 == 0:
-            log.info("report: %d of %d images drawn", i + 1, len(ids))
+    """Overlays and thumbnails, drawn by ``workers`` processes; returns the problem per Id (None = drawn)."""
+    problems: dict[str, str | None] = {
+        i: f"prediction failed: {run.failures[i]}" for i in ids if i in run.failures
+    }
+    by_image = dict(tuple(run.cells.groupby("image_id", sort=False)))  # one pass, not one per image
+    tasks = [
+        _DrawTask(
+            _one_image(run, i, by_image.get(i, run.cells.iloc[:0])),
+            i,
+            folder,
+            None if truth is None else truth.get(i),
+            root,
+            overlay_side,
+            thumb_side,
+        )
+        for i in ids
+        if i not in run.failures
+    ]
+    parallel = workers > 1 and len(tasks) >= _MIN_PARALLEL
+    with process_pool(workers, len(tasks)) if parallel else nullcontext() as pool:
+        drawn = pool.map(_draw, tasks, chunksize=4) if pool is not None else map(_draw, tasks)
+        for k, (image_id, problem) in enumerate(tqdm(drawn, total=len(tasks), desc="report", unit="image")):
+            if problem is not None:
+                log.warning("Id %s: no overlay (%s)", image_id, problem)
+            problems[image_id] = problem
+            if (k + 1) % 50 == 0:
+                log.info("report: %d of %d images drawn", k + 1, len(tasks))
     return problems
+
+
+#: Fewer images than this are drawn in this process (starting workers would cost more).
+_MIN_PARALLEL = 8
+
+
+@dataclass(frozen=True)
+class _DrawTask:
+    """One image's overlay and thumbnail, as a worker process draws them."""
+
+    run: PredictionRun  # this image's share of the run (its cells only)
+    image_id: str
+    folder: Path | None
+    true: Sequence[int] | None
+    root: Path
+    overlay_side: int
+    thumb_side: int
+
+
+def _one_image(run: PredictionRun, image_id: str, cells: pd.DataFrame) -> PredictionRun:
+    """``run`` cut down to one image and its ``cells``: what a worker needs, small to send."""
+    return replace(
+        run,
+        ids=(image_id,),
+        predicted={image_id: run.predicted.get(image_id, ())},
+        cells=cells,
+        image_scores=run.image_scores.iloc[:0],
+    )
+
+
+def _draw(task: _DrawTask) -> tuple[str, str | None]:
+    """Draw one image's overlay and thumbnail; returns ``(Id, problem)``, problem None when drawn."""
+    run, image_id = task.run, task.image_id
+    try:
+        image, cells = run.load(image_id, task.folder)
+        title = image_title(image_id, run.predicted.get(image_id, ()), run.class_names, task.true)
+        args = (image, cells, run.cells_of(image_id), run.class_names, run.thresholds)
+        write_png(
+            task.root / "overlays" / f"{image_id}.png",
+            render_overlay(*args, title=title, max_side=task.overlay_side),
+        )
+        write_jpeg(task.root / "thumbs" / f"{image_id}.jpg", overlay_panel(*args, max_side=task.thumb_side))
+    except (HPADataError, ValueError, OSError) as exc:
+        return image_id, str(exc)
+    return image_id, None
 
 
 def _write_pages(

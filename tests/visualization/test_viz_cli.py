@@ -131,3 +131,23 @@ def test_report_missing_pred_dir(tmp_path: Path) -> None:
     r = hpa("report", tmp_path / "nope")
     assert r.returncode == 1 and "not found" in r.stderr
     shutil.rmtree(tmp_path)
+
+
+def test_report_drawn_by_worker_processes_matches_one_drawn_in_process(tmp_path: Path) -> None:
+    """Overlays drawn by two workers are the same files; an unreadable image still gets its page."""
+    from hpa.pipelines.visualize import make_report
+
+    ids = {f"img-{k}": 8 for k in range(9)}
+    pred = make_pred_dir(tmp_path, CLASS_NAMES_2018, ids)
+    (tmp_path / "images" / "img-4_green.png").write_bytes(b"not a png")
+    serial = make_report(pred, out=tmp_path / "serial", workers=1).parent
+    parallel = make_report(pred, out=tmp_path / "parallel", workers=2).parent
+    drawn = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.suffix in (".png", ".jpg"))
+    assert len(drawn) == 2 * 8 and Path("overlays/img-4.png") not in drawn
+    assert drawn == sorted(
+        p.relative_to(parallel) for p in parallel.rglob("*") if p.suffix in (".png", ".jpg")
+    )
+    for rel in drawn:
+        assert (serial / rel).read_bytes() == (parallel / rel).read_bytes(), rel
+    assert "No overlay" in (parallel / "images" / "img-4.html").read_text()
+    assert parse(parallel / "index.html").items == 9 and assert_links_resolve(parallel) > 10
