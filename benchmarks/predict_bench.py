@@ -250,9 +250,9 @@ def engines_bench(args: argparse.Namespace) -> str:
     import pandas as pd
 
     from hpa.artefacts import PredDir
-    from hpa.classification.engine import engine_threads
     from hpa.classification.inference import resolve_precision
     from hpa.classification.model import load_model_config
+    from hpa.config import default_workers
     from hpa.io import list_image_ids
     from hpa.pipelines.predict import predict_folder
     from hpa.synthetic.dataset import write_dataset
@@ -280,10 +280,9 @@ def engines_bench(args: argparse.Namespace) -> str:
             )  # fmt: skip
     with Clock() as cutting:
         views = cut_views(images, masks, ids, crop)
-    workers = max(1, (os.cpu_count() or 1) // 4)  # hpa predict's own with masks given
     bare = bare_eager_seconds(model, views, args.batch_size)
-    threads = {e: (os.cpu_count() or 1) if e == "torch" else engine_threads(workers) for e in engines}
-    engine_s = {e: engine_seconds(model, e, views, args.batch_size, threads[e]) for e in engines}
+    cores = default_workers()  # with masks given, hpa predict gives the network every core
+    engine_s = {e: engine_seconds(model, e, views, args.batch_size, cores) for e in engines}
     classes = list(load_model_config(model).class_names)
     cells = {e: pd.read_parquet(bench / f"predict-{e}" / PredDir.CELLS)[classes].to_numpy() for e in engines}
     subs = {e: (bench / f"predict-{e}" / PredDir.SUBMISSION).read_text() for e in engines}
@@ -296,8 +295,8 @@ def engines_bench(args: argparse.Namespace) -> str:
         f"Machine: {machine()}. Load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after. "
         f"{len(ids)} synthetic 512 px images, true masks given, {len(views)} views; the CPU default's main "
         f"network (frozen ImageNet EfficientNet-Lite0, green at 224 px), batch {args.batch_size}, TTA 1. "
-        f"torch runs {torch_precision} (auto) with channels-last on every core; the ONNX engines fp32 on "
-        f"the {engine_threads(workers)} core(s) the decoding worker leaves. Wall seconds, and in brackets "
+        f"torch runs {torch_precision} (`--engine torch`, precision auto) with channels-last, the ONNX engines "
+        f"fp32, each on the {cores} core(s) (hpa predict's own with masks given). Wall seconds, and in brackets "
         "CPU seconds (this process and its workers): the CPU time depends less on the load of other work.",
         "",
         "| engine | images/s end to end | end-to-end s | engine views/s | engine x bare | end to end x bare |",
@@ -315,12 +314,12 @@ def engines_bench(args: argparse.Namespace) -> str:
         f"Bare forward pass: {bare.wall:.1f} s ({bare.cpu:.1f} CPU s). Reading the images and masks and cutting "
         f"the views alone (one process): {cutting.wall:.1f} s ({cutting.cpu:.1f} CPU s).",
         "",
-        "Agreement against torch: "
+        f"Agreement between the engines (torch in {torch_precision}; the ONNX engines in fp32): "
         + "; ".join(
-            f"{e}: submission {'identical' if subs[e] == subs['torch'] else 'DIFFERENT'}, "
-            f"max cell probability difference {float(np.abs(cells[e] - cells['torch']).max()):.2e}"
-            for e in engines
-            if e != "torch" and "torch" in engines
+            f"{a} vs {b}: submission {'identical' if subs[a] == subs[b] else 'DIFFERENT'}, "
+            f"max cell probability difference {float(np.abs(cells[a] - cells[b]).max()):.2e}"
+            for k, a in enumerate(engines)
+            for b in engines[k + 1 :]
         )
         + ".",
     ]

@@ -433,9 +433,12 @@ def _load_predictor(
     if run.scheduler is not None:
         return Predictor.plan(model_dirs), settings
     assert settings.workers is not None
+    # as torch's threads (_machine_settings): with masks given the decoding workers are light
+    # and the network keeps every core; segmenting on the fly, it has the cores they leave
+    threads = default_workers() if run.masks is not None else engine_threads(settings.workers)
     predictor = Predictor.load(
         model_dirs, settings.model_weights, device=settings.device, precision=settings.precision,
-        engine=settings.engine, threads=engine_threads(settings.workers), flag=names("engine"),
+        engine=settings.engine, threads=threads, flag=names("engine"),
     )  # fmt: skip
     return predictor, replace(settings, precision=predictor.precision, engine=predictor.engine)
 

@@ -222,6 +222,7 @@ def test_the_engine_reaches_the_saved_record_and_both_engines_agree(tiny_dataset
             out,
             masks=tiny_dataset["masks"],
             engine=engine,
+            precision="fp32" if engine == "torch" else "auto",  # auto is bf16 on a CPU with native bf16
             progress=False,
         )
         settings = yaml.safe_load((out / "config.yaml").read_text())
@@ -243,6 +244,29 @@ def test_the_engine_reaches_the_saved_record_and_both_engines_agree(tiny_dataset
     assert (tmp_path / "torch" / "submission.csv").read_text() == (
         tmp_path / "onnxruntime" / "submission.csv"
     ).read_text()
+
+
+def test_with_masks_given_the_onnx_engine_gets_every_core(tiny_dataset, tiny_model, tmp_path, monkeypatch):
+    """Reading masks and cutting crops is light: the network keeps every core, as torch's
+    threads do; segmenting on the fly it gets the cores the segmenting workers leave."""
+    from hpa.classification.predictor import Predictor
+    from hpa.config import default_workers
+
+    asked = []
+
+    def load(*args, **kwargs):
+        asked.append(kwargs["threads"])
+        raise HPAConfigError("stop here")
+
+    monkeypatch.setattr(Predictor, "load", load)
+    for masks in (tiny_dataset["masks"], None):
+        with pytest.raises(HPAConfigError, match="stop here"):
+            predict_folder(
+                tiny_dataset["images"], tiny_model, tmp_path / str(len(asked)), masks=masks, workers=1,
+                engine="onnxruntime", progress=False,
+            )  # fmt: skip
+    cores = default_workers()
+    assert asked == [cores, max(1, cores - 1)]
 
 
 def test_the_cli_refuses_an_unknown_engine_and_a_missing_onnxruntime(
