@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Settings that may differ between a finished fold and a rerun without invalidating it.
-_FREE = {"fold", "workers", "device", "precision", "world_size", "max_steps"}
+_FREE = {"fold", "workers", "device", "precision", "engine", "world_size", "max_steps"}
 
 
 def fold_dir(out: str | Path, k: int) -> Path:
