@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,14 @@ class PredictionRun:
     channel_map: Any = None
 
     def cells_of(self, image_id: str) -> pd.DataFrame:
-        """Rows of ``cell_predictions`` for one image (possibly empty)."""
-        return self.cells[self.cells["image_id"] == image_id]
+        """Rows of ``cell_predictions`` for one image (possibly empty), in table order."""
+        rows = self._rows_by_image.get(image_id)
+        return self.cells.iloc[rows] if rows is not None else self.cells.iloc[:0]
+
+    @cached_property
+    def _rows_by_image(self) -> dict[str, np.ndarray]:
+        """Row positions of each image's cells: one pass over the table, not one per image."""
+        return dict(self.cells.groupby("image_id", sort=False).indices)
 
     def mask_path(self, image_id: str) -> Path:
         """Path of the cell instance mask of an image (``SEG_DIR/cells/<Id>.png``)."""

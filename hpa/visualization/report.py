@@ -26,7 +26,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from hpa import runlog
@@ -128,10 +127,9 @@ def _write_images(
     problems: dict[str, str | None] = {
         i: f"prediction failed: {run.failures[i]}" for i in ids if i in run.failures
     }
-    by_image = dict(tuple(run.cells.groupby("image_id", sort=False)))  # one pass, not one per image
     tasks = [
         _DrawTask(
-            _one_image(run, i, by_image.get(i, run.cells.iloc[:0])),
+            _one_image(run, i),
             i,
             folder,
             None if truth is None else truth.get(i),
@@ -171,14 +169,15 @@ class _DrawTask:
     thumb_side: int
 
 
-def _one_image(run: PredictionRun, image_id: str, cells: pd.DataFrame) -> PredictionRun:
-    """``run`` cut down to one image and its ``cells``: what a worker needs, small to send."""
+def _one_image(run: PredictionRun, image_id: str) -> PredictionRun:
+    """``run`` cut down to one image: what a worker needs, small to send."""
     return replace(
         run,
         ids=(image_id,),
         predicted={image_id: run.predicted.get(image_id, ())},
-        cells=cells,
+        cells=run.cells_of(image_id),
         image_scores=run.image_scores.iloc[:0],
+        failures={},
     )
 
 

@@ -151,3 +151,16 @@ def test_report_drawn_by_worker_processes_matches_one_drawn_in_process(tmp_path:
         assert (serial / rel).read_bytes() == (parallel / rel).read_bytes(), rel
     assert "No overlay" in (parallel / "images" / "img-4.html").read_text()
     assert parse(parallel / "index.html").items == 9 and assert_links_resolve(parallel) > 10
+
+
+def test_cells_of_gives_each_images_rows_in_table_order(tmp_path: Path) -> None:
+    """The per-image lookup (grouped once) returns exactly the rows a filter on the Id does."""
+    from hpa.visualization.preddir import load_prediction_run
+
+    pred = make_pred_dir(tmp_path, CLASS_NAMES_2018, {"img-a": 8, "img-b": 16, "img-c": 8})
+    run = load_prediction_run(pred)
+    for image_id in ("img-a", "img-b", "img-c"):
+        expected = run.cells[run.cells["image_id"] == image_id]
+        assert len(expected) > 0 and run.cells_of(image_id).equals(expected)
+    assert run.cells_of("not-in-the-run").empty
+    assert list(run.cells_of("img-b").columns) == list(run.cells.columns)
