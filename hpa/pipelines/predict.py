@@ -427,20 +427,24 @@ def _load_predictor(
     With a scheduler, only the config and thresholds (:meth:`Predictor.plan` of a plain,
     ``--folds`` or blend folder): each worker resolves the device and loads the model itself.
     """
-    from hpa.classification.engine import engine_threads
     from hpa.classification.predictor import Predictor
 
     if run.scheduler is not None:
         return Predictor.plan(model_dirs), settings
     assert settings.workers is not None
-    # as torch's threads (_machine_settings): with masks given the decoding workers are light
-    # and the network keeps every core; segmenting on the fly, it has the cores they leave
-    threads = default_workers() if run.masks is not None else engine_threads(settings.workers)
     predictor = Predictor.load(
         model_dirs, settings.model_weights, device=settings.device, precision=settings.precision,
-        engine=settings.engine, threads=threads, flag=names("engine"),
+        engine=settings.engine, threads=_network_threads(run, settings.workers), flag=names("engine"),
     )  # fmt: skip
     return predictor, replace(settings, precision=predictor.precision, engine=predictor.engine)
+
+
+def _network_threads(run: PredictRun, workers: int) -> int:
+    """The classifier's CPU threads, torch's or an ONNX engine's: with masks given every core
+    (the workers reading masks and cutting crops are light), segmenting on the fly the cores
+    the segmenting ``workers`` leave."""
+    cores = default_workers()
+    return cores if run.masks is not None else max(1, cores - workers)
 
 
 def _machine_settings(settings: PredictConfig, run: PredictRun) -> PredictConfig:
@@ -458,16 +462,13 @@ def _machine_settings(settings: PredictConfig, run: PredictRun) -> PredictConfig
     device = resolve_device(settings.device)
     cores = default_workers()
     if run.masks is not None:
-        # reading masks and cutting crops is light: a few workers keep the model fed,
-        # and on the CPU the model keeps every core
+        # reading masks and cutting crops is light: a few workers keep the model fed
         workers = settings.workers or max(1, cores // 4)
-        threads = cores
     else:
         # segmentation is the heavy part: every core but the model's segments
         workers = settings.workers or max(1, cores - (0 if device == "cuda" else 1))
-        threads = max(1, cores - workers)
     if device == "cpu":
-        torch.set_num_threads(threads)
+        torch.set_num_threads(_network_threads(run, workers))
     batch_size = settings.batch_size or default_batch_size(device)
     return replace(settings, device=device, workers=workers, batch_size=batch_size)
 
